@@ -1,0 +1,359 @@
+namespace HftRuntime.Kernels;
+
+/// <summary>Hyper-parameters of one AdamW step (PyTorch's decoupled form, bias correction included).</summary>
+/// <param name="Lr">Learning rate of this step.</param>
+/// <param name="Beta1">First-moment decay.</param>
+/// <param name="Beta2">Second-moment decay.</param>
+/// <param name="Eps">Added to the bias-corrected root of the second moment.</param>
+/// <param name="WeightDecay">Decoupled decay, applied only in segments flagged for decay.</param>
+/// <param name="Step">1-based count of applied steps (for bias correction).</param>
+public readonly record struct AdamWStep(float Lr, float Beta1, float Beta2, float Eps, float WeightDecay, int Step)
+{
+    /// <summary>1 - beta1^step, computed in double as PyTorch does.</summary>
+    public float BiasCorrection1 => (float)(1.0 - Math.Pow(Beta1, Step));
+
+    /// <summary>sqrt(1 - beta2^step), computed in double.</summary>
+    public float BiasCorrection2Sqrt => (float)Math.Sqrt(1.0 - Math.Pow(Beta2, Step));
+
+    /// <summary>lr / (1 - beta1^step), computed in double.</summary>
+    public float StepSize => (float)(Lr / (1.0 - Math.Pow(Beta1, Step)));
+}
+
+/// <summary>
+/// Every operation a Llama training step needs, forward and backward. Tensors live in arenas of this back-end;
+/// shapes are passed explicitly, row-major. Public methods validate their arguments (names, sizes, back-end)
+/// and then call the implementation. Unless a method says it accumulates, outputs are overwritten.
+/// </summary>
+public abstract class Backend : IDisposable
+{
+    /// <summary>Short name: "cpu", "cuda" or "ilgpu-cpu".</summary>
+    public abstract string Name { get; }
+
+    /// <summary>The device in words (processor or GPU name).</summary>
+    public abstract string DeviceName { get; }
+
+    /// <summary>Creates an empty arena on this back-end.</summary>
+    public abstract DeviceArena CreateArena();
+
+    /// <summary>Waits until every queued operation has finished.</summary>
+    public abstract void Synchronize();
+
+    /// <summary>Releases the back-end's resources.</summary>
+    public abstract void Dispose();
+
+    // ------------------------------------------------------------------ transfers and element-wise
+
+    /// <summary>Copies host data into <paramref name="dst"/> (the first <c>src.Length</c> elements).</summary>
+    public void Upload<T>(Tensor dst, ReadOnlySpan<T> src) where T : unmanaged
+    {
+        Own(dst, nameof(dst));
+        CheckElement<T>(dst);
+        Need(dst, src.Length, nameof(dst));
+        UploadCore(dst, System.Runtime.InteropServices.MemoryMarshal.AsBytes(src));
+    }
+
+    /// <summary>Copies the first <c>dst.Length</c> elements of <paramref name="src"/> to the host.</summary>
+    public void Download<T>(Tensor src, Span<T> dst) where T : unmanaged
+    {
+        Own(src, nameof(src));
+        CheckElement<T>(src);
+        Need(src, dst.Length, nameof(src));
+        DownloadCore(src, System.Runtime.InteropServices.MemoryMarshal.AsBytes(dst));
+    }
+
+    /// <summary>Copies a whole tensor to a new host array.</summary>
+    public T[] ToArray<T>(Tensor src) where T : unmanaged
+    {
+        var a = new T[src.Count];
+        Download<T>(src, a);
+        return a;
+    }
+
+    /// <summary>Sets every element of an F32 tensor to <paramref name="value"/>.</summary>
+    public void Fill(Tensor dst, float value)
+    {
+        F32(dst, nameof(dst));
+        FillCore(dst, value);
+    }
+
+    /// <summary>dst = src (same element count and type).</summary>
+    public void Copy(Tensor dst, Tensor src)
+    {
+        Own(dst, nameof(dst)); Own(src, nameof(src));
+        if (dst.Type != src.Type || dst.Count != src.Count)
+            throw new ArgumentException($"copy needs equal tensors: {dst} vs {src}");
+        CopyCore(dst, src);
+    }
+
+    /// <summary>y += x (element-wise, equal counts).</summary>
+    public void AddInPlace(Tensor y, Tensor x)
+    {
+        F32(y, nameof(y)); F32(x, nameof(x)); Same(y, x);
+        AddInPlaceCore(y, x);
+    }
+
+    /// <summary>x *= s.</summary>
+    public void Scale(Tensor x, float s)
+    {
+        F32(x, nameof(x));
+        ScaleCore(x, s);
+    }
+
+    /// <summary>result[0] = sum of x² (float accumulation per block, blocks summed in double where possible).</summary>
+    public void SumSquares(Tensor result, Tensor x)
+    {
+        F32(result, nameof(result)); F32(x, nameof(x)); Need(result, 1, nameof(result));
+        SumSquaresCore(result, x);
+    }
+
+    // ------------------------------------------------------------------ embedding
+
+    /// <summary>y[i, :] = table[ids[i], :] for i &lt; n.</summary>
+    public void EmbeddingForward(Tensor y, Tensor ids, Tensor table, int n, int dim, int vocab)
+    {
+        Pos(n, nameof(n)); Pos(dim, nameof(dim)); Pos(vocab, nameof(vocab));
+        F32(y, nameof(y)); I32(ids, nameof(ids)); F32(table, nameof(table));
+        Need(y, (long)n * dim, nameof(y)); Need(ids, n, nameof(ids)); Need(table, (long)vocab * dim, nameof(table));
+        EmbeddingForwardCore(y, ids, table, n, dim, vocab);
+    }
+
+    /// <summary>dTable[ids[i], :] += dy[i, :] (accumulates).</summary>
+    public void EmbeddingBackward(Tensor dTable, Tensor ids, Tensor dy, int n, int dim, int vocab)
+    {
+        Pos(n, nameof(n)); Pos(dim, nameof(dim)); Pos(vocab, nameof(vocab));
+        F32(dTable, nameof(dTable)); I32(ids, nameof(ids)); F32(dy, nameof(dy));
+        Need(dy, (long)n * dim, nameof(dy)); Need(ids, n, nameof(ids)); Need(dTable, (long)vocab * dim, nameof(dTable));
+        EmbeddingBackwardCore(dTable, ids, dy, n, dim, vocab);
+    }
+
+    // ------------------------------------------------------------------ RMSNorm
+
+    /// <summary>y = x / sqrt(mean(x²) + eps) * w per row; rstd[i] = 1 / sqrt(mean(x_i²) + eps).</summary>
+    public void RmsNormForward(Tensor y, Tensor rstd, Tensor x, Tensor w, int n, int dim, float eps)
+    {
+        Pos(n, nameof(n)); Pos(dim, nameof(dim));
+        F32(y, nameof(y)); F32(rstd, nameof(rstd)); F32(x, nameof(x)); F32(w, nameof(w));
+        Need(y, (long)n * dim, nameof(y)); Need(x, (long)n * dim, nameof(x)); Need(rstd, n, nameof(rstd)); Need(w, dim, nameof(w));
+        RmsNormForwardCore(y, rstd, x, w, n, dim, eps);
+    }
+
+    /// <summary>
+    /// dx += dL/dx through the norm (accumulates into the residual gradient); dw += dL/dw when
+    /// <paramref name="dw"/> is not empty (a frozen norm passes the empty tensor and gets no weight gradient).
+    /// </summary>
+    public void RmsNormBackward(Tensor dx, Tensor dw, Tensor dy, Tensor x, Tensor w, Tensor rstd, int n, int dim)
+    {
+        Pos(n, nameof(n)); Pos(dim, nameof(dim));
+        F32(dx, nameof(dx)); F32(dy, nameof(dy)); F32(x, nameof(x)); F32(w, nameof(w)); F32(rstd, nameof(rstd));
+        Need(dx, (long)n * dim, nameof(dx)); Need(dy, (long)n * dim, nameof(dy)); Need(x, (long)n * dim, nameof(x));
+        Need(w, dim, nameof(w)); Need(rstd, n, nameof(rstd));
+        if (!dw.IsEmpty) { F32(dw, nameof(dw)); Need(dw, dim, nameof(dw)); }
+        RmsNormBackwardCore(dx, dw, dy, x, w, rstd, n, dim);
+    }
+
+    // ------------------------------------------------------------------ RoPE
+
+    /// <summary>
+    /// Rotates x [n, heads, headDim] in place, Hugging Face's rotate-half layout (pairs i and i + headDim/2), by the
+    /// angles of positions[i] taken from the tables cos/sin [maxPositions, headDim/2]. With
+    /// <paramref name="inverse"/> it rotates by the negative angle, which is the backward pass.
+    /// </summary>
+    public void Rope(Tensor x, Tensor positions, Tensor cos, Tensor sin, int n, int heads, int headDim, int maxPositions, bool inverse)
+    {
+        Pos(n, nameof(n)); Pos(heads, nameof(heads)); Pos(headDim, nameof(headDim)); Pos(maxPositions, nameof(maxPositions));
+        if (headDim % 2 != 0) throw new ArgumentException($"headDim must be even for RoPE, got {headDim}", nameof(headDim));
+        F32(x, nameof(x)); I32(positions, nameof(positions)); F32(cos, nameof(cos)); F32(sin, nameof(sin));
+        Need(x, (long)n * heads * headDim, nameof(x)); Need(positions, n, nameof(positions));
+        Need(cos, (long)maxPositions * headDim / 2, nameof(cos)); Need(sin, (long)maxPositions * headDim / 2, nameof(sin));
+        RopeCore(x, positions, cos, sin, n, heads, headDim, maxPositions, inverse);
+    }
+
+    // ------------------------------------------------------------------ attention
+
+    /// <summary>
+    /// Causal grouped-query attention. q, o: [batch·seq, heads·headDim]; k, v: [batch·seq, kvHeads·headDim];
+    /// lse: [batch, heads, seq] receives each query's log-sum-exp of scaled scores (kept for the backward pass).
+    /// Query t of a sequence sees keys docStart[t] ≤ j ≤ t, where docStart (I32 [batch·seq], optional) marks
+    /// where the query's document begins in a packed sequence; empty means plain causal (docStart = 0).
+    /// </summary>
+    public void AttentionForward(Tensor o, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor docStart,
+        int batch, int seq, int heads, int kvHeads, int headDim, float scale)
+    {
+        CheckAttention(q, k, v, docStart, batch, seq, heads, kvHeads, headDim);
+        F32(o, nameof(o)); F32(lse, nameof(lse));
+        Need(o, (long)batch * seq * heads * headDim, nameof(o)); Need(lse, (long)batch * heads * seq, nameof(lse));
+        AttentionForwardCore(o, lse, q, k, v, docStart, batch, seq, heads, kvHeads, headDim, scale);
+    }
+
+    /// <summary>Gradients of <see cref="AttentionForward"/>: dq, dk, dv are overwritten.</summary>
+    public void AttentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor dO, Tensor o, Tensor lse,
+        Tensor q, Tensor k, Tensor v, Tensor docStart, int batch, int seq, int heads, int kvHeads, int headDim, float scale)
+    {
+        CheckAttention(q, k, v, docStart, batch, seq, heads, kvHeads, headDim);
+        long nq = (long)batch * seq * heads * headDim, nk = (long)batch * seq * kvHeads * headDim;
+        F32(dq, nameof(dq)); F32(dk, nameof(dk)); F32(dv, nameof(dv)); F32(dO, nameof(dO)); F32(o, nameof(o)); F32(lse, nameof(lse));
+        Need(dq, nq, nameof(dq)); Need(dO, nq, nameof(dO)); Need(o, nq, nameof(o));
+        Need(dk, nk, nameof(dk)); Need(dv, nk, nameof(dv)); Need(lse, (long)batch * heads * seq, nameof(lse));
+        AttentionBackwardCore(dq, dk, dv, dO, o, lse, q, k, v, docStart, batch, seq, heads, kvHeads, headDim, scale);
+    }
+
+    // ------------------------------------------------------------------ SwiGLU
+
+    /// <summary>h = silu(gate) · up, element-wise over h.Count elements.</summary>
+    public void SwiGluForward(Tensor h, Tensor gate, Tensor up)
+    {
+        F32(h, nameof(h)); F32(gate, nameof(gate)); F32(up, nameof(up)); Same(h, gate); Same(h, up);
+        SwiGluForwardCore(h, gate, up);
+    }
+
+    /// <summary>
+    /// dGate, dUp from dh. dGate may alias gate and dUp may alias up (each element is read before it is written).
+    /// </summary>
+    public void SwiGluBackward(Tensor dGate, Tensor dUp, Tensor dh, Tensor gate, Tensor up)
+    {
+        F32(dGate, nameof(dGate)); F32(dUp, nameof(dUp)); F32(dh, nameof(dh)); F32(gate, nameof(gate)); F32(up, nameof(up));
+        Same(dh, gate); Same(dh, up); Same(dh, dGate); Same(dh, dUp);
+        SwiGluBackwardCore(dGate, dUp, dh, gate, up);
+    }
+
+    // ------------------------------------------------------------------ matrix products
+
+    /// <summary>
+    /// c[m, n] (+)= op(a) · op(b), row-major, where op(a) is a[m, k] or, with <paramref name="transA"/>, a[k, m]ᵀ,
+    /// and op(b) is b[k, n] or, with <paramref name="transB"/>, b[n, k]ᵀ. Training uses three forms:
+    /// Y = X·Wᵀ (transB), dX = dY·W (none), dW += dYᵀ·X (transA, accumulate).
+    /// </summary>
+    public void MatMul(Tensor c, Tensor a, Tensor b, int m, int n, int k, bool transA, bool transB, bool accumulate)
+    {
+        Pos(m, nameof(m)); Pos(n, nameof(n)); Pos(k, nameof(k));
+        F32(c, nameof(c)); F32(a, nameof(a)); F32(b, nameof(b));
+        Need(c, (long)m * n, nameof(c)); Need(a, (long)m * k, nameof(a)); Need(b, (long)k * n, nameof(b));
+        MatMulCore(c, a, b, m, n, k, transA, transB, accumulate);
+    }
+
+    // ------------------------------------------------------------------ cross-entropy
+
+    /// <summary>
+    /// Per row i &lt; n of logits [n, vocab]: losses[i] = logsumexp(row) − row[targets[i]], or 0 where
+    /// targets[i] = −100 (ignored). With <paramref name="writeGradient"/>, the row is then overwritten in place with
+    /// rowScale[i] · (softmax(row) − onehot(targets[i])) (zero for ignored rows): no second [n, vocab] buffer.
+    /// </summary>
+    public void CrossEntropy(Tensor logits, Tensor targets, Tensor rowScale, Tensor losses, int n, int vocab, bool writeGradient)
+    {
+        Pos(n, nameof(n)); Pos(vocab, nameof(vocab));
+        F32(logits, nameof(logits)); I32(targets, nameof(targets)); F32(losses, nameof(losses));
+        Need(logits, (long)n * vocab, nameof(logits)); Need(targets, n, nameof(targets)); Need(losses, n, nameof(losses));
+        if (writeGradient) { F32(rowScale, nameof(rowScale)); Need(rowScale, n, nameof(rowScale)); }
+        CrossEntropyCore(logits, targets, rowScale, losses, n, vocab, writeGradient);
+    }
+
+    /// <summary>The label value whose position carries no loss.</summary>
+    public const int IgnoreIndex = -100;
+
+    // ------------------------------------------------------------------ optimizer
+
+    /// <summary>
+    /// One AdamW step over a table of segments (I32 [segmentCount, 3]: start, length, decay flag) of the
+    /// contiguous trainable block: param, grad, m, v share one layout. Elements outside every segment are
+    /// untouched. grad is multiplied by gradScale[0] when gradScale is not empty (clipping).
+    /// </summary>
+    public void AdamW(Tensor param, Tensor grad, Tensor m, Tensor v, Tensor segments, int segmentCount, AdamWStep step, Tensor gradScale)
+    {
+        F32(param, nameof(param)); F32(grad, nameof(grad)); F32(m, nameof(m)); F32(v, nameof(v)); I32(segments, nameof(segments));
+        Same(param, grad); Same(param, m); Same(param, v);
+        Pos(segmentCount, nameof(segmentCount)); Need(segments, segmentCount * 3L, nameof(segments));
+        if (step.Step < 1) throw new ArgumentOutOfRangeException(nameof(step), $"AdamW step must be >= 1, got {step.Step}");
+        if (!gradScale.IsEmpty) { F32(gradScale, nameof(gradScale)); Need(gradScale, 1, nameof(gradScale)); }
+        AdamWCore(param, grad, m, v, segments, segmentCount, step, gradScale);
+    }
+
+    // ------------------------------------------------------------------ implementations
+
+    /// <summary>Implementation of <see cref="Upload{T}"/>.</summary>
+    protected abstract void UploadCore(Tensor dst, ReadOnlySpan<byte> src);
+    /// <summary>Implementation of <see cref="Download{T}"/>.</summary>
+    protected abstract void DownloadCore(Tensor src, Span<byte> dst);
+    /// <summary>Implementation of <see cref="Fill"/>.</summary>
+    protected abstract void FillCore(Tensor dst, float value);
+    /// <summary>Implementation of <see cref="Copy"/>.</summary>
+    protected abstract void CopyCore(Tensor dst, Tensor src);
+    /// <summary>Implementation of <see cref="AddInPlace"/>.</summary>
+    protected abstract void AddInPlaceCore(Tensor y, Tensor x);
+    /// <summary>Implementation of <see cref="Scale"/>.</summary>
+    protected abstract void ScaleCore(Tensor x, float s);
+    /// <summary>Implementation of <see cref="SumSquares"/>.</summary>
+    protected abstract void SumSquaresCore(Tensor result, Tensor x);
+    /// <summary>Implementation of <see cref="EmbeddingForward"/>.</summary>
+    protected abstract void EmbeddingForwardCore(Tensor y, Tensor ids, Tensor table, int n, int dim, int vocab);
+    /// <summary>Implementation of <see cref="EmbeddingBackward"/>.</summary>
+    protected abstract void EmbeddingBackwardCore(Tensor dTable, Tensor ids, Tensor dy, int n, int dim, int vocab);
+    /// <summary>Implementation of <see cref="RmsNormForward"/>.</summary>
+    protected abstract void RmsNormForwardCore(Tensor y, Tensor rstd, Tensor x, Tensor w, int n, int dim, float eps);
+    /// <summary>Implementation of <see cref="RmsNormBackward"/>.</summary>
+    protected abstract void RmsNormBackwardCore(Tensor dx, Tensor dw, Tensor dy, Tensor x, Tensor w, Tensor rstd, int n, int dim);
+    /// <summary>Implementation of <see cref="Rope"/>.</summary>
+    protected abstract void RopeCore(Tensor x, Tensor positions, Tensor cos, Tensor sin, int n, int heads, int headDim, int maxPositions, bool inverse);
+    /// <summary>Implementation of <see cref="AttentionForward"/>.</summary>
+    protected abstract void AttentionForwardCore(Tensor o, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor docStart,
+        int batch, int seq, int heads, int kvHeads, int headDim, float scale);
+    /// <summary>Implementation of <see cref="AttentionBackward"/>.</summary>
+    protected abstract void AttentionBackwardCore(Tensor dq, Tensor dk, Tensor dv, Tensor dO, Tensor o, Tensor lse,
+        Tensor q, Tensor k, Tensor v, Tensor docStart, int batch, int seq, int heads, int kvHeads, int headDim, float scale);
+    /// <summary>Implementation of <see cref="SwiGluForward"/>.</summary>
+    protected abstract void SwiGluForwardCore(Tensor h, Tensor gate, Tensor up);
+    /// <summary>Implementation of <see cref="SwiGluBackward"/>.</summary>
+    protected abstract void SwiGluBackwardCore(Tensor dGate, Tensor dUp, Tensor dh, Tensor gate, Tensor up);
+    /// <summary>Implementation of <see cref="MatMul"/>.</summary>
+    protected abstract void MatMulCore(Tensor c, Tensor a, Tensor b, int m, int n, int k, bool transA, bool transB, bool accumulate);
+    /// <summary>Implementation of <see cref="CrossEntropy"/>.</summary>
+    protected abstract void CrossEntropyCore(Tensor logits, Tensor targets, Tensor rowScale, Tensor losses, int n, int vocab, bool writeGradient);
+    /// <summary>Implementation of <see cref="AdamW"/>.</summary>
+    protected abstract void AdamWCore(Tensor param, Tensor grad, Tensor m, Tensor v, Tensor segments, int segmentCount, AdamWStep step, Tensor gradScale);
+
+    // ------------------------------------------------------------------ validation
+
+    private void CheckAttention(Tensor q, Tensor k, Tensor v, Tensor docStart, int batch, int seq, int heads, int kvHeads, int headDim)
+    {
+        Pos(batch, nameof(batch)); Pos(seq, nameof(seq)); Pos(heads, nameof(heads)); Pos(kvHeads, nameof(kvHeads)); Pos(headDim, nameof(headDim));
+        if (heads % kvHeads != 0)
+            throw new ArgumentException($"heads ({heads}) must be a multiple of kvHeads ({kvHeads})", nameof(kvHeads));
+        F32(q, nameof(q)); F32(k, nameof(k)); F32(v, nameof(v));
+        Need(q, (long)batch * seq * heads * headDim, nameof(q));
+        Need(k, (long)batch * seq * kvHeads * headDim, nameof(k));
+        Need(v, (long)batch * seq * kvHeads * headDim, nameof(v));
+        if (!docStart.IsEmpty) { I32(docStart, nameof(docStart)); Need(docStart, (long)batch * seq, nameof(docStart)); }
+    }
+
+    private void Own(Tensor t, string what)
+    {
+        if (t.Arena is null) throw new ArgumentException($"{what} is the empty tensor", what);
+        if (!ReferenceEquals(t.Arena.Backend, this))
+            throw new ArgumentException($"{what} '{t.Name}' belongs to back-end '{t.Arena.Backend.Name}', not '{Name}'", what);
+        if (!t.Arena.IsCommitted) throw new ArgumentException($"{what} '{t.Name}' lives in an arena that is not committed yet", what);
+    }
+
+    private void F32(Tensor t, string what) { Own(t, what); if (t.Type != DType.F32) throw new ArgumentException($"{what} '{t.Name}' must be F32, is {t.Type}", what); }
+
+    private void I32(Tensor t, string what) { Own(t, what); if (t.Type != DType.I32) throw new ArgumentException($"{what} '{t.Name}' must be I32, is {t.Type}", what); }
+
+    private static void CheckElement<T>(Tensor t) where T : unmanaged
+    {
+        if (System.Runtime.CompilerServices.Unsafe.SizeOf<T>() != t.Type.Size())
+            throw new ArgumentException($"tensor '{t.Name}' holds {t.Type}; {typeof(T).Name} has another size");
+    }
+
+    private static void Need(Tensor t, long count, string what)
+    {
+        if (t.Count < count) throw new ArgumentException($"{what} '{t.Name}' has {t.Count} elements, needs {count}", what);
+    }
+
+    private static void Same(Tensor a, Tensor b)
+    {
+        if (a.Count != b.Count) throw new ArgumentException($"'{a.Name}' has {a.Count} elements but '{b.Name}' has {b.Count}");
+    }
+
+    private static void Pos(int value, string what)
+    {
+        if (value <= 0) throw new ArgumentOutOfRangeException(what, value, $"{what} must be positive");
+    }
+}
