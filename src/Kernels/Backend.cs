@@ -106,6 +106,13 @@ public abstract class Backend : IDisposable
         SumSquaresCore(result, x);
     }
 
+    /// <summary>result[0] = Σ a·b over a.Count elements, or result[0] += that sum with <paramref name="accumulate"/>.</summary>
+    public void Dot(Tensor result, Tensor a, Tensor b, bool accumulate)
+    {
+        F32(result, nameof(result)); F32(a, nameof(a)); F32(b, nameof(b)); Same(a, b); Need(result, 1, nameof(result));
+        DotCore(result, a, b, accumulate);
+    }
+
     // ------------------------------------------------------------------ embedding
 
     /// <summary>y[i, :] = table[ids[i], :] for i &lt; n.</summary>
@@ -283,6 +290,8 @@ public abstract class Backend : IDisposable
     protected abstract void ScaleCore(Tensor x, float s);
     /// <summary>Implementation of <see cref="SumSquares"/>.</summary>
     protected abstract void SumSquaresCore(Tensor result, Tensor x);
+    /// <summary>Implementation of <see cref="Dot"/>.</summary>
+    protected abstract void DotCore(Tensor result, Tensor a, Tensor b, bool accumulate);
     /// <summary>Implementation of <see cref="EmbeddingForward"/>.</summary>
     protected abstract void EmbeddingForwardCore(Tensor y, Tensor ids, Tensor table, int n, int dim, int vocab);
     /// <summary>Implementation of <see cref="EmbeddingBackward"/>.</summary>

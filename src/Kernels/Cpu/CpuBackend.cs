@@ -110,4 +110,12 @@ public sealed unsafe partial class CpuBackend : Backend
             total += TensorPrimitives.SumOfSquares(data.Slice(s, Math.Min(chunk, data.Length - s)));
         *F(result) = (float)total;
     }
+
+    /// <inheritdoc/>
+    protected override void DotCore(Tensor result, Tensor a, Tensor b, bool accumulate)
+    {
+        float d = TensorPrimitives.Dot(new ReadOnlySpan<float>(F(a), a.Count), new ReadOnlySpan<float>(F(b), b.Count));
+        float* r = F(result);
+        *r = accumulate ? *r + d : d;
+    }
 }

@@ -1,0 +1,81 @@
+using System.Numerics;
+using System.Numerics.Tensors;
+
+namespace HftRuntime.Kernels.Cpu;
+
+public sealed unsafe partial class CpuBackend
+{
+    private struct RmsNormArgs { public float* Y, Rstd, X, W, Dx, Dw, Dy; public int N, Dim; public float Eps; }
+
+    /// <inheritdoc/>
+    protected override void RmsNormForwardCore(Tensor y, Tensor rstd, Tensor x, Tensor w, int n, int dim, float eps)
+    {
+        var a = new RmsNormArgs { Y = F(y), Rstd = F(rstd), X = F(x), W = F(w), N = n, Dim = dim, Eps = eps };
+        _pool.For(n, Math.Max(1, 16384 / dim), &RmsNormForwardRows, &a);
+    }
+
+    private static void RmsNormForwardRows(void* p, int s, int e)
+    {
+        var a = (RmsNormArgs*)p;
+        int d = a->Dim;
+        var w = new ReadOnlySpan<float>(a->W, d);
+        for (int i = s; i < e; i++)
+        {
+            var x = new ReadOnlySpan<float>(a->X + (long)i * d, d);
+            var y = new Span<float>(a->Y + (long)i * d, d);
+            float r = 1f / MathF.Sqrt(TensorPrimitives.SumOfSquares(x) / d + a->Eps);
+            a->Rstd[i] = r;
+            TensorPrimitives.Multiply(x, r, y);
+            TensorPrimitives.Multiply(y, w, y);
+        }
+    }
+
+    /// <inheritdoc/>
+    protected override void RmsNormBackwardCore(Tensor dx, Tensor dw, Tensor dy, Tensor x, Tensor w, Tensor rstd, int n, int dim)
+    {
+        var a = new RmsNormArgs { Dx = F(dx), Dw = dw.IsEmpty ? null : F(dw), Dy = F(dy), X = F(x), W = F(w), Rstd = F(rstd), N = n, Dim = dim };
+        _pool.For(n, Math.Max(1, 8192 / dim), &RmsNormBackwardRows, &a);
+        // The weight gradient sums over rows: split by columns so the order (and result) is thread-independent.
+        if (a.Dw != null) _pool.For(dim, 64, &RmsNormWeightGradColumns, &a);
+    }
+
+    private static void RmsNormBackwardRows(void* p, int s, int e)
+    {
+        var a = (RmsNormArgs*)p;
+        int d = a->Dim, vw = System.Numerics.Vector<float>.Count;
+        float* w = a->W;
+        for (int i = s; i < e; i++)
+        {
+            float* x = a->X + (long)i * d, dy = a->Dy + (long)i * d, dx = a->Dx + (long)i * d;
+            float r = a->Rstd[i];
+            // c = r³ · mean(dy·w·x); dx += r·dy·w − c·x
+            var acc = System.Numerics.Vector<float>.Zero;
+            int j = 0;
+            for (; j <= d - vw; j += vw)
+                acc += System.Numerics.Vector.Load(dy + j) * System.Numerics.Vector.Load(w + j) * System.Numerics.Vector.Load(x + j);
+            float dot = System.Numerics.Vector.Sum(acc);
+            for (; j < d; j++) dot += dy[j] * w[j] * x[j];
+            float c = r * r * r * dot / d;
+            var vr = new System.Numerics.Vector<float>(r);
+            var vc = new System.Numerics.Vector<float>(c);
+            j = 0;
+            for (; j <= d - vw; j += vw)
+                (System.Numerics.Vector.Load(dx + j) + vr * System.Numerics.Vector.Load(dy + j) * System.Numerics.Vector.Load(w + j)
+                    - vc * System.Numerics.Vector.Load(x + j)).Store(dx + j);
+            for (; j < d; j++) dx[j] += r * dy[j] * w[j] - c * x[j];
+        }
+    }
+
+    private static void RmsNormWeightGradColumns(void* p, int s, int e)
+    {
+        var a = (RmsNormArgs*)p;
+        int d = a->Dim, wdt = e - s;
+        var dw = new Span<float>(a->Dw + s, wdt);
+        for (int i = 0; i < a->N; i++)
+        {
+            float r = a->Rstd[i];
+            float* xr = a->X + (long)i * d + s, dyr = a->Dy + (long)i * d + s;
+            for (int j = 0; j < wdt; j++) dw[j] += dyr[j] * xr[j] * r;
+        }
+    }
+}

@@ -1,0 +1,38 @@
+namespace HftRuntime.Kernels.Cpu;
+
+public sealed unsafe partial class CpuBackend
+{
+    private struct RopeArgs { public float* X, Cos, Sin; public int* Pos; public int Heads, HeadDim, MaxPositions; public bool Inverse; }
+
+    /// <inheritdoc/>
+    protected override void RopeCore(Tensor x, Tensor positions, Tensor cos, Tensor sin, int n, int heads, int headDim, int maxPositions, bool inverse)
+    {
+        var a = new RopeArgs { X = F(x), Cos = F(cos), Sin = F(sin), Pos = I(positions), Heads = heads, HeadDim = headDim, MaxPositions = maxPositions, Inverse = inverse };
+        for (int i = 0; i < n; i++)
+            if ((uint)a.Pos[i] >= (uint)maxPositions)
+                throw new ArgumentOutOfRangeException(nameof(positions), a.Pos[i], $"position {a.Pos[i]} at row {i} is outside the RoPE table [0, {maxPositions})");
+        _pool.For(n, Math.Max(1, 8192 / (heads * headDim)), &RopeRows, &a);
+    }
+
+    private static void RopeRows(void* p, int s, int e)
+    {
+        var a = (RopeArgs*)p;
+        int half = a->HeadDim / 2;
+        float sign = a->Inverse ? -1f : 1f;
+        for (int i = s; i < e; i++)
+        {
+            float* c = a->Cos + (long)a->Pos[i] * half, sn = a->Sin + (long)a->Pos[i] * half;
+            float* row = a->X + (long)i * a->Heads * a->HeadDim;
+            for (int h = 0; h < a->Heads; h++)
+            {
+                float* x = row + h * a->HeadDim;
+                for (int j = 0; j < half; j++)
+                {
+                    float x1 = x[j], x2 = x[j + half], cj = c[j], sj = sign * sn[j];
+                    x[j] = x1 * cj - x2 * sj;
+                    x[j + half] = x2 * cj + x1 * sj;
+                }
+            }
+        }
+    }
+}

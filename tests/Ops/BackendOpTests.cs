@@ -1,0 +1,280 @@
+using HftRuntime.Kernels;
+using HftRuntime.Tests.Support;
+using NUnit.Framework;
+using static HftRuntime.Tests.Support.Numerics;
+
+namespace HftRuntime.Tests.Ops;
+
+/// <summary>
+/// Every back-end operation against a float64 reference (forward) or central finite differences of the float64
+/// reference (backward), on random inputs with odd sizes; outputs are poisoned with NaN before each run. A derived
+/// fixture supplies the back-end.
+/// </summary>
+public abstract class BackendOpTests
+{
+    /// <summary>The back-end under test.</summary>
+    protected Backend Backend { get; private set; } = null!;
+
+    /// <summary>Creates the back-end under test.</summary>
+    protected abstract Backend CreateBackend();
+
+    /// <summary>Relative tolerance for forward results against float64.</summary>
+    protected virtual double ForwardTolerance => 2e-6;
+
+    /// <summary>Relative tolerance for gradients against float64 finite differences.</summary>
+    protected virtual double GradientTolerance => 2e-5;
+
+    [OneTimeSetUp] public void SetUpBackend() => Backend = CreateBackend();
+    [OneTimeTearDown] public void TearDownBackend() => Backend.Dispose();
+
+    private OpHarness H() => new(Backend);
+
+    [TestCase(5, 7, 11)]
+    [TestCase(33, 64, 50)]
+    public void EmbeddingForwardGathersAndBackwardScatterAdds(int n, int dim, int vocab)
+    {
+        var rng = new Random(n);
+        var table = Randn(rng, vocab * dim);
+        var ids = RandInt(rng, n, vocab);
+        ids[n - 1] = ids[0]; // a repeated id must accumulate twice
+        var dy = Randn(rng, n * dim);
+        var dTable0 = Randn(rng, vocab * dim);
+        using var h = H();
+        var tT = h.Input(table); var tIds = h.Input(ids); var y = h.Output(n * dim);
+        var tDy = h.Input(dy); var tDTable = h.Input(dTable0);
+        h.Commit();
+        Backend.EmbeddingForward(y, tIds, tT, n, dim, vocab);
+        Backend.EmbeddingBackward(tDTable, tIds, tDy, n, dim, vocab);
+        var want = new double[n * dim];
+        var wantD = D(dTable0);
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < dim; j++)
+            {
+                want[i * dim + j] = table[ids[i] * dim + j];
+                wantD[ids[i] * dim + j] += dy[i * dim + j];
+            }
+        Assert.That(RelErr(h.Read(y), want), Is.EqualTo(0));
+        Assert.That(RelErr(h.Read(tDTable), wantD), Is.LessThan(ForwardTolerance));
+    }
+
+    [TestCase(3, 17, 1e-5)]
+    [TestCase(9, 64, 1e-6)]
+    public void RmsNormMatchesReferenceAndFiniteDifferences(int n, int d, double eps)
+    {
+        var rng = new Random(d);
+        var x = Randn(rng, n * d); var w = Randn(rng, d, 0.5); var r = Randn(rng, n * d);
+        var dx0 = Randn(rng, n * d); var dw0 = Randn(rng, d);
+        using var h = H();
+        var tx = h.Input(x); var tw = h.Input(w); var y = h.Output(n * d); var rstd = h.Output(n);
+        var tdy = h.Input(r); var tdx = h.Input(dx0); var tdw = h.Input(dw0); var tdx2 = h.Input(dx0);
+        h.Commit();
+        Backend.RmsNormForward(y, rstd, tx, tw, n, d, (float)eps);
+        Backend.RmsNormBackward(tdx, tdw, tdy, tx, tw, rstd, n, d);
+        Backend.RmsNormBackward(tdx2, default, tdy, tx, tw, rstd, n, d);
+
+        double[] xd = D(x), wd = D(w), rd = D(r);
+        Assert.That(RelErr(h.Read(y), Reference.RmsNorm(xd, wd, n, d, eps)), Is.LessThan(ForwardTolerance));
+        double Loss() => Dot(Reference.RmsNorm(xd, wd, n, d, eps), rd);
+        var gx = FiniteDifference(xd, Loss); var gw = FiniteDifference(wd, Loss);
+        Assert.That(RelErr(Minus(h.Read(tdx), dx0), gx), Is.LessThan(GradientTolerance));
+        Assert.That(RelErr(Minus(h.Read(tdw), dw0), gw), Is.LessThan(GradientTolerance));
+        Assert.That(RelErr(Minus(h.Read(tdx2), dx0), gx), Is.LessThan(GradientTolerance), "frozen weight: same dx");
+    }
+
+    [TestCase(7, 3, 8, 10000.0)]
+    [TestCase(5, 2, 16, 500000.0)]
+    public void RopeRotatesHalvesAndItsInverseIsTheGradient(int n, int heads, int hd, double theta)
+    {
+        var rng = new Random(hd);
+        int maxPos = 13;
+        var (cos, sin) = Reference.RopeTables(maxPos, hd, theta);
+        var x = Randn(rng, n * heads * hd); var r = Randn(rng, n * heads * hd);
+        var pos = RandInt(rng, n, maxPos);
+        using var h = H();
+        var tx = h.Input(x); var tr = h.Input(r); var tp = h.Input(pos); var tc = h.Input(cos); var ts = h.Input(sin);
+        h.Commit();
+        Backend.Rope(tx, tp, tc, ts, n, heads, hd, maxPos, inverse: false);
+        Backend.Rope(tr, tp, tc, ts, n, heads, hd, maxPos, inverse: true);
+        double[] xd = D(x), cd = D(cos), sd = D(sin), rd = D(r);
+        Assert.That(RelErr(h.Read(tx), Reference.Rope(xd, pos, cd, sd, n, heads, hd)), Is.LessThan(ForwardTolerance));
+        var g = FiniteDifference(xd, () => Dot(Reference.Rope(xd, pos, cd, sd, n, heads, hd), rd));
+        Assert.That(RelErr(h.Read(tr), g), Is.LessThan(GradientTolerance));
+    }
+
+    [TestCase(2, 7, 4, 2, 6, false)]
+    [TestCase(1, 70, 2, 1, 8, false)]
+    [TestCase(2, 9, 3, 3, 4, true)]
+    [TestCase(1, 67, 4, 2, 4, true)]
+    public void AttentionMatchesReferenceAndFiniteDifferences(int batch, int seq, int heads, int kvHeads, int hd, bool packed)
+    {
+        var rng = new Random(seq * 31 + heads);
+        int nq = batch * seq * heads * hd, nk = batch * seq * kvHeads * hd;
+        var q = Randn(rng, nq); var k = Randn(rng, nk); var v = Randn(rng, nk); var r = Randn(rng, nq);
+        int[]? doc = null;
+        if (packed)
+        {
+            doc = new int[batch * seq];
+            for (int b = 0; b < batch; b++)
+            {
+                int start = 0;
+                for (int t = 0; t < seq; t++)
+                {
+                    if (t > 0 && rng.Next(5) == 0) start = t;
+                    doc[b * seq + t] = start;
+                }
+            }
+        }
+        float scale = 1f / MathF.Sqrt(hd);
+        using var h = H();
+        var tq = h.Input(q); var tk = h.Input(k); var tv = h.Input(v); var tdo = h.Input(r);
+        var tdoc = doc is null ? default : h.Input(doc);
+        var o = h.Output(nq); var lse = h.Output(batch * heads * seq);
+        var dq = h.Output(nq); var dk = h.Output(nk); var dv = h.Output(nk);
+        h.Commit();
+        Backend.AttentionForward(o, lse, tq, tk, tv, tdoc, batch, seq, heads, kvHeads, hd, scale);
+        Backend.AttentionBackward(dq, dk, dv, tdo, o, lse, tq, tk, tv, tdoc, batch, seq, heads, kvHeads, hd, scale);
+
+        double[] qd = D(q), kd = D(k), vd = D(v), rd = D(r);
+        var (wantO, wantLse) = Reference.Attention(qd, kd, vd, doc, batch, seq, heads, kvHeads, hd, scale);
+        Assert.That(RelErr(h.Read(o), wantO), Is.LessThan(ForwardTolerance * 5));
+        Assert.That(RelErr(h.Read(lse), wantLse), Is.LessThan(ForwardTolerance * 5));
+        double Loss() => Dot(Reference.Attention(qd, kd, vd, doc, batch, seq, heads, kvHeads, hd, scale).O, rd);
+        Assert.That(RelErr(h.Read(dq), FiniteDifference(qd, Loss)), Is.LessThan(GradientTolerance), "dq");
+        Assert.That(RelErr(h.Read(dk), FiniteDifference(kd, Loss)), Is.LessThan(GradientTolerance), "dk");
+        Assert.That(RelErr(h.Read(dv), FiniteDifference(vd, Loss)), Is.LessThan(GradientTolerance), "dv");
+    }
+
+    [TestCase(1)]
+    [TestCase(37)]
+    [TestCase(5000)]
+    public void SwiGluMatchesReferenceAndFiniteDifferencesInPlace(int count)
+    {
+        var rng = new Random(count);
+        var g = Randn(rng, count, 2); var u = Randn(rng, count); var r = Randn(rng, count);
+        using var h = H();
+        var tg = h.Input(g); var tu = h.Input(u); var tr = h.Input(r); var hOut = h.Output(count);
+        h.Commit();
+        Backend.SwiGluForward(hOut, tg, tu);
+        Backend.SwiGluBackward(tg, tu, tr, tg, tu); // in place, as the model does
+        double[] gd = D(g), ud = D(u), rd = D(r);
+        Assert.That(RelErr(h.Read(hOut), Reference.SwiGlu(gd, ud)), Is.LessThan(ForwardTolerance));
+        double Loss() => Dot(Reference.SwiGlu(gd, ud), rd);
+        Assert.That(RelErr(h.Read(tg), FiniteDifference(gd, Loss)), Is.LessThan(GradientTolerance));
+        Assert.That(RelErr(h.Read(tu), FiniteDifference(ud, Loss)), Is.LessThan(GradientTolerance));
+    }
+
+    [TestCase(false, false)]
+    [TestCase(false, true)]
+    [TestCase(true, false)]
+    [TestCase(true, true)]
+    public void MatMulAllTransposesAndAccumulation(bool transA, bool transB)
+    {
+        int m = 19, n = 23, k = 37;
+        var rng = new Random(m + (transA ? 1 : 0) + (transB ? 2 : 0));
+        var a = Randn(rng, m * k); var b = Randn(rng, k * n); var c0 = Randn(rng, m * n);
+        using var h = H();
+        var ta = h.Input(a); var tb = h.Input(b); var c = h.Output(m * n); var cacc = h.Input(c0);
+        h.Commit();
+        Backend.MatMul(c, ta, tb, m, n, k, transA, transB, accumulate: false);
+        Backend.MatMul(cacc, ta, tb, m, n, k, transA, transB, accumulate: true);
+        var want = Reference.MatMul(D(a), D(b), m, n, k, transA, transB);
+        Assert.That(RelErr(h.Read(c), want), Is.LessThan(ForwardTolerance * 5));
+        var wantAcc = want.Select((x, i) => x + c0[i]).ToArray();
+        Assert.That(RelErr(h.Read(cacc), wantAcc), Is.LessThan(ForwardTolerance * 5));
+    }
+
+    [TestCase(6, 10)]
+    [TestCase(13, 1000)]
+    public void CrossEntropyLossAndInPlaceGradient(int n, int vocab)
+    {
+        var rng = new Random(vocab);
+        var logits = Randn(rng, n * vocab, 3);
+        var targets = RandInt(rng, n, vocab);
+        targets[1] = -100;
+        var scale = Randn(rng, n);
+        using var h = H();
+        var tl = h.Input(logits); var tl2 = h.Input(logits); var tt = h.Input(targets); var ts = h.Input(scale);
+        var loss = h.Output(n); var loss2 = h.Output(n);
+        h.Commit();
+        Backend.CrossEntropy(tl, tt, default, loss, n, vocab, writeGradient: false);
+        Backend.CrossEntropy(tl2, tt, ts, loss2, n, vocab, writeGradient: true);
+        var ld = D(logits);
+        var want = Reference.CrossEntropy(ld, targets, n, vocab);
+        Assert.That(RelErr(h.Read(loss), want), Is.LessThan(ForwardTolerance));
+        Assert.That(RelErr(h.Read(loss2), want), Is.LessThan(ForwardTolerance));
+        Assert.That(h.Read(tl), Is.EqualTo(logits), "without a gradient the logits stay as they were");
+        var g = FiniteDifference(ld, () =>
+        {
+            var l = Reference.CrossEntropy(ld, targets, n, vocab);
+            double s = 0;
+            for (int i = 0; i < n; i++) s += l[i] * scale[i];
+            return s;
+        });
+        Assert.That(RelErr(h.Read(tl2), g), Is.LessThan(GradientTolerance));
+    }
+
+    [Test]
+    public void AdamWMatchesFloat64ReferenceWithLargeDecayOverSegments()
+    {
+        // Two segments (decay, no decay) with a gap between them that must stay untouched.
+        int count = 1000, steps = 4;
+        int[] seg = [0, 600, 1, 650, 350, 0];
+        var rng = new Random(7);
+        var p0 = Randn(rng, count); var grads = new float[steps][];
+        for (int s = 0; s < steps; s++) grads[s] = Randn(rng, count, 0.1 * (s + 1));
+        float lr = 0.01f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 5f;
+        using var h = H();
+        var p = h.Input(p0); var g = h.Output(count); var m = h.Input(new float[count]); var v = h.Input(new float[count]);
+        var ts = h.Input(seg); var gs = h.Input(new[] { 0.5f });
+        h.Commit();
+        double[] pd = D(p0), md = new double[count], vd = new double[count];
+        for (int s = 1; s <= steps; s++)
+        {
+            Backend.Upload<float>(g, grads[s - 1]);
+            Backend.AdamW(p, g, m, v, ts, 2, new AdamWStep(lr, b1, b2, eps, wd, s), gs);
+            double bc1 = 1 - Math.Pow(b1, s), bc2 = 1 - Math.Pow(b2, s);
+            for (int i = 0; i < count; i++)
+            {
+                bool inDecay = i < 600, inPlain = i >= 650;
+                if (!inDecay && !inPlain) continue;
+                double gi = grads[s - 1][i] * 0.5;
+                if (inDecay) pd[i] *= 1 - (double)lr * wd;
+                md[i] = b1 * md[i] + (1 - b1) * gi;
+                vd[i] = b2 * vd[i] + (1 - b2) * gi * gi;
+                pd[i] -= lr / bc1 * md[i] / (Math.Sqrt(vd[i]) / Math.Sqrt(bc2) + eps);
+            }
+        }
+        var got = h.Read(p);
+        Assert.That(RelErr(got, pd), Is.LessThan(1e-6));
+        Assert.That(got.AsSpan(600, 50).ToArray(), Is.EqualTo(p0.AsSpan(600, 50).ToArray()), "outside every segment: untouched");
+        Assert.That(RelErr(h.Read(m), md), Is.LessThan(1e-6));
+        Assert.That(RelErr(h.Read(v), vd), Is.LessThan(1e-6));
+    }
+
+    [Test]
+    public void ElementwiseAndReductions()
+    {
+        var rng = new Random(3);
+        int n = 100_003;
+        var a = Randn(rng, n); var b = Randn(rng, n);
+        using var h = H();
+        var ta = h.Input(a); var tb = h.Input(b); var r = h.Output(2); var copy = h.Output(n); var filled = h.Output(n);
+        h.Commit();
+        Backend.SumSquares(r.Slice(0, 1), ta);
+        Backend.Dot(r.Slice(1, 1), ta, tb, accumulate: false);
+        Backend.Dot(r.Slice(1, 1), ta, tb, accumulate: true);
+        Backend.Copy(copy, ta);
+        Backend.AddInPlace(copy, tb);
+        Backend.Scale(copy, -2f);
+        Backend.Fill(filled, 1.5f);
+        double ss = 0, dot = 0;
+        for (int i = 0; i < n; i++) { ss += (double)a[i] * a[i]; dot += (double)a[i] * b[i]; }
+        var res = h.Read(r);
+        Assert.That(res[0], Is.EqualTo(ss).Within(1e-5).Percent);
+        Assert.That(res[1], Is.EqualTo(2 * dot).Within(1e-3).Percent);
+        Assert.That(RelErr(h.Read(copy), a.Select((x, i) => -2.0 * ((double)x + b[i])).ToArray()), Is.LessThan(1e-7));
+        Assert.That(h.Read(filled), Is.All.EqualTo(1.5f));
+    }
+
+    private static double[] Minus(float[] a, float[] b) => a.Select((x, i) => (double)x - b[i]).ToArray();
+}

@@ -1,0 +1,62 @@
+using HftRuntime.Kernels;
+
+namespace HftRuntime.Tests.Support;
+
+/// <summary>
+/// Puts host arrays on a back-end for an operation test: inputs are uploaded, outputs are poisoned with NaN (so an
+/// element an operation forgets to write fails the comparison), results come back as arrays.
+/// </summary>
+public sealed class OpHarness : IDisposable
+{
+    private readonly Backend _backend;
+    private readonly DeviceArena _arena;
+    private readonly List<Action> _afterCommit = new();
+
+    /// <summary>Creates an empty harness on <paramref name="backend"/>.</summary>
+    public OpHarness(Backend backend)
+    {
+        _backend = backend;
+        _arena = backend.CreateArena();
+    }
+
+    /// <summary>An F32 tensor holding <paramref name="data"/>.</summary>
+    public Tensor Input(float[] data, string name = "in")
+    {
+        var t = _arena.Reserve(name, data.Length);
+        _afterCommit.Add(() => _backend.Upload<float>(t, data));
+        return t;
+    }
+
+    /// <summary>An I32 tensor holding <paramref name="data"/>.</summary>
+    public Tensor Input(int[] data, string name = "in")
+    {
+        var t = _arena.Reserve(name, data.Length, DType.I32);
+        _afterCommit.Add(() => _backend.Upload<int>(t, data));
+        return t;
+    }
+
+    /// <summary>An F32 tensor of <paramref name="count"/> NaNs.</summary>
+    public Tensor Output(int count, string name = "out")
+    {
+        var t = _arena.Reserve(name, count);
+        _afterCommit.Add(() => _backend.Fill(t, float.NaN));
+        return t;
+    }
+
+    /// <summary>Allocates and fills everything declared so far.</summary>
+    public void Commit()
+    {
+        _arena.Commit();
+        foreach (var a in _afterCommit) a();
+    }
+
+    /// <summary>Reads a tensor back.</summary>
+    public float[] Read(Tensor t)
+    {
+        _backend.Synchronize();
+        return _backend.ToArray<float>(t);
+    }
+
+    /// <inheritdoc/>
+    public void Dispose() => _arena.Dispose();
+}
