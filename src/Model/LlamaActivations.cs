@@ -1,0 +1,88 @@
+using HftRuntime.Kernels;
+using HftRuntime.Runtime;
+
+namespace HftRuntime.Model;
+
+public sealed partial class LlamaModel
+{
+    /// <summary>What one layer keeps from its forward pass for the backward pass.</summary>
+    private sealed class LayerActivations
+    {
+        public Tensor Rstd1, Xn1, Q, K, V, Attn, Lse, XMid, Rstd2, Xn2, Gate, Up, H;
+    }
+
+    /// <summary>
+    /// Saved activations and scratch, reserved in the model's arena. A tensor that only a frozen matrix's weight
+    /// gradient would read (the normed input of frozen q/k/v or gate/up, the SwiGLU output of a frozen down
+    /// projection) is not kept: it goes to a shared scratch buffer instead. Without training, every layer shares one
+    /// set and the residual stream alternates between two buffers.
+    /// </summary>
+    private sealed class Activations
+    {
+        public readonly Tensor Ids, Targets, RowScale, Positions, DocStart, RopeCos, RopeSin;
+        public readonly Tensor[] Residual;
+        public readonly LayerActivations[] Layers;
+        public readonly Tensor FinalRstd, FinalXn, Logits, RowLosses, LossScalar;
+        public readonly Tensor DRes, DXn, DQ, DK, DV, DAttn, DH;
+        public readonly long Bytes;
+
+        public Activations(DeviceArena arena, LlamaConfig c, LlamaModelOptions o, LayerWeights[] w)
+        {
+            long before = arena.ReservedBytes;
+            long n = (long)o.Batch * o.Seq;
+            int d = c.HiddenSize, f = c.IntermediateSize, qd = c.NumAttentionHeads * c.HeadDim, kvd = c.NumKeyValueHeads * c.HeadDim;
+            int layers = c.NumHiddenLayers;
+            bool train = o.Training;
+            Tensor R(string name, long count, DType t = DType.F32) => arena.Reserve("act." + name, count, t);
+
+            Ids = R("ids", n, DType.I32); Targets = R("targets", n, DType.I32); RowScale = R("row_scale", n);
+            Positions = R("positions", n, DType.I32); DocStart = R("doc_start", n, DType.I32);
+            RopeCos = R("rope.cos", (long)o.Seq * c.HeadDim / 2); RopeSin = R("rope.sin", (long)o.Seq * c.HeadDim / 2);
+
+            var scratchD = R("scratch.d", n * d);
+            var scratchF = R("scratch.f", n * f);
+            Residual = new Tensor[layers + 1];
+            if (train) for (int l = 0; l <= layers; l++) Residual[l] = R($"residual.{l}", n * d);
+            else
+            {
+                var r0 = R("residual.even", n * d); var r1 = R("residual.odd", n * d);
+                for (int l = 0; l <= layers; l++) Residual[l] = l % 2 == 0 ? r0 : r1;
+            }
+
+            Layers = new LayerActivations[layers];
+            LayerActivations? shared = null;
+            for (int l = 0; l < layers; l++)
+            {
+                if (!train && shared != null) { Layers[l] = shared; continue; }
+                var lw = w[l];
+                string p = $"layer.{l}.";
+                var a = new LayerActivations
+                {
+                    Rstd1 = R(p + "rstd1", n),
+                    Xn1 = train && (lw.Q.Trainable || lw.K.Trainable || lw.V.Trainable) ? R(p + "xn1", n * d) : scratchD,
+                    Q = R(p + "q", n * qd), K = R(p + "k", n * kvd), V = R(p + "v", n * kvd),
+                    Attn = R(p + "attn", n * qd), Lse = R(p + "lse", n * c.NumAttentionHeads),
+                    XMid = R(p + "xmid", n * d), Rstd2 = R(p + "rstd2", n),
+                    Xn2 = train && (lw.Gate.Trainable || lw.Up.Trainable) ? R(p + "xn2", n * d) : scratchD,
+                    Gate = R(p + "gate", n * f), Up = R(p + "up", n * f),
+                    H = train && lw.Down.Trainable ? R(p + "h", n * f) : scratchF,
+                };
+                Layers[l] = a;
+                if (!train) shared = a;
+            }
+            FinalRstd = R("final.rstd", n);
+            FinalXn = R("final.xn", n * d);
+            Logits = R("logits", n * c.VocabSize);
+            RowLosses = R("row_losses", n);
+            LossScalar = R("loss", 1);
+            if (train)
+            {
+                DRes = R("grad.residual", n * d); DXn = R("grad.xn", n * d);
+                DQ = R("grad.q", n * qd); DK = R("grad.k", n * kvd); DV = R("grad.v", n * kvd);
+                DAttn = R("grad.attn", n * qd);
+                DH = scratchF; // the SwiGLU output is dead once the down projection's gradient is formed
+            }
+            Bytes = arena.ReservedBytes - before;
+        }
+    }
+}

@@ -1,0 +1,52 @@
+using System.Text.RegularExpressions;
+using HftRuntime.Runtime;
+using HftRuntime.Runtime.SafeTensors;
+
+namespace HftRuntime.Model;
+
+public sealed partial class LlamaModel
+{
+    private static readonly Regex LayerIndex = new(@"^model\.layers\.(\d+)\.", RegexOptions.Compiled | RegexOptions.CultureInvariant);
+
+    /// <summary>
+    /// Loads every parameter from a Hugging Face checkpoint (F32, F64, BF16 or F16 converted to float32). A missing
+    /// tensor, a shape that disagrees with config.json, or a layer the config does not have is an
+    /// <see cref="InvalidInputException"/> naming the file and the tensor. Tensors we don't use (a saved
+    /// <c>lm_head.weight</c> of a tied model, rotary buffers) are ignored.
+    /// </summary>
+    public void LoadWeights(ISafeTensorsSource source)
+    {
+        foreach (var name in source.Names)
+        {
+            var m = LayerIndex.Match(name);
+            if (m.Success && (!int.TryParse(m.Groups[1].Value, out int layer) || layer >= Config.NumHiddenLayers))
+                throw new InvalidInputException(source.Get(name).FilePath,
+                    $"tensor '{name}' belongs to a layer that config.json (num_hidden_layers = {Config.NumHiddenLayers}) does not have");
+        }
+        var infos = Parameters.All.Select(p => (p, info: source.Get(p.Name))).ToList();
+        foreach (var (p, info) in infos)
+        {
+            if (info.Shape.Length != p.Shape.Length || info.Shape.Where((s, i) => s != p.Shape[i]).Any())
+                throw new InvalidInputException(info.FilePath,
+                    $"tensor '{p.Name}' has shape {info.ShapeText}, but config.json implies {TensorInfo.FormatShape(p.Shape.Select(s => (long)s))}");
+        }
+        var buffer = new float[Parameters.All.Max(p => p.Count)];
+        foreach (var (p, _) in infos)
+        {
+            var span = buffer.AsSpan(0, p.Count);
+            source.ReadFloat32(p.Name, span);
+            Backend.Upload<float>(p.Value, span);
+        }
+    }
+
+    /// <summary>Copies a parameter's weights to a new host array.</summary>
+    public float[] DownloadWeights(string name) => Backend.ToArray<float>(Parameters[name].Value);
+
+    /// <summary>Copies a parameter's gradient to a new host array (frozen parameters have none).</summary>
+    public float[] DownloadGradient(string name)
+    {
+        var p = Parameters[name];
+        if (!p.Trainable) throw new InvalidOperationException($"'{name}' is frozen and has no gradient");
+        return Backend.ToArray<float>(p.Grad);
+    }
+}

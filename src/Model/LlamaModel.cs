@@ -1,0 +1,182 @@
+using HftRuntime.Kernels;
+using HftRuntime.Runtime;
+
+namespace HftRuntime.Model;
+
+/// <summary>How a <see cref="LlamaModel"/> is laid out in memory.</summary>
+/// <param name="Batch">Largest batch (sequences) a step will use.</param>
+/// <param name="Seq">Largest sequence length a step will use.</param>
+/// <param name="Frozen">Hugging Face names of tensors that get no gradient, no optimizer state and no update.</param>
+/// <param name="Training">Reserve what the backward pass needs (gradients, saved activations).</param>
+/// <param name="Optimizer">Reserve AdamW moments for the trainable tensors.</param>
+public sealed record LlamaModelOptions(int Batch, int Seq, IReadOnlySet<string>? Frozen = null, bool Training = true, bool Optimizer = true);
+
+/// <summary>
+/// A Llama decoder (Hugging Face's <c>LlamaForCausalLM</c>) on a <see cref="Backend"/>: parameters, saved
+/// activations and scratch in one arena sized up front; forward to logits and per-position loss, backward to the
+/// gradient of every trainable parameter. Frozen matrices get their input gradient but never a weight gradient.
+/// </summary>
+public sealed partial class LlamaModel : IDisposable
+{
+    private readonly LayerWeights[] _layers;
+    private readonly Parameter _embed, _finalNorm, _head;
+    private readonly Activations _act;
+    private readonly float _attnScale;
+    private int _batch, _seq;
+    private bool _inputsSet;
+
+    private sealed record LayerWeights(Parameter Q, Parameter K, Parameter V, Parameter O,
+        Parameter Gate, Parameter Up, Parameter Down, Parameter InputNorm, Parameter PostNorm);
+
+    private LlamaModel(Backend backend, LlamaConfig config, LlamaModelOptions options)
+    {
+        if (options.Batch <= 0 || options.Seq <= 0)
+            throw new ArgumentOutOfRangeException(nameof(options), $"batch and seq must be positive, got {options.Batch} x {options.Seq}");
+        Backend = backend; Config = config; Options = options;
+        Arena = backend.CreateArena();
+        try
+        {
+            var frozen = options.Frozen ?? new HashSet<string>();
+            Parameters = ParameterStore.Reserve(Arena, ParameterSpecs(config), frozen, options.Training && options.Optimizer);
+            _embed = Parameters["model.embed_tokens.weight"];
+            _finalNorm = Parameters["model.norm.weight"];
+            _head = config.TieWordEmbeddings ? _embed : Parameters["lm_head.weight"];
+            _layers = new LayerWeights[config.NumHiddenLayers];
+            for (int l = 0; l < _layers.Length; l++)
+            {
+                string p = $"model.layers.{l}.";
+                _layers[l] = new LayerWeights(
+                    Parameters[p + "self_attn.q_proj.weight"], Parameters[p + "self_attn.k_proj.weight"],
+                    Parameters[p + "self_attn.v_proj.weight"], Parameters[p + "self_attn.o_proj.weight"],
+                    Parameters[p + "mlp.gate_proj.weight"], Parameters[p + "mlp.up_proj.weight"], Parameters[p + "mlp.down_proj.weight"],
+                    Parameters[p + "input_layernorm.weight"], Parameters[p + "post_attention_layernorm.weight"]);
+            }
+            _act = new Activations(Arena, config, options, _layers);
+            Arena.Commit();
+            Parameters.Initialize(backend);
+            var cos = new float[options.Seq * config.HeadDim / 2];
+            var sin = new float[cos.Length];
+            config.RopeTables(options.Seq, cos, sin);
+            backend.Upload<float>(_act.RopeCos, cos);
+            backend.Upload<float>(_act.RopeSin, sin);
+            _attnScale = 1f / MathF.Sqrt(config.HeadDim);
+        }
+        catch
+        {
+            Arena.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Creates the model with zero weights; load or initialise them next.</summary>
+    public static LlamaModel Create(Backend backend, LlamaConfig config, LlamaModelOptions options) => new(backend, config, options);
+
+    /// <summary>The back-end everything runs on.</summary>
+    public Backend Backend { get; }
+
+    /// <summary>The architecture.</summary>
+    public LlamaConfig Config { get; }
+
+    /// <summary>The layout options.</summary>
+    public LlamaModelOptions Options { get; }
+
+    /// <summary>The one arena of this model (weights, gradients, optimizer state, activations, scratch).</summary>
+    public DeviceArena Arena { get; }
+
+    /// <summary>Weights, gradients and optimizer state.</summary>
+    public ParameterStore Parameters { get; }
+
+    /// <summary>Logits of the last forward pass, [batch · seq, vocab] (the gradient after a backward pass).</summary>
+    public Tensor Logits => _act.Logits;
+
+    /// <summary>Per-position cross-entropy of the last forward pass, [batch · seq] (0 where ignored).</summary>
+    public Tensor RowLosses => _act.RowLosses;
+
+    /// <summary>Bytes of the arena spent on saved activations and scratch.</summary>
+    public long ActivationBytes => _act.Bytes;
+
+    /// <summary>The parameters of a Llama with <paramref name="config"/>, named as Hugging Face names them.</summary>
+    public static IReadOnlyList<ParameterSpec> ParameterSpecs(LlamaConfig config)
+    {
+        int d = config.HiddenSize, f = config.IntermediateSize, hd = config.HeadDim;
+        int q = config.NumAttentionHeads * hd, kv = config.NumKeyValueHeads * hd;
+        var specs = new List<ParameterSpec> { new("model.embed_tokens.weight", [config.VocabSize, d], true) };
+        for (int l = 0; l < config.NumHiddenLayers; l++)
+        {
+            string p = $"model.layers.{l}.";
+            specs.Add(new(p + "self_attn.q_proj.weight", [q, d], true));
+            specs.Add(new(p + "self_attn.k_proj.weight", [kv, d], true));
+            specs.Add(new(p + "self_attn.v_proj.weight", [kv, d], true));
+            specs.Add(new(p + "self_attn.o_proj.weight", [d, q], true));
+            specs.Add(new(p + "mlp.gate_proj.weight", [f, d], true));
+            specs.Add(new(p + "mlp.up_proj.weight", [f, d], true));
+            specs.Add(new(p + "mlp.down_proj.weight", [d, f], true));
+            specs.Add(new(p + "input_layernorm.weight", [d], false));
+            specs.Add(new(p + "post_attention_layernorm.weight", [d], false));
+        }
+        specs.Add(new("model.norm.weight", [d], false));
+        if (!config.TieWordEmbeddings) specs.Add(new("lm_head.weight", [config.VocabSize, d], true));
+        return specs;
+    }
+
+    /// <summary>Uploads a batch (ids, shifted targets, loss weights, positions, document starts).</summary>
+    public void SetInputs(ModelInputs inputs)
+    {
+        if (inputs.Batch > Options.Batch || inputs.Seq > Options.Seq)
+            throw new ArgumentException($"batch {inputs.Batch} x {inputs.Seq} exceeds the model's layout {Options.Batch} x {Options.Seq}");
+        int v = Config.VocabSize;
+        for (int i = 0; i < inputs.Rows; i++)
+        {
+            if ((uint)inputs.Ids[i] >= (uint)v)
+                throw new ArgumentOutOfRangeException(nameof(inputs), inputs.Ids[i], $"token id at position {i} is outside the vocabulary [0, {v})");
+            int t = inputs.Targets[i];
+            if (t != Backend.IgnoreIndex && (uint)t >= (uint)v)
+                throw new ArgumentOutOfRangeException(nameof(inputs), t, $"target at position {i} is outside the vocabulary [0, {v})");
+            if ((uint)inputs.Positions[i] >= (uint)Options.Seq)
+                throw new ArgumentOutOfRangeException(nameof(inputs), inputs.Positions[i], $"position at row {i} is outside [0, {Options.Seq})");
+        }
+        _batch = inputs.Batch; _seq = inputs.Seq;
+        Backend.Upload<int>(_act.Ids, inputs.Ids);
+        Backend.Upload<int>(_act.Targets, inputs.Targets);
+        Backend.Upload<float>(_act.RowScale, inputs.RowScale);
+        Backend.Upload<int>(_act.Positions, inputs.Positions);
+        _packed = inputs.IsPacked;
+        if (_packed) Backend.Upload<int>(_act.DocStart, inputs.DocStart);
+        _inputsSet = true;
+    }
+
+    private bool _packed;
+
+    /// <summary>Replaces the per-position loss weights of the current batch (e.g. DPO's per-sequence coefficients).</summary>
+    public void SetRowScale(ReadOnlySpan<float> rowScale)
+    {
+        if (rowScale.Length != _batch * _seq) throw new ArgumentException($"expected {_batch * _seq} row weights, got {rowScale.Length}");
+        Backend.Upload(_act.RowScale, rowScale);
+    }
+
+    /// <summary>Sets every gradient to zero (start of an optimizer step).</summary>
+    public void ZeroGradients()
+    {
+        if (!Parameters.Grads.IsEmpty) Backend.Fill(Parameters.Grads, 0f);
+    }
+
+    /// <summary>The objective of the last forward pass: Σ rowLoss · rowScale, on the host (one small read).</summary>
+    public float Loss()
+    {
+        int n = _batch * _seq;
+        Backend.Dot(_act.LossScalar, _act.RowLosses.Slice(0, n), _act.RowScale.Slice(0, n), accumulate: false);
+        Span<float> r = stackalloc float[1];
+        Backend.Download<float>(_act.LossScalar, r);
+        return r[0];
+    }
+
+    /// <summary>Frees the arena.</summary>
+    public void Dispose() => Arena.Dispose();
+
+    private Tensor DocStartOrEmpty => _packed ? _act.DocStart : default;
+
+    private void RequireInputs()
+    {
+        if (!_inputsSet) throw new InvalidOperationException("no inputs: call SetInputs first");
+    }
+}

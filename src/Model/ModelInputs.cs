@@ -1,0 +1,77 @@
+using HftRuntime.Kernels;
+
+namespace HftRuntime.Model;
+
+/// <summary>
+/// One batch as the model consumes it, on the host: token ids, the target of every position (already shifted:
+/// position t predicts targets[t], or <see cref="Backend.IgnoreIndex"/>), the weight of each position's loss in the
+/// objective, the RoPE position of each token and, for packed sequences, where each token's document starts.
+/// All arrays are [batch · seq], row-major.
+/// </summary>
+public sealed class ModelInputs
+{
+    /// <summary>Creates inputs for <paramref name="batch"/> sequences of <paramref name="seq"/> tokens.</summary>
+    public ModelInputs(int batch, int seq)
+    {
+        if (batch <= 0) throw new ArgumentOutOfRangeException(nameof(batch), batch, "batch must be positive");
+        if (seq <= 0) throw new ArgumentOutOfRangeException(nameof(seq), seq, "sequence length must be positive");
+        Batch = batch; Seq = seq;
+        int n = batch * seq;
+        Ids = new int[n]; Targets = new int[n]; RowScale = new float[n]; Positions = new int[n]; DocStart = new int[n];
+        for (int i = 0; i < n; i++) Positions[i] = i % seq;
+    }
+
+    /// <summary>Sequences.</summary>
+    public int Batch { get; }
+
+    /// <summary>Tokens per sequence.</summary>
+    public int Seq { get; }
+
+    /// <summary>Rows (batch · seq).</summary>
+    public int Rows => Batch * Seq;
+
+    /// <summary>Input token ids.</summary>
+    public int[] Ids { get; }
+
+    /// <summary>Shifted targets: the token position t must predict, or -100.</summary>
+    public int[] Targets { get; }
+
+    /// <summary>Weight of each position's cross-entropy in the objective (1 / number of counted positions for a mean).</summary>
+    public float[] RowScale { get; }
+
+    /// <summary>RoPE position of each token (its index within its document).</summary>
+    public int[] Positions { get; }
+
+    /// <summary>Index within the sequence where each token's document starts (0 everywhere when unpacked).</summary>
+    public int[] DocStart { get; }
+
+    /// <summary>True when some sequence packs several documents.</summary>
+    public bool IsPacked => Array.Exists(DocStart, d => d != 0);
+
+    /// <summary>
+    /// Builds the causal-LM inputs Hugging Face's convention implies: logits at t predict labels[t + 1]; positions
+    /// whose shifted label is -100 carry no loss; the loss is the mean over the rest (each weighted 1/count,
+    /// scaled by <paramref name="normalizer"/> when given, e.g. the token count of a whole accumulation window).
+    /// </summary>
+    public static ModelInputs FromLabels(ReadOnlySpan<int> ids, ReadOnlySpan<int> labels, int batch, int seq, int? normalizer = null)
+    {
+        var m = new ModelInputs(batch, seq);
+        if (ids.Length != m.Rows || labels.Length != m.Rows)
+            throw new ArgumentException($"expected {m.Rows} ids and labels for batch {batch} x seq {seq}, got {ids.Length} and {labels.Length}");
+        ids.CopyTo(m.Ids);
+        int count = 0;
+        for (int b = 0; b < batch; b++)
+            for (int t = 0; t < seq; t++)
+            {
+                int target = t + 1 < seq ? labels[b * seq + t + 1] : Backend.IgnoreIndex;
+                m.Targets[b * seq + t] = target;
+                if (target != Backend.IgnoreIndex) count++;
+            }
+        float w = 1f / Math.Max(1, normalizer ?? count);
+        for (int i = 0; i < m.Rows; i++) m.RowScale[i] = m.Targets[i] == Backend.IgnoreIndex ? 0f : w;
+        return m;
+    }
+
+    /// <summary>Counts positions that carry a loss.</summary>
+    public int CountTargets() => Targets.Count(t => t != Backend.IgnoreIndex);
+}
