@@ -16,7 +16,7 @@ public sealed record LlamaModelOptions(int Batch, int Seq, IReadOnlySet<string>?
 /// activations and scratch in one arena sized up front; forward to logits and per-position loss, backward to the
 /// gradient of every trainable parameter. Frozen matrices get their input gradient but never a weight gradient.
 /// </summary>
-public sealed partial class LlamaModel : IDisposable
+public sealed partial class LlamaModel : ILanguageModel
 {
     private readonly LayerWeights[] _layers;
     private readonly Parameter _embed, _finalNorm, _head;
@@ -94,6 +94,15 @@ public sealed partial class LlamaModel : IDisposable
 
     /// <summary>Bytes of the arena spent on saved activations and scratch.</summary>
     public long ActivationBytes => _act.Bytes;
+
+    /// <inheritdoc/>
+    public int MaxBatch => Options.Batch;
+
+    /// <inheritdoc/>
+    public int MaxSeq => Options.Seq;
+
+    /// <inheritdoc/>
+    public int VocabSize => Config.VocabSize;
 
     /// <summary>The parameters of a Llama with <paramref name="config"/>, named as Hugging Face names them.</summary>
     public static IReadOnlyList<ParameterSpec> ParameterSpecs(LlamaConfig config)

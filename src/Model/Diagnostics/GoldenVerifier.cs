@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using HftRuntime.Kernels;
 using HftRuntime.Runtime;
+using HftRuntime.Runtime.Objectives;
 using HftRuntime.Runtime.SafeTensors;
 
 namespace HftRuntime.Model.Diagnostics;

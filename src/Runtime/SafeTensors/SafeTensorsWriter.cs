@@ -252,7 +252,8 @@ public static partial class SafeTensorsWriter
 
     /// <summary>
     /// Writes a checkpoint the way Hugging Face's <c>save_pretrained</c> does: the tensors, in order, are split into
-    /// shards of at most <paramref name="maxShardBytes"/> of tensor data (a larger tensor gets a shard of its own),
+    /// shards of at most <paramref name="maxShardBytes"/> of tensor data exactly as huggingface_hub's
+    /// <c>split_state_dict_into_shards</c> does (a larger tensor gets a shard of its own, placed when it is met),
     /// written as <c>model-00001-of-0000N.safetensors</c>, ... plus <c>model.safetensors.index.json</c>; when
     /// everything fits in one shard, a single <c>model.safetensors</c> is written instead and no index. The directory
     /// is created if needed. Weight files of an earlier save that the new one does not use (<c>model.safetensors</c>,
@@ -270,18 +271,28 @@ public static partial class SafeTensorsWriter
         metadata ??= new Dictionary<string, string> { ["format"] = "pt" };
         Directory.CreateDirectory(directory);
 
-        var shards = new List<List<Entry>> { new() };
+        // huggingface_hub's split_state_dict_into_shards: a tensor larger than the limit is put in a shard of its
+        // own right away; otherwise the current shard is closed when the tensor would take it over the limit.
+        var shards = new List<List<Entry>>();
+        var currentShard = new List<Entry>();
         long current = 0;
         foreach (var tensor in tensors)
         {
-            if (shards[^1].Count > 0 && current + tensor.ByteLength > maxShardBytes)
+            if (tensor.ByteLength > maxShardBytes)
             {
-                shards.Add([]);
+                shards.Add([tensor]);
+                continue;
+            }
+            if (current + tensor.ByteLength > maxShardBytes)
+            {
+                shards.Add(currentShard);
+                currentShard = [];
                 current = 0;
             }
-            shards[^1].Add(tensor);
+            currentShard.Add(tensor);
             current += tensor.ByteLength;
         }
+        if (currentShard.Count > 0 || shards.Count == 0) shards.Add(currentShard);
 
         var written = new List<string>();
         string indexPath = Path.Combine(directory, SafeTensorsCheckpoint.IndexFileName);

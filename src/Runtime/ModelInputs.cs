@@ -1,6 +1,6 @@
 using HftRuntime.Kernels;
 
-namespace HftRuntime.Model;
+namespace HftRuntime.Runtime;
 
 /// <summary>
 /// One batch as the model consumes it, on the host: token ids, the target of every position (already shifted:

@@ -1,6 +1,6 @@
 using HftRuntime.Kernels;
 
-namespace HftRuntime.Model;
+namespace HftRuntime.Runtime.Objectives;
 
 /// <summary>
 /// Direct preference optimisation (Rafailov et al.): loss = −log σ(β · ((π_c − ρ_c) − (π_r − ρ_r))), mean over
