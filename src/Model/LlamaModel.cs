@@ -128,6 +128,22 @@ public sealed partial class LlamaModel : ILanguageModel
         return specs;
     }
 
+    /// <summary>The model's tensors by category, for freeze policies.</summary>
+    public static ModelTensorNames TensorNames(LlamaConfig config)
+    {
+        var layers = new List<LayerTensorNames>();
+        for (int l = 0; l < config.NumHiddenLayers; l++)
+        {
+            string p = $"model.layers.{l}.";
+            layers.Add(new LayerTensorNames(
+                [p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight", p + "self_attn.v_proj.weight", p + "self_attn.o_proj.weight"],
+                [p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight", p + "mlp.down_proj.weight"],
+                [p + "input_layernorm.weight", p + "post_attention_layernorm.weight"]));
+        }
+        string[] embeddings = config.TieWordEmbeddings ? ["model.embed_tokens.weight"] : ["model.embed_tokens.weight", "lm_head.weight"];
+        return new ModelTensorNames(layers, embeddings, "model.norm.weight");
+    }
+
     /// <summary>Uploads a batch (ids, shifted targets, loss weights, positions, document starts).</summary>
     public void SetInputs(ModelInputs inputs)
     {
