@@ -23,18 +23,30 @@ public sealed partial class LlamaModel
                 throw new InvalidInputException(source.Get(name).FilePath,
                     $"tensor '{name}' belongs to a layer that config.json (num_hidden_layers = {Config.NumHiddenLayers}) does not have");
         }
-        var infos = Parameters.All.Select(p => (p, info: source.Get(p.Name))).ToList();
-        foreach (var (p, info) in infos)
-        {
-            if (info.Shape.Length != p.Shape.Length || info.Shape.Where((s, i) => s != p.Shape[i]).Any())
-                throw new InvalidInputException(info.FilePath,
-                    $"tensor '{p.Name}' has shape {info.ShapeText}, but config.json implies {TensorInfo.FormatShape(p.Shape.Select(s => (long)s))}");
-        }
+        ParameterIo.LoadWeights(source, Parameters, Backend);
+    }
+
+    /// <summary>Writes every parameter to a Hugging Face safetensors file (float32, loadable by transformers).</summary>
+    public void SaveWeights(string path) => ParameterIo.SaveWeights(path, Parameters, Backend);
+
+    /// <summary>
+    /// Random initialisation as Hugging Face's LlamaPreTrainedModel does it: every matrix and the embeddings drawn
+    /// from N(0, initializer_range²), norm weights 1. Reproducible from <paramref name="seed"/>.
+    /// </summary>
+    public void InitializeWeights(ulong seed)
+    {
         var buffer = new float[Parameters.All.Max(p => p.Count)];
-        foreach (var (p, _) in infos)
+        float std = (float)Config.InitializerRange;
+        for (int i = 0; i < Parameters.All.Count; i++)
         {
+            var p = Parameters.All[i];
             var span = buffer.AsSpan(0, p.Count);
-            source.ReadFloat32(p.Name, span);
+            if (p.Shape.Length == 1) span.Fill(1f);
+            else
+            {
+                var rng = new Rng(Rng.Derive(seed, i));
+                for (int j = 0; j < span.Length; j++) span[j] = std * (float)rng.NextNormal();
+            }
             Backend.Upload<float>(p.Value, span);
         }
     }

@@ -73,7 +73,11 @@ public sealed class ParameterStore
         TrainableValues = arena.Reserve("params.trainable", TrainableCount);
         FrozenValues = arena.Reserve("params.frozen", FrozenCount);
         HasOptimizerState = withOptimizer && TrainableCount > 0;
-        if (TrainableCount > 0) Grads = arena.Reserve("grads", TrainableCount);
+        if (TrainableCount > 0)
+        {
+            Grads = arena.Reserve("grads", TrainableCount);
+            GradStats = arena.Reserve("grads.stats", 2);
+        }
         if (HasOptimizerState)
         {
             Moment1 = arena.Reserve("adamw.m", TrainableCount);
@@ -148,6 +152,9 @@ public sealed class ParameterStore
 
     /// <summary>Gradients of the trainable block (same layout); empty if nothing is trainable.</summary>
     public Tensor Grads { get; }
+
+    /// <summary>Two device scalars: [0] the squared global gradient norm, [1] the clipping scale AdamW applies.</summary>
+    public Tensor GradStats { get; }
 
     /// <summary>AdamW first moments (same layout); empty without optimizer state.</summary>
     public Tensor Moment1 { get; }

@@ -14,19 +14,44 @@ public static class Program
     public const int ExitBadInput = 2;
     /// <summary>An unexpected internal error.</summary>
     public const int ExitInternalError = 3;
+    /// <summary>Training stopped because too many steps in a row had a non-finite loss or gradient.</summary>
+    public const int ExitDiverged = 4;
+    /// <summary>Interrupted (Ctrl-C): the current step finished and a checkpoint was saved; --resume continues.</summary>
+    public const int ExitCancelled = 130;
 
     /// <summary>Runs the command line and returns the exit code.</summary>
-    public static int Main(string[] args) => Run(args, Console.Out, Console.Error);
+    public static int Main(string[] args)
+    {
+        using var cts = new CancellationTokenSource();
+        Console.CancelKeyPress += (_, e) =>
+        {
+            if (cts.IsCancellationRequested) return; // a second Ctrl-C ends the process at once
+            e.Cancel = true;
+            Console.Error.WriteLine("interrupted: finishing the current step and saving a checkpoint (Ctrl-C again to abort)");
+            cts.Cancel();
+        };
+        return Run(args, Console.Out, Console.Error, cts.Token);
+    }
 
-    /// <summary>Runs the command line with the given output streams (tests use this).</summary>
-    public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
+    /// <summary>
+    /// Runs the command line with the given output streams (tests use this); <paramref name="cancel"/> asks a
+    /// long command to stop at the next safe point.
+    /// </summary>
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken cancel = default)
     {
         var root = new RootCommand("hft: Half Fine-Tuning for Llama models on our own CPU and GPU kernels");
         root.Subcommands.Add(Commands.VerifyCommand.Create(stdout));
-        var config = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false };
+        root.Subcommands.Add(Commands.InitCommand.Create(stdout));
+        root.Subcommands.Add(Commands.TrainCommand.Create(stdout, stderr, cancel));
+        var config = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null };
         try
         {
             return root.Parse(args).Invoke(config);
+        }
+        catch (Runtime.Training.TrainingDivergedException e)
+        {
+            stderr.WriteLine($"error: {e.Message}");
+            return ExitDiverged;
         }
         catch (InvalidInputException e)
         {

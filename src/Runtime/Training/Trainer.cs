@@ -1,0 +1,305 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json.Nodes;
+using HftRuntime.Kernels;
+using HftRuntime.Runtime.Data;
+using HftRuntime.Runtime.SafeTensors;
+
+namespace HftRuntime.Runtime.Training;
+
+/// <summary>A progress report, every <see cref="TrainingOptions.LogEvery"/> steps and at the end.</summary>
+/// <param name="Step">Optimizer steps done.</param>
+/// <param name="Steps">Optimizer steps in the run.</param>
+/// <param name="Loss">Training loss of the last step (null when it was skipped).</param>
+/// <param name="Lr">Learning rate of the last step.</param>
+/// <param name="GradNorm">Global gradient norm of the last step, before clipping.</param>
+/// <param name="TokensPerSecond">Training tokens per second of the last step.</param>
+/// <param name="StepMs">Duration of the last step.</param>
+/// <param name="EvalLoss">Held-out loss, when this step evaluated.</param>
+/// <param name="SkippedSteps">Steps skipped so far because of a non-finite loss or gradient.</param>
+public sealed record TrainingProgress(int Step, int Steps, float? Loss, float Lr, double GradNorm, double TokensPerSecond,
+    double StepMs, double? EvalLoss, int SkippedSteps);
+
+/// <summary>What a run produced.</summary>
+public sealed class TrainingResult
+{
+    /// <summary>Training loss at every optimizer step (null for a skipped step).</summary>
+    public List<float?> Losses { get; } = new();
+
+    /// <summary>Held-out losses: (step, loss).</summary>
+    public List<(int Step, double Loss)> Evals { get; } = new();
+
+    /// <summary>Duration of every step in milliseconds.</summary>
+    public List<double> StepMs { get; } = new();
+
+    /// <summary>Steps skipped for a non-finite loss or gradient.</summary>
+    public int SkippedSteps { get; set; }
+
+    /// <summary>Optimizer steps completed.</summary>
+    public int StepsDone { get; set; }
+
+    /// <summary>True when cancellation stopped the run early (a checkpoint was saved).</summary>
+    public bool Cancelled { get; set; }
+
+    /// <summary>The step the run resumed from, if it did.</summary>
+    public int? ResumedFrom { get; set; }
+
+    /// <summary>Training tokens per optimizer step.</summary>
+    public long TokensPerStep { get; set; }
+
+    /// <summary>Median step time, leaving out the first step of this process (JIT and caches warm up).</summary>
+    public double StepMsMedian
+    {
+        get
+        {
+            var s = (StepMs.Count > 2 ? StepMs.Skip(1) : StepMs).OrderBy(x => x).ToList();
+            return s.Count == 0 ? double.NaN : s.Count % 2 == 1 ? s[s.Count / 2] : 0.5 * (s[s.Count / 2 - 1] + s[s.Count / 2]);
+        }
+    }
+
+    /// <summary>Training tokens per second at the median step time.</summary>
+    public double TokensPerSecond => TokensPerStep / (StepMsMedian / 1000.0);
+}
+
+/// <summary>Too many consecutive steps had a non-finite loss or gradient.</summary>
+public sealed class TrainingDivergedException(string message) : Exception(message);
+
+/// <summary>
+/// The training loop: gradient accumulation, global-norm clipping over the trainable parameters, warm-up plus cosine
+/// learning rate, masked AdamW, periodic held-out evaluation, metrics.jsonl, checkpoints with atomic replacement,
+/// and resumption that continues exactly where a checkpoint left off (weights, optimizer moments, step, data
+/// position). A step whose loss or gradient is not finite is skipped and counted; too many in a row stop the run.
+/// </summary>
+public sealed class Trainer
+{
+    private readonly ILanguageModel _model;
+    private readonly IBatchSource _train;
+    private readonly IBatchSource? _eval;
+    private readonly TrainingOptions _o;
+    private readonly string _out;
+    private readonly JsonObject _fingerprint;
+    private readonly AdamWOptimizer _optimizer;
+    private readonly CheckpointStore _checkpoints;
+
+    /// <summary>
+    /// Creates a trainer writing into <paramref name="outputDirectory"/>. <paramref name="fingerprint"/> describes the
+    /// model and freezing (config, frozen names, policy); a resumed run must match it.
+    /// </summary>
+    public Trainer(ILanguageModel model, IBatchSource train, IBatchSource? eval, TrainingOptions options, string outputDirectory, JsonObject fingerprint)
+    {
+        options.Validate();
+        if (train.Batch > model.MaxBatch || train.Seq > model.MaxSeq)
+            throw new ArgumentException($"batches of {train.Batch} x {train.Seq} exceed the model's layout {model.MaxBatch} x {model.MaxSeq}");
+        _model = model; _train = train; _eval = eval; _o = options; _out = outputDirectory;
+        _fingerprint = (JsonObject)fingerprint.DeepClone();
+        _fingerprint["options"] = ScheduleOptions(options);
+        _optimizer = new AdamWOptimizer(model.Backend, model.Parameters, new AdamWOptions(options.Beta1, options.Beta2, options.Eps, options.WeightDecay));
+        _checkpoints = new CheckpointStore(outputDirectory) { Keep = options.KeepCheckpoints };
+    }
+
+    /// <summary>The path of the per-step metrics file.</summary>
+    public string MetricsPath => Path.Combine(_out, "metrics.jsonl");
+
+    /// <summary>Runs (or, with <paramref name="resume"/>, continues) the training; returns what it did.</summary>
+    public TrainingResult Run(bool resume = false, IProgress<TrainingProgress>? progress = null, CancellationToken cancel = default)
+    {
+        Directory.CreateDirectory(_out);
+        var r = new TrainingResult { TokensPerStep = (long)_o.Batch * _o.Seq * _o.GradAccum };
+        int step = 0, consecutiveNan = 0;
+        if (resume) (step, consecutiveNan) = Restore(r);
+        else if (_checkpoints.Latest() is { } existing)
+            throw new InvalidInputException(_out, $"holds checkpoints of an earlier run ({Path.GetFileName(existing)}); pass --resume to continue it or choose another --out");
+        else if (File.Exists(MetricsPath)) File.Delete(MetricsPath);
+
+        var be = _model.Backend;
+        var store = _model.Parameters;
+        using var metrics = new StreamWriter(MetricsPath, append: true) { AutoFlush = true };
+        var sw = new Stopwatch();
+        Span<float> scalar = stackalloc float[1];
+        int lastEval = -1;
+        for (; step < _o.Steps; step++)
+        {
+            if (cancel.IsCancellationRequested) { r.Cancelled = true; break; }
+            sw.Restart();
+            float lr = _o.LearningRate(step);
+            float loss = AccumulateGradients();
+            double norm = double.NaN;
+            if (store.TrainableCount > 0)
+            {
+                be.SumSquares(store.GradStats.Slice(0, 1), store.Grads);
+                be.Download<float>(store.GradStats.Slice(0, 1), scalar);
+                norm = Math.Sqrt(scalar[0]);
+            }
+            bool finite = float.IsFinite(loss) && (store.TrainableCount == 0 || double.IsFinite(norm));
+            if (!finite)
+            {
+                r.SkippedSteps++;
+                r.Losses.Add(null);
+                if (++consecutiveNan >= _o.MaxConsecutiveNanSteps)
+                    throw new TrainingDivergedException($"{consecutiveNan} consecutive steps had a non-finite loss or gradient " +
+                        $"(step {step + 1}: loss {loss}, gradient norm {norm}); the run stopped. Lower --lr, raise --clip or check the data.");
+            }
+            else
+            {
+                consecutiveNan = 0;
+                r.Losses.Add(loss);
+                if (store.TrainableCount > 0)
+                {
+                    scalar[0] = _o.ClipNorm > 0 && norm > _o.ClipNorm ? (float)(_o.ClipNorm / (norm + 1e-6)) : 1f;
+                    be.Upload<float>(store.GradStats.Slice(1, 1), scalar);
+                    _optimizer.Step(lr, store.GradStats.Slice(1, 1));
+                }
+            }
+            be.Synchronize();
+            double ms = sw.Elapsed.TotalMilliseconds;
+            r.StepMs.Add(ms);
+            r.StepsDone = step + 1;
+            double tps = r.TokensPerStep / (ms / 1000.0);
+            metrics.WriteLine(Line(("step", step + 1), ("loss", finite ? loss : null), ("lr", lr), ("grad_norm", double.IsFinite(norm) ? norm : null),
+                ("tokens_per_s", tps), ("step_ms", ms), ("skipped", !finite)));
+
+            double? evalLoss = null;
+            if (_eval != null && _o.EvalEvery > 0 && (step + 1) % _o.EvalEvery == 0)
+            {
+                evalLoss = Evaluate(r, step + 1, metrics);
+                lastEval = step + 1;
+            }
+            if ((step + 1) % _o.LogEvery == 0 || step + 1 == _o.Steps || evalLoss != null)
+                progress?.Report(new TrainingProgress(step + 1, _o.Steps, finite ? loss : null, lr, norm, tps, ms, evalLoss, r.SkippedSteps));
+            if (_o.SaveEvery > 0 && (step + 1) % _o.SaveEvery == 0 && step + 1 < _o.Steps)
+                SaveCheckpoint(step + 1, r, consecutiveNan);
+        }
+        if (_eval != null && lastEval != r.StepsDone && !r.Cancelled)
+        {
+            double e = Evaluate(r, r.StepsDone, metrics);
+            progress?.Report(new TrainingProgress(r.StepsDone, _o.Steps, r.Losses.LastOrDefault(), _o.LearningRate(Math.Max(0, r.StepsDone - 1)),
+                double.NaN, r.TokensPerSecond, r.StepMsMedian, e, r.SkippedSteps));
+        }
+        SaveCheckpoint(r.StepsDone, r, consecutiveNan);
+        ParameterIo.SaveWeights(Path.Combine(_out, "model.safetensors"), store, be);
+        return r;
+    }
+
+    /// <summary>One optimizer step's gradients over GradAccum micro-batches; returns the mean loss.</summary>
+    private float AccumulateGradients()
+    {
+        // The objective is the mean over every counted position of the accumulation window: count them first.
+        var start = _train.Position;
+        long total = 0;
+        for (int a = 0; a < _o.GradAccum; a++) total += _train.Next().CountTargets();
+        _train.Position = start;
+        float w = 1f / Math.Max(1, total);
+        _model.ZeroGradients();
+        float loss = 0;
+        for (int a = 0; a < _o.GradAccum; a++)
+        {
+            var inputs = _train.Next();
+            for (int i = 0; i < inputs.Rows; i++) inputs.RowScale[i] = inputs.Targets[i] == Backend.IgnoreIndex ? 0f : w;
+            _model.SetInputs(inputs);
+            _model.Forward(writeGradient: true);
+            loss += _model.Loss();
+            _model.Backward();
+        }
+        return loss;
+    }
+
+    private double Evaluate(TrainingResult r, int step, StreamWriter metrics)
+    {
+        double e = Evaluator.MeanLoss(_model, _eval!, _o.EvalBatches);
+        r.Evals.Add((step, e));
+        metrics.WriteLine(Line(("step", step), ("eval_loss", e)));
+        return e;
+    }
+
+    private void SaveCheckpoint(int step, TrainingResult r, int consecutiveNan)
+    {
+        var state = new JsonObject
+        {
+            ["step"] = step,
+            ["optimizer_steps"] = _optimizer.StepCount,
+            ["data_epoch"] = _train.Position.Epoch,
+            ["data_index"] = _train.Position.Index,
+            ["consecutive_nan_steps"] = consecutiveNan,
+            ["skipped_steps"] = r.SkippedSteps,
+            ["losses"] = new JsonArray(r.Losses.Select(l => (JsonNode?)(l is float f ? JsonValue.Create(f) : null)).ToArray()),
+            ["evals"] = new JsonArray(r.Evals.Select(e => (JsonNode)new JsonArray(e.Step, e.Loss)).ToArray()),
+            ["step_ms"] = new JsonArray(r.StepMs.Select(x => (JsonNode)x).ToArray()),
+            ["fingerprint"] = _fingerprint.DeepClone(),
+        };
+        var store = _model.Parameters;
+        _checkpoints.Save(step, dir =>
+        {
+            ParameterIo.SaveWeights(Path.Combine(dir, "model.safetensors"), store, _model.Backend);
+            if (store.HasOptimizerState) ParameterIo.SaveOptimizer(Path.Combine(dir, "optimizer.safetensors"), store, _model.Backend);
+        }, state);
+    }
+
+    private (int Step, int ConsecutiveNan) Restore(TrainingResult r)
+    {
+        string dir = _checkpoints.Latest() ?? throw new InvalidInputException(_out, "has no checkpoint to resume from (checkpoints/latest is missing)");
+        var state = CheckpointStore.ReadState(dir);
+        string statePath = Path.Combine(dir, "trainer_state.json");
+        var theirs = state["fingerprint"] as JsonObject ?? throw new InvalidInputException(statePath, "field 'fingerprint' is missing");
+        var diffs = _fingerprint.Select(kv => kv.Key).Union(theirs.Select(kv => kv.Key))
+            .Where(k => !JsonNode.DeepEquals(_fingerprint[k], theirs[k])).ToList();
+        if (diffs.Count > 0)
+            throw new InvalidInputException(statePath, $"belongs to another run: its {string.Join(", ", diffs)} differ from this one's " +
+                $"(this: {string.Join("; ", diffs.Select(d => $"{d} = {_fingerprint[d]?.ToJsonString() ?? "null"}"))})");
+        try
+        {
+            int step = state["step"]!.GetValue<int>();
+            using (var weights = SafeTensorsFile.Open(Path.Combine(dir, "model.safetensors")))
+                ParameterIo.LoadWeights(weights, _model.Parameters, _model.Backend);
+            if (_model.Parameters.HasOptimizerState)
+                ParameterIo.LoadOptimizer(Path.Combine(dir, "optimizer.safetensors"), _model.Parameters, _model.Backend);
+            _optimizer.StepCount = state["optimizer_steps"]!.GetValue<int>();
+            _train.Position = new DataPosition(state["data_epoch"]!.GetValue<long>(), state["data_index"]!.GetValue<long>());
+            r.SkippedSteps = state["skipped_steps"]!.GetValue<int>();
+            foreach (var l in state["losses"]!.AsArray()) r.Losses.Add(l is null ? null : l.GetValue<float>());
+            foreach (var e in state["evals"]!.AsArray()) r.Evals.Add((e![0]!.GetValue<int>(), e[1]!.GetValue<double>()));
+            r.StepsDone = step;
+            r.ResumedFrom = step;
+            TrimMetrics(step);
+            return (step, state["consecutive_nan_steps"]!.GetValue<int>());
+        }
+        catch (Exception e) when (e is NullReferenceException or InvalidOperationException or FormatException)
+        {
+            throw new InvalidInputException(statePath, $"incomplete or malformed checkpoint state: {e.Message}", e);
+        }
+    }
+
+    /// <summary>Drops metrics lines past the resumed step (written by the interrupted run after its last checkpoint).</summary>
+    private void TrimMetrics(int step)
+    {
+        if (!File.Exists(MetricsPath)) return;
+        var keep = File.ReadAllLines(MetricsPath).Where(l =>
+        {
+            try { return JsonNode.Parse(l)?["step"]?.GetValue<int>() <= step; }
+            catch (System.Text.Json.JsonException) { return false; }
+        }).ToList();
+        File.WriteAllLines(MetricsPath, keep);
+    }
+
+    private static JsonObject ScheduleOptions(TrainingOptions o) => new()
+    {
+        ["steps"] = o.Steps, ["batch"] = o.Batch, ["seq"] = o.Seq, ["accum"] = o.GradAccum, ["lr"] = o.Lr, ["min_lr"] = o.MinLr,
+        ["warmup"] = o.EffectiveWarmup, ["beta1"] = o.Beta1, ["beta2"] = o.Beta2, ["eps"] = o.Eps, ["weight_decay"] = o.WeightDecay,
+        ["clip"] = o.ClipNorm, ["seed"] = o.Seed,
+    };
+
+    private static string Line(params (string Key, object? Value)[] fields)
+    {
+        var o = new JsonObject();
+        foreach (var (k, v) in fields)
+            o[k] = v switch
+            {
+                null => null,
+                int i => i,
+                float f => f,
+                double d => d,
+                bool b => b,
+                _ => Convert.ToString(v, CultureInfo.InvariantCulture),
+            };
+        return o.ToJsonString();
+    }
+}
