@@ -24,17 +24,14 @@ public sealed class AllocationTests
         var config = LlamaConfig.Load(Path.Combine(dir, "config.json"));
         using var model = LlamaModel.Create(be, config, new LlamaModelOptions(golden.Batch, golden.Seq, golden.Frozen.ToHashSet()));
         using (var w = SafeTensorsCheckpoint.Open(dir)) model.LoadWeights(w);
-        var opt = new AdamWOptimizer(be, model.Parameters, new AdamWOptions());
-        model.SetInputs(ModelInputs.FromLabels(golden.InputIds, golden.Labels, golden.Batch, golden.Seq));
+        var step = new HftRuntime.Runtime.Training.OptimizerStep(model, new AdamWOptions(), clipNorm: 1f);
+        var inputs = ModelInputs.FromLabels(golden.InputIds, golden.Labels, golden.Batch, golden.Seq);
         void Step()
         {
-            model.ZeroGradients();
-            model.Forward(writeGradient: true);
-            model.Backward();
-            be.SumSquares(model.Parameters.GradStats.Slice(0, 1), model.Parameters.Grads);
-            opt.Step(1e-3f, model.Parameters.GradStats.Slice(1, 1));
+            step.Begin();
+            float loss = step.ForwardBackward(inputs);
+            step.Finish(1e-3f, loss);
         }
-        be.Fill(model.Parameters.GradStats, 1f);
         for (int i = 0; i < 3; i++) Step();
         long before = GC.GetAllocatedBytesForCurrentThread();
         for (int i = 0; i < 5; i++) Step();

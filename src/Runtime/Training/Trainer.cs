@@ -78,7 +78,7 @@ public sealed class Trainer
     private readonly TrainingOptions _o;
     private readonly string _out;
     private readonly JsonObject _fingerprint;
-    private readonly AdamWOptimizer _optimizer;
+    private readonly OptimizerStep _step;
     private readonly CheckpointStore _checkpoints;
 
     /// <summary>
@@ -93,7 +93,7 @@ public sealed class Trainer
         _model = model; _train = train; _eval = eval; _o = options; _out = outputDirectory;
         _fingerprint = (JsonObject)fingerprint.DeepClone();
         _fingerprint["options"] = ScheduleOptions(options);
-        _optimizer = new AdamWOptimizer(model.Backend, model.Parameters, new AdamWOptions(options.Beta1, options.Beta2, options.Eps, options.WeightDecay));
+        _step = new OptimizerStep(model, new AdamWOptions(options.Beta1, options.Beta2, options.Eps, options.WeightDecay), options.ClipNorm);
         _checkpoints = new CheckpointStore(outputDirectory) { Keep = options.KeepCheckpoints };
     }
 
@@ -112,10 +112,8 @@ public sealed class Trainer
         else if (File.Exists(MetricsPath)) File.Delete(MetricsPath);
 
         var be = _model.Backend;
-        var store = _model.Parameters;
         using var metrics = new StreamWriter(MetricsPath, append: true) { AutoFlush = true };
         var sw = new Stopwatch();
-        Span<float> scalar = stackalloc float[1];
         int lastEval = -1;
         for (; step < _o.Steps; step++)
         {
@@ -123,14 +121,7 @@ public sealed class Trainer
             sw.Restart();
             float lr = _o.LearningRate(step);
             float loss = AccumulateGradients();
-            double norm = double.NaN;
-            if (store.TrainableCount > 0)
-            {
-                be.SumSquares(store.GradStats.Slice(0, 1), store.Grads);
-                be.Download<float>(store.GradStats.Slice(0, 1), scalar);
-                norm = Math.Sqrt(scalar[0]);
-            }
-            bool finite = float.IsFinite(loss) && (store.TrainableCount == 0 || double.IsFinite(norm));
+            var (norm, finite) = _step.Finish(lr, loss);
             if (!finite)
             {
                 r.SkippedSteps++;
@@ -143,12 +134,6 @@ public sealed class Trainer
             {
                 consecutiveNan = 0;
                 r.Losses.Add(loss);
-                if (store.TrainableCount > 0)
-                {
-                    scalar[0] = _o.ClipNorm > 0 && norm > _o.ClipNorm ? (float)(_o.ClipNorm / (norm + 1e-6)) : 1f;
-                    be.Upload<float>(store.GradStats.Slice(1, 1), scalar);
-                    _optimizer.Step(lr, store.GradStats.Slice(1, 1));
-                }
             }
             be.Synchronize();
             double ms = sw.Elapsed.TotalMilliseconds;
@@ -176,7 +161,7 @@ public sealed class Trainer
                 double.NaN, r.TokensPerSecond, r.StepMsMedian, e, r.SkippedSteps));
         }
         SaveCheckpoint(r.StepsDone, r, consecutiveNan);
-        ParameterIo.SaveWeights(Path.Combine(_out, "model.safetensors"), store, be);
+        ParameterIo.SaveWeights(Path.Combine(_out, "model.safetensors"), _model.Parameters, be);
         return r;
     }
 
@@ -189,16 +174,13 @@ public sealed class Trainer
         for (int a = 0; a < _o.GradAccum; a++) total += _train.Next().CountTargets();
         _train.Position = start;
         float w = 1f / Math.Max(1, total);
-        _model.ZeroGradients();
+        _step.Begin();
         float loss = 0;
         for (int a = 0; a < _o.GradAccum; a++)
         {
             var inputs = _train.Next();
             for (int i = 0; i < inputs.Rows; i++) inputs.RowScale[i] = inputs.Targets[i] == Backend.IgnoreIndex ? 0f : w;
-            _model.SetInputs(inputs);
-            _model.Forward(writeGradient: true);
-            loss += _model.Loss();
-            _model.Backward();
+            loss += _step.ForwardBackward(inputs);
         }
         return loss;
     }
@@ -216,7 +198,7 @@ public sealed class Trainer
         var state = new JsonObject
         {
             ["step"] = step,
-            ["optimizer_steps"] = _optimizer.StepCount,
+            ["optimizer_steps"] = _step.Optimizer.StepCount,
             ["data_epoch"] = _train.Position.Epoch,
             ["data_index"] = _train.Position.Index,
             ["consecutive_nan_steps"] = consecutiveNan,
@@ -252,7 +234,7 @@ public sealed class Trainer
                 ParameterIo.LoadWeights(weights, _model.Parameters, _model.Backend);
             if (_model.Parameters.HasOptimizerState)
                 ParameterIo.LoadOptimizer(Path.Combine(dir, "optimizer.safetensors"), _model.Parameters, _model.Backend);
-            _optimizer.StepCount = state["optimizer_steps"]!.GetValue<int>();
+            _step.Optimizer.StepCount = state["optimizer_steps"]!.GetValue<int>();
             _train.Position = new DataPosition(state["data_epoch"]!.GetValue<long>(), state["data_index"]!.GetValue<long>());
             r.SkippedSteps = state["skipped_steps"]!.GetValue<int>();
             foreach (var l in state["losses"]!.AsArray()) r.Losses.Add(l is null ? null : l.GetValue<float>());
