@@ -40,6 +40,7 @@ public static class Program
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken cancel = default)
     {
         var root = new RootCommand("hft: Half Fine-Tuning for Llama models on our own CPU and GPU kernels");
+        root.Subcommands.Add(Commands.DemoCommand.Create(stdout, stderr, cancel));
         root.Subcommands.Add(Commands.VerifyCommand.Create(stdout));
         root.Subcommands.Add(Commands.InitCommand.Create(stdout));
         root.Subcommands.Add(Commands.TrainCommand.Create(stdout, stderr, cancel));

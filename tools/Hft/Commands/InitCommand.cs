@@ -15,23 +15,25 @@ internal static class InitCommand
         var output = new Option<string>("--out") { Description = "Directory to create", Required = true };
         var seed = new Option<ulong>("--seed") { Description = "Seed of the initial weights", DefaultValueFactory = _ => 1UL };
         var cmd = new Command("init", "Write a randomly initialised Llama (config.json, model.safetensors, tokenizer)") { preset, tokenizer, output, seed };
-        cmd.SetAction(r =>
-        {
-            string dir = r.GetValue(output)!;
-            OutputGuard.RequireFresh(dir);
-            var tok = Tokenizers.Create(r.GetValue(tokenizer)!);
-            var config = ModelPresets.Create(r.GetValue(preset)!, tok.VocabSize, tok.BosId, tok.EosId);
-            using var backend = new CpuBackend();
-            using var model = LlamaModel.Create(backend, config, new LlamaModelOptions(1, 1, Training: false));
-            model.InitializeWeights(r.GetValue(seed));
-            Directory.CreateDirectory(dir);
-            File.WriteAllText(Path.Combine(dir, "config.json"), config.ToJson());
-            model.SaveWeights(Path.Combine(dir, "model.safetensors"));
-            tok.Save(dir);
-            long parameters = model.Parameters.TrainableCount + model.Parameters.FrozenCount;
-            stdout.WriteLine($"wrote {dir}: {r.GetValue(preset)} Llama, {parameters:N0} parameters, vocabulary {config.VocabSize} ({tok.Kind})");
-            return Program.ExitOk;
-        });
+        cmd.SetAction(r => Execute(r.GetValue(output)!, r.GetValue(preset)!, r.GetValue(tokenizer)!, r.GetValue(seed), stdout));
         return cmd;
+    }
+
+    /// <summary>Writes a fresh model directory; refuses a non-empty one.</summary>
+    internal static int Execute(string dir, string preset, string tokenizerSpec, ulong seed, TextWriter stdout)
+    {
+        OutputGuard.RequireFresh(dir);
+        var tok = Tokenizers.Create(tokenizerSpec);
+        var config = ModelPresets.Create(preset, tok.VocabSize, tok.BosId, tok.EosId);
+        using var backend = new CpuBackend();
+        using var model = LlamaModel.Create(backend, config, new LlamaModelOptions(1, 1, Training: false));
+        model.InitializeWeights(seed);
+        Directory.CreateDirectory(dir);
+        File.WriteAllText(Path.Combine(dir, "config.json"), config.ToJson());
+        model.SaveWeights(Path.Combine(dir, "model.safetensors"));
+        tok.Save(dir);
+        long parameters = model.Parameters.TrainableCount + model.Parameters.FrozenCount;
+        stdout.WriteLine($"wrote {dir}: {preset} Llama, {parameters:N0} parameters, vocabulary {config.VocabSize} ({tok.Kind})");
+        return Program.ExitOk;
     }
 }

@@ -67,15 +67,17 @@ internal static class TrainCommand
             var job = new TrainJob(r.GetValue(model)!, r.GetValue(data)!, r.GetValue(objective)!, r.GetValue(method)!, r.GetValue(policy),
                 r.GetValue(ratio), r.GetValue(freezeEmb), r.GetValue(freezeList), r.GetValue(heldOut), r.GetValue(output)!, r.GetValue(resume),
                 r.GetValue(device)!, r.GetValue(threads), options);
-            return Run(job, r.GetValue(quiet), stdout, stderr, cancel);
+            return Execute(job, r.GetValue(quiet), stdout, stderr, cancel).Code;
         });
         return cmd;
     }
 
-    private sealed record TrainJob(string Model, string Data, string Objective, string Method, string? Policy, double Ratio, bool FreezeEmbeddings,
+    /// <summary>One training run as the options describe it.</summary>
+    internal sealed record TrainJob(string Model, string Data, string Objective, string Method, string? Policy, double Ratio, bool FreezeEmbeddings,
         string? FreezeList, double HeldOut, string Out, bool Resume, string Device, int Threads, TrainingOptions Options);
 
-    private static int Run(TrainJob job, bool quiet, TextWriter stdout, TextWriter stderr, CancellationToken cancel)
+    /// <summary>Runs <paramref name="job"/>; returns the exit code and the run report written to run.json.</summary>
+    internal static (int Code, JsonObject Report) Execute(TrainJob job, bool quiet, TextWriter stdout, TextWriter stderr, CancellationToken cancel)
     {
         var inv = CultureInfo.InvariantCulture;
         // Everything that can be wrong with the input is checked before any work or any write.
@@ -133,11 +135,12 @@ internal static class TrainCommand
             ["config"] = ResolvedConfig(job, corpus, tokenizer),
             ["model_config"] = JsonNode.Parse(config.ToJson()),
         };
-        RunReport.Write(Path.Combine(job.Out, "run.json"), RunReport.Build(info, result, llama.Parameters, llama.ActivationBytes));
+        var report = RunReport.Build(info, result, llama.Parameters, llama.ActivationBytes);
+        RunReport.Write(Path.Combine(job.Out, "run.json"), report);
         stdout.WriteLine(string.Format(inv, "{0} {1} steps: final loss {2}, {3:F1} ms/step (median), {4:N0} tokens/s, {5} skipped; wrote {6}",
             result.Cancelled ? "cancelled after" : "done:", result.StepsDone, result.Losses.LastOrDefault()?.ToString("F4", inv) ?? "n/a",
             result.StepMsMedian, result.TokensPerSecond, result.SkippedSteps, job.Out));
-        return result.Cancelled ? Program.ExitCancelled : Program.ExitOk;
+        return (result.Cancelled ? Program.ExitCancelled : Program.ExitOk, report);
     }
 
     private static FreezePolicy ResolvePolicy(TrainJob job) => job.Method switch
