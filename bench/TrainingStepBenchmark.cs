@@ -89,7 +89,9 @@ public class TrainingStepBenchmark
     {
         public Config()
         {
-            AddJob(Job.Default.WithWarmupCount(2).WithIterationCount(8).WithInvocationCount(1).WithUnrollFactor(1));
+            // Like hft itself, the benchmark process runs with tiered compilation off (see Directory.Build.props).
+            AddJob(Job.Default.WithWarmupCount(3).WithIterationCount(15).WithInvocationCount(1).WithUnrollFactor(1)
+                .WithEnvironmentVariables(new EnvironmentVariable("DOTNET_TieredCompilation", "0")));
             AddColumn(new CostBoundColumn());
             AddColumn(new TokensPerSecondColumn());
             SummaryStyle = BenchmarkDotNet.Reports.SummaryStyle.Default.WithRatioStyle(RatioStyle.Value);
