@@ -107,3 +107,20 @@ public sealed class FreezePolicyTests
     public void UnknownPolicyIsRejected() =>
         Assert.That(Assert.Throws<ArgumentException>(() => FreezePolicy.Create("random", 1))!.Message, Does.Contain("random"));
 }
+
+[TestFixture]
+public sealed class PolicyCommandTests
+{
+    [Test]
+    public void PrintsTheFrozenNamesReproducibly()
+    {
+        string dir = Fixtures.Case("llama-gqa-tied-hft");
+        var (code, output, err) = HftCli.Run("policy", "--model", dir, "--policy", "hft", "--seed", "3");
+        Assert.That(code, Is.EqualTo(0), err);
+        var names = output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Where(l => !l.StartsWith('#')).ToList();
+        Assert.That(names, Has.Count.EqualTo(13));
+        Assert.That(names, Is.All.StartsWith("model.layers."));
+        Assert.That(HftCli.Run("policy", "--model", dir, "--policy", "hft", "--seed", "3").Out, Is.EqualTo(output));
+        Assert.That(output, Does.Contain("parameters trainable"));
+    }
+}

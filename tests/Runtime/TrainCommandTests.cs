@@ -204,3 +204,35 @@ public sealed class TrainCommandTests
         Assert.That(err, Does.Contain("3 consecutive steps"));
     }
 }
+
+[TestFixture]
+public sealed class TrainCommandMoreTests
+{
+    [Test]
+    public void AccumulationMatchesOneLargeBatch()
+    {
+        string model = TestData.TinyModel();
+        string work = Fixtures.TempDirectory();
+        string data = TestData.WriteText(work, 40_000);
+        string[] Args(string o, string batch, string accum) =>
+            ["train", "--model", model, "--data", data, "--method", "hft", "--steps", "6", "--batch", batch, "--accum", accum, "--seq", "32",
+             "--lr", "3e-3", "--seed", "5", "--threads", "2", "--quiet", "--out", Path.Combine(work, o)];
+        Assert.That(HftCli.Run(Args("one", "8", "1")).Code, Is.EqualTo(0));
+        Assert.That(HftCli.Run(Args("two", "4", "2")).Code, Is.EqualTo(0));
+        float[] L(string o) => JsonNode.Parse(File.ReadAllText(Path.Combine(work, o, "run.json")))!["losses"]!.AsArray().Select(n => n!.GetValue<float>()).ToArray();
+        var one = L("one"); var two = L("two");
+        for (int i = 0; i < one.Length; i++) Assert.That(two[i], Is.EqualTo(one[i]).Within(1e-4).Percent, $"step {i + 1}");
+    }
+
+    [Test]
+    public void InitWithASentencePieceTokenizer()
+    {
+        string o = Path.Combine(Fixtures.TempDirectory(), "sp");
+        var (code, output, err) = HftCli.Run("init", "--preset", "tiny", "--tokenizer", Path.Combine(Fixtures.Case("tokenizer"), "tokenizer.model"), "--out", o);
+        Assert.That(code, Is.EqualTo(0), err);
+        Assert.That(output, Does.Contain("vocabulary 512 (sentencepiece)"));
+        Assert.That(File.Exists(Path.Combine(o, "tokenizer.model")));
+        var config = HftRuntime.Model.LlamaConfig.Load(Path.Combine(o, "config.json"));
+        Assert.That(config.VocabSize, Is.EqualTo(512));
+    }
+}

@@ -44,6 +44,7 @@ public static class Program
         root.Subcommands.Add(Commands.VerifyCommand.Create(stdout));
         root.Subcommands.Add(Commands.InitCommand.Create(stdout));
         root.Subcommands.Add(Commands.TrainCommand.Create(stdout, stderr, cancel));
+        root.Subcommands.Add(Commands.PolicyCommand.Create(stdout));
         var config = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null };
         try
         {
