@@ -42,6 +42,7 @@ public static class Program
         var root = new RootCommand("hft: Half Fine-Tuning for Llama models on our own CPU and GPU kernels");
         root.Subcommands.Add(Commands.DemoCommand.Create(stdout, stderr, cancel));
         root.Subcommands.Add(Commands.VerifyCommand.Create(stdout));
+        root.Subcommands.Add(Commands.SelfTestCommand.Create(stdout));
         root.Subcommands.Add(Commands.InitCommand.Create(stdout));
         root.Subcommands.Add(Commands.TrainCommand.Create(stdout, stderr, cancel));
         root.Subcommands.Add(Commands.PolicyCommand.Create(stdout));
@@ -54,6 +55,11 @@ public static class Program
         {
             stderr.WriteLine($"error: {e.Message}");
             return ExitDiverged;
+        }
+        catch (Kernels.Ilgpu.DeviceOutOfMemoryException e)
+        {
+            stderr.WriteLine($"error: {e.Message}");
+            return ExitBadInput;
         }
         catch (InvalidInputException e)
         {

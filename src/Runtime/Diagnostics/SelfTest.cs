@@ -1,0 +1,508 @@
+using System.Diagnostics;
+using System.Globalization;
+using HftRuntime.Kernels;
+using HftRuntime.Kernels.Cpu;
+using HftRuntime.Kernels.Ilgpu;
+
+namespace HftRuntime.Runtime.Diagnostics;
+
+/// <summary>One checked operation of a self-test.</summary>
+/// <param name="Operation">What ran (for example "matmul" or "attention backward").</param>
+/// <param name="Shape">The shape in words (for example "65x31x129 TN acc").</param>
+/// <param name="RelativeError">Largest ‖device − cpu‖ / ‖cpu‖ over the operation's outputs (+∞ for a NaN).</param>
+/// <param name="Tolerance">Largest relative error accepted.</param>
+/// <param name="Pass">Whether the error is within the tolerance.</param>
+/// <param name="Milliseconds">Device time per call when timed, else null.</param>
+/// <param name="Gflops">Achieved GFLOP/s for the matrix products when timed, else null.</param>
+public sealed record SelfTestRow(string Operation, string Shape, double RelativeError, double Tolerance, bool Pass, double? Milliseconds, double? Gflops);
+
+/// <summary>
+/// One self-test case: an operation (or a forward/backward pair) on fixed random inputs, run on the device under test
+/// and on the CPU back-end (the reference). Outputs are poisoned with NaN before each run, so an element the device
+/// forgets to write fails the comparison.
+/// </summary>
+public sealed class SelfTestCase
+{
+    private readonly Func<Random, Func<SelfTest.Context, SelfTest.Step[]>> _build;
+    private readonly Action<Backend>? _prepare;
+    private readonly Action<Backend>? _restore;
+
+    internal SelfTestCase(string operation, string shape, bool large, int seed, Func<Random, Func<SelfTest.Context, SelfTest.Step[]>> build,
+        Action<Backend>? prepare = null, Action<Backend>? restore = null)
+    {
+        Operation = operation;
+        Shape = shape;
+        Large = large;
+        Seed = seed;
+        _build = build;
+        _prepare = prepare;
+        _restore = restore;
+    }
+
+    /// <summary>The operation family.</summary>
+    public string Operation { get; }
+
+    /// <summary>The shape in words.</summary>
+    public string Shape { get; }
+
+    /// <summary>Unique name: operation and shape.</summary>
+    public string Name => $"{Operation} {Shape}";
+
+    /// <summary>True for the realistic (GPU-sized) shapes.</summary>
+    public bool Large { get; }
+
+    /// <summary>Seed of the random inputs.</summary>
+    public int Seed { get; }
+
+    /// <inheritdoc/>
+    public override string ToString() => Name;
+
+    /// <summary>
+    /// Runs the case on <paramref name="device"/> and on <paramref name="reference"/> with identical inputs and
+    /// compares every output; with <paramref name="timings"/>, also times each step on the device.
+    /// </summary>
+    public IReadOnlyList<SelfTestRow> Run(Backend device, Backend reference, bool timings)
+    {
+        var bind = _build(new Random(Seed));
+        float[][][] got;
+        double?[] ms;
+        using (var ctx = new SelfTest.Context(device))
+        {
+            var steps = bind(ctx);
+            ctx.Commit();
+            _prepare?.Invoke(device);
+            try
+            {
+                foreach (var s in steps) s.Run();
+                got = ReadAll(ctx, steps);
+                ms = new double?[steps.Length];
+                if (timings)
+                    for (int i = 0; i < steps.Length; i++) ms[i] = Time(device, steps[i].Run);
+            }
+            finally
+            {
+                _restore?.Invoke(device);
+            }
+        }
+        float[][][] want;
+        SelfTest.Step[] refSteps;
+        using (var ctx = new SelfTest.Context(reference))
+        {
+            refSteps = bind(ctx);
+            ctx.Commit();
+            foreach (var s in refSteps) s.Run();
+            want = ReadAll(ctx, refSteps);
+        }
+        var rows = new List<SelfTestRow>(refSteps.Length);
+        for (int i = 0; i < refSteps.Length; i++)
+        {
+            var step = refSteps[i];
+            double err = 0;
+            if (step.Combined)
+                err = SelfTest.RelativeError(got[i].SelectMany(x => x).ToArray(), want[i].SelectMany(x => x).ToArray());
+            else
+                for (int o = 0; o < want[i].Length; o++) err = Math.Max(err, SelfTest.RelativeError(got[i][o], want[i][o]));
+            double? gflops = ms[i] is { } t && step.Flops > 0 ? step.Flops / (t * 1e6) : null;
+            rows.Add(new SelfTestRow(step.Operation, Shape, err, step.Tolerance, err <= step.Tolerance, ms[i], gflops));
+        }
+        return rows;
+    }
+
+    private static float[][][] ReadAll(SelfTest.Context ctx, SelfTest.Step[] steps)
+    {
+        ctx.Backend.Synchronize();
+        var r = new float[steps.Length][][];
+        for (int i = 0; i < steps.Length; i++)
+            r[i] = steps[i].Outputs.Select(ctx.Read).ToArray();
+        return r;
+    }
+
+    /// <summary>Milliseconds per call: one call to estimate, then enough calls for about 50 ms (at most 20).</summary>
+    private static double Time(Backend device, Action run)
+    {
+        device.Synchronize();
+        var sw = Stopwatch.StartNew();
+        run();
+        device.Synchronize();
+        double one = sw.Elapsed.TotalMilliseconds;
+        int reps = (int)Math.Clamp(Math.Ceiling(50 / Math.Max(one, 1e-3)), 1, 20);
+        sw.Restart();
+        for (int i = 0; i < reps; i++) run();
+        device.Synchronize();
+        return sw.Elapsed.TotalMilliseconds / reps;
+    }
+}
+
+/// <summary>
+/// Parity checks of a back-end's operations against the CPU back-end (the reference that passes the Hugging Face
+/// checks): every operation on small odd shapes (sizes that are no multiple of any tile, GEMMs in every transpose
+/// form with and without accumulation, attention with one token, GQA and packed documents), plus, for a GPU, the
+/// training shapes of a 134M-parameter Llama (d 768, 12 heads of 64, FFN 2048, vocabulary 32000, 4 × 1024 tokens)
+/// with timings. <c>hft selftest</c> prints the rows; the test suite runs the small cases on ILGPU's CPU accelerator.
+/// </summary>
+public static class SelfTest
+{
+    /// <summary>Every case; the large ones only with <paramref name="large"/>.</summary>
+    public static IReadOnlyList<SelfTestCase> Cases(bool large) => AllCases.Where(c => large || !c.Large).ToArray();
+
+    /// <summary>
+    /// Runs the cases on <paramref name="device"/> against a new CPU back-end with <paramref name="threads"/> threads
+    /// (0: all cores) and returns one row per checked operation; <paramref name="onRow"/> sees each row as it is ready.
+    /// </summary>
+    public static IReadOnlyList<SelfTestRow> Run(Backend device, bool large, bool timings, int threads = 0, Action<SelfTestRow>? onRow = null)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        using var reference = new CpuBackend(threads);
+        var rows = new List<SelfTestRow>();
+        foreach (var c in Cases(large))
+            foreach (var row in c.Run(device, reference, timings))
+            {
+                rows.Add(row);
+                onRow?.Invoke(row);
+            }
+        return rows;
+    }
+
+    /// <summary>‖a − b‖ / ‖b‖ in double; +∞ when a holds a NaN or an infinity; the absolute norm when b is zero.</summary>
+    public static double RelativeError(float[] a, float[] b)
+    {
+        if (a.Length != b.Length) return double.PositiveInfinity;
+        double num = 0, den = 0;
+        for (int i = 0; i < a.Length; i++)
+        {
+            if (!float.IsFinite(a[i])) return double.PositiveInfinity;
+            double d = (double)a[i] - b[i];
+            num += d * d;
+            den += (double)b[i] * b[i];
+        }
+        return den == 0 ? Math.Sqrt(num) : Math.Sqrt(num / den);
+    }
+
+    // ------------------------------------------------------------------ case machinery
+
+    /// <summary>One timed and compared call (or short sequence of calls) of a case.</summary>
+    /// <remarks>
+    /// Each output is compared on its own, unless <paramref name="Combined"/>: then all outputs are compared as one
+    /// vector (for outputs that are zero in exact arithmetic, such as dq and dk of attention over a single token).
+    /// </remarks>
+    internal sealed record Step(string Operation, Action Run, Tensor[] Outputs, double Tolerance, double Flops = 0, bool Combined = false);
+
+    /// <summary>Tensors of one case on one back-end: inputs are uploaded and outputs poisoned with NaN at commit.</summary>
+    internal sealed class Context : IDisposable
+    {
+        private readonly DeviceArena _arena;
+        private readonly List<Action> _afterCommit = new();
+
+        public Context(Backend backend)
+        {
+            Backend = backend;
+            _arena = backend.CreateArena();
+        }
+
+        public Backend Backend { get; }
+
+        public Tensor In(float[] data)
+        {
+            var t = _arena.Reserve("in", data.Length);
+            _afterCommit.Add(() => Backend.Upload<float>(t, data));
+            return t;
+        }
+
+        public Tensor In(int[] data)
+        {
+            var t = _arena.Reserve("in", data.Length, DType.I32);
+            _afterCommit.Add(() => Backend.Upload<int>(t, data));
+            return t;
+        }
+
+        public Tensor Out(long count)
+        {
+            var t = _arena.Reserve("out", count);
+            _afterCommit.Add(() => Backend.Fill(t, float.NaN));
+            return t;
+        }
+
+        public void Commit()
+        {
+            _arena.Commit();
+            foreach (var a in _afterCommit) a();
+        }
+
+        public float[] Read(Tensor t) => Backend.ToArray<float>(t);
+
+        public void Dispose() => _arena.Dispose();
+    }
+
+    private static float[] Randn(Random rng, long count, double scale = 1.0)
+    {
+        var a = new float[count];
+        for (long i = 0; i < count; i++)
+        {
+            double u1 = 1.0 - rng.NextDouble(), u2 = rng.NextDouble();
+            a[i] = (float)(scale * Math.Sqrt(-2 * Math.Log(u1)) * Math.Cos(2 * Math.PI * u2));
+        }
+        return a;
+    }
+
+    private static int[] RandInt(Random rng, long count, int max)
+    {
+        var a = new int[count];
+        for (long i = 0; i < count; i++) a[i] = rng.Next(max);
+        return a;
+    }
+
+    private static string S(FormattableString f) => f.ToString(CultureInfo.InvariantCulture);
+
+    // ------------------------------------------------------------------ the cases
+
+    private static readonly SelfTestCase[] AllCases = BuildCases().ToArray();
+
+    private static IEnumerable<SelfTestCase> BuildCases()
+    {
+        int seed = 1;
+        // Small shapes: every operation, odd sizes.
+        yield return Elementwise(100_003, seed++);
+        yield return Reductions(100_003, large: false, seed++);
+        yield return Embedding(37, 65, 101, large: false, seed++);
+        yield return RmsNorm(37, 65, large: false, seed++);
+        yield return Rope(13, 3, 10, 17, large: false, seed++);
+        foreach (var (b, t, h, kv, hd, doc) in new[] { (1, 1, 2, 1, 8, false), (2, 5, 4, 2, 6, false), (1, 70, 4, 2, 16, true), (2, 33, 3, 3, 64, false), (1, 37, 2, 2, 128, true) })
+            yield return Attention(b, t, h, kv, hd, doc, large: false, seed++);
+        yield return SwiGlu(1001, large: false, seed++);
+        foreach (var (m, n, k) in new[] { (1, 1, 1), (17, 33, 65), (65, 31, 129), (130, 257, 40) })
+            foreach (bool ta in new[] { false, true })
+                foreach (bool tb in new[] { false, true })
+                    foreach (bool accumulate in new[] { false, true })
+                        yield return MatMul(m, n, k, ta, tb, accumulate, large: false, seed++);
+        yield return MatMul(65, 31, 129, true, false, accumulate: true, large: false, seed++, forceSplit: 3);
+        yield return MatMul(40, 70, 1000, false, true, accumulate: false, large: false, seed++, forceSplit: 4);
+        yield return CrossEntropy(7, 11, large: false, seed++);
+        yield return CrossEntropy(13, 1000, large: false, seed++);
+        yield return AdamW(5003, large: false, seed++);
+
+        // Training shapes of the 134M model (4 × 1024 tokens), for a GPU.
+        const int tokens = 4096, d = 768, f = 2048, vocab = 32000;
+        yield return MatMul(1024, 1024, 1024, false, false, accumulate: false, large: true, seed++);
+        yield return MatMul(tokens, d, d, false, true, accumulate: false, large: true, seed++);
+        yield return MatMul(tokens, f, d, false, true, accumulate: false, large: true, seed++);
+        yield return MatMul(tokens, d, f, false, true, accumulate: false, large: true, seed++);
+        yield return MatMul(tokens, vocab, d, false, true, accumulate: false, large: true, seed++);
+        yield return MatMul(tokens, d, f, false, false, accumulate: false, large: true, seed++);
+        yield return MatMul(tokens, d, vocab, false, false, accumulate: false, large: true, seed++);
+        yield return MatMul(d, d, tokens, true, false, accumulate: true, large: true, seed++);
+        yield return MatMul(f, d, tokens, true, false, accumulate: true, large: true, seed++);
+        yield return MatMul(vocab, d, tokens, true, false, accumulate: true, large: true, seed++);
+        yield return Attention(4, 1024, 12, 12, 64, false, large: true, seed++);
+        yield return Attention(4, 1024, 12, 4, 64, true, large: true, seed++);
+        yield return RmsNorm(tokens, d, large: true, seed++);
+        yield return SwiGlu((long)tokens * f, large: true, seed++);
+        yield return Embedding(tokens, d, vocab, large: true, seed++);
+        yield return Rope(tokens, 12, 64, 1024, large: true, seed++);
+        yield return CrossEntropy(2048, vocab, large: true, seed++);
+        yield return AdamW(16 << 20, large: true, seed++);
+        yield return Reductions(16 << 20, large: true, seed++);
+    }
+
+    private static SelfTestCase Elementwise(int n, int seed) => new("elementwise", S($"{n}"), false, seed, rng =>
+    {
+        var a = Randn(rng, n); var b = Randn(rng, n);
+        return c =>
+        {
+            var ta = c.In(a); var tb = c.In(b);
+            var copy = c.Out(n); var sum = c.Out(n); var scaled = c.Out(n); var filled = c.Out(n);
+            var be = c.Backend;
+            return
+            [
+                new Step("copy", () => be.Copy(copy, ta), [copy], 0),
+                new Step("add in place", () => { be.Copy(sum, ta); be.AddInPlace(sum, tb); }, [sum], 1e-7),
+                new Step("scale", () => { be.Copy(scaled, tb); be.Scale(scaled, -1.75f); }, [scaled], 1e-7),
+                new Step("fill", () => be.Fill(filled, 0.625f), [filled], 0),
+            ];
+        };
+    });
+
+    private static SelfTestCase Reductions(long n, bool large, int seed) => new("reductions", S($"{n}"), large, seed, rng =>
+    {
+        // b correlates with a, so the dot product is large next to Σ|a·b| and the float reference is accurate.
+        var a = Randn(rng, n); var b = Randn(rng, n, 0.25);
+        for (long i = 0; i < n; i++) b[i] += 0.5f * a[i];
+        return c =>
+        {
+            var ta = c.In(a); var tb = c.In(b); var ss = c.Out(1); var dot = c.In([0.5f]);
+            var be = c.Backend;
+            return
+            [
+                new Step("sum of squares", () => be.SumSquares(ss, ta), [ss], 1e-5, 2.0 * n),
+                new Step("dot (accumulate)", () => be.Dot(dot, ta, tb, accumulate: true), [dot], 1e-5, 2.0 * n),
+            ];
+        };
+    });
+
+    private static SelfTestCase Embedding(int n, int dim, int vocab, bool large, int seed) => new("embedding", S($"{n}x{dim} vocab {vocab}"), large, seed, rng =>
+    {
+        var table = Randn(rng, (long)vocab * dim); var ids = RandInt(rng, n, vocab); ids[n - 1] = ids[0];
+        var dy = Randn(rng, (long)n * dim); var dTable0 = Randn(rng, (long)vocab * dim, 0.1);
+        return c =>
+        {
+            var tt = c.In(table); var ti = c.In(ids); var y = c.Out((long)n * dim); var tdy = c.In(dy); var dTable = c.In(dTable0);
+            var be = c.Backend;
+            return
+            [
+                new Step("embedding forward", () => be.EmbeddingForward(y, ti, tt, n, dim, vocab), [y], 0),
+                new Step("embedding backward", () => be.EmbeddingBackward(dTable, ti, tdy, n, dim, vocab), [dTable], 1e-6),
+            ];
+        };
+    });
+
+    private static SelfTestCase RmsNorm(int n, int dim, bool large, int seed) => new("rmsnorm", S($"{n}x{dim}"), large, seed, rng =>
+    {
+        var x = Randn(rng, (long)n * dim); var w = Randn(rng, dim, 0.5); var dy = Randn(rng, (long)n * dim);
+        var dx0 = Randn(rng, (long)n * dim); var dw0 = Randn(rng, dim);
+        return c =>
+        {
+            var tx = c.In(x); var tw = c.In(w); var tdy = c.In(dy); var y = c.Out((long)n * dim); var rstd = c.Out(n);
+            var dx = c.In(dx0); var dw = c.In(dw0); var dxFrozen = c.In(dx0);
+            var be = c.Backend;
+            return
+            [
+                new Step("rmsnorm forward", () => be.RmsNormForward(y, rstd, tx, tw, n, dim, 1e-5f), [y, rstd], 1e-5),
+                new Step("rmsnorm backward", () => be.RmsNormBackward(dx, dw, tdy, tx, tw, rstd, n, dim), [dx, dw], 1e-5),
+                new Step("rmsnorm backward (frozen w)", () => be.RmsNormBackward(dxFrozen, default, tdy, tx, tw, rstd, n, dim), [dxFrozen], 1e-5),
+            ];
+        };
+    });
+
+    private static SelfTestCase Rope(int n, int heads, int hd, int maxPos, bool large, int seed) => new("rope", S($"{n}x{heads}x{hd}"), large, seed, rng =>
+    {
+        int half = hd / 2;
+        var cos = new float[maxPos * half]; var sin = new float[maxPos * half];
+        for (int p = 0; p < maxPos; p++)
+            for (int j = 0; j < half; j++)
+            {
+                double angle = p / Math.Pow(10000.0, 2.0 * j / hd);
+                cos[p * half + j] = (float)Math.Cos(angle);
+                sin[p * half + j] = (float)Math.Sin(angle);
+            }
+        var x = Randn(rng, (long)n * heads * hd); var pos = RandInt(rng, n, maxPos);
+        return c =>
+        {
+            var tc = c.In(cos); var ts = c.In(sin); var tp = c.In(pos);
+            var fwd = c.Out((long)n * heads * hd); var inv = c.Out((long)n * heads * hd); var tx = c.In(x);
+            var be = c.Backend;
+            return
+            [
+                new Step("rope", () => { be.Copy(fwd, tx); be.Rope(fwd, tp, tc, ts, n, heads, hd, maxPos, inverse: false); }, [fwd], 1e-6),
+                new Step("rope inverse", () => { be.Copy(inv, tx); be.Rope(inv, tp, tc, ts, n, heads, hd, maxPos, inverse: true); }, [inv], 1e-6),
+            ];
+        };
+    });
+
+    private static SelfTestCase Attention(int batch, int seq, int heads, int kvHeads, int hd, bool packed, bool large, int seed) =>
+        new("attention", S($"b{batch} t{seq} h{heads}/{kvHeads} d{hd}{(packed ? " docs" : "")}"), large, seed, rng =>
+        {
+            long nq = (long)batch * seq * heads * hd, nk = (long)batch * seq * kvHeads * hd;
+            var q = Randn(rng, nq); var k = Randn(rng, nk); var v = Randn(rng, nk); var dO = Randn(rng, nq);
+            int[]? doc = null;
+            if (packed)
+            {
+                doc = new int[batch * seq];
+                for (int b = 0; b < batch; b++)
+                {
+                    int start = 0;
+                    for (int t = 0; t < seq; t++)
+                    {
+                        if (t > 0 && rng.Next(Math.Max(2, seq / 4)) == 0) start = t;
+                        doc[b * seq + t] = start;
+                    }
+                }
+            }
+            float scale = 1f / MathF.Sqrt(hd);
+            // Causal: half of the seq² score matrix; QKᵀ and PV forward, five products backward.
+            double fwdFlops = 2.0 * 2 * batch * heads * ((double)seq * (seq + 1) / 2) * hd;
+            return c =>
+            {
+                var tq = c.In(q); var tk = c.In(k); var tv = c.In(v); var tdo = c.In(dO);
+                var td = doc is null ? default : c.In(doc);
+                var o = c.Out(nq); var lse = c.Out((long)batch * heads * seq);
+                var dq = c.Out(nq); var dk = c.Out(nk); var dv = c.Out(nk);
+                var be = c.Backend;
+                return
+                [
+                    new Step("attention forward", () => be.AttentionForward(o, lse, tq, tk, tv, td, batch, seq, heads, kvHeads, hd, scale), [o, lse], 1e-5, fwdFlops),
+                    // With one token the softmax is over a single key: dq and dk vanish (rounding noise only), so
+                    // the three gradients are compared as one vector there.
+                    new Step("attention backward", () => be.AttentionBackward(dq, dk, dv, tdo, o, lse, tq, tk, tv, td, batch, seq, heads, kvHeads, hd, scale),
+                        [dq, dk, dv], 5e-5, 2.5 * fwdFlops, Combined: seq == 1),
+                ];
+            };
+        });
+
+    private static SelfTestCase SwiGlu(long n, bool large, int seed) => new("swiglu", S($"{n}"), large, seed, rng =>
+    {
+        var g = Randn(rng, n, 2); var u = Randn(rng, n); var dh = Randn(rng, n);
+        return c =>
+        {
+            var tg = c.In(g); var tu = c.In(u); var tdh = c.In(dh); var h = c.Out(n);
+            var dg = c.Out(n); var du = c.Out(n);
+            var be = c.Backend;
+            return
+            [
+                new Step("swiglu forward", () => be.SwiGluForward(h, tg, tu), [h], 1e-5),
+                // In place, as the model runs it: dGate over gate, dUp over up (copies keep the inputs for the timing runs).
+                new Step("swiglu backward (in place)", () => { be.Copy(dg, tg); be.Copy(du, tu); be.SwiGluBackward(dg, du, tdh, dg, du); }, [dg, du], 1e-5),
+            ];
+        };
+    });
+
+    private static SelfTestCase MatMul(int m, int n, int k, bool transA, bool transB, bool accumulate, bool large, int seed, int forceSplit = 0) =>
+        new("matmul", S($"{m}x{n}x{k} {(transA ? 'T' : 'N')}{(transB ? 'T' : 'N')}{(accumulate ? " acc" : "")}{(forceSplit > 0 ? $" split{forceSplit}" : "")}"),
+            large, seed, rng =>
+            {
+                var a = Randn(rng, (long)m * k); var b = Randn(rng, (long)k * n); var c0 = accumulate ? Randn(rng, (long)m * n) : null;
+                return c =>
+                {
+                    var ta = c.In(a); var tb = c.In(b); var tc = c0 is null ? c.Out((long)m * n) : c.In(c0);
+                    var be = c.Backend;
+                    return [new Step("matmul", () => be.MatMul(tc, ta, tb, m, n, k, transA, transB, accumulate), [tc], k >= 2048 ? 5e-5 : 1e-5, 2.0 * m * n * k)];
+                };
+            },
+            forceSplit > 0 ? be => { if (be is IlgpuBackend ib) ib.ForceSplitK = forceSplit; } : null,
+            forceSplit > 0 ? be => { if (be is IlgpuBackend ib) ib.ForceSplitK = 0; } : null);
+
+    private static SelfTestCase CrossEntropy(int n, int vocab, bool large, int seed) => new("cross-entropy", S($"{n}x{vocab}"), large, seed, rng =>
+    {
+        var logits = Randn(rng, (long)n * vocab, 3); var targets = RandInt(rng, n, vocab); targets[n / 2] = Backend.IgnoreIndex;
+        var scale = Randn(rng, n);
+        return c =>
+        {
+            var tl = c.In(logits); var tg = c.In(logits); var tt = c.In(targets); var ts = c.In(scale);
+            var loss = c.Out(n); var loss2 = c.Out(n);
+            var be = c.Backend;
+            return
+            [
+                new Step("cross-entropy loss", () => be.CrossEntropy(tl, tt, default, loss, n, vocab, writeGradient: false), [loss], 1e-5),
+                new Step("cross-entropy loss+grad", () => be.CrossEntropy(tg, tt, ts, loss2, n, vocab, writeGradient: true), [loss2, tg], 1e-5),
+            ];
+        };
+    });
+
+    private static SelfTestCase AdamW(int count, bool large, int seed) => new("adamw", S($"{count}"), large, seed, rng =>
+    {
+        int third = count / 3;
+        int[] segments = [0, third, 1, third + 7, third, 0, 2 * third + 11, count - (2 * third + 11), 1];
+        var p = Randn(rng, count); var g = Randn(rng, count, 0.1); var m = Randn(rng, count, 0.01);
+        var v = Randn(rng, count, 0.01).Select(x => x * x).ToArray();
+        var step = new AdamWStep(1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 3);
+        return c =>
+        {
+            var tp = c.In(p); var tg = c.In(g); var tm = c.In(m); var tv = c.In(v); var ts = c.In(segments); var gs = c.In([0.75f]);
+            var tp2 = c.In(p); var tm2 = c.In(m); var tv2 = c.In(v);
+            var be = c.Backend;
+            return
+            [
+                new Step("adamw (grad scale)", () => be.AdamW(tp, tg, tm, tv, ts, 3, step, gs), [tp, tm, tv], 1e-6),
+                new Step("adamw", () => be.AdamW(tp2, tg, tm2, tv2, ts, 3, step, default), [tp2, tm2, tv2], 1e-6),
+            ];
+        };
+    });
+}

@@ -1,0 +1,222 @@
+using HftRuntime.Kernels;
+using HftRuntime.Kernels.Cpu;
+using HftRuntime.Kernels.Ilgpu;
+using HftRuntime.Runtime.Diagnostics;
+using HftRuntime.Tests.Support;
+using NUnit.Framework;
+using static HftRuntime.Tests.Support.Numerics;
+
+namespace HftRuntime.Tests.Ilgpu;
+
+/// <summary>
+/// Every ILGPU kernel against the CPU back-end, run by ILGPU's CPU accelerator: the small self-test cases (odd sizes
+/// that are no multiple of any tile; GEMM 1×1×1, 17×33×65, 65×31×129 and 130×257×40 in all transpose forms with
+/// and without accumulation, split k; attention with 1, 5, 33, 37 and 70 tokens, GQA, packed documents, head
+/// dimensions 6 to 128), outputs NaN-poisoned, relative-norm thresholds. Plus what only a GPU kernel must do: not
+/// fault on out-of-range ids, labels, positions, document starts and segments, and give the same bits twice.
+/// </summary>
+[TestFixture]
+public sealed class IlgpuParityTests
+{
+    private IlgpuBackend _gpu = null!;
+    private CpuBackend _cpu = null!;
+
+    /// <summary>Creates the ILGPU CPU-accelerator back-end and the CPU reference.</summary>
+    [OneTimeSetUp]
+    public void SetUp()
+    {
+        _gpu = IlgpuBackend.CreateCpu();
+        _cpu = new CpuBackend(threads: 2);
+    }
+
+    /// <summary>Releases both back-ends.</summary>
+    [OneTimeTearDown]
+    public void TearDown()
+    {
+        _gpu.Dispose();
+        _cpu.Dispose();
+    }
+
+    private static IEnumerable<string> SmallCases() => SelfTest.Cases(large: false).Select(c => c.Name);
+
+    /// <summary>One self-test case: every checked output within its tolerance of the CPU back-end.</summary>
+    [TestCaseSource(nameof(SmallCases))]
+    public void MatchesCpuBackend(string name)
+    {
+        var c = SelfTest.Cases(large: false).Single(x => x.Name == name);
+        var rows = c.Run(_gpu, _cpu, timings: false);
+        Assert.That(rows, Is.Not.Empty);
+        foreach (var r in rows)
+            Assert.That(r.RelativeError, Is.LessThanOrEqualTo(r.Tolerance), $"{r.Operation} {r.Shape}: relative error {r.RelativeError:e2} > {r.Tolerance:e0}");
+    }
+
+    /// <summary>The case list covers every operation family of the back-end.</summary>
+    [Test]
+    public void CasesCoverEveryOperation()
+    {
+        var ops = SelfTest.Cases(large: false).Select(c => c.Operation).ToHashSet();
+        Assert.That(ops, Is.SupersetOf(new[] { "elementwise", "reductions", "embedding", "rmsnorm", "rope", "attention", "swiglu", "matmul", "cross-entropy", "adamw" }));
+        Assert.That(SelfTest.Cases(large: false).Select(c => c.Name), Is.Unique);
+        Assert.That(SelfTest.Cases(large: true).Count, Is.GreaterThan(SelfTest.Cases(large: false).Count));
+    }
+
+    /// <summary>An id outside the vocabulary gives a zero row forward and adds nothing backward.</summary>
+    [Test]
+    public void EmbeddingSkipsOutOfRangeIds()
+    {
+        int n = 4, dim = 5, vocab = 3;
+        var rng = new Random(1);
+        var table = Randn(rng, vocab * dim); var dy = Randn(rng, n * dim);
+        int[] ids = [1, -1, 3, 2];
+        using var h = new OpHarness(_gpu);
+        var tt = h.Input(table); var ti = h.Input(ids); var y = h.Output(n * dim); var tdy = h.Input(dy); var dTable = h.Input(new float[vocab * dim]);
+        h.Commit();
+        _gpu.EmbeddingForward(y, ti, tt, n, dim, vocab);
+        _gpu.EmbeddingBackward(dTable, ti, tdy, n, dim, vocab);
+        var got = h.Read(y); var gotD = h.Read(dTable);
+        for (int j = 0; j < dim; j++)
+        {
+            Assert.That(got[0 * dim + j], Is.EqualTo(table[1 * dim + j]));
+            Assert.That(got[1 * dim + j], Is.Zero);
+            Assert.That(got[2 * dim + j], Is.Zero);
+            Assert.That(got[3 * dim + j], Is.EqualTo(table[2 * dim + j]));
+            Assert.That(gotD[0 * dim + j], Is.Zero);
+            Assert.That(gotD[1 * dim + j], Is.EqualTo(dy[0 * dim + j]));
+            Assert.That(gotD[2 * dim + j], Is.EqualTo(dy[3 * dim + j]));
+        }
+    }
+
+    /// <summary>A label outside [0, vocab) is an ignored row: loss 0 and a zero gradient; the other rows are unaffected.</summary>
+    [Test]
+    public void CrossEntropyTreatsOutOfRangeTargetsAsIgnored()
+    {
+        int n = 4, vocab = 9;
+        var rng = new Random(2);
+        var logits = Randn(rng, n * vocab);
+        int[] targets = [3, vocab, -7, 0];
+        int[] cleaned = [3, Backend.IgnoreIndex, Backend.IgnoreIndex, 0];
+        var scale = new float[] { 1f, 1f, 1f, 0.5f };
+        using var h = new OpHarness(_gpu);
+        var tl = h.Input(logits); var tt = h.Input(targets); var ts = h.Input(scale); var loss = h.Output(n);
+        h.Commit();
+        _gpu.CrossEntropy(tl, tt, ts, loss, n, vocab, writeGradient: true);
+        using var r = new OpHarness(_cpu);
+        var rl = r.Input(logits); var rt = r.Input(cleaned); var rs = r.Input(scale); var rloss = r.Output(n);
+        r.Commit();
+        _cpu.CrossEntropy(rl, rt, rs, rloss, n, vocab, writeGradient: true);
+        Assert.That(RelErr(h.Read(loss), r.Read(rloss)), Is.LessThan(1e-6));
+        Assert.That(RelErr(h.Read(tl), r.Read(rl)), Is.LessThan(1e-6));
+        Assert.That(h.Read(loss)[1], Is.Zero);
+    }
+
+    /// <summary>A position outside the table leaves its row as it was.</summary>
+    [Test]
+    public void RopeLeavesRowsWithOutOfRangePositionsUnchanged()
+    {
+        int n = 3, heads = 2, hd = 4, maxPos = 5;
+        var (cos, sin) = Reference.RopeTables(maxPos, hd, 10000);
+        var x = Randn(new Random(3), n * heads * hd);
+        int[] pos = [2, 5, -1];
+        using var h = new OpHarness(_gpu);
+        var tx = h.Input(x); var tp = h.Input(pos); var tc = h.Input(cos); var ts = h.Input(sin);
+        h.Commit();
+        _gpu.Rope(tx, tp, tc, ts, n, heads, hd, maxPos, inverse: false);
+        var got = h.Read(tx);
+        var want = Reference.Rope(D(x), [2, 0, 0], D(cos), D(sin), n, heads, hd);
+        Assert.That(RelErr(got.AsSpan(0, heads * hd), want.AsSpan(0, heads * hd)), Is.LessThan(1e-6));
+        Assert.That(got.AsSpan(heads * hd).ToArray(), Is.EqualTo(x.AsSpan(heads * hd).ToArray()));
+    }
+
+    /// <summary>Document starts outside [0, t] are clamped into it instead of faulting.</summary>
+    [Test]
+    public void AttentionClampsOutOfRangeDocumentStarts()
+    {
+        int seq = 6, heads = 2, hd = 4;
+        var rng = new Random(4);
+        var q = Randn(rng, seq * heads * hd); var k = Randn(rng, seq * heads * hd); var v = Randn(rng, seq * heads * hd);
+        int[] doc = [0, -3, 9, 2, 2, 100];
+        int[] clamped = [0, 0, 2, 2, 2, 5];
+        float[] Run(Backend be, int[] starts)
+        {
+            using var h = new OpHarness(be);
+            var tq = h.Input(q); var tk = h.Input(k); var tv = h.Input(v); var td = h.Input(starts);
+            var o = h.Output(seq * heads * hd); var lse = h.Output(heads * seq);
+            h.Commit();
+            be.AttentionForward(o, lse, tq, tk, tv, td, 1, seq, heads, heads, hd, 0.5f);
+            return h.Read(o);
+        }
+        Assert.That(RelErr(Run(_gpu, doc), Run(_cpu, clamped)), Is.LessThan(1e-6));
+    }
+
+    /// <summary>A segment reaching outside the block is clipped to it; nothing outside is written.</summary>
+    [Test]
+    public void AdamWClipsSegmentsToTheBlock()
+    {
+        int count = 100;
+        var rng = new Random(5);
+        var p = Randn(rng, count); var g = Randn(rng, count);
+        int[] segments = [-10, 30, 1, 90, 50, 0];
+        var step = new AdamWStep(0.01f, 0.9f, 0.95f, 1e-8f, 0.1f, 1);
+        using var h = new OpHarness(_gpu);
+        var tp = h.Input(p); var tg = h.Input(g); var tm = h.Input(new float[count]); var tv = h.Input(new float[count]); var ts = h.Input(segments);
+        h.Commit();
+        _gpu.AdamW(tp, tg, tm, tv, ts, 2, step, default);
+        using var r = new OpHarness(_cpu);
+        var rp = r.Input(p); var rg = r.Input(g); var rm = r.Input(new float[count]); var rv = r.Input(new float[count]); var rs = r.Input(new[] { 0, 20, 1, 90, 10, 0 });
+        r.Commit();
+        _cpu.AdamW(rp, rg, rm, rv, rs, 2, step, default);
+        Assert.That(h.Read(tp), Is.EqualTo(r.Read(rp)));
+        Assert.That(h.Read(tp).AsSpan(20, 70).ToArray(), Is.EqualTo(p.AsSpan(20, 70).ToArray()));
+    }
+
+    /// <summary>Running the same GEMM (split and not), reduction and RMSNorm weight gradient twice gives the same bits.</summary>
+    [Test]
+    public void ResultsAreDeterministic()
+    {
+        int m = 70, n = 45, k = 300;
+        var rng = new Random(6);
+        var a = Randn(rng, m * k); var b = Randn(rng, k * n); var x = Randn(rng, 20 * 33); var w = Randn(rng, 33);
+        using var h = new OpHarness(_gpu);
+        var ta = h.Input(a); var tb = h.Input(b); var c1 = h.Output(m * n); var c2 = h.Output(m * n); var c3 = h.Output(m * n);
+        var tx = h.Input(x); var tw = h.Input(w); var y = h.Output(20 * 33); var rstd = h.Output(20);
+        var dx = h.Input(new float[20 * 33]); var dw1 = h.Input(new float[33]); var dw2 = h.Input(new float[33]); var s1 = h.Output(1); var s2 = h.Output(1);
+        h.Commit();
+        _gpu.MatMul(c1, ta, tb, m, n, k, true, false, false);
+        _gpu.MatMul(c2, ta, tb, m, n, k, true, false, false);
+        _gpu.ForceSplitK = 3;
+        try { _gpu.MatMul(c3, ta, tb, m, n, k, true, false, false); }
+        finally { _gpu.ForceSplitK = 0; }
+        _gpu.RmsNormForward(y, rstd, tx, tw, 20, 33, 1e-5f);
+        _gpu.RmsNormBackward(dx, dw1, tx, tx, tw, rstd, 20, 33);
+        _gpu.RmsNormBackward(dx, dw2, tx, tx, tw, rstd, 20, 33);
+        _gpu.SumSquares(s1, ta);
+        _gpu.SumSquares(s2, ta);
+        Assert.That(h.Read(c2), Is.EqualTo(h.Read(c1)));
+        Assert.That(RelErr(h.Read(c3), h.Read(c1)), Is.LessThan(1e-6));
+        Assert.That(h.Read(dw2), Is.EqualTo(h.Read(dw1)));
+        Assert.That(h.Read(s2), Is.EqualTo(h.Read(s1)));
+    }
+
+    /// <summary>The out-of-memory message gives the sizes and says what to reduce.</summary>
+    [Test]
+    public void OutOfMemoryMessageSaysWhatToReduce()
+    {
+        var e = new DeviceOutOfMemoryException("NVIDIA H100", 100L << 30, 80L << 30);
+        Assert.That(e, Is.InstanceOf<OutOfMemoryException>());
+        Assert.That(e.Message, Does.Contain("107374182400 bytes").And.Contain("100.00 GiB").And.Contain("80.00 GiB"));
+        Assert.That(e.Message, Does.Contain("batch size").And.Contain("sequence length").And.Contain("model size"));
+    }
+
+    /// <summary>Names follow the accelerator; the arena hands out zeroed memory.</summary>
+    [Test]
+    public void BackendNamesItselfAndZeroesArenas()
+    {
+        Assert.That(_gpu.Name, Is.EqualTo("ilgpu-cpu"));
+        Assert.That(_gpu.DeviceName, Does.Contain("CPU"));
+        using var arena = _gpu.CreateArena();
+        var t = arena.Reserve("z", 1000);
+        arena.Commit();
+        Assert.That(_gpu.ToArray<float>(t), Is.All.Zero);
+        Assert.That(arena, Is.InstanceOf<IlgpuArena>());
+    }
+}

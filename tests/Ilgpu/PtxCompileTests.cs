@@ -1,0 +1,92 @@
+using System.Reflection;
+using System.Text.RegularExpressions;
+using HftRuntime.Kernels.Ilgpu;
+using ILGPU;
+using ILGPU.Backends.EntryPoints;
+using ILGPU.Backends.PTX;
+using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
+using NUnit.Framework;
+
+namespace HftRuntime.Tests.Ilgpu;
+
+/// <summary>
+/// Compiles every kernel of the ILGPU back-end to PTX for an H100 (sm_90, PTX ISA 8.8) without a GPU: the kernels
+/// are found through <see cref="IlgpuKernelAttribute"/>, and the back-end refuses to load a kernel without it, so a
+/// new kernel cannot be forgotten here.
+/// </summary>
+[TestFixture(OptimizationLevel.O2)]
+[TestFixture(OptimizationLevel.O1)]
+public sealed class PtxCompileTests
+{
+    private readonly OptimizationLevel _level;
+    private Context _context = null!;
+    private PTXBackend _ptx = null!;
+
+    /// <summary>Compiles at <paramref name="level"/> (O2 is the default; O1 the fallback a GPU machine can pick with HFT_ILGPU_OPT).</summary>
+    public PtxCompileTests(OptimizationLevel level) => _level = level;
+
+    /// <summary>Every method marked as a kernel.</summary>
+    public static IEnumerable<MethodInfo> MarkedKernels() =>
+        typeof(IlgpuBackend).Assembly.GetTypes()
+            .SelectMany(t => t.GetMethods(BindingFlags.Static | BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.DeclaredOnly))
+            .Where(m => m.GetCustomAttribute<IlgpuKernelAttribute>() is not null)
+            .OrderBy(m => m.Name, StringComparer.Ordinal);
+
+    private static IEnumerable<string> KernelNames() => MarkedKernels().Select(m => m.Name);
+
+    /// <summary>Creates a context with the back-end's settings and a PTX back-end for sm_90.</summary>
+    [OneTimeSetUp]
+    public void SetUp()
+    {
+        _context = IlgpuBackend.CreateContext(_ => { }, _level);
+        _ptx = new PTXBackend(_context, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, CudaInstructionSet.ISA_88, null);
+    }
+
+    /// <summary>Releases the PTX back-end and the context.</summary>
+    [OneTimeTearDown]
+    public void TearDown()
+    {
+        _ptx.Dispose();
+        _context.Dispose();
+    }
+
+    /// <summary>PTX of one kernel.</summary>
+    private string Compile(MethodInfo method)
+    {
+        var implicitly = method.GetCustomAttribute<IlgpuKernelAttribute>()!.ImplicitlyGrouped;
+        var entry = implicitly ? EntryPointDescription.FromImplicitlyGroupedKernel(method) : EntryPointDescription.FromExplicitlyGroupedKernel(method);
+        var compiled = (PTXCompiledKernel)_ptx.Compile(entry, new KernelSpecialization());
+        return compiled.PTXAssembly;
+    }
+
+    /// <summary>The kernel compiles and the PTX holds its entry point for sm_90.</summary>
+    [TestCaseSource(nameof(KernelNames))]
+    public void KernelCompilesToPtx(string name)
+    {
+        var method = MarkedKernels().Single(m => m.Name == name);
+        string ptx = Compile(method);
+        Assert.That(ptx, Does.Match(@"\.target sm_\d+"), "ILGPU targets the lowest architecture the kernel needs (sm_80 here); the driver JIT-compiles it for sm_90");
+        Assert.That(ptx, Does.Contain(".version 8.8"));
+        Assert.That(Regex.IsMatch(ptx, @"\.entry\s+\S*" + Regex.Escape(name)), Is.True, $"no .entry for {name} in the PTX");
+    }
+
+    /// <summary>The GEMM keeps its 8×8 accumulator block in registers: no local memory in its PTX.</summary>
+    [Test]
+    public void MatMulAccumulatorsStayInRegisters()
+    {
+        string ptx = Compile(MarkedKernels().Single(m => m.Name == nameof(IlgpuBackend.MatMulKernel)));
+        Assert.That(ptx, Does.Not.Contain(".local"), "the GEMM spills to local memory");
+        Assert.That(Regex.Matches(ptx, @"\b(fma\.rn|mul)\.f32").Count, Is.GreaterThanOrEqualTo(64), "the inner loop should hold 64 multiply-adds");
+    }
+
+    /// <summary>The set of kernels the back-end loads is exactly the set marked with the attribute.</summary>
+    [Test]
+    public void EveryLoadedKernelIsMarkedAndEveryMarkedKernelIsLoaded()
+    {
+        using var backend = IlgpuBackend.CreateCpu();
+        var loaded = backend.LoadedKernels.Select(m => m.Name).OrderBy(n => n, StringComparer.Ordinal).ToArray();
+        Assert.That(loaded, Is.EqualTo(KernelNames().ToArray()));
+        Assert.That(loaded, Is.Unique);
+    }
+}

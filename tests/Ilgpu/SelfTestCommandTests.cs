@@ -1,0 +1,48 @@
+using HftRuntime.Cli;
+using HftRuntime.Kernels.Ilgpu;
+using NUnit.Framework;
+
+namespace HftRuntime.Tests.Ilgpu;
+
+/// <summary><c>hft selftest</c> and <c>--device cuda</c> from the command line.</summary>
+[TestFixture]
+public sealed class SelfTestCommandTests
+{
+    /// <summary>The small self-test passes on the ILGPU CPU accelerator and prints its table.</summary>
+    [Test]
+    public void SelfTestOnIlgpuCpuPasses()
+    {
+        var stdout = new StringWriter(); var stderr = new StringWriter();
+        int rc = Program.Run(["selftest", "--device", "ilgpu-cpu"], stdout, stderr);
+        Assert.That(rc, Is.EqualTo(Program.ExitOk), stdout + "\n" + stderr);
+        string text = stdout.ToString();
+        Assert.That(text, Does.Contain("attention backward").And.Contain("matmul").And.Contain("PASS:"));
+        Assert.That(text, Does.Not.Contain("FAIL"));
+    }
+
+    /// <summary>--only narrows the cases; an --only that matches nothing is bad input.</summary>
+    [Test]
+    public void OnlySelectsCases()
+    {
+        var stdout = new StringWriter(); var stderr = new StringWriter();
+        Assert.That(Program.Run(["selftest", "--device", "ilgpu-cpu", "--only", "rope"], stdout, stderr), Is.EqualTo(Program.ExitOk));
+        Assert.That(stdout.ToString(), Does.Contain("rope inverse").And.Not.Contain("matmul"));
+        Assert.That(Program.Run(["selftest", "--device", "ilgpu-cpu", "--only", "nothing-like-this"], new StringWriter(), stderr), Is.EqualTo(Program.ExitBadInput));
+    }
+
+    /// <summary>Without a GPU, asking for CUDA is bad input with a clear message (exit code 2), for every command.</summary>
+    [TestCase("selftest")]
+    [TestCase("verify")]
+    public void CudaWithoutGpuIsBadInput(string command)
+    {
+        using (var cuda = IlgpuBackend.TryCreateCuda())
+            Assume.That(cuda, Is.Null, "this machine has a CUDA GPU");
+        var stdout = new StringWriter(); var stderr = new StringWriter();
+        string[] args = command == "verify"
+            ? ["verify", "--golden", Path.Combine(TestContext.CurrentContext.TestDirectory, "fixtures", "llama-mha"), "--device", "cuda"]
+            : ["selftest", "--device", "cuda"];
+        int rc = Program.Run(args, stdout, stderr);
+        Assert.That(rc, Is.EqualTo(Program.ExitBadInput), stdout + "\n" + stderr);
+        Assert.That(stderr.ToString(), Does.Contain("no CUDA device found"));
+    }
+}
