@@ -17,7 +17,7 @@ public sealed class ModelInputs
         if (seq <= 0) throw new ArgumentOutOfRangeException(nameof(seq), seq, "sequence length must be positive");
         Batch = batch; Seq = seq;
         int n = batch * seq;
-        Ids = new int[n]; Targets = new int[n]; RowScale = new float[n]; Positions = new int[n]; DocStart = new int[n];
+        Ids = new int[n]; Targets = new int[n]; RowScale = new float[n]; Positions = new int[n]; DocStart = new int[n]; Segment = new int[n];
         for (int i = 0; i < n; i++) Positions[i] = i % seq;
     }
 
@@ -44,6 +44,12 @@ public sealed class ModelInputs
 
     /// <summary>Index within the sequence where each token's document starts (0 everywhere when unpacked).</summary>
     public int[] DocStart { get; }
+
+    /// <summary>
+    /// Which example each position belongs to: an id unique within the batch, or −1 for padding. A DPO batch gives a
+    /// pair's chosen and rejected positions the same id, so per-example sums of the row losses pair up.
+    /// </summary>
+    public int[] Segment { get; }
 
     /// <summary>True when some sequence packs several documents.</summary>
     public bool IsPacked => Array.Exists(DocStart, d => d != 0);

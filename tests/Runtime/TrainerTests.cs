@@ -54,7 +54,7 @@ public sealed class TrainerTests
         using var wrapped = new NanOnCalls(model, 3);
         var snapshot = be.ToArray<float>(model.Parameters.TrainableValues);
         var reports = new List<TrainingProgress>();
-        var trainer = new Trainer(wrapped, data, null, options, Fixtures.TempDirectory(), new JsonObject());
+        var trainer = new Trainer(wrapped, new HftRuntime.Runtime.Objectives.TokenObjective("lm"), data, null, options, Fixtures.TempDirectory(), new JsonObject());
         var r = trainer.Run(progress: new Cli.Commands.SyncProgressForTests<TrainingProgress>(reports.Add));
         Assert.That(r.SkippedSteps, Is.EqualTo(1));
         Assert.That(r.Losses[2], Is.Null);
@@ -69,7 +69,7 @@ public sealed class TrainerTests
         using var be = new CpuBackend(2);
         var (model, data) = Setup(be, out var options);
         using var wrapped = new NanOnCalls(model, 2, 3, 4);
-        var trainer = new Trainer(wrapped, data, null, options with { MaxConsecutiveNanSteps = 3 }, Fixtures.TempDirectory(), new JsonObject());
+        var trainer = new Trainer(wrapped, new HftRuntime.Runtime.Objectives.TokenObjective("lm"), data, null, options with { MaxConsecutiveNanSteps = 3 }, Fixtures.TempDirectory(), new JsonObject());
         var e = Assert.Throws<TrainingDivergedException>(() => trainer.Run());
         Assert.That(e!.Message, Does.Contain("3 consecutive").And.Contain("step 4"));
     }

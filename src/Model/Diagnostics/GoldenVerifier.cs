@@ -76,9 +76,9 @@ public static class GoldenVerifier
                 model.ZeroGradients();
                 model.Forward();
                 var rowLosses = backend.ToArray<float>(model.RowLosses.Slice(0, inputs.Rows));
-                var policy = Dpo.SequenceLogProbs(rowLosses, 2 * b, t);
+                var policy = Dpo.PairLogProbs(rowLosses, inputs);
                 // The reference model is the starting checkpoint, which is what the model holds now.
-                double loss = Dpo.LossAndRowScale(policy, policy, dpo.Beta, inputs, out _);
+                double loss = Dpo.LossAndRowScale(policy, policy, dpo.Beta, inputs, normalizer: b).Loss;
                 rows.Add(Scalar("dpo.loss", loss, dpo.Loss, LossTolerance));
                 model.SetRowScale(inputs.RowScale);
                 model.Backward();

@@ -18,6 +18,9 @@ public sealed class OptimizerStep
         ClipNorm = clipNorm;
     }
 
+    /// <summary>The model being trained.</summary>
+    public ILanguageModel Model => _model;
+
     /// <summary>The optimizer (its step count is part of a checkpoint).</summary>
     public AdamWOptimizer Optimizer { get; }
 

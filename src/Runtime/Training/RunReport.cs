@@ -27,8 +27,25 @@ public static class RunReport
         o["cancelled"] = result.Cancelled;
         if (result.ResumedFrom is int from) o["resumed_from_step"] = from;
         o["losses"] = new JsonArray(result.Losses.Select(l => (JsonNode?)(l is float f ? JsonValue.Create(f) : null)).ToArray());
-        o["eval"] = new JsonArray(result.Evals.Select(e => (JsonNode)new JsonObject { ["step"] = e.Step, ["loss"] = e.Loss }).ToArray());
+        o["eval"] = new JsonArray(result.Evals.Select(e => (JsonNode)EvalJson(e.Step, e.Metrics)).ToArray());
         return o;
+    }
+
+    /// <summary>One evaluation as JSON: {"step", "loss", extras...}.</summary>
+    public static JsonObject EvalJson(int step, Objectives.EvalMetrics m)
+    {
+        var o = new JsonObject { ["step"] = step, ["loss"] = m.Loss };
+        foreach (var (k, v) in m.Extra) o[k] = v;
+        return o;
+    }
+
+    /// <summary>Reads back what <see cref="EvalJson"/> wrote.</summary>
+    public static (int Step, Objectives.EvalMetrics Metrics) ParseEval(JsonObject o)
+    {
+        var extra = new Dictionary<string, double>();
+        foreach (var (k, v) in o)
+            if (k is not "step" and not "loss" && v is not null) extra[k] = v.GetValue<double>();
+        return (o["step"]!.GetValue<int>(), new Objectives.EvalMetrics(o["loss"]!.GetValue<double>(), extra));
     }
 
     /// <summary>Writes <paramref name="report"/> to <paramref name="path"/> (replaced atomically).</summary>

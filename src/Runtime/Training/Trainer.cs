@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text.Json.Nodes;
 using HftRuntime.Kernels;
 using HftRuntime.Runtime.Data;
+using HftRuntime.Runtime.Objectives;
 using HftRuntime.Runtime.SafeTensors;
 
 namespace HftRuntime.Runtime.Training;
@@ -26,8 +27,8 @@ public sealed class TrainingResult
     /// <summary>Training loss at every optimizer step (null for a skipped step).</summary>
     public List<float?> Losses { get; } = new();
 
-    /// <summary>Held-out losses: (step, loss).</summary>
-    public List<(int Step, double Loss)> Evals { get; } = new();
+    /// <summary>Held-out evaluations: (step, metrics).</summary>
+    public List<(int Step, EvalMetrics Metrics)> Evals { get; } = new();
 
     /// <summary>Duration of every step in milliseconds.</summary>
     public List<double> StepMs { get; } = new();
@@ -73,6 +74,7 @@ public sealed class TrainingDivergedException(string message) : Exception(messag
 public sealed class Trainer
 {
     private readonly ILanguageModel _model;
+    private readonly ITrainingObjective _objective;
     private readonly IBatchSource _train;
     private readonly IBatchSource? _eval;
     private readonly TrainingOptions _o;
@@ -85,12 +87,11 @@ public sealed class Trainer
     /// Creates a trainer writing into <paramref name="outputDirectory"/>. <paramref name="fingerprint"/> describes the
     /// model and freezing (config, frozen names, policy); a resumed run must match it.
     /// </summary>
-    public Trainer(ILanguageModel model, IBatchSource train, IBatchSource? eval, TrainingOptions options, string outputDirectory, JsonObject fingerprint)
+    public Trainer(ILanguageModel model, ITrainingObjective objective, IBatchSource train, IBatchSource? eval, TrainingOptions options,
+        string outputDirectory, JsonObject fingerprint)
     {
         options.Validate();
-        if (train.Batch > model.MaxBatch || train.Seq > model.MaxSeq)
-            throw new ArgumentException($"batches of {train.Batch} x {train.Seq} exceed the model's layout {model.MaxBatch} x {model.MaxSeq}");
-        _model = model; _train = train; _eval = eval; _o = options; _out = outputDirectory;
+        _model = model; _objective = objective; _train = train; _eval = eval; _o = options; _out = outputDirectory;
         _fingerprint = (JsonObject)fingerprint.DeepClone();
         _fingerprint["options"] = ScheduleOptions(options);
         _step = new OptimizerStep(model, new AdamWOptions(options.Beta1, options.Beta2, options.Eps, options.WeightDecay), options.ClipNorm);
@@ -120,7 +121,7 @@ public sealed class Trainer
             if (cancel.IsCancellationRequested) { r.Cancelled = true; break; }
             sw.Restart();
             float lr = _o.LearningRate(step);
-            float loss = AccumulateGradients();
+            float loss = _objective.Accumulate(_step, _train, _o.GradAccum);
             var (norm, finite) = _step.Finish(lr, loss);
             if (!finite)
             {
@@ -165,32 +166,14 @@ public sealed class Trainer
         return r;
     }
 
-    /// <summary>One optimizer step's gradients over GradAccum micro-batches; returns the mean loss.</summary>
-    private float AccumulateGradients()
-    {
-        // The objective is the mean over every counted position of the accumulation window: count them first.
-        var start = _train.Position;
-        long total = 0;
-        for (int a = 0; a < _o.GradAccum; a++) total += _train.Next().CountTargets();
-        _train.Position = start;
-        float w = 1f / Math.Max(1, total);
-        _step.Begin();
-        float loss = 0;
-        for (int a = 0; a < _o.GradAccum; a++)
-        {
-            var inputs = _train.Next();
-            for (int i = 0; i < inputs.Rows; i++) inputs.RowScale[i] = inputs.Targets[i] == Backend.IgnoreIndex ? 0f : w;
-            loss += _step.ForwardBackward(inputs);
-        }
-        return loss;
-    }
-
     private double Evaluate(TrainingResult r, int step, StreamWriter metrics)
     {
-        double e = Evaluator.MeanLoss(_model, _eval!, _o.EvalBatches);
+        var e = _objective.Evaluate(_model, _eval!, _o.EvalBatches);
         r.Evals.Add((step, e));
-        metrics.WriteLine(Line(("step", step), ("eval_loss", e)));
-        return e;
+        var line = new JsonObject { ["step"] = step, ["eval_loss"] = e.Loss };
+        foreach (var (k, v) in e.Extra) line["eval_" + k] = v;
+        metrics.WriteLine(line.ToJsonString());
+        return e.Loss;
     }
 
     private void SaveCheckpoint(int step, TrainingResult r, int consecutiveNan)
@@ -204,7 +187,7 @@ public sealed class Trainer
             ["consecutive_nan_steps"] = consecutiveNan,
             ["skipped_steps"] = r.SkippedSteps,
             ["losses"] = new JsonArray(r.Losses.Select(l => (JsonNode?)(l is float f ? JsonValue.Create(f) : null)).ToArray()),
-            ["evals"] = new JsonArray(r.Evals.Select(e => (JsonNode)new JsonArray(e.Step, e.Loss)).ToArray()),
+            ["evals"] = new JsonArray(r.Evals.Select(e => (JsonNode)RunReport.EvalJson(e.Step, e.Metrics)).ToArray()),
             ["step_ms"] = new JsonArray(r.StepMs.Select(x => (JsonNode)x).ToArray()),
             ["fingerprint"] = _fingerprint.DeepClone(),
         };
@@ -238,7 +221,7 @@ public sealed class Trainer
             _train.Position = new DataPosition(state["data_epoch"]!.GetValue<long>(), state["data_index"]!.GetValue<long>());
             r.SkippedSteps = state["skipped_steps"]!.GetValue<int>();
             foreach (var l in state["losses"]!.AsArray()) r.Losses.Add(l is null ? null : l.GetValue<float>());
-            foreach (var e in state["evals"]!.AsArray()) r.Evals.Add((e![0]!.GetValue<int>(), e[1]!.GetValue<double>()));
+            foreach (var e in state["evals"]!.AsArray()) r.Evals.Add(RunReport.ParseEval(e!.AsObject()));
             r.StepsDone = step;
             r.ResumedFrom = step;
             TrimMetrics(step);

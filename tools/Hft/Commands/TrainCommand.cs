@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Reflection;
 using System.Text.Json.Nodes;
 using HftRuntime.Model;
+using HftRuntime.Model.Training;
 using HftRuntime.Model.Tokenizers;
 using HftRuntime.Runtime;
 using HftRuntime.Runtime.Data;
@@ -19,8 +20,12 @@ internal static class TrainCommand
     public static Command Create(TextWriter stdout, TextWriter stderr, CancellationToken cancel)
     {
         var model = new Option<string>("--model") { Description = "Model directory (config.json, model.safetensors, tokenizer)", Required = true };
-        var data = new Option<string>("--data") { Description = "Training data (for --objective lm: plain UTF-8 text)", Required = true };
-        var objective = new Option<string>("--objective") { Description = "lm", DefaultValueFactory = _ => "lm" };
+        var data = new Option<string?>("--data") { Description = "Training data: plain UTF-8 text or {\"text\"} JSONL (lm), {\"prompt\",\"response\"} or {\"messages\"} JSONL (sft), {\"prompt\",\"chosen\",\"rejected\"} JSONL (dpo)" };
+        var objective = new Option<string>("--objective") { Description = "lm, sft or dpo", DefaultValueFactory = _ => "lm" };
+        var stages = new Option<string?>("--stages") { Description = "Continual learning: a stages.json file ({\"stages\": [{\"data\", \"objective\", \"steps\", \"lr\"}, ...]}); replaces --data, --objective, --steps and --lr" };
+        var beta = new Option<double>("--beta") { Description = "DPO's beta", DefaultValueFactory = _ => 0.1 };
+        var reference = new Option<string?>("--reference") { Description = "DPO reference model directory (default: --model)" };
+        var skipBad = new Option<bool>("--skip-bad-lines") { Description = "Skip malformed JSONL lines (counted in run.json) instead of failing" };
         var method = new Option<string>("--method") { Description = "fft (nothing frozen) or hft (half fine-tuning)", DefaultValueFactory = _ => "hft" };
         var policy = new Option<string?>("--policy") { Description = "Freeze policy for --method hft: hft (default), layer, model, explicit" };
         var ratio = new Option<double>("--trainable-ratio") { Description = "Share of block tensors left trainable, in (0, 1]", DefaultValueFactory = _ => 0.5 };
@@ -51,7 +56,7 @@ internal static class TrainCommand
         var threads = CommonOptions.Threads();
         var cmd = new Command("train", "Fine-tune a model with full fine-tuning (fft) or Half Fine-Tuning (hft)")
         {
-            model, data, objective, method, policy, ratio, freezeEmb, freezeList, seed, steps, batch, seq, accum, lr, minLr, warmup, wd,
+            model, data, objective, stages, beta, reference, skipBad, method, policy, ratio, freezeEmb, freezeList, seed, steps, batch, seq, accum, lr, minLr, warmup, wd,
             beta1, beta2, clip, evalEvery, evalBatches, heldOut, saveEvery, logEvery, maxNan, output, resume, quiet, device, threads,
         };
         cmd.SetAction(r =>
@@ -64,83 +69,54 @@ internal static class TrainCommand
                 EvalEvery = r.GetValue(evalEvery), EvalBatches = r.GetValue(evalBatches), SaveEvery = r.GetValue(saveEvery),
                 LogEvery = r.GetValue(logEvery), MaxConsecutiveNanSteps = r.GetValue(maxNan),
             };
-            var job = new TrainJob(r.GetValue(model)!, r.GetValue(data)!, r.GetValue(objective)!, r.GetValue(method)!, r.GetValue(policy),
+            string? stagesFile = r.GetValue(stages), dataFile = r.GetValue(data);
+            if (stagesFile is null && dataFile is null) throw new ArgumentException("give --data (or --stages for continual learning)");
+            if (stagesFile is not null && dataFile is not null) throw new ArgumentException("--stages gives each stage its data; drop --data");
+            var job = new TrainJob(r.GetValue(model)!, dataFile ?? stagesFile!, r.GetValue(objective)!, r.GetValue(method)!, r.GetValue(policy),
                 r.GetValue(ratio), r.GetValue(freezeEmb), r.GetValue(freezeList), r.GetValue(heldOut), r.GetValue(output)!, r.GetValue(resume),
-                r.GetValue(device)!, r.GetValue(threads), options);
-            return Execute(job, r.GetValue(quiet), stdout, stderr, cancel).Code;
+                r.GetValue(device)!, r.GetValue(threads), options, r.GetValue(beta), r.GetValue(reference), r.GetValue(skipBad));
+            return stagesFile is null ? Execute(job, r.GetValue(quiet), stdout, stderr, cancel).Code
+                : StagesCommand.Execute(job, r.GetValue(quiet), stdout, stderr, cancel);
         });
         return cmd;
     }
 
     /// <summary>One training run as the options describe it.</summary>
     internal sealed record TrainJob(string Model, string Data, string Objective, string Method, string? Policy, double Ratio, bool FreezeEmbeddings,
-        string? FreezeList, double HeldOut, string Out, bool Resume, string Device, int Threads, TrainingOptions Options);
+        string? FreezeList, double HeldOut, string Out, bool Resume, string Device, int Threads, TrainingOptions Options,
+        double Beta = 0.1, string? Reference = null, bool SkipBadLines = false);
 
     /// <summary>Runs <paramref name="job"/>; returns the exit code and the run report written to run.json.</summary>
     internal static (int Code, JsonObject Report) Execute(TrainJob job, bool quiet, TextWriter stdout, TextWriter stderr, CancellationToken cancel)
     {
-        var inv = CultureInfo.InvariantCulture;
-        // Everything that can be wrong with the input is checked before any work or any write.
-        job.Options.Validate();
-        if (job.Objective != "lm") throw new ArgumentException($"unknown objective '{job.Objective}'; this version trains 'lm'");
-        var policy = ResolvePolicy(job);
-        OutputGuard.RequireDistinct(job.Out, job.Model);
-        var config = LlamaConfig.Load(Path.Combine(job.Model, "config.json"));
-        var tokenizer = Tokenizers.Load(job.Model);
-        if (tokenizer.VocabSize > config.VocabSize)
-            throw new InvalidInputException(job.Model, $"the tokenizer has {tokenizer.VocabSize} ids but config.json's vocab_size is {config.VocabSize}");
-        var frozen = policy.SelectFrozen(LlamaModel.TensorNames(config));
-        var corpus = TokenCorpus.FromTextFile(job.Data, tokenizer, job.HeldOut);
-        var train = new LmBatcher(corpus.Train, job.Options.Batch, job.Options.Seq, job.Options.Seed, job.Data);
-        LmBatcher? eval = corpus.HeldOut.Length > job.Options.Batch * job.Options.Seq
-            ? new LmBatcher(corpus.HeldOut, job.Options.Batch, job.Options.Seq, job.Options.Seed, job.Data + " (held-out part)", shuffle: false)
-            : null;
-        if (eval is null && !quiet) stderr.WriteLine($"warning: the held-out part of {job.Data} is shorter than one batch; no evaluation");
-
+        var request = new FineTuneRequest
+        {
+            ModelDirectory = job.Model, DataPath = job.Data, OutputDirectory = job.Out, Objective = job.Objective,
+            Policy = ResolvePolicy(job), Options = job.Options, HeldOutFraction = job.HeldOut, SkipBadLines = job.SkipBadLines,
+            Beta = job.Beta, ReferenceDirectory = job.Reference, Resume = job.Resume,
+            ExtraConfig = new JsonObject
+            {
+                ["device"] = job.Device, ["threads"] = job.Threads, ["trainable_ratio"] = job.Ratio,
+                ["freeze_embeddings"] = job.FreezeEmbeddings, ["freeze_list"] = job.FreezeList,
+            },
+        };
+        request.Options.Validate();
         using var backend = Devices.Create(job.Device, job.Threads);
-        using var llama = LlamaModel.Create(backend, config, new LlamaModelOptions(job.Options.Batch, job.Options.Seq, frozen));
-        using (var weights = SafeTensorsCheckpoint.Open(job.Model)) llama.LoadWeights(weights);
+        return Run(backend, request, quiet, stdout, stderr, cancel);
+    }
 
-        var frozenNames = new JsonArray(frozen.OrderBy(n => n, StringComparer.Ordinal).Select(n => (JsonNode)n).ToArray());
-        var fingerprint = new JsonObject
-        {
-            ["model_config"] = JsonNode.Parse(config.ToJson()),
-            ["frozen"] = frozenNames.DeepClone(),
-            ["policy"] = policy.Describe(),
-            ["data_sha256"] = corpus.Sha256,
-        };
-        double costBound = LlamaCostModel.CostBound(config, job.Options.Seq, frozen);
-        if (!quiet)
-        {
-            var s = llama.Parameters;
-            stdout.WriteLine($"device {backend.DeviceName}");
-            stdout.WriteLine(string.Format(inv, "{0}: {1:N0} of {2:N0} parameters trainable ({3} tensors frozen), cost bound {4:F3}, arena {5:F1} MiB",
-                job.Method, s.TrainableCount, s.TrainableCount + s.FrozenCount, frozen.Count, costBound, llama.Arena.ReservedBytes / 1048576.0));
-        }
-        var trainer = new Trainer(llama, train, eval, job.Options, job.Out, fingerprint);
+    /// <summary>Runs a request on a back-end, printing progress unless <paramref name="quiet"/>.</summary>
+    internal static (int Code, JsonObject Report) Run(Kernels.Backend backend, FineTuneRequest request, bool quiet, TextWriter stdout, TextWriter stderr,
+        CancellationToken cancel)
+    {
+        var inv = CultureInfo.InvariantCulture;
         var progress = quiet ? null : new SyncProgress<TrainingProgress>(p => stdout.WriteLine(Format(p)));
-        var result = trainer.Run(job.Resume, progress, cancel);
-
-        File.WriteAllText(Path.Combine(job.Out, "config.json"), config.ToJson());
-        tokenizer.Save(job.Out);
-        var info = new JsonObject
-        {
-            ["method"] = job.Method,
-            ["objective"] = job.Objective,
-            ["policy"] = policy.Describe(),
-            ["seed"] = job.Options.Seed,
-            ["frozen"] = frozenNames,
-            ["cost_bound"] = costBound,
-            ["device"] = backend.DeviceName,
-            ["config"] = ResolvedConfig(job, corpus, tokenizer),
-            ["model_config"] = JsonNode.Parse(config.ToJson()),
-        };
-        var report = RunReport.Build(info, result, llama.Parameters, llama.ActivationBytes);
-        RunReport.Write(Path.Combine(job.Out, "run.json"), report);
+        var r = FineTuning.Run(backend, request, progress, cancel, quiet ? null : line => (line.StartsWith("warning", StringComparison.Ordinal) ? stderr : stdout).WriteLine(line));
+        var t = r.Training;
         stdout.WriteLine(string.Format(inv, "{0} {1} steps: final loss {2}, {3:F1} ms/step (median), {4:N0} tokens/s, {5} skipped; wrote {6}",
-            result.Cancelled ? "cancelled after" : "done:", result.StepsDone, result.Losses.LastOrDefault()?.ToString("F4", inv) ?? "n/a",
-            result.StepMsMedian, result.TokensPerSecond, result.SkippedSteps, job.Out));
-        return (result.Cancelled ? Program.ExitCancelled : Program.ExitOk, report);
+            t.Cancelled ? "cancelled after" : "done:", t.StepsDone, t.Losses.LastOrDefault()?.ToString("F4", inv) ?? "n/a",
+            t.StepMsMedian, t.TokensPerSecond, t.SkippedSteps, request.OutputDirectory));
+        return (t.Cancelled ? Program.ExitCancelled : Program.ExitOk, r.Report);
     }
 
     private static FreezePolicy ResolvePolicy(TrainJob job) => job.Method switch
@@ -151,29 +127,7 @@ internal static class TrainCommand
         _ => throw new ArgumentException($"unknown method '{job.Method}'; expected fft or hft"),
     };
 
-    private static JsonObject ResolvedConfig(TrainJob job, TokenCorpus corpus, Runtime.Data.ITokenizer tokenizer)
-    {
-        var o = job.Options;
-        var asm = typeof(TrainCommand).Assembly;
-        string version = asm.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "unknown";
-        int plus = version.IndexOf('+');
-        return new JsonObject
-        {
-            ["model"] = Path.GetFullPath(job.Model), ["data"] = Path.GetFullPath(job.Data), ["data_sha256"] = corpus.Sha256,
-            ["data_tokens_train"] = corpus.Train.Length, ["data_tokens_held_out"] = corpus.HeldOut.Length, ["held_out"] = job.HeldOut,
-            ["tokenizer"] = tokenizer.Kind, ["objective"] = job.Objective, ["method"] = job.Method, ["policy"] = job.Policy ?? (job.Method == "hft" ? "hft" : "none"),
-            ["trainable_ratio"] = job.Ratio, ["freeze_embeddings"] = job.FreezeEmbeddings, ["freeze_list"] = job.FreezeList,
-            ["seed"] = o.Seed, ["steps"] = o.Steps, ["batch"] = o.Batch, ["seq"] = o.Seq, ["accum"] = o.GradAccum, ["lr"] = o.Lr,
-            ["min_lr"] = o.MinLr, ["warmup"] = o.EffectiveWarmup, ["weight_decay"] = o.WeightDecay, ["beta1"] = o.Beta1, ["beta2"] = o.Beta2,
-            ["eps"] = o.Eps, ["clip"] = o.ClipNorm, ["eval_every"] = o.EvalEvery, ["eval_batches"] = o.EvalBatches, ["save_every"] = o.SaveEvery,
-            ["keep_checkpoints"] = o.KeepCheckpoints, ["log_every"] = o.LogEvery, ["max_nan_steps"] = o.MaxConsecutiveNanSteps,
-            ["device"] = job.Device, ["threads"] = job.Threads, ["out"] = Path.GetFullPath(job.Out), ["resume"] = job.Resume,
-            ["tool_version"] = plus < 0 ? version : version[..plus],
-            ["git_commit"] = plus < 0 ? "unknown" : version[(plus + 1)..],
-        };
-    }
-
-    private static string Format(TrainingProgress p)
+    internal static string Format(TrainingProgress p)
     {
         var inv = CultureInfo.InvariantCulture;
         string loss = p.Loss is float l ? l.ToString("F4", inv) : "skipped";

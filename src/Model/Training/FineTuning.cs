@@ -1,0 +1,169 @@
+using System.Globalization;
+using System.Reflection;
+using System.Text.Json.Nodes;
+using HftRuntime.Kernels;
+using HftRuntime.Runtime;
+using HftRuntime.Runtime.Data;
+using HftRuntime.Runtime.Objectives;
+using HftRuntime.Runtime.SafeTensors;
+using HftRuntime.Runtime.Training;
+
+namespace HftRuntime.Model.Training;
+
+/// <summary>One fine-tuning run of a Hugging Face model directory (what <c>hft train</c> does).</summary>
+public sealed record FineTuneRequest
+{
+    /// <summary>The model directory (config.json, model.safetensors, tokenizer).</summary>
+    public required string ModelDirectory { get; init; }
+
+    /// <summary>The training data (plain text or JSONL; see the objective).</summary>
+    public required string DataPath { get; init; }
+
+    /// <summary>Where the trained model, run.json, metrics.jsonl and checkpoints go.</summary>
+    public required string OutputDirectory { get; init; }
+
+    /// <summary>lm, sft or dpo.</summary>
+    public string Objective { get; init; } = "lm";
+
+    /// <summary>The freeze policy (<see cref="FreezePolicy.None"/> is full fine-tuning).</summary>
+    public FreezePolicy Policy { get; init; } = FreezePolicy.Hft(1);
+
+    /// <summary>Steps, batch, learning rate and the rest.</summary>
+    public TrainingOptions Options { get; init; } = new();
+
+    /// <summary>Share of the data held out for evaluation.</summary>
+    public double HeldOutFraction { get; init; } = 0.05;
+
+    /// <summary>Skip (and count) malformed JSONL lines instead of failing.</summary>
+    public bool SkipBadLines { get; init; }
+
+    /// <summary>DPO's β.</summary>
+    public double Beta { get; init; } = 0.1;
+
+    /// <summary>DPO's reference model directory (default: the starting model).</summary>
+    public string? ReferenceDirectory { get; init; }
+
+    /// <summary>Continue the run in <see cref="OutputDirectory"/> from its last checkpoint.</summary>
+    public bool Resume { get; init; }
+
+    /// <summary>Extra settings to record in run.json's resolved configuration (e.g. the command line's).</summary>
+    public JsonObject? ExtraConfig { get; init; }
+
+    /// <summary>"fft" when nothing is frozen by policy, else "hft".</summary>
+    public string Method => Policy.Name == "none" ? "fft" : "hft";
+}
+
+/// <summary>What a fine-tuning run produced.</summary>
+/// <param name="Training">Losses, timings, counts.</param>
+/// <param name="Report">The run.json written.</param>
+/// <param name="Frozen">The frozen tensor names.</param>
+public sealed record FineTuneResult(TrainingResult Training, JsonObject Report, IReadOnlySet<string> Frozen);
+
+/// <summary>
+/// Fine-tuning of a model directory on a back-end: loads config, tokenizer and weights, draws the freeze, opens the
+/// data, trains with the objective, and writes a complete model directory plus run.json (see the README). Every
+/// check of the input happens before any work or any write.
+/// </summary>
+public static class FineTuning
+{
+    /// <summary>Runs the request; <paramref name="log"/> receives a few human-readable lines.</summary>
+    public static FineTuneResult Run(Backend backend, FineTuneRequest request, IProgress<TrainingProgress>? progress = null,
+        CancellationToken cancel = default, Action<string>? log = null)
+    {
+        var o = request.Options;
+        o.Validate();
+        if (request.Objective is not ("lm" or "sft" or "dpo"))
+            throw new ArgumentException($"unknown objective '{request.Objective}'; expected lm, sft or dpo");
+        if (!(request.HeldOutFraction >= 0 && request.HeldOutFraction < 1))
+            throw new ArgumentOutOfRangeException("held-out", request.HeldOutFraction, "--held-out must lie in [0, 1)");
+        RequireDistinct(request.OutputDirectory, request.ModelDirectory);
+        var config = LlamaConfig.Load(Path.Combine(request.ModelDirectory, "config.json"));
+        var tokenizer = Tokenizers.Tokenizers.Load(request.ModelDirectory);
+        if (tokenizer.VocabSize > config.VocabSize)
+            throw new InvalidInputException(request.ModelDirectory, $"the tokenizer has {tokenizer.VocabSize} ids but config.json's vocab_size is {config.VocabSize}");
+        var frozen = request.Policy.SelectFrozen(LlamaModel.TensorNames(config));
+        var data = TrainingData.Open(request, tokenizer);
+        if (data.HeldOut is null) log?.Invoke($"warning: the held-out part of {request.DataPath} is shorter than one batch; no evaluation");
+        LlamaConfig? referenceConfig = null;
+        if (request.Objective == "dpo" && request.ReferenceDirectory is { } refDir)
+        {
+            referenceConfig = LlamaConfig.Load(Path.Combine(refDir, "config.json"));
+            if (referenceConfig != config)
+                throw new InvalidInputException(refDir, $"the reference model's config.json differs from {request.ModelDirectory}'s");
+        }
+
+        int rows = data.RowsPerBatch;
+        using var model = LlamaModel.Create(backend, config, new LlamaModelOptions(rows, o.Seq, frozen));
+        using (var weights = SafeTensorsCheckpoint.Open(request.ModelDirectory)) model.LoadWeights(weights);
+        using var reference = request.Objective == "dpo" ? LlamaModel.Create(backend, config, new LlamaModelOptions(rows, o.Seq, Training: false)) : null;
+        if (reference != null)
+            using (var weights = SafeTensorsCheckpoint.Open(request.ReferenceDirectory ?? request.ModelDirectory)) reference.LoadWeights(weights);
+        ITrainingObjective objective = request.Objective == "dpo" ? new DpoObjective(reference!, request.Beta) : new TokenObjective(request.Objective);
+
+        var frozenNames = new JsonArray(frozen.OrderBy(n => n, StringComparer.Ordinal).Select(n => (JsonNode)n).ToArray());
+        var fingerprint = new JsonObject
+        {
+            ["model_config"] = JsonNode.Parse(config.ToJson()),
+            ["frozen"] = frozenNames.DeepClone(),
+            ["policy"] = request.Policy.Describe(),
+            ["objective"] = request.Objective,
+            ["data_sha256"] = data.Sha256,
+        };
+        double costBound = LlamaCostModel.CostBound(config, o.Seq, frozen);
+        var s = model.Parameters;
+        log?.Invoke($"device {backend.DeviceName}");
+        log?.Invoke(string.Format(CultureInfo.InvariantCulture, "{0} ({1}): {2:N0} of {3:N0} parameters trainable ({4} tensors frozen), cost bound {5:F3}, arena {6:F1} MiB",
+            request.Method, request.Objective, s.TrainableCount, s.TrainableCount + s.FrozenCount, frozen.Count, costBound,
+            (model.Arena.ReservedBytes + (reference?.Arena.ReservedBytes ?? 0)) / 1048576.0));
+
+        var trainer = new Trainer(model, objective, data.Train, data.HeldOut, o, request.OutputDirectory, fingerprint);
+        var result = trainer.Run(request.Resume, progress, cancel);
+
+        File.WriteAllText(Path.Combine(request.OutputDirectory, "config.json"), config.ToJson());
+        tokenizer.Save(request.OutputDirectory);
+        var info = new JsonObject
+        {
+            ["method"] = request.Method,
+            ["objective"] = request.Objective,
+            ["policy"] = request.Policy.Describe(),
+            ["seed"] = o.Seed,
+            ["frozen"] = frozenNames,
+            ["cost_bound"] = costBound,
+            ["device"] = backend.DeviceName,
+            ["data"] = data.Info,
+            ["config"] = ResolvedConfig(request, tokenizer, data.Sha256),
+            ["model_config"] = JsonNode.Parse(config.ToJson()),
+        };
+        var report = RunReport.Build(info, result, model.Parameters, model.ActivationBytes);
+        RunReport.Write(Path.Combine(request.OutputDirectory, "run.json"), report);
+        return new FineTuneResult(result, report, frozen);
+    }
+
+    private static void RequireDistinct(string output, string input)
+    {
+        string o = Path.GetFullPath(output).TrimEnd(Path.DirectorySeparatorChar), i = Path.GetFullPath(input).TrimEnd(Path.DirectorySeparatorChar);
+        if (o == i) throw new InvalidInputException(output, "is the input model directory; write the trained model elsewhere (--out)");
+    }
+
+    private static JsonObject ResolvedConfig(FineTuneRequest r, ITokenizer tokenizer, string dataSha256)
+    {
+        var o = r.Options;
+        string version = typeof(FineTuning).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "unknown";
+        int plus = version.IndexOf('+');
+        var c = new JsonObject
+        {
+            ["model"] = Path.GetFullPath(r.ModelDirectory), ["data"] = Path.GetFullPath(r.DataPath), ["data_sha256"] = dataSha256, ["out"] = Path.GetFullPath(r.OutputDirectory),
+            ["tokenizer"] = tokenizer.Kind, ["objective"] = r.Objective, ["method"] = r.Method, ["policy"] = r.Policy.Name,
+            ["held_out"] = r.HeldOutFraction, ["skip_bad_lines"] = r.SkipBadLines, ["beta"] = r.Beta,
+            ["reference"] = r.ReferenceDirectory is null ? null : Path.GetFullPath(r.ReferenceDirectory), ["resume"] = r.Resume,
+            ["seed"] = o.Seed, ["steps"] = o.Steps, ["batch"] = o.Batch, ["seq"] = o.Seq, ["accum"] = o.GradAccum, ["lr"] = o.Lr,
+            ["min_lr"] = o.MinLr, ["warmup"] = o.EffectiveWarmup, ["weight_decay"] = o.WeightDecay, ["beta1"] = o.Beta1, ["beta2"] = o.Beta2,
+            ["eps"] = o.Eps, ["clip"] = o.ClipNorm, ["eval_every"] = o.EvalEvery, ["eval_batches"] = o.EvalBatches, ["save_every"] = o.SaveEvery,
+            ["keep_checkpoints"] = o.KeepCheckpoints, ["log_every"] = o.LogEvery, ["max_nan_steps"] = o.MaxConsecutiveNanSteps,
+            ["tool_version"] = plus < 0 ? version : version[..plus],
+            ["git_commit"] = plus < 0 ? "unknown" : version[(plus + 1)..],
+        };
+        foreach (var (k, v) in r.ExtraConfig ?? new JsonObject()) c[k] = v?.DeepClone();
+        return c;
+    }
+}
