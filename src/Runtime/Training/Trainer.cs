@@ -8,7 +8,10 @@ using HftRuntime.Runtime.SafeTensors;
 
 namespace HftRuntime.Runtime.Training;
 
-/// <summary>A progress report, every <see cref="TrainingOptions.LogEvery"/> steps and at the end.</summary>
+/// <summary>
+/// A progress report after every step (and after the final evaluation); <see cref="IsLogStep"/> marks the ones a
+/// line-by-line log prints: every <see cref="TrainingOptions.LogEvery"/> steps, evaluations and the last step.
+/// </summary>
 /// <param name="Step">Optimizer steps done.</param>
 /// <param name="Steps">Optimizer steps in the run.</param>
 /// <param name="Loss">Training loss of the last step (null when it was skipped).</param>
@@ -18,8 +21,9 @@ namespace HftRuntime.Runtime.Training;
 /// <param name="StepMs">Duration of the last step.</param>
 /// <param name="EvalLoss">Held-out loss, when this step evaluated.</param>
 /// <param name="SkippedSteps">Steps skipped so far because of a non-finite loss or gradient.</param>
+/// <param name="IsLogStep">Whether a line-by-line log should print this report.</param>
 public sealed record TrainingProgress(int Step, int Steps, float? Loss, float Lr, double GradNorm, double TokensPerSecond,
-    double StepMs, double? EvalLoss, int SkippedSteps);
+    double StepMs, double? EvalLoss, int SkippedSteps, bool IsLogStep = true);
 
 /// <summary>What a run produced.</summary>
 public sealed class TrainingResult
@@ -150,8 +154,8 @@ public sealed class Trainer
                 evalLoss = Evaluate(r, step + 1, metrics);
                 lastEval = step + 1;
             }
-            if ((step + 1) % _o.LogEvery == 0 || step + 1 == _o.Steps || evalLoss != null)
-                progress?.Report(new TrainingProgress(step + 1, _o.Steps, finite ? loss : null, lr, norm, tps, ms, evalLoss, r.SkippedSteps));
+            progress?.Report(new TrainingProgress(step + 1, _o.Steps, finite ? loss : null, lr, norm, tps, ms, evalLoss, r.SkippedSteps,
+                IsLogStep: (step + 1) % _o.LogEvery == 0 || step + 1 == _o.Steps || evalLoss != null));
             if (_o.SaveEvery > 0 && (step + 1) % _o.SaveEvery == 0 && step + 1 < _o.Steps)
                 SaveCheckpoint(step + 1, r, consecutiveNan);
         }

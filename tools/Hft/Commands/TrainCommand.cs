@@ -110,8 +110,8 @@ internal static class TrainCommand
         CancellationToken cancel)
     {
         var inv = CultureInfo.InvariantCulture;
-        var progress = quiet ? null : new SyncProgress<TrainingProgress>(p => stdout.WriteLine(Format(p)));
-        var r = FineTuning.Run(backend, request, progress, cancel, quiet ? null : line => (line.StartsWith("warning", StringComparison.Ordinal) ? stderr : stdout).WriteLine(line));
+        var r = TrainingDisplay.Run(stdout, quiet, $"{request.Method} {request.Objective}", progress =>
+            FineTuning.Run(backend, request, progress, cancel, quiet ? null : line => (line.StartsWith("warning", StringComparison.Ordinal) ? stderr : stdout).WriteLine(line)));
         var t = r.Training;
         stdout.WriteLine(string.Format(inv, "{0} {1} steps: final loss {2}, {3:F1} ms/step (median), {4:N0} tokens/s, {5} skipped; wrote {6}",
             t.Cancelled ? "cancelled after" : "done:", t.StepsDone, t.Losses.LastOrDefault()?.ToString("F4", inv) ?? "n/a",
@@ -127,14 +127,6 @@ internal static class TrainCommand
         _ => throw new ArgumentException($"unknown method '{job.Method}'; expected fft or hft"),
     };
 
-    internal static string Format(TrainingProgress p)
-    {
-        var inv = CultureInfo.InvariantCulture;
-        string loss = p.Loss is float l ? l.ToString("F4", inv) : "skipped";
-        string eval = p.EvalLoss is double e ? string.Format(inv, "  eval {0:F4}", e) : "";
-        return string.Format(inv, "step {0,5}/{1}  loss {2}  lr {3:0.00e+00}  gnorm {4:F3}  {5,9:N0} tok/s  {6,8:F1} ms{7}",
-            p.Step, p.Steps, loss, p.Lr, p.GradNorm, p.TokensPerSecond, p.StepMs, eval);
-    }
 }
 
 /// <summary>An IProgress that calls its handler on the reporting thread (Progress&lt;T&gt; would post to the thread pool).</summary>
