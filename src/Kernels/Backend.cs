@@ -204,6 +204,32 @@ public abstract class Backend : IDisposable
         AttentionBackwardCore(dq, dk, dv, dO, o, lse, q, k, v, docStart, batch, seq, heads, kvHeads, headDim, scale);
     }
 
+    /// <summary>
+    /// Causal grouped-query attention of new queries against a key/value cache, for generation: the prefill of a
+    /// prompt (queries = keys) and the decode steps (queries = 1). q, o: [batch·queries, heads·headDim];
+    /// kCache, vCache: [batch·cacheRows, kvHeads·headDim], sequence b's rows starting at b·cacheRows, of which the
+    /// first <paramref name="keys"/> hold keys and values (rows from <paramref name="keys"/> on are never read). The
+    /// queries are the last <paramref name="queries"/> positions of those keys: query i of sequence b sees cache rows
+    /// 0 … keys − queries + i. Heads are grouped as in <see cref="AttentionForward"/> (head h reads kv head
+    /// h / (heads / kvHeads)). o must not overlap q or the caches. No log-sum-exp is kept: there is no backward pass.
+    /// </summary>
+    public void AttentionDecode(Tensor o, Tensor q, Tensor kCache, Tensor vCache,
+        int batch, int queries, int keys, int cacheRows, int heads, int kvHeads, int headDim, float scale)
+    {
+        Pos(batch, nameof(batch)); Pos(queries, nameof(queries)); Pos(keys, nameof(keys)); Pos(cacheRows, nameof(cacheRows));
+        Pos(heads, nameof(heads)); Pos(kvHeads, nameof(kvHeads)); Pos(headDim, nameof(headDim));
+        if (heads % kvHeads != 0)
+            throw new ArgumentException($"heads ({heads}) must be a multiple of kvHeads ({kvHeads})", nameof(kvHeads));
+        if (queries > keys)
+            throw new ArgumentOutOfRangeException(nameof(queries), queries, $"queries ({queries}) must not exceed keys ({keys}): the queries are the last of the cached positions");
+        if (keys > cacheRows)
+            throw new ArgumentOutOfRangeException(nameof(keys), keys, $"keys ({keys}) must not exceed the cache's rows per sequence ({cacheRows})");
+        F32(o, nameof(o)); F32(q, nameof(q)); F32(kCache, nameof(kCache)); F32(vCache, nameof(vCache));
+        long nq = (long)batch * queries * heads * headDim, nk = (long)batch * cacheRows * kvHeads * headDim;
+        Need(o, nq, nameof(o)); Need(q, nq, nameof(q)); Need(kCache, nk, nameof(kCache)); Need(vCache, nk, nameof(vCache));
+        AttentionDecodeCore(o, q, kCache, vCache, batch, queries, keys, cacheRows, heads, kvHeads, headDim, scale);
+    }
+
     // ------------------------------------------------------------------ SwiGLU
 
     /// <summary>h = silu(gate) · up, element-wise over h.Count elements.</summary>
@@ -308,6 +334,9 @@ public abstract class Backend : IDisposable
     /// <summary>Implementation of <see cref="AttentionBackward"/>.</summary>
     protected abstract void AttentionBackwardCore(Tensor dq, Tensor dk, Tensor dv, Tensor dO, Tensor o, Tensor lse,
         Tensor q, Tensor k, Tensor v, Tensor docStart, int batch, int seq, int heads, int kvHeads, int headDim, float scale);
+    /// <summary>Implementation of <see cref="AttentionDecode"/>.</summary>
+    protected abstract void AttentionDecodeCore(Tensor o, Tensor q, Tensor kCache, Tensor vCache,
+        int batch, int queries, int keys, int cacheRows, int heads, int kvHeads, int headDim, float scale);
     /// <summary>Implementation of <see cref="SwiGluForward"/>.</summary>
     protected abstract void SwiGluForwardCore(Tensor h, Tensor gate, Tensor up);
     /// <summary>Implementation of <see cref="SwiGluBackward"/>.</summary>

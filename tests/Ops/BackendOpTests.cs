@@ -144,6 +144,95 @@ public abstract class BackendOpTests
         Assert.That(RelErr(h.Read(dv), FiniteDifference(vd, Loss)), Is.LessThan(GradientTolerance), "dv");
     }
 
+    [TestCase(2, 1, 9, 12, 4, 2, 6)]    // a decode step, GQA, cache rows past the keys poisoned
+    [TestCase(1, 1, 1, 3, 2, 2, 8)]     // the first position: one key
+    [TestCase(3, 1, 5, 5, 3, 1, 4)]     // multi-query (one kv head), a full cache
+    [TestCase(3, 7, 7, 10, 3, 1, 4)]    // a prefill: queries = keys
+    [TestCase(2, 3, 11, 13, 6, 2, 4)]   // a few queries after cached keys
+    [TestCase(1, 70, 70, 71, 2, 1, 8)]  // a prefill over more than one query block
+    [TestCase(1, 66, 80, 83, 4, 2, 6)]  // several blocks after cached keys
+    public void AttentionDecodeMatchesReference(int batch, int queries, int keys, int cacheRows, int heads, int kvHeads, int hd)
+    {
+        var rng = new Random(queries * 131 + keys * 7 + heads);
+        int nq = batch * queries * heads * hd, nk = batch * cacheRows * kvHeads * hd, kvd = kvHeads * hd;
+        var q = Randn(rng, nq); var k = Randn(rng, nk); var v = Randn(rng, nk);
+        for (int b = 0; b < batch; b++)
+            for (int j = keys; j < cacheRows; j++)
+                for (int x = 0; x < kvd; x++)
+                {
+                    k[(b * cacheRows + j) * kvd + x] = float.NaN; // never written by a generator: must never be read
+                    v[(b * cacheRows + j) * kvd + x] = float.NaN;
+                }
+        float scale = 1f / MathF.Sqrt(hd);
+        using var h = H();
+        var tq = h.Input(q); var tk = h.Input(k); var tv = h.Input(v); var o = h.Output(nq);
+        h.Commit();
+        Backend.AttentionDecode(o, tq, tk, tv, batch, queries, keys, cacheRows, heads, kvHeads, hd, scale);
+        var want = DecodeReference(D(q), D(k), D(v), batch, queries, keys, cacheRows, heads, kvHeads, hd, scale);
+        Assert.That(RelErr(h.Read(o), want), Is.LessThan(ForwardTolerance * 5));
+    }
+
+    [Test]
+    public void AttentionDecodeEqualsAttentionForwardOnAFullPrefill()
+    {
+        int batch = 2, seq = 9, heads = 4, kvHeads = 2, hd = 6;
+        var rng = new Random(9);
+        var q = Randn(rng, batch * seq * heads * hd); var k = Randn(rng, batch * seq * kvHeads * hd); var v = Randn(rng, batch * seq * kvHeads * hd);
+        using var h = H();
+        var tq = h.Input(q); var tk = h.Input(k); var tv = h.Input(v);
+        var o = h.Output(q.Length); var lse = h.Output(batch * heads * seq); var od = h.Output(q.Length);
+        h.Commit();
+        Backend.AttentionForward(o, lse, tq, tk, tv, default, batch, seq, heads, kvHeads, hd, 0.4f);
+        Backend.AttentionDecode(od, tq, tk, tv, batch, seq, seq, seq, heads, kvHeads, hd, 0.4f);
+        Assert.That(RelErr(h.Read(od), h.Read(o)), Is.LessThan(ForwardTolerance * 5));
+    }
+
+    [Test]
+    public void AttentionDecodeRejectsInconsistentShapes()
+    {
+        using var h = H();
+        var q = h.Output(2 * 8); var o = h.Output(2 * 8); var kc = h.Output(4 * 8); var vc = h.Output(4 * 8);
+        h.Commit();
+        Assert.Throws<ArgumentOutOfRangeException>(() => Backend.AttentionDecode(o, q, kc, vc, 1, 2, 1, 4, 2, 2, 4, 1f), "queries > keys");
+        Assert.Throws<ArgumentOutOfRangeException>(() => Backend.AttentionDecode(o, q, kc, vc, 1, 1, 5, 4, 2, 2, 4, 1f), "keys > cache rows");
+        Assert.Throws<ArgumentException>(() => Backend.AttentionDecode(o, q, kc, vc, 1, 1, 2, 4, 3, 2, 4, 1f), "heads not a multiple of kv heads");
+        Assert.Throws<ArgumentException>(() => Backend.AttentionDecode(o, q, kc, vc, 2, 1, 2, 4, 2, 2, 4, 1f), "cache too small for two sequences");
+        Assert.Throws<ArgumentOutOfRangeException>(() => Backend.AttentionDecode(o, q, kc, vc, 1, 0, 2, 4, 2, 2, 4, 1f), "no queries");
+    }
+
+    /// <summary>Float64 attention of the last <paramref name="queries"/> positions against a cache of <paramref name="keys"/> rows.</summary>
+    private static double[] DecodeReference(double[] q, double[] k, double[] v, int batch, int queries, int keys, int cacheRows,
+        int heads, int kvHeads, int hd, double scale)
+    {
+        var o = new double[batch * queries * heads * hd];
+        int group = heads / kvHeads, past = keys - queries;
+        var s = new double[keys];
+        for (int b = 0; b < batch; b++)
+            for (int h = 0; h < heads; h++)
+                for (int i = 0; i < queries; i++)
+                {
+                    int g = h / group, limit = past + i;
+                    double max = double.NegativeInfinity;
+                    for (int j = 0; j <= limit; j++)
+                    {
+                        double dot = 0;
+                        for (int x = 0; x < hd; x++)
+                            dot += q[((b * queries + i) * heads + h) * hd + x] * k[((b * cacheRows + j) * kvHeads + g) * hd + x];
+                        s[j] = dot * scale;
+                        max = Math.Max(max, s[j]);
+                    }
+                    double sum = 0;
+                    for (int j = 0; j <= limit; j++) sum += Math.Exp(s[j] - max);
+                    for (int x = 0; x < hd; x++)
+                    {
+                        double acc = 0;
+                        for (int j = 0; j <= limit; j++) acc += Math.Exp(s[j] - max) / sum * v[((b * cacheRows + j) * kvHeads + g) * hd + x];
+                        o[((b * queries + i) * heads + h) * hd + x] = acc;
+                    }
+                }
+        return o;
+    }
+
     [TestCase(1)]
     [TestCase(37)]
     [TestCase(5000)]

@@ -361,6 +361,7 @@ public sealed partial class IlgpuBackend : Backend
         LoadRmsNorm();
         LoadRope();
         LoadAttention();
+        LoadDecode();
         LoadSwiGlu();
         LoadMatMul();
         LoadCrossEntropy();

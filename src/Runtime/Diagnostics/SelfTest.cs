@@ -136,9 +136,10 @@ public sealed class SelfTestCase
 /// <summary>
 /// Parity checks of a back-end's operations against the CPU back-end (the reference that passes the Hugging Face
 /// checks): every operation on small odd shapes (sizes that are no multiple of any tile, GEMMs in every transpose
-/// form with and without accumulation, attention with one token, GQA and packed documents), plus, for a GPU, the
+/// form with and without accumulation, attention with one token, GQA and packed documents, attention against a
+/// key/value cache in decode steps and prefills with the cache rows past the keys poisoned), plus, for a GPU, the
 /// training shapes of a 134M-parameter Llama (d 768, 12 heads of 64, FFN 2048, vocabulary 32000, 4 × 1024 tokens)
-/// with timings. <c>hft selftest</c> prints the rows; the test suite runs the small cases on ILGPU's CPU accelerator.
+/// and its generation shapes (8 decode steps against 1023 cached keys, a 1024-token prefill) with timings. <c>hft selftest</c> prints the rows; the test suite runs the small cases on ILGPU's CPU accelerator.
 /// </summary>
 public static class SelfTest
 {
@@ -268,6 +269,8 @@ public static class SelfTest
         yield return Rope(13, 3, 10, 17, large: false, seed++);
         foreach (var (b, t, h, kv, hd, doc) in new[] { (1, 1, 2, 1, 8, false), (2, 5, 4, 2, 6, false), (1, 70, 4, 2, 16, true), (2, 33, 3, 3, 64, false), (1, 37, 2, 2, 128, true) })
             yield return Attention(b, t, h, kv, hd, doc, large: false, seed++);
+        foreach (var (b, qn, keys, rows, h, kv, hd) in new[] { (2, 1, 1, 4, 2, 1, 8), (3, 1, 37, 40, 4, 2, 6), (2, 1, 70, 70, 8, 2, 64), (1, 33, 33, 41, 3, 3, 16), (2, 5, 29, 31, 4, 2, 128) })
+            yield return AttentionDecode(b, qn, keys, rows, h, kv, hd, large: false, seed++);
         yield return SwiGlu(1001, large: false, seed++);
         foreach (var (m, n, k) in new[] { (1, 1, 1), (17, 33, 65), (65, 31, 129), (130, 257, 40) })
             foreach (bool ta in new[] { false, true })
@@ -294,6 +297,8 @@ public static class SelfTest
         yield return MatMul(vocab, d, tokens, true, false, accumulate: true, large: true, seed++);
         yield return Attention(4, 1024, 12, 12, 64, false, large: true, seed++);
         yield return Attention(4, 1024, 12, 4, 64, true, large: true, seed++);
+        yield return AttentionDecode(8, 1, 1023, 1024, 12, 12, 64, large: true, seed++);
+        yield return AttentionDecode(1, 1024, 1024, 1024, 12, 4, 64, large: true, seed++);
         yield return RmsNorm(tokens, d, large: true, seed++);
         yield return SwiGlu((long)tokens * f, large: true, seed++);
         yield return Embedding(tokens, d, vocab, large: true, seed++);
@@ -434,6 +439,27 @@ public static class SelfTest
                     new Step("attention backward", () => be.AttentionBackward(dq, dk, dv, tdo, o, lse, tq, tk, tv, td, batch, seq, heads, kvHeads, hd, scale),
                         [dq, dk, dv], 5e-5, 2.5 * fwdFlops, Combined: seq == 1),
                 ];
+            };
+        });
+
+    private static SelfTestCase AttentionDecode(int batch, int queries, int keys, int cacheRows, int heads, int kvHeads, int hd, bool large, int seed) =>
+        new("attention decode", S($"b{batch} q{queries} k{keys}/{cacheRows} h{heads}/{kvHeads} d{hd}"), large, seed, rng =>
+        {
+            long nq = (long)batch * queries * heads * hd, nk = (long)batch * cacheRows * kvHeads * hd;
+            var q = Randn(rng, nq); var k = Randn(rng, nk); var v = Randn(rng, nk);
+            // Cache rows past the keys are never written by a generator: poisoned, they must never be read.
+            int kvd = kvHeads * hd;
+            for (long b = 0; b < batch; b++)
+                for (long j = keys; j < cacheRows; j++)
+                    for (int x = 0; x < kvd; x++) k[(b * cacheRows + j) * kvd + x] = v[(b * cacheRows + j) * kvd + x] = float.NaN;
+            float scale = 1f / MathF.Sqrt(hd);
+            int past = keys - queries;
+            double flops = 2.0 * 2 * batch * heads * ((double)queries * past + (double)queries * (queries + 1) / 2) * hd;
+            return c =>
+            {
+                var tq = c.In(q); var tk = c.In(k); var tv = c.In(v); var o = c.Out(nq);
+                var be = c.Backend;
+                return [new Step("attention decode", () => be.AttentionDecode(o, tq, tk, tv, batch, queries, keys, cacheRows, heads, kvHeads, hd, scale), [o], 1e-5, flops)];
             };
         });
 
