@@ -39,4 +39,39 @@ public static class TestData
         if (code != 0) throw new InvalidOperationException("hft init failed: " + err);
         return dir;
     }
+
+    /// <summary>
+    /// Writes <paramref name="count"/> SFT examples ("Upper: word" → "WORD"), a task a tiny model learns in a few dozen
+    /// steps, as JSONL (every third in the messages form).
+    /// </summary>
+    public static string WriteSft(string directory, int count, int seed = 1, string name = "sft.jsonl")
+    {
+        var rng = new Random(seed);
+        var lines = new List<string>();
+        for (int i = 0; i < count; i++)
+        {
+            string w = Words[rng.Next(Words.Length)];
+            lines.Add(i % 3 == 2
+                ? $$"""{"messages": [{"role": "user", "content": "Upper: {{w}}"}, {"role": "assistant", "content": "{{w.ToUpperInvariant()}}"}]}"""
+                : $$"""{"prompt": "Upper: {{w}}", "response": "{{w.ToUpperInvariant()}}"}""");
+        }
+        string path = Path.Combine(directory, name);
+        File.WriteAllLines(path, lines);
+        return path;
+    }
+
+    /// <summary>Writes DPO pairs: chosen = the upper-cased word, rejected = another word reversed.</summary>
+    public static string WriteDpo(string directory, int count, int seed = 1, string name = "dpo.jsonl")
+    {
+        var rng = new Random(seed);
+        var lines = new List<string>();
+        for (int i = 0; i < count; i++)
+        {
+            string w = Words[rng.Next(Words.Length)], other = Words[rng.Next(Words.Length)];
+            lines.Add($$"""{"prompt": "Upper: {{w}}", "chosen": "{{w.ToUpperInvariant()}}", "rejected": "{{new string(other.Reverse().ToArray())}}"}""");
+        }
+        string path = Path.Combine(directory, name);
+        File.WriteAllLines(path, lines);
+        return path;
+    }
 }

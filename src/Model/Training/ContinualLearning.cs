@@ -58,8 +58,9 @@ public sealed record StagesRequest
 /// stage's held-out set. run.json gets the score matrix (row = after stage i, column = task j), <c>op</c> (the mean
 /// final score over all tasks) and <c>bwt</c> (backward transfer: the mean over tasks j &lt; T−1 of
 /// score[T−1][j] − score[j][j]), and per stage its frozen list and losses.
-/// Scores, higher is better: lm → −(held-out loss); sft → exact match of greedy answers on held-out prompts when the
-/// generator is available, else −(held-out loss); dpo → preference accuracy against the starting model.
+/// Scores, higher is better: lm → −(held-out loss); sft → exact match of greedy answers on up to 32 held-out prompts;
+/// dpo → preference accuracy against the starting model. <c>held_out_losses</c> holds each objective's held-out loss
+/// in the same layout.
 /// </summary>
 public static class ContinualLearning
 {
@@ -110,6 +111,7 @@ public static class ContinualLearning
         var stages = ReadStages(r.StagesFile);
         int n = stages.Count;
         var scores = new double?[n, n];
+        var losses = new double?[n, n];
         var stageReports = new JsonArray();
         string current = r.ModelDirectory;
         var scorer = new TaskScorer(backend, r.ModelDirectory, r.HeldOutFraction, r.SkipBadLines, r.Options, r.Beta);
@@ -147,7 +149,7 @@ public static class ContinualLearning
                 ["cost_bound"] = report["cost_bound"]?.DeepClone(), ["step_ms_median"] = report["step_ms_median"]?.DeepClone(),
             });
             if (cancelled) break;
-            for (int j = 0; j < n; j++) scores[i, j] = scorer.Score(dir, stages[j]);
+            for (int j = 0; j < n; j++) (scores[i, j], losses[i, j]) = scorer.Score(dir, stages[j]);
             log?.Invoke($"scores after stage {i}: " + string.Join(", ", Enumerable.Range(0, n).Select(j => $"{stages[j].Name} {scores[i, j]:F4}")));
             current = dir;
         }
@@ -159,8 +161,8 @@ public static class ContinualLearning
             ["seed"] = r.Options.Seed,
             ["stages"] = stageReports,
             ["score_metric"] = new JsonArray(stages.Select(s => (JsonNode)TaskScorer.MetricName(s.Objective)).ToArray()),
-            ["scores"] = new JsonArray(Enumerable.Range(0, n).Select(i => (JsonNode)new JsonArray(
-                Enumerable.Range(0, n).Select(j => (JsonNode?)(scores[i, j] is double v ? JsonValue.Create(v) : null)).ToArray())).ToArray()),
+            ["scores"] = Matrix(scores, n),
+            ["held_out_losses"] = Matrix(losses, n),
             ["cancelled"] = cancelled,
         };
         if (!cancelled)
@@ -174,6 +176,9 @@ public static class ContinualLearning
         RunReport.Write(Path.Combine(r.OutputDirectory, "run.json"), final);
         return final;
     }
+
+    private static JsonArray Matrix(double?[,] m, int n) => new(Enumerable.Range(0, n).Select(i => (JsonNode)new JsonArray(
+        Enumerable.Range(0, n).Select(j => (JsonNode?)(m[i, j] is double v ? JsonValue.Create(v) : null)).ToArray())).ToArray());
 
     /// <summary>The run.json of a stage directory whose run finished all its steps, or null.</summary>
     private static JsonObject? Finished(string dir, int steps)

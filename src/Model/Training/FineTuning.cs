@@ -82,7 +82,7 @@ public static class FineTuning
         if (tokenizer.VocabSize > config.VocabSize)
             throw new InvalidInputException(request.ModelDirectory, $"the tokenizer has {tokenizer.VocabSize} ids but config.json's vocab_size is {config.VocabSize}");
         var frozen = request.Policy.SelectFrozen(LlamaModel.TensorNames(config));
-        var data = TrainingData.Open(request, tokenizer);
+        using var data = OpenData(request, tokenizer);
         if (data.HeldOut is null) log?.Invoke($"warning: the held-out part of {request.DataPath} is shorter than one batch; no evaluation");
         LlamaConfig? referenceConfig = null;
         if (request.Objective == "dpo" && request.ReferenceDirectory is { } refDir)
@@ -92,7 +92,7 @@ public static class FineTuning
                 throw new InvalidInputException(refDir, $"the reference model's config.json differs from {request.ModelDirectory}'s");
         }
 
-        int rows = data.RowsPerBatch;
+        int rows = data.Train.Batch;
         using var model = LlamaModel.Create(backend, config, new LlamaModelOptions(rows, o.Seq, frozen));
         using (var weights = SafeTensorsCheckpoint.Open(request.ModelDirectory)) model.LoadWeights(weights);
         using var reference = request.Objective == "dpo" ? LlamaModel.Create(backend, config, new LlamaModelOptions(rows, o.Seq, Training: false)) : null;
@@ -107,7 +107,7 @@ public static class FineTuning
             ["frozen"] = frozenNames.DeepClone(),
             ["policy"] = request.Policy.Describe(),
             ["objective"] = request.Objective,
-            ["data_sha256"] = data.Sha256,
+            ["data_sha256"] = data.Info.Sha256,
         };
         double costBound = LlamaCostModel.CostBound(config, o.Seq, frozen);
         var s = model.Parameters;
@@ -130,14 +130,18 @@ public static class FineTuning
             ["frozen"] = frozenNames,
             ["cost_bound"] = costBound,
             ["device"] = backend.DeviceName,
-            ["data"] = data.Info,
-            ["config"] = ResolvedConfig(request, tokenizer, data.Sha256),
+            ["data"] = data.Info.ToJson(),
+            ["config"] = ResolvedConfig(request, tokenizer, data.Info.Sha256),
             ["model_config"] = JsonNode.Parse(config.ToJson()),
         };
         var report = RunReport.Build(info, result, model.Parameters, model.ActivationBytes);
         RunReport.Write(Path.Combine(request.OutputDirectory, "run.json"), report);
         return new FineTuneResult(result, report, frozen);
     }
+
+    /// <summary>Opens the request's data for its objective (see <see cref="Datasets.Open"/>).</summary>
+    internal static TrainingData OpenData(FineTuneRequest r, ITokenizer tokenizer) =>
+        Datasets.Open(r.DataPath, r.Objective, tokenizer, r.Options.Batch, r.Options.Seq, r.Options.Seed, r.HeldOutFraction, r.SkipBadLines);
 
     private static void RequireDistinct(string output, string input)
     {

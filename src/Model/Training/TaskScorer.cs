@@ -13,11 +13,18 @@ internal sealed class TaskScorer(Backend backend, string startingModel, double h
     public static string MetricName(string objective) => objective switch
     {
         "dpo" => "preference_accuracy",
+        "sft" => "exact_match",
         _ => "neg_loss",
     };
 
-    /// <summary>The score of the model in <paramref name="modelDirectory"/> on <paramref name="stage"/>'s held-out data.</summary>
-    public double Score(string modelDirectory, StageSpec stage)
+    /// <summary>Held-out prompts scored by exact match per SFT stage (greedy generation is the costly part).</summary>
+    public const int ExactMatchPrompts = 32;
+
+    /// <summary>
+    /// The score of the model in <paramref name="modelDirectory"/> on <paramref name="stage"/>'s held-out data (see
+    /// <see cref="MetricName"/>) and the objective's held-out loss.
+    /// </summary>
+    public (double Score, double Loss) Score(string modelDirectory, StageSpec stage)
     {
         var config = LlamaConfig.Load(Path.Combine(modelDirectory, "config.json"));
         var tokenizer = Tokenizers.Tokenizers.Load(modelDirectory);
@@ -26,17 +33,21 @@ internal sealed class TaskScorer(Backend backend, string startingModel, double h
             ModelDirectory = modelDirectory, DataPath = stage.Data, OutputDirectory = modelDirectory, Objective = stage.Objective,
             Options = options, HeldOutFraction = heldOut, SkipBadLines = skipBadLines,
         };
-        var data = TrainingData.Open(request, tokenizer);
+        using var data = FineTuning.OpenData(request, tokenizer);
         var heldOutData = data.HeldOut ?? throw new InvalidInputException(stage.Data,
             "its held-out part is shorter than one batch, and the score matrix needs it: raise --held-out or add data");
-        using var model = LlamaModel.Create(backend, config, new LlamaModelOptions(data.RowsPerBatch, options.Seq, Training: false));
+        using var model = LlamaModel.Create(backend, config, new LlamaModelOptions(data.Train.Batch, options.Seq, Training: false));
         using (var w = SafeTensorsCheckpoint.Open(modelDirectory)) model.LoadWeights(w);
         if (stage.Objective == "dpo")
         {
-            using var reference = LlamaModel.Create(backend, config, new LlamaModelOptions(data.RowsPerBatch, options.Seq, Training: false));
+            using var reference = LlamaModel.Create(backend, config, new LlamaModelOptions(data.Train.Batch, options.Seq, Training: false));
             using (var w = SafeTensorsCheckpoint.Open(startingModel)) reference.LoadWeights(w);
-            return new DpoObjective(reference, beta).Evaluate(model, heldOutData, options.EvalBatches).Extra["preference_accuracy"];
+            var m = new DpoObjective(reference, beta).Evaluate(model, heldOutData, options.EvalBatches);
+            return (m.Extra["preference_accuracy"], m.Loss);
         }
-        return -new TokenObjective(stage.Objective).Evaluate(model, heldOutData, options.EvalBatches).Loss;
+        double loss = new TokenObjective(stage.Objective).Evaluate(model, heldOutData, options.EvalBatches).Loss;
+        if (stage.Objective == "sft")
+            return (ExactMatch.Score(ExactMatch.Answer(model, tokenizer, data.HeldOutPrompts(ExactMatchPrompts))), loss);
+        return (-loss, loss);
     }
 }

@@ -109,7 +109,7 @@ public sealed class Trainer
     public TrainingResult Run(bool resume = false, IProgress<TrainingProgress>? progress = null, CancellationToken cancel = default)
     {
         Directory.CreateDirectory(_out);
-        var r = new TrainingResult { TokensPerStep = (long)_o.Batch * _o.Seq * _o.GradAccum };
+        var r = new TrainingResult { TokensPerStep = (long)_train.Batch * _train.Seq * _o.GradAccum };
         int step = 0, consecutiveNan = 0;
         if (resume) (step, consecutiveNan) = Restore(r);
         else if (_checkpoints.Latest() is { } existing)

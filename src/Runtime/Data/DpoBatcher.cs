@@ -1,0 +1,159 @@
+using HftRuntime.Kernels;
+
+namespace HftRuntime.Runtime.Data;
+
+/// <summary>
+/// DPO batches from a <see cref="JsonlDataset"/> of preference pairs. A batch of <see cref="Pairs"/> rows per side is a
+/// <see cref="ModelInputs"/> of 2·pairs sequences: row r &lt; pairs holds chosen sequences and row pairs + r the
+/// rejected sequences of the same pairs in the same order. Each sequence is the pair's shared prompt (rendered by
+/// <see cref="ChatTemplate"/> as one user turn) followed by that response and EOS, truncated by
+/// <see cref="Truncation"/>. Pairs are visited in an order shuffled per epoch from (seed, epoch) (the held-out split
+/// keeps file order) and packed greedily: rows r and pairs + r take pairs while both the chosen and the rejected
+/// sequence still fit; the first pair that does not starts the next row pair (or the next batch). A pair's chosen and
+/// rejected positions carry the same Segment id, unique in the batch; DocStart, Positions and padding are as in
+/// <see cref="SftBatcher"/>; Targets are set only where the next token belongs to the sequence's own response, and
+/// RowScale is 1 there (the DPO objective overwrites it).
+/// </summary>
+public sealed class DpoBatcher : IBatchSource
+{
+    private const long ShuffleStream = 0x4450;
+
+    private readonly JsonlDataset _data;
+    private readonly int _first;
+    private readonly ulong _seed;
+    private readonly bool _shuffle;
+    private readonly int _pad;
+    private readonly ModelInputs _inputs;
+    private readonly Dictionary<int, DpoExample> _cache = new();
+    private readonly long _cacheBudget;
+    private long _cachedTokens;
+    private int[] _order = [];
+    private long _orderEpoch = -1;
+    private DataPosition _position;
+
+    /// <summary>
+    /// Creates the batcher over a split of <paramref name="data"/> (a DPO dataset): <paramref name="pairs"/> rows of
+    /// chosen and as many of rejected sequences of <see cref="JsonlDataset.Seq"/> tokens. A split with fewer pairs than
+    /// <paramref name="pairs"/> is an <see cref="InvalidInputException"/> naming the file.
+    /// </summary>
+    public DpoBatcher(JsonlDataset data, DatasetSplit split, int pairs, ulong seed)
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        if (data.Format != DatasetFormat.Dpo) throw new ArgumentException($"a dpo batcher needs a dpo dataset, {data.Path} is {DatasetFormats.Name(data.Format)}", nameof(data));
+        if (pairs <= 0) throw new ArgumentOutOfRangeException(nameof(pairs), pairs, "pairs must be positive");
+        (_first, Examples) = data.Range(split);
+        if (Examples < pairs)
+            throw new InvalidInputException(data.Path, $"too few {(split == DatasetSplit.Train ? "training" : "held-out")} pairs for one batch: " +
+                $"{Examples} pairs, and a batch of {pairs} pairs needs at least {pairs}");
+        _data = data; _seed = seed; _shuffle = split == DatasetSplit.Train;
+        Pairs = pairs; Seq = data.Seq;
+        _pad = data.Tokenizer.EosId ?? 0;
+        _inputs = new ModelInputs(2 * pairs, Seq);
+        _cacheBudget = Math.Max(1L << 20, 32L * pairs * Seq);
+    }
+
+    /// <summary>Rows per side: the batch holds 2·Pairs sequences.</summary>
+    public int Pairs { get; }
+
+    /// <summary>Sequences per batch: 2·<see cref="Pairs"/>.</summary>
+    public int Batch => 2 * Pairs;
+
+    /// <inheritdoc/>
+    public int Seq { get; }
+
+    /// <summary>Pairs per epoch.</summary>
+    public int Examples { get; }
+
+    /// <inheritdoc/>
+    public DataPosition Position
+    {
+        get => _position;
+        set
+        {
+            if (value.Epoch < 0 || value.Index < 0 || value.Index >= Examples)
+                throw new ArgumentOutOfRangeException(nameof(value), value, $"position outside the data ({Examples} pairs per epoch)");
+            _position = value;
+        }
+    }
+
+    /// <inheritdoc/>
+    public ModelInputs Next()
+    {
+        int seq = Seq, segment = 0;
+        for (int r = 0; r < Pairs; r++)
+        {
+            int chosenRow = r * seq, rejectedRow = (Pairs + r) * seq, fillC = 0, fillR = 0;
+            while (true)
+            {
+                var ex = Current();
+                if (fillC + ex.ChosenLength > seq || fillR + ex.RejectedLength > seq) break;
+                Place(chosenRow, fillC, ex.Prompt, ex.Chosen, segment);
+                Place(rejectedRow, fillR, ex.Prompt, ex.Rejected, segment);
+                fillC += ex.ChosenLength;
+                fillR += ex.RejectedLength;
+                segment++;
+                Advance();
+                if (fillC == seq || fillR == seq) break;
+            }
+            Pad(chosenRow, fillC);
+            Pad(rejectedRow, fillR);
+        }
+        return _inputs;
+    }
+
+    private void Place(int row, int offset, int[] prompt, int[] response, int segment)
+    {
+        var m = _inputs;
+        int np = prompt.Length, n = np + response.Length;
+        for (int i = 0; i < n; i++)
+        {
+            int p = row + offset + i;
+            int target = i + 1 < n && i + 1 >= np ? response[i + 1 - np] : Backend.IgnoreIndex;
+            m.Ids[p] = i < np ? prompt[i] : response[i - np];
+            m.Targets[p] = target;
+            m.RowScale[p] = target == Backend.IgnoreIndex ? 0f : 1f;
+            m.Positions[p] = i;
+            m.DocStart[p] = offset;
+            m.Segment[p] = segment;
+        }
+    }
+
+    private void Pad(int row, int fill)
+    {
+        var m = _inputs;
+        for (int t = fill; t < Seq; t++)
+        {
+            int p = row + t;
+            m.Ids[p] = _pad;
+            m.Targets[p] = Backend.IgnoreIndex;
+            m.RowScale[p] = 0f;
+            m.Positions[p] = 0;
+            m.DocStart[p] = t;
+            m.Segment[p] = -1;
+        }
+    }
+
+    private DpoExample Current()
+    {
+        if (_orderEpoch != _position.Epoch) Reorder(_position.Epoch);
+        int example = _first + _order[_position.Index];
+        if (_cache.TryGetValue(example, out var ex)) return ex;
+        ex = _data.ReadDpo(example);
+        int tokens = ex.ChosenLength + ex.RejectedLength;
+        if (_cachedTokens + tokens > _cacheBudget) { _cache.Clear(); _cachedTokens = 0; }
+        _cache[example] = ex;
+        _cachedTokens += tokens;
+        return ex;
+    }
+
+    private void Advance() =>
+        _position = _position.Index + 1 < Examples ? _position with { Index = _position.Index + 1 } : new DataPosition(_position.Epoch + 1, 0);
+
+    private void Reorder(long epoch)
+    {
+        if (_order.Length != Examples) _order = new int[Examples];
+        for (int i = 0; i < Examples; i++) _order[i] = i;
+        if (_shuffle) new Rng(Rng.Derive(_seed, ShuffleStream, epoch)).Shuffle<int>(_order);
+        _orderEpoch = epoch;
+    }
+}

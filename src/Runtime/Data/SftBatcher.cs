@@ -1,0 +1,143 @@
+using HftRuntime.Kernels;
+
+namespace HftRuntime.Runtime.Data;
+
+/// <summary>
+/// Supervised fine-tuning batches from a <see cref="JsonlDataset"/> of conversations (rendered by
+/// <see cref="ChatTemplate"/>, truncated by <see cref="Truncation"/>). Examples are visited in an order shuffled per
+/// epoch from (seed, epoch) (the held-out split keeps file order) and packed greedily: each sequence takes examples
+/// in that order while the next one fits, the first that does not starts the next sequence (or the next batch), so a
+/// position (epoch, index of the next example) determines everything that follows. Within a sequence every example
+/// has DocStart = its first index (attention never crosses examples), Positions counting from 0 and a Segment id
+/// unique in the batch; Targets[t] is the next token when that token is a response token of the same example
+/// (assistant content or the EOS ending it), else −100, and RowScale is 1 exactly where a target is set. The rest of a
+/// sequence is padding: Ids EOS (0 without one), Targets −100, RowScale 0, Segment −1, Positions 0 and DocStart the
+/// position itself, so a pad token attends only to itself.
+/// </summary>
+public sealed class SftBatcher : IBatchSource
+{
+    private const long ShuffleStream = 0x5346;
+
+    private readonly JsonlDataset _data;
+    private readonly int _first;
+    private readonly ulong _seed;
+    private readonly bool _shuffle;
+    private readonly int _pad;
+    private readonly ModelInputs _inputs;
+    private readonly Dictionary<int, SftExample> _cache = new();
+    private readonly long _cacheBudget;
+    private long _cachedTokens;
+    private int[] _order = [];
+    private long _orderEpoch = -1;
+    private DataPosition _position;
+
+    /// <summary>
+    /// Creates the batcher over a split of <paramref name="data"/> (an SFT dataset): <paramref name="batch"/>
+    /// sequences of <see cref="JsonlDataset.Seq"/> tokens. A split with fewer examples than sequences in a batch is an
+    /// <see cref="InvalidInputException"/> naming the file.
+    /// </summary>
+    public SftBatcher(JsonlDataset data, DatasetSplit split, int batch, ulong seed)
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        if (data.Format != DatasetFormat.Sft) throw new ArgumentException($"an sft batcher needs an sft dataset, {data.Path} is {DatasetFormats.Name(data.Format)}", nameof(data));
+        if (batch <= 0) throw new ArgumentOutOfRangeException(nameof(batch), batch, "batch must be positive");
+        (_first, Examples) = data.Range(split);
+        if (Examples < batch)
+            throw new InvalidInputException(data.Path, $"too few {(split == DatasetSplit.Train ? "training" : "held-out")} examples for one batch: " +
+                $"{Examples} examples, and a batch of {batch} sequences needs at least {batch}");
+        _data = data; _seed = seed; _shuffle = split == DatasetSplit.Train;
+        Batch = batch; Seq = data.Seq;
+        _pad = data.Tokenizer.EosId ?? 0;
+        _inputs = new ModelInputs(batch, Seq);
+        _cacheBudget = Math.Max(1L << 20, 16L * batch * Seq);
+    }
+
+    /// <inheritdoc/>
+    public int Batch { get; }
+
+    /// <inheritdoc/>
+    public int Seq { get; }
+
+    /// <summary>Examples per epoch.</summary>
+    public int Examples { get; }
+
+    /// <inheritdoc/>
+    public DataPosition Position
+    {
+        get => _position;
+        set
+        {
+            if (value.Epoch < 0 || value.Index < 0 || value.Index >= Examples)
+                throw new ArgumentOutOfRangeException(nameof(value), value, $"position outside the data ({Examples} examples per epoch)");
+            _position = value;
+        }
+    }
+
+    /// <inheritdoc/>
+    public ModelInputs Next()
+    {
+        var m = _inputs;
+        int seq = Seq, segment = 0;
+        for (int b = 0; b < Batch; b++)
+        {
+            int row = b * seq, fill = 0;
+            while (true)
+            {
+                var ex = Current();
+                if (fill + ex.Length > seq) break;
+                var ids = ex.Ids;
+                var loss = ex.Loss;
+                int n = ex.Length;
+                for (int i = 0; i < n; i++)
+                {
+                    int p = row + fill + i;
+                    int target = i + 1 < n && loss[i + 1] ? ids[i + 1] : Backend.IgnoreIndex;
+                    m.Ids[p] = ids[i];
+                    m.Targets[p] = target;
+                    m.RowScale[p] = target == Backend.IgnoreIndex ? 0f : 1f;
+                    m.Positions[p] = i;
+                    m.DocStart[p] = fill;
+                    m.Segment[p] = segment;
+                }
+                segment++;
+                fill += n;
+                Advance();
+                if (fill == seq) break;
+            }
+            for (int t = fill; t < seq; t++)
+            {
+                int p = row + t;
+                m.Ids[p] = _pad;
+                m.Targets[p] = Backend.IgnoreIndex;
+                m.RowScale[p] = 0f;
+                m.Positions[p] = 0;
+                m.DocStart[p] = t;
+                m.Segment[p] = -1;
+            }
+        }
+        return m;
+    }
+
+    private SftExample Current()
+    {
+        if (_orderEpoch != _position.Epoch) Reorder(_position.Epoch);
+        int example = _first + _order[_position.Index];
+        if (_cache.TryGetValue(example, out var ex)) return ex;
+        ex = _data.ReadSft(example);
+        if (_cachedTokens + ex.Length > _cacheBudget) { _cache.Clear(); _cachedTokens = 0; }
+        _cache[example] = ex;
+        _cachedTokens += ex.Length;
+        return ex;
+    }
+
+    private void Advance() =>
+        _position = _position.Index + 1 < Examples ? _position with { Index = _position.Index + 1 } : new DataPosition(_position.Epoch + 1, 0);
+
+    private void Reorder(long epoch)
+    {
+        if (_order.Length != Examples) _order = new int[Examples];
+        for (int i = 0; i < Examples; i++) _order[i] = i;
+        if (_shuffle) new Rng(Rng.Derive(_seed, ShuffleStream, epoch)).Shuffle<int>(_order);
+        _orderEpoch = epoch;
+    }
+}
