@@ -299,10 +299,10 @@ public static unsafe partial class CpuGemm
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         private static void Put(float* c, float v0, float v1, float v2, float v3, float alpha, int mode)
         {
-            c[0] = Merge(v0, alpha, c[0], mode);
-            c[1] = Merge(v1, alpha, c[1], mode);
-            c[2] = Merge(v2, alpha, c[2], mode);
-            c[3] = Merge(v3, alpha, c[3], mode);
+            Merge(c, v0, alpha, mode);
+            Merge(c + 1, v1, alpha, mode);
+            Merge(c + 2, v2, alpha, mode);
+            Merge(c + 3, v3, alpha, mode);
         }
     }
 
@@ -328,8 +328,8 @@ public static unsafe partial class CpuGemm
     private struct R13 : IRows { public static int Value => 13; }
     private struct R14 : IRows { public static int Value => 14; }
 
-    /// <summary>The write-back rule every path shares: alpha·acc (mode 0) or fma(acc, alpha, old) (mode 1).</summary>
+    /// <summary>The write-back rule every path shares: *c = alpha·acc (mode 0, c not read) or fma(acc, alpha, *c) (mode 1).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Merge(float acc, float alpha, float old, int mode) =>
-        mode == 0 ? acc * alpha : MathF.FusedMultiplyAdd(acc, alpha, old);
+    private static void Merge(float* c, float acc, float alpha, int mode) =>
+        *c = mode == 0 ? acc * alpha : MathF.FusedMultiplyAdd(acc, alpha, *c);
 }

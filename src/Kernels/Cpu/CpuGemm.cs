@@ -11,14 +11,16 @@ namespace HftRuntime.Kernels.Cpu;
 /// NR-wide strips, op(a) into MC × KC blocks of MR-tall strips, and a register-blocked micro-kernel computes
 /// MR × NR tiles of c (14 × 32 with 512-bit vectors, 6 × 16 with 256-bit, 8 × 12 with 128-bit, 4 × 4 scalar).
 /// Work is split over rows and columns of c only, never over k, and the k blocking depends on k alone, so the
-/// result does not depend on the number of threads.
+/// result does not depend on the number of threads. Each thread packs into its own buffers (about 2.3 MB, native,
+/// allocated on the thread's first call and kept), so a call allocates nothing on the managed heap.
 /// </summary>
 public static unsafe partial class CpuGemm
 {
     /// <summary>
-    /// Products with fewer multiply-adds than this run on the calling thread (waking the pool costs more).
+    /// Products with fewer multiply-adds than this (about 80 µs of work on one core) run on the calling thread:
+    /// waking the pool's workers costs tens of microseconds.
     /// </summary>
-    private const long ParallelThreshold = 1L << 21;
+    private const long ParallelThreshold = 1L << 23;
 
     [ThreadStatic] private static int t_forcedVectorBits;
 
@@ -53,6 +55,7 @@ public static unsafe partial class CpuGemm
     /// Without <paramref name="accumulate"/> the old contents of c are never read. Runs on <paramref name="pool"/>
     /// when given, else on the calling thread; the result is bitwise the same for any number of threads.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Gemm(WorkerPool? pool, int m, int n, int k, float alpha,
         float* a, int lda, bool transA, float* b, int ldb, bool transB, float* c, int ldc, bool accumulate)
     {
@@ -87,6 +90,7 @@ public static unsafe partial class CpuGemm
         public int RowChunk, ColChunk, ColTasks;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Run<TK>(WorkerPool? pool, GemmArgs* g) where TK : struct, IMicroKernel
     {
         int threads = pool?.Threads ?? 1;
@@ -102,9 +106,11 @@ public static unsafe partial class CpuGemm
 
     /// <summary>
     /// Splits c into a grid of row × column chunks (multiples of MR and NR) for <paramref name="threads"/>
-    /// threads, weighing the load balance against the extra packing each split costs (every column chunk packs
-    /// its rows of op(a) again, every row chunk its columns of op(b)). Returns the number of tasks.
+    /// threads. Tasks are handed out dynamically, so a few more tasks than threads absorb a thread that starts
+    /// late or is preempted; against that, every column chunk packs its rows of op(a) again and every row chunk
+    /// its columns of op(b). Returns the number of tasks.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static int Partition<TK>(GemmArgs* g, int threads) where TK : struct, IMicroKernel
     {
         int m = g->M, n = g->N;
@@ -121,13 +127,13 @@ public static unsafe partial class CpuGemm
                 int colChunkStrips = (colStrips + tn - 1) / tn;
                 int tnReal = (colStrips + colChunkStrips - 1) / colChunkStrips;
                 int tasks = tmReal * tnReal;
-                int rounds = (tasks + threads - 1) / threads;
                 double rows = (double)rowChunkStrips * TK.MR, cols = (double)colChunkStrips * TK.NR;
-                // Per task, per unit of k: rows·cols multiply-adds, rows·ceil(cols/NC) + cols packed floats
+                // One task, per unit of k: rows·cols multiply-adds and rows·ceil(cols/NC) + cols packed floats
                 // (a packed float costs about as much as 16 multiply-adds).
-                double pack = rows * Math.Ceiling(cols / TK.NC) + cols;
-                double cost = rounds * (rows * cols + 16 * pack);
-                if (cost < best - 1e-9)
+                double task = rows * cols + 16 * (rows * Math.Ceiling(cols / TK.NC) + cols);
+                // Whole rounds of tasks, plus half a task for the thread that finishes last.
+                double cost = ((tasks + threads - 1) / threads + 0.5) * task;
+                if (cost < best * (1 - 1e-9))
                 {
                     best = cost;
                     bestRows = rowChunkStrips;
@@ -141,6 +147,7 @@ public static unsafe partial class CpuGemm
         return ((rowStrips + bestRows - 1) / bestRows) * g->ColTasks;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void TaskBody<TK>(void* p, int start, int end) where TK : struct, IMicroKernel
     {
         var g = (GemmArgs*)p;
@@ -210,7 +217,7 @@ public static unsafe partial class CpuGemm
                                 {
                                     float* e = edge + r * NR;
                                     float* cr = ct + r * ldc;
-                                    for (int j = 0; j < nr; j++) cr[j] = Merge(e[j], alpha, cr[j], mode);
+                                    for (int j = 0; j < nr; j++) Merge(cr + j, e[j], alpha, mode);
                                 }
                             }
                         }
