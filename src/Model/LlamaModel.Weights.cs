@@ -1,5 +1,7 @@
 using System.Text.RegularExpressions;
+using HftRuntime.Kernels;
 using HftRuntime.Runtime;
+using HftRuntime.Runtime.Data;
 using HftRuntime.Runtime.SafeTensors;
 
 namespace HftRuntime.Model;
@@ -7,6 +9,28 @@ namespace HftRuntime.Model;
 public sealed partial class LlamaModel
 {
     private static readonly Regex LayerIndex = new(@"^model\.layers\.(\d+)\.", RegexOptions.Compiled | RegexOptions.CultureInvariant);
+
+    /// <summary>
+    /// Opens a Hugging Face model directory on <paramref name="backend"/>: config.json, the tokenizer and the weights
+    /// (model.safetensors or a sharded index), laid out as <paramref name="options"/> says.
+    /// </summary>
+    public static LlamaModel Load(Backend backend, string directory, LlamaModelOptions options, out ITokenizer tokenizer)
+    {
+        var config = LlamaConfig.Load(Path.Combine(directory, "config.json"));
+        tokenizer = Tokenizers.Tokenizers.Load(directory);
+        var model = Create(backend, config, options);
+        try
+        {
+            using var weights = SafeTensorsCheckpoint.Open(directory);
+            model.LoadWeights(weights);
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
 
     /// <summary>
     /// Loads every parameter from a Hugging Face checkpoint (F32, F64, BF16 or F16 converted to float32). A missing

@@ -75,6 +75,46 @@ public sealed class TrainerTests
     }
 
     [Test]
+    public void CancellationMidRunSavesAndResumingMatchesAnUninterruptedRunBitForBit()
+    {
+        using var be = new CpuBackend(2);
+        var (model, data) = Setup(be, out var options);
+        options = options with { Steps = 10 };
+        var snapshot = be.ToArray<float>(model.Parameters.TrainableValues);
+        var objective = new HftRuntime.Runtime.Objectives.TokenObjective("lm");
+        string whole = Fixtures.TempDirectory(), cut = Fixtures.TempDirectory();
+        var full = new Trainer(model, objective, data, null, options, whole, new JsonObject()).Run();
+
+        // Same start again, cancelled from the progress callback during step 5: the step finishes, a checkpoint is saved.
+        be.Upload<float>(model.Parameters.TrainableValues, snapshot);
+        data.Position = new DataPosition(0, 0);
+        using var cts = new CancellationTokenSource();
+        var first = new Trainer(model, objective, data, null, options, cut, new JsonObject())
+            .Run(progress: new Cli.Commands.SyncProgressForTests<TrainingProgress>(p => { if (p.Step == 5) cts.Cancel(); }), cancel: cts.Token);
+        Assert.That(first.Cancelled, Is.True);
+        Assert.That(first.StepsDone, Is.EqualTo(5));
+
+        // A fresh trainer (scrambled weights, another data position) resumes from the checkpoint.
+        be.Fill(model.Parameters.TrainableValues, 0.5f);
+        data.Position = new DataPosition(3, 7);
+        var rest = new Trainer(model, objective, data, null, options, cut, new JsonObject()).Run(resume: true);
+        Assert.That(rest.ResumedFrom, Is.EqualTo(5));
+        Assert.That(rest.Losses, Is.EqualTo(full.Losses), "same losses, bit for bit");
+    }
+
+    [Test]
+    public void TheSameSeedGivesTheSameLossesBitForBit()
+    {
+        float?[] Run()
+        {
+            using var be = new CpuBackend(2);
+            var (model, data) = Setup(be, out var options);
+            using (model) return new Trainer(model, new HftRuntime.Runtime.Objectives.TokenObjective("lm"), data, null, options, Fixtures.TempDirectory(), new JsonObject()).Run().Losses.ToArray();
+        }
+        Assert.That(Run(), Is.EqualTo(Run()));
+    }
+
+    [Test]
     public void LearningRateWarmsUpThenDecaysByCosine()
     {
         var o = new TrainingOptions { Steps = 100, Lr = 1e-3f, MinLr = 1e-4f };

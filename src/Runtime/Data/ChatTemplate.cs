@@ -88,6 +88,18 @@ public static class ChatTemplate
     }
 
     /// <summary>
+    /// The ids a model continues to write the next assistant turn of <paramref name="conversation"/> (system and user
+    /// turns, possibly earlier assistant turns): BOS, the rendered turns and the assistant header — exactly the
+    /// prompt that training used for such a turn. <c>EncodeForReply([user "Define: whale"])</c> is the prompt of a
+    /// prompt/response pair.
+    /// </summary>
+    public static int[] EncodeForReply(IReadOnlyList<ChatMessage> conversation, ITokenizer tokenizer)
+    {
+        ArgumentNullException.ThrowIfNull(conversation);
+        return EncodePrompt([.. conversation, new ChatMessage(ChatRole.Assistant, "")], tokenizer);
+    }
+
+    /// <summary>
     /// Tokenises a conversation as the template says and appends the ids to <paramref name="ids"/> and, for each id,
     /// whether it carries a loss (assistant content or the EOS that ends it) to <paramref name="loss"/>. BOS (when the
     /// tokenizer has one) comes first.

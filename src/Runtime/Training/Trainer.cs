@@ -114,7 +114,14 @@ public sealed class Trainer
         if (resume) (step, consecutiveNan) = Restore(r);
         else if (_checkpoints.Latest() is { } existing)
             throw new InvalidInputException(_out, $"holds checkpoints of an earlier run ({Path.GetFileName(existing)}); pass --resume to continue it or choose another --out");
-        else if (File.Exists(MetricsPath)) File.Delete(MetricsPath);
+        else
+        {
+            if (File.Exists(MetricsPath)) File.Delete(MetricsPath);
+            // A fresh run starts with zero AdamW moments, even on a model an earlier run trained.
+            var store = _model.Parameters;
+            if (store.HasOptimizerState) { _model.Backend.Fill(store.Moment1, 0f); _model.Backend.Fill(store.Moment2, 0f); }
+            _step.Optimizer.StepCount = 0;
+        }
 
         var be = _model.Backend;
         using var metrics = new StreamWriter(MetricsPath, append: true) { AutoFlush = true };

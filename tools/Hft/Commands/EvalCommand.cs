@@ -2,13 +2,9 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using HftRuntime.Kernels;
 using HftRuntime.Model;
-using HftRuntime.Model.Tokenizers;
 using HftRuntime.Model.Training;
 using HftRuntime.Runtime;
-using HftRuntime.Runtime.Data;
-using HftRuntime.Runtime.SafeTensors;
 
 namespace HftRuntime.Cli.Commands;
 
@@ -41,60 +37,28 @@ internal static class EvalCommand
         bool skipBad, string device, int threads, TextWriter stdout)
     {
         if (batch <= 0 || seq <= 0) throw new ArgumentException("--batch and --seq must be positive");
-        if (maxBatches < 0 || exact < 0) throw new ArgumentException("--max-batches and --exact-match must be >= 0");
-        var config = LlamaConfig.Load(Path.Combine(modelDir, "config.json"));
-        var tokenizer = Tokenizers.Load(modelDir);
-        objective ??= Datasets.IsJsonl(dataPath) ? DetectJsonl(dataPath, tokenizer, seq, skipBad) : "lm";
-        if (objective is not ("lm" or "sft")) throw new ArgumentException($"eval takes lm or sft data, not '{objective}'");
-        using var data = Datasets.Open(dataPath, objective, tokenizer, batch, seq, seed: 1, heldOutFraction: 0, skipBad);
         using var backend = Devices.Create(device, threads);
-        using var llama = LlamaModel.Create(backend, config, new LlamaModelOptions(data.Train.Batch, seq, Training: false));
-        using (var w = SafeTensorsCheckpoint.Open(modelDir)) llama.LoadWeights(w);
-
-        // One pass over the whole file: every counted position once.
-        var source = data.Train;
-        double sum = 0;
-        long tokens = 0;
-        int batches = 0;
-        while (source.Position.Epoch == 0 && (maxBatches == 0 || batches < maxBatches))
-        {
-            var inputs = source.Next();
-            int n = inputs.CountTargets();
-            for (int i = 0; i < inputs.Rows; i++) inputs.RowScale[i] = inputs.Targets[i] == Backend.IgnoreIndex ? 0f : 1f;
-            llama.SetInputs(inputs);
-            llama.Forward();
-            sum += llama.Loss();
-            tokens += n;
-            batches++;
-        }
-        double loss = sum / Math.Max(1, tokens);
+        using var llama = LlamaModel.Load(backend, modelDir, new LlamaModelOptions(batch, seq, Training: false), out var tokenizer);
+        var r = ModelEvaluation.Run(llama, tokenizer, dataPath, objective, maxBatches, exact, skipBad);
         var inv = CultureInfo.InvariantCulture;
+        stdout.WriteLine(string.Format(inv, "loss {0:F4}  perplexity {1:F3}  over {2:N0} tokens ({3} batches of {4} x {5}) on {6}",
+            r.Loss, r.Perplexity, r.Tokens, r.Batches, llama.MaxBatch, seq, backend.DeviceName));
         var report = new JsonObject
         {
-            ["model"] = Path.GetFullPath(modelDir), ["data"] = data.Info.ToJson(), ["objective"] = objective, ["device"] = backend.DeviceName,
-            ["loss"] = loss, ["perplexity"] = Math.Exp(loss), ["tokens"] = tokens, ["batches"] = batches,
+            ["model"] = Path.GetFullPath(modelDir), ["data"] = r.Data.ToJson(), ["device"] = backend.DeviceName,
+            ["loss"] = r.Loss, ["perplexity"] = r.Perplexity, ["tokens"] = r.Tokens, ["batches"] = r.Batches,
         };
-        stdout.WriteLine(string.Format(inv, "loss {0:F4}  perplexity {1:F3}  over {2:N0} tokens ({3} batches of {4} x {5}) on {6}",
-            loss, Math.Exp(loss), tokens, batches, data.Train.Batch, seq, backend.DeviceName));
-        if (objective == "sft" && exact > 0)
+        if (r.ExactMatch is double em)
         {
-            var samples = ExactMatch.Answer(llama, tokenizer, data.Jsonl!.Prompts(DatasetSplit.Train, exact));
-            double em = ExactMatch.Score(samples);
             report["exact_match"] = em;
-            report["exact_match_prompts"] = samples.Count;
-            report["answers"] = new JsonArray(samples.Select(s => (JsonNode)new JsonObject
+            report["exact_match_prompts"] = r.Answers.Count;
+            report["answers"] = new JsonArray(r.Answers.Select(s => (JsonNode)new JsonObject
             {
                 ["prompt"] = s.Prompt, ["reference"] = s.Reference, ["answer"] = s.Answer, ["match"] = s.Match,
             }).ToArray());
-            stdout.WriteLine(string.Format(inv, "exact match {0:P1} of {1} greedy answers", em, samples.Count));
+            stdout.WriteLine(string.Format(inv, "exact match {0:P1} of {1} greedy answers", em, r.Answers.Count));
         }
         if (jsonPath != null) File.WriteAllText(jsonPath, report.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         return Program.ExitOk;
-    }
-
-    private static string DetectJsonl(string path, ITokenizer tokenizer, int seq, bool skipBad)
-    {
-        using var d = JsonlDataset.Open(path, tokenizer, seq, format: null, heldOutFraction: 0, skipBad);
-        return d.Format switch { DatasetFormat.Sft => "sft", DatasetFormat.Dpo => "dpo", _ => "lm" };
     }
 }
