@@ -47,6 +47,7 @@ public static class Program
         root.Subcommands.Add(Commands.TrainCommand.Create(stdout, stderr, cancel));
         root.Subcommands.Add(Commands.PolicyCommand.Create(stdout));
         root.Subcommands.Add(Commands.EvalCommand.Create(stdout));
+        root.Subcommands.Add(Commands.BenchCommand.Create(stdout));
         root.Subcommands.Add(Commands.GenerateCommand.Create(stdout));
         root.Subcommands.Add(Commands.HalfResetCommand.Create(stdout));
         root.Subcommands.Add(Commands.DiffCommand.Create(stdout, stderr, cancel));
