@@ -16,8 +16,8 @@ namespace HftRuntime.Bench;
 /// One full training step (forward, backward, clipping, masked AdamW) of the same Llama with full fine-tuning and
 /// with Half Fine-Tuning, in one process: the Ratio column is the HFT/FFT step-time ratio, printed next to the
 /// analytic cost_bound of the HFT freeze. Device: HFT_BENCH_DEVICE (auto, cpu, cuda; default auto). Model:
-/// HFT_BENCH_MODEL = cpu (d 256, 4 layers, FFN 688, vocabulary 2048, batch 4 x 256; the default) or base (the 134M
-/// model: d 768, 12 layers, 12 heads, FFN 2048, vocabulary 32000, batch 8 x 1024).
+/// HFT_BENCH_MODEL = small (d 256, 4 layers, FFN 688, vocabulary 2048, batch 4 x 256; the default) or base (the 134M
+/// model: d 768, 12 layers, 12 heads, FFN 2048, vocabulary 32000, batch 8 x 1024), as <c>hft bench</c> defines them.
 /// Run: <c>dotnet run -c Release --project bench -- --filter '*TrainingStep*'</c>.
 /// </summary>
 [Config(typeof(Config))]
@@ -29,15 +29,8 @@ public class TrainingStepBenchmark
     private ModelInputs _inputs = null!;
 
     /// <summary>The benchmark's model, batch and sequence length.</summary>
-    public static (LlamaConfig Config, int Batch, int Seq) Setup()
-    {
-        return Environment.GetEnvironmentVariable("HFT_BENCH_MODEL") switch
-        {
-            "base" => (new LlamaConfig { VocabSize = 32000, HiddenSize = 768, IntermediateSize = 2048, NumHiddenLayers = 12, NumAttentionHeads = 12 }, 8, 1024),
-            null or "" or "cpu" => (new LlamaConfig { VocabSize = 2048, HiddenSize = 256, IntermediateSize = 688, NumHiddenLayers = 4, NumAttentionHeads = 4 }, 4, 256),
-            var m => throw new ArgumentException($"HFT_BENCH_MODEL must be cpu or base, not '{m}'"),
-        };
-    }
+    public static (LlamaConfig Config, int Batch, int Seq) Setup() =>
+        HftRuntime.Model.Diagnostics.Benchmarks.StepModel(Environment.GetEnvironmentVariable("HFT_BENCH_MODEL") is { Length: > 0 } m ? m : "small");
 
     /// <summary>The HFT freeze used (the paper's category draw, seed 1).</summary>
     public static IReadOnlySet<string> Frozen(LlamaConfig config) => FreezePolicy.Hft(1).SelectFrozen(LlamaModel.TensorNames(config));
