@@ -17,7 +17,7 @@ public sealed class TokenCorpus
     /// <summary>The source file.</summary>
     public string Path { get; }
 
-    /// <summary>SHA-256 of the file's bytes (hex), for run.json.</summary>
+    /// <summary>SHA-256 of the text's bytes (hex; of the decompressed text for a .gz file), for run.json.</summary>
     public string Sha256 { get; }
 
     /// <summary>Training tokens.</summary>
@@ -27,7 +27,7 @@ public sealed class TokenCorpus
     public int[] HeldOut { get; }
 
     /// <summary>
-    /// Tokenises <paramref name="path"/> line by line (each line keeps its newline) and holds out the last
+    /// Tokenises <paramref name="path"/> (gzip-compressed when its name ends in .gz) line by line (each line keeps its newline) and holds out the last
     /// <paramref name="heldOutFraction"/> of the tokens. Invalid UTF-8 or an empty file is an
     /// <see cref="InvalidInputException"/> naming the file (and the byte offset).
     /// </summary>
@@ -38,6 +38,20 @@ public sealed class TokenCorpus
         if (!File.Exists(path)) throw new InvalidInputException(path, "data file not found");
         byte[] bytes = File.ReadAllBytes(path);
         string text;
+        if (path.EndsWith(".gz", StringComparison.OrdinalIgnoreCase))
+        {
+            try
+            {
+                using var gz = new System.IO.Compression.GZipStream(new MemoryStream(bytes), System.IO.Compression.CompressionMode.Decompress);
+                using var plain = new MemoryStream();
+                gz.CopyTo(plain);
+                bytes = plain.ToArray();
+            }
+            catch (InvalidDataException e)
+            {
+                throw new InvalidInputException(path, $"not a valid gzip file: {e.Message}", e);
+            }
+        }
         try
         {
             text = new UTF8Encoding(false, throwOnInvalidBytes: true).GetString(bytes);

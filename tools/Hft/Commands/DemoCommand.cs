@@ -1,131 +1,115 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Text;
-using System.Text.Json;
 using System.Text.Json.Nodes;
 using HftRuntime.Model.Diagnostics;
+using HftRuntime.Model.Experiments;
 using HftRuntime.Runtime;
-using HftRuntime.Runtime.Training;
 
 namespace HftRuntime.Cli.Commands;
 
 /// <summary>
-/// <c>hft demo</c>: checks the numbers against the bundled Hugging Face reference cases, then trains the same small
-/// Llama on a bundled public-domain text with full fine-tuning and with Half Fine-Tuning and compares them
-/// (learning, speed, optimizer memory). The forgetting experiment of the paper comes with the demo data of a later version.
+/// <c>hft demo</c>: checks the numbers against the bundled Hugging Face reference cases, then reproduces the paper's
+/// claim on real text (<see cref="ForgettingExperiment"/>): a base Llama pretrained on corpus A forgets less of A when
+/// it learns task B with Half Fine-Tuning than with full fine-tuning.
 /// </summary>
 internal static class DemoCommand
 {
-    /// <summary>The bundled text the demo trains on.</summary>
-    public const string TextFile = "moby-dick-ch1-12.txt";
-
     public static Command Create(TextWriter stdout, TextWriter stderr, CancellationToken cancel)
     {
-        var output = new Option<string>("--out") { Description = "Directory for the models and the report", DefaultValueFactory = _ => "hft-demo" };
-        var quick = new Option<bool>("--quick") { Description = "A tiny model and a few steps (seconds; what CI runs)" };
+        var output = new Option<string>("--out") { Description = "Directory for the models (base/, fft/, hft/) and the report", DefaultValueFactory = _ => "hft-demo" };
+        var quick = new Option<bool>("--quick") { Description = "A tiny model and few steps (a few minutes on two CPU cores; what CI runs)" };
+        var seeds = new Option<int>("--seeds") { Description = "Fine-tuning seeds (freeze draw and data order); figures become means with _std", DefaultValueFactory = _ => 1 };
+        var quiet = new Option<bool>("--quiet") { Description = "Print only the report" };
         var device = CommonOptions.Device();
         var threads = CommonOptions.Threads();
-        var cmd = new Command("demo", "Verify against Hugging Face, then compare full fine-tuning with Half Fine-Tuning on a small model")
+        var cmd = new Command("demo", "Verify against Hugging Face, then show that Half Fine-Tuning forgets less than full fine-tuning")
         {
-            output, quick, device, threads,
+            output, quick, seeds, quiet, device, threads,
         };
-        cmd.SetAction(r => Run(r.GetValue(output)!, r.GetValue(quick), r.GetValue(device)!, r.GetValue(threads), stdout, stderr, cancel));
+        cmd.SetAction(r => Run(r.GetValue(output)!, r.GetValue(quick), r.GetValue(seeds), r.GetValue(quiet), r.GetValue(device)!, r.GetValue(threads), stdout, cancel));
         return cmd;
     }
 
-    /// <summary>Directory of files shipped next to the executable.</summary>
-    private static string Shipped(string name) => Path.Combine(AppContext.BaseDirectory, name);
+    /// <summary>A file shipped next to the executable.</summary>
+    private static string Shipped(params string[] path) => Path.Combine([AppContext.BaseDirectory, .. path]);
 
-    private static int Run(string outDir, bool quick, string device, int threads, TextWriter stdout, TextWriter stderr, CancellationToken cancel)
+    private static int Run(string outDir, bool quick, int seeds, bool quiet, string device, int threads, TextWriter stdout, CancellationToken cancel)
     {
         var inv = CultureInfo.InvariantCulture;
-        string text = Path.Combine(Shipped("data"), TextFile);
+        if (seeds < 1) throw new ArgumentException("--seeds must be at least 1");
+        var data = new ExperimentData(Shipped("data", "corpus-a-train.txt.gz"), Shipped("data", "corpus-a-heldout.txt.gz"),
+            Shipped("data", "task-b-train.jsonl"), Shipped("data", "task-b-heldout.jsonl"), Shipped("data", "tokenizer.model"));
         string cases = Shipped("reference-cases");
-        if (!File.Exists(text)) throw new InvalidInputException(text, "the demo text is missing next to the executable (build or publish hft again)");
+        foreach (var f in new[] { data.CorpusTrain, data.CorpusHeldOut, data.TaskTrain, data.TaskHeldOut, data.Tokenizer })
+            if (!File.Exists(f)) throw new InvalidInputException(f, "the demo data is missing next to the executable (build or publish hft again)");
         if (!Directory.Exists(cases)) throw new InvalidInputException(cases, "the reference cases are missing next to the executable");
-        OutputGuard.RequireFresh(outDir);
-        Directory.CreateDirectory(outDir);
+        if (Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any(e => Path.GetFileName(e) != "base"))
+            throw new InvalidInputException(outDir, "already holds a demo; choose another --out (a directory holding only base/ is reused)");
+        void Say(string line) { if (!quiet) stdout.WriteLine(line); }
 
-        // 1. The numbers: our forward, backward and AdamW against Hugging Face transformers (float64).
-        stdout.WriteLine("1. Checking against Hugging Face reference cases (loss, logits, every gradient, AdamW, DPO)");
-        var checks = new JsonArray();
+        using var backend = Devices.Create(device, threads);
+        Say($"device {backend.DeviceName}");
+        Say("1. Our forward, backward and AdamW against Hugging Face transformers (float64 reference cases)");
         bool verified = true;
-        using (var backend = Devices.Create(device, threads))
-            foreach (var dir in Directory.GetDirectories(cases).OrderBy(d => d, StringComparer.Ordinal))
-            {
-                var report = GoldenVerifier.Run(dir, backend);
-                var worst = report.Rows.MaxBy(r => r.RelativeError / Math.Max(r.Tolerance, 1e-30))!;
-                verified &= report.Passed;
-                stdout.WriteLine(string.Format(inv, "   {0,-20} {1}: {2} quantities on {3}; closest to its tolerance: {4} ({5:0.0e+00} of {6:0e+00})",
-                    Path.GetFileName(dir), report.Passed ? "PASS" : "FAIL", report.Rows.Count, report.Device, worst.Quantity, worst.RelativeError, worst.Tolerance));
-                checks.Add(new JsonObject { ["case"] = Path.GetFileName(dir), ["passed"] = report.Passed, ["quantities"] = report.Rows.Count });
-            }
-
-        // 2. Full fine-tuning vs Half Fine-Tuning of the same model on the same data, steps and seed.
-        string preset = quick ? "tiny" : "small";
-        var options = quick
-            ? new TrainingOptions { Steps = 30, Batch = 8, Seq = 64, Lr = 3e-3f, EvalEvery = 0, EvalBatches = 4, LogEvery = 10, Seed = 1 }
-            : new TrainingOptions { Steps = 300, Batch = 8, Seq = 128, Lr = 2e-3f, EvalEvery = 100, EvalBatches = 8, LogEvery = 50, Seed = 1 };
-        stdout.WriteLine($"2. Training a {preset} Llama on {TextFile} ({new FileInfo(text).Length:N0} bytes): full fine-tuning, then Half Fine-Tuning");
-        string baseDir = Path.Combine(outDir, "base");
-        InitCommand.Execute(baseDir, preset, "bytes", 1, TextWriter.Null);
-        var runs = new Dictionary<string, JsonObject>();
-        foreach (var method in new[] { "fft", "hft" })
+        foreach (var dir in Directory.GetDirectories(cases).OrderBy(d => d, StringComparer.Ordinal))
         {
-            var job = new TrainCommand.TrainJob(baseDir, text, "lm", method, null, 0.5, false, null, 0.05, Path.Combine(outDir, method), false, device, threads, options);
-            var (code, report) = TrainCommand.Execute(job, quiet: true, stdout, stderr, cancel);
-            if (code != Program.ExitOk) return code;
-            runs[method] = report;
+            var report = GoldenVerifier.Run(dir, backend);
+            var worst = report.Rows.MaxBy(r => r.RelativeError / Math.Max(r.Tolerance, 1e-30))!;
+            verified &= report.Passed;
+            Say(string.Format(inv, "   {0,-20} {1}: {2} quantities; closest to its tolerance: {3} ({4:0.0e+00} of {5:0e+00})",
+                Path.GetFileName(dir), report.Passed ? "PASS" : "FAIL", report.Rows.Count, worst.Quantity, worst.RelativeError, worst.Tolerance));
         }
 
-        var fft = runs["fft"]; var hft = runs["hft"];
-        double ratio = hft["step_ms_median"]!.GetValue<double>() / fft["step_ms_median"]!.GetValue<double>();
-        double bound = hft["cost_bound"]!.GetValue<double>();
-        var summary = new JsonObject
-        {
-            ["device"] = hft["device"]!.GetValue<string>(),
-            ["reference_cases"] = checks,
-            ["model_preset"] = preset,
-            ["text"] = TextFile,
-            ["steps"] = options.Steps,
-            ["step_time_ratio_hft_fft"] = ratio,
-            ["cost_bound"] = bound,
-        };
-        foreach (var (m, r) in runs)
-            summary[m] = new JsonObject
-            {
-                ["params_trainable"] = r["params_trainable"]!.GetValue<long>(),
-                ["bytes_optimizer"] = r["bytes_optimizer"]!.GetValue<long>(),
-                ["final_loss"] = r["losses"]!.AsArray().LastOrDefault()?.GetValue<float>(),
-                ["held_out_loss"] = r["eval"]!.AsArray().LastOrDefault()?["loss"]?.GetValue<double>(),
-                ["step_ms_median"] = r["step_ms_median"]!.GetValue<double>(),
-                ["tokens_per_s"] = r["tokens_per_s"]!.GetValue<double>(),
-            };
-        File.WriteAllText(Path.Combine(outDir, "report.json"), summary.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-        string md = Markdown(summary, runs);
+        var tokenizer = Model.Tokenizers.Tokenizers.Create(data.Tokenizer);
+        var scale = ExperimentScale.FromEnvironment(tokenizer.VocabSize) ?? ExperimentScale.For(quick, backend.Name == "cuda", tokenizer.VocabSize);
+        Say($"2. Forgetting: pretrain on corpus A, fine-tune on task B with FFT and with HFT ({scale.Name} scale)");
+        var result = TrainingDisplay.Run(stdout, quiet, "demo", progress =>
+            ForgettingExperiment.Run(backend, data, scale, outDir, seeds, progress, cancel, quiet ? null : line => stdout.WriteLine("   " + line)));
+        string md = Markdown(result, verified);
         File.WriteAllText(Path.Combine(outDir, "report.md"), md);
+        DemoPlot.Save(result, Path.Combine(outDir, "demo.png"));
         stdout.WriteLine();
         stdout.Write(md);
-        stdout.WriteLine($"wrote {Path.Combine(outDir, "report.md")}, report.json and the models base/, fft/, hft/");
+        Say($"wrote {Path.Combine(outDir, "report.md")}, report.json, demo.png and the models base/, fft/, hft/");
         return verified ? Program.ExitOk : Program.ExitCheckFailed;
     }
 
-    private static string Markdown(JsonObject s, Dictionary<string, JsonObject> runs)
+    /// <summary>report.md: what was run, the table, the claim's figures, sample answers.</summary>
+    internal static string Markdown(JsonObject r, bool verified)
     {
         var inv = CultureInfo.InvariantCulture;
+        string F(JsonNode? n, string fmt) => n is null ? "n/a" : JsonNumbers.ToDouble(n).ToString(fmt, inv);
+        string Pm(JsonObject o, string key, string fmt) => o[key + "_std"] is JsonNode s ? $"{F(o[key], fmt)} ± {F(s, fmt)}" : F(o[key], fmt);
         var sb = new StringBuilder();
-        sb.AppendLine($"| method | trainable parameters | optimizer memory | final train loss | held-out loss | ms/step | tokens/s |");
-        sb.AppendLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
-        foreach (var (m, _) in runs)
+        var model = r["model"]!;
+        sb.AppendLine($"## HFT vs FFT: learning task B, forgetting corpus A ({r["scale"]} scale, {r["device"]})").AppendLine();
+        sb.AppendLine(string.Format(inv, "Base: a Llama with d {0}, {1} layers, {2} heads, vocabulary {3}, pretrained for {4} steps on corpus A (State of the Union addresses and Moby-Dick). " +
+            "Task B: WordNet definitions (\"Define: word\" → gloss), {5} steps at lr {6} for both methods; {7} seed(s). Reference cases: {8}.",
+            model["hidden_size"], model["num_hidden_layers"], model["num_attention_heads"], model["vocab_size"], r["pretrain"]!["steps"],
+            r["fine_tune"]!["steps"], r["fine_tune"]!["lr"], r["seeds"], verified ? "all pass" : "FAILED"));
+        sb.AppendLine();
+        sb.AppendLine("| | A perplexity (held out) | task B loss (held out) | exact match (held out) | exact match (seen) | trainable parameters | optimizer memory | ms/step | tokens/s |");
+        sb.AppendLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        sb.AppendLine(string.Format(inv, "| base | {0} | | | | | | | |", F(r["base_ppl_before"], "F2")));
+        foreach (var m in new[] { "fft", "hft" })
         {
-            var r = s[m]!;
-            sb.AppendLine(string.Format(inv, "| {0} | {1:N0} | {2:N0} B | {3:F3} | {4:F3} | {5:F1} | {6:N0} |", m.ToUpperInvariant(),
-                r["params_trainable"]!.GetValue<long>(), r["bytes_optimizer"]!.GetValue<long>(), r["final_loss"]?.GetValue<float>() ?? float.NaN,
-                r["held_out_loss"]?.GetValue<double>() ?? double.NaN, r["step_ms_median"]!.GetValue<double>(), r["tokens_per_s"]!.GetValue<double>()));
+            var o = r[m]!.AsObject();
+            sb.AppendLine($"| {m.ToUpperInvariant()} | {Pm(o, "base_ppl_after", "F2")} | {Pm(o, "task_loss", "F3")} | {Pm(o, "task_exact_match", "P1")} | {Pm(o, "task_exact_match_train", "P1")} | " +
+                $"{F(o["params_trainable"], "N0")} | {F(o["bytes_optimizer"], "N0")} B | {Pm(o, "step_ms_median", "F1")} | {Pm(o, "tokens_per_s", "N0")} |");
         }
         sb.AppendLine();
-        sb.AppendLine(string.Format(inv, "HFT/FFT step time: {0:F3} (analytic bound from the FLOPs saved: {1:F3}) on {2}.",
-            s["step_time_ratio_hft_fft"]!.GetValue<double>(), s["cost_bound"]!.GetValue<double>(), s["device"]!.GetValue<string>()));
+        if (r["forgetting_ratio"] is JsonNode ratio)
+            sb.AppendLine(string.Format(inv, "forgetting_ratio = (HFT's rise in A perplexity) / (FFT's rise) = **{0}**; HFT's task loss is {1:P1} of FFT's; goal (ratio ≤ 0.5, task loss within 5 %): {2}.",
+                Pm(r, "forgetting_ratio", "F3"), JsonNumbers.ToDouble(r["task_loss_ratio_hft_fft"]), r["goal"]!["met"]!.GetValue<bool>() ? "met" : "not met"));
+        else sb.AppendLine($"forgetting_ratio: null — warning: {r["warning"]}.");
+        sb.AppendLine(string.Format(inv, "HFT/FFT step time {0:F3} (cost bound {1:F3}).", JsonNumbers.ToDouble(r["step_time_ratio_hft_fft"]), JsonNumbers.ToDouble(r["hft"]!["cost_bound"])));
+        sb.AppendLine().AppendLine("Sample answers (held out):").AppendLine();
+        var fftAnswers = r["fft"]!["answers"]!.AsArray();
+        var hftAnswers = r["hft"]!["answers"]!.AsArray();
+        for (int i = 0; i < Math.Min(4, fftAnswers.Count); i++)
+            sb.AppendLine($"- {fftAnswers[i]!["prompt"]!.GetValue<string>().Split('\n').FirstOrDefault(l => l.StartsWith("Define", StringComparison.Ordinal)) ?? ""}: " +
+                $"reference \"{fftAnswers[i]!["reference"]}\"; FFT \"{fftAnswers[i]!["answer"]!.GetValue<string>().Trim()}\"; HFT \"{hftAnswers[i]!["answer"]!.GetValue<string>().Trim()}\"");
         return sb.ToString();
     }
 }

@@ -28,7 +28,12 @@ internal static class TrainingDisplay
                 ProgressTask? task = null;
                 result = work(new SyncProgress<TrainingProgress>(p =>
                 {
-                    task ??= ctx.AddTask(Markup.Escape(title), maxValue: p.Steps);
+                    // A step count that goes back down means the next training run of a command with several.
+                    if (task is null || p.Step < task.Value || p.Steps != (int)task.MaxValue)
+                    {
+                        if (task != null) task.Value = task.MaxValue;
+                        task = ctx.AddTask(Markup.Escape(title), maxValue: p.Steps);
+                    }
                     task.Value = p.Step;
                     task.Description = Markup.Escape($"{title}  {Short(p)}");
                     if (p.IsLogStep && p.EvalLoss is double e)
