@@ -32,6 +32,9 @@ public abstract class Backend : IDisposable
     /// <summary>The device in words (processor or GPU name).</summary>
     public abstract string DeviceName { get; }
 
+    /// <summary>Bytes of memory this back-end can allocate arenas from (device memory of a GPU; available RAM on the CPU).</summary>
+    public abstract long MemoryBytes { get; }
+
     /// <summary>Creates an empty arena on this back-end.</summary>
     public abstract DeviceArena CreateArena();
 

@@ -3,6 +3,24 @@ using HftRuntime.Runtime;
 
 namespace HftRuntime.Model;
 
+/// <summary>Bytes a model needs, by kind, and what the device has.</summary>
+/// <param name="Weights">All parameters (fp32).</param>
+/// <param name="Gradients">Gradients of the trainable parameters.</param>
+/// <param name="Optimizer">AdamW moments of the trainable parameters.</param>
+/// <param name="Activations">Saved activations and scratch.</param>
+/// <param name="Total">The whole arena (the parts plus alignment and small tables).</param>
+/// <param name="Available">Memory of the device (the CPU: available RAM).</param>
+public sealed record MemoryEstimate(long Weights, long Gradients, long Optimizer, long Activations, long Total, long Available)
+{
+    /// <summary>Whether the arena fits in the device's memory.</summary>
+    public bool Fits => Total <= Available;
+
+    /// <summary>"X MiB (weights …, gradients …, optimizer …, activations …) of Y MiB available".</summary>
+    public string Describe() => string.Format(System.Globalization.CultureInfo.InvariantCulture,
+        "{0:F1} MiB (weights {1:F1}, gradients {2:F1}, optimizer {3:F1}, activations {4:F1}) of {5:F1} MiB available",
+        Total / 1048576.0, Weights / 1048576.0, Gradients / 1048576.0, Optimizer / 1048576.0, Activations / 1048576.0, Available / 1048576.0);
+}
+
 /// <summary>How a <see cref="LlamaModel"/> is laid out in memory.</summary>
 /// <param name="Batch">Largest batch (sequences) a step will use.</param>
 /// <param name="Seq">Largest sequence length a step will use.</param>
@@ -28,7 +46,7 @@ public sealed partial class LlamaModel : ILanguageModel
     private sealed record LayerWeights(Parameter Q, Parameter K, Parameter V, Parameter O,
         Parameter Gate, Parameter Up, Parameter Down, Parameter InputNorm, Parameter PostNorm);
 
-    private LlamaModel(Backend backend, LlamaConfig config, LlamaModelOptions options)
+    private LlamaModel(Backend backend, LlamaConfig config, LlamaModelOptions options, bool commit = true)
     {
         if (options.Batch <= 0 || options.Seq <= 0)
             throw new ArgumentOutOfRangeException(nameof(options), $"batch and seq must be positive, got {options.Batch} x {options.Seq}");
@@ -52,6 +70,14 @@ public sealed partial class LlamaModel : ILanguageModel
                     Parameters[p + "input_layernorm.weight"], Parameters[p + "post_attention_layernorm.weight"]);
             }
             _act = new Activations(Arena, config, options, _layers);
+            Memory = new MemoryEstimate(Parameters.TrainableValues.Bytes + Parameters.FrozenValues.Bytes,
+                Parameters.Grads.IsEmpty ? 0 : Parameters.Grads.Bytes,
+                (Parameters.Moment1.IsEmpty ? 0 : Parameters.Moment1.Bytes) + (Parameters.Moment2.IsEmpty ? 0 : Parameters.Moment2.Bytes),
+                _act.Bytes, Arena.ReservedBytes, backend.MemoryBytes);
+            if (!commit) return;
+            if (!Memory.Fits)
+                throw new InvalidInputException(backend.DeviceName, $"this run needs {Memory.Describe()}; " +
+                    "reduce --batch or --seq, freeze more (--method hft), or use a smaller model");
             Arena.Commit();
             Parameters.Initialize(backend);
             var cos = new float[options.Seq * config.HeadDim / 2];
@@ -68,8 +94,21 @@ public sealed partial class LlamaModel : ILanguageModel
         }
     }
 
-    /// <summary>Creates the model with zero weights; load or initialise them next.</summary>
+    /// <summary>
+    /// Creates the model with zero weights; load or initialise them next. A layout larger than the back-end's memory is
+    /// refused before anything is allocated (<see cref="InvalidInputException"/> with the estimate).
+    /// </summary>
     public static LlamaModel Create(Backend backend, LlamaConfig config, LlamaModelOptions options) => new(backend, config, options);
+
+    /// <summary>The memory a model with this layout needs, without allocating it.</summary>
+    public static MemoryEstimate EstimateMemory(Backend backend, LlamaConfig config, LlamaModelOptions options)
+    {
+        using var probe = new LlamaModel(backend, config, options, commit: false);
+        return probe.Memory;
+    }
+
+    /// <summary>The memory this model's arena holds, by kind.</summary>
+    public MemoryEstimate Memory { get; }
 
     /// <summary>The back-end everything runs on.</summary>
     public Backend Backend { get; }

@@ -34,6 +34,9 @@ public sealed unsafe partial class CpuBackend : Backend
         System.Runtime.Intrinsics.Vector128.IsHardwareAccelerated ? "128-bit SIMD" : "scalar";
 
     /// <inheritdoc/>
+    public override long MemoryBytes => GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+
+    /// <inheritdoc/>
     public override DeviceArena CreateArena() => new CpuArena(this);
 
     /// <inheritdoc/>

@@ -198,6 +198,9 @@ public sealed partial class IlgpuBackend : Backend
     public override DeviceArena CreateArena() => new IlgpuArena(this);
 
     /// <inheritdoc/>
+    public override long MemoryBytes => _acc.MemorySize;
+
+    /// <inheritdoc/>
     public override void Synchronize() => _acc.DefaultStream.Synchronize();
 
     /// <inheritdoc/>

@@ -93,7 +93,9 @@ public static class FineTuning
         }
 
         int rows = data.Train.Batch;
-        using var model = LlamaModel.Create(backend, config, new LlamaModelOptions(rows, o.Seq, frozen));
+        var layout = new LlamaModelOptions(rows, o.Seq, frozen);
+        log?.Invoke("memory: " + LlamaModel.EstimateMemory(backend, config, layout).Describe());
+        using var model = LlamaModel.Create(backend, config, layout);
         using (var weights = SafeTensorsCheckpoint.Open(request.ModelDirectory)) model.LoadWeights(weights);
         using var reference = request.Objective == "dpo" ? LlamaModel.Create(backend, config, new LlamaModelOptions(rows, o.Seq, Training: false)) : null;
         if (reference != null)
