@@ -49,26 +49,30 @@ public sealed partial class LlamaModel
                 for (int l = 0; l <= layers; l++) Residual[l] = l % 2 == 0 ? r0 : r1;
             }
 
+            // Without training, and with activation checkpointing, all layers share one set (refilled per layer).
+            bool share = !train || o.CheckpointActivations;
             Layers = new LayerActivations[layers];
             LayerActivations? shared = null;
             for (int l = 0; l < layers; l++)
             {
-                if (!train && shared != null) { Layers[l] = shared; continue; }
+                if (share && shared != null) { Layers[l] = shared; continue; }
                 var lw = w[l];
-                string p = $"layer.{l}.";
+                string p = share ? "layers." : $"layer.{l}.";
+                bool anyQkv = train && (share || lw.Q.Trainable || lw.K.Trainable || lw.V.Trainable);
+                bool anyGateUp = train && (share || lw.Gate.Trainable || lw.Up.Trainable);
                 var a = new LayerActivations
                 {
                     Rstd1 = R(p + "rstd1", n),
-                    Xn1 = train && (lw.Q.Trainable || lw.K.Trainable || lw.V.Trainable) ? R(p + "xn1", n * d) : scratchD,
+                    Xn1 = anyQkv ? R(p + "xn1", n * d) : scratchD,
                     Q = R(p + "q", n * qd), K = R(p + "k", n * kvd), V = R(p + "v", n * kvd),
                     Attn = R(p + "attn", n * qd), Lse = R(p + "lse", n * c.NumAttentionHeads),
                     XMid = R(p + "xmid", n * d), Rstd2 = R(p + "rstd2", n),
-                    Xn2 = train && (lw.Gate.Trainable || lw.Up.Trainable) ? R(p + "xn2", n * d) : scratchD,
+                    Xn2 = anyGateUp ? R(p + "xn2", n * d) : scratchD,
                     Gate = R(p + "gate", n * f), Up = R(p + "up", n * f),
-                    H = train && lw.Down.Trainable ? R(p + "h", n * f) : scratchF,
+                    H = train && (share || lw.Down.Trainable) ? R(p + "h", n * f) : scratchF,
                 };
                 Layers[l] = a;
-                if (!train) shared = a;
+                if (share) shared = a;
             }
             FinalRstd = R("final.rstd", n);
             FinalXn = R("final.xn", n * d);

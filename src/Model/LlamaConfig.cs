@@ -137,6 +137,12 @@ public sealed record LlamaConfig
         {
             throw new InvalidInputException(sourceName, $"not valid JSON: {e.Message}", e);
         }
+        catch (InvalidOperationException e)
+        {
+            // The duplicate-key check unescapes every key and throws this for a lone surrogate escape ("\ud800").
+            throw new InvalidInputException(sourceName, $"a key is not valid Unicode text (a lone surrogate escape?): {e.Message}", e);
+        }
+        CheckText(root, "the config", sourceName);
 
         var reader = new FieldReader(sourceName);
 
@@ -184,6 +190,35 @@ public sealed record LlamaConfig
         if (reader.OptionalInt(root, "head_dim") is int headDim) config = config with { HeadDim = headDim };
         config.Validate();
         return config;
+    }
+
+    /// <summary>
+    /// Rejects keys and strings that are not valid Unicode: a JSON escape can encode a lone surrogate
+    /// (<c>"\ud800"</c>), which System.Text.Json refuses to turn into a .NET string (InvalidOperationException) when
+    /// a field is read or the config is written.
+    /// </summary>
+    private static void CheckText(JsonNode? node, string where, string sourceName)
+    {
+        try
+        {
+            switch (node)
+            {
+                case JsonObject obj:
+                    foreach (var (key, value) in obj) CheckText(value, $"\"{key}\"", sourceName);
+                    break;
+                case JsonArray array:
+                    for (int i = 0; i < array.Count; i++) CheckText(array[i], $"{where}[{i}]", sourceName);
+                    break;
+                case JsonValue value when value.GetValueKind() == JsonValueKind.String:
+                    _ = value.GetValue<string>();
+                    break;
+            }
+        }
+        catch (InvalidOperationException e)
+        {
+            throw new InvalidInputException(sourceName,
+                $"a key or string in {where} is not valid Unicode text (a lone surrogate escape?): {e.Message}", e);
+        }
     }
 
     /// <summary>Checks that the values are usable; throws <see cref="InvalidInputException"/> naming

@@ -27,7 +27,10 @@ public sealed record MemoryEstimate(long Weights, long Gradients, long Optimizer
 /// <param name="Frozen">Hugging Face names of tensors that get no gradient, no optimizer state and no update.</param>
 /// <param name="Training">Reserve what the backward pass needs (gradients, saved activations).</param>
 /// <param name="Optimizer">Reserve AdamW moments for the trainable tensors.</param>
-public sealed record LlamaModelOptions(int Batch, int Seq, IReadOnlySet<string>? Frozen = null, bool Training = true, bool Optimizer = true);
+/// <param name="CheckpointActivations">Keep only each layer's input; recompute the layer's activations during the
+/// backward pass (one more forward pass of the layers, for a fraction of the activation memory).</param>
+public sealed record LlamaModelOptions(int Batch, int Seq, IReadOnlySet<string>? Frozen = null, bool Training = true, bool Optimizer = true,
+    bool CheckpointActivations = false);
 
 /// <summary>
 /// A Llama decoder (Hugging Face's <c>LlamaForCausalLM</c>) on a <see cref="Backend"/>: parameters, saved

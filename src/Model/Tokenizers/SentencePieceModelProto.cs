@@ -3,9 +3,11 @@ namespace HftRuntime.Model.Tokenizers;
 /// <summary>
 /// The few facts this runtime needs from a SentencePiece <c>ModelProto</c> (sentencepiece_model.proto), read with a
 /// minimal protobuf scanner: the number of pieces (the vocabulary size, which the library's dictionary does not
-/// always give: unigram models leave byte and control pieces out of it), the model type and byte fallback.
+/// always give: unigram models leave byte and control pieces out of it), the model type, byte fallback, and the first
+/// piece whose text holds a NUL character (Microsoft.ML.Tokenizers' unigram trie cannot store one: it refuses some and
+/// fails with IndexOutOfRangeException when encoding with others).
 /// </summary>
-internal readonly record struct SentencePieceModelProto(int PieceCount, int ModelType, bool ByteFallback)
+internal readonly record struct SentencePieceModelProto(int PieceCount, int ModelType, bool ByteFallback, int FirstPieceWithNul = -1)
 {
     /// <summary>TrainerSpec.ModelType.UNIGRAM (the proto default).</summary>
     public const int Unigram = 1;
@@ -25,6 +27,7 @@ internal readonly record struct SentencePieceModelProto(int PieceCount, int Mode
 
     // Field numbers from sentencepiece_model.proto.
     private const int ModelPiecesField = 1;
+    private const int PieceTextField = 1;
     private const int ModelTrainerSpecField = 2;
     private const int TrainerModelTypeField = 3;
     private const int TrainerByteFallbackField = 35;
@@ -33,7 +36,7 @@ internal readonly record struct SentencePieceModelProto(int PieceCount, int Mode
     /// <exception cref="FormatException">The bytes are not a well-formed protobuf message.</exception>
     public static SentencePieceModelProto Read(ReadOnlySpan<byte> model)
     {
-        int pieces = 0, modelType = Unigram;
+        int pieces = 0, modelType = Unigram, firstPieceWithNul = -1;
         bool byteFallback = false;
         int pos = 0;
         while (pos < model.Length)
@@ -41,7 +44,8 @@ internal readonly record struct SentencePieceModelProto(int PieceCount, int Mode
             var (field, wireType) = ReadKey(model, ref pos);
             if (field == ModelPiecesField && wireType == 2)
             {
-                ReadLengthDelimited(model, ref pos);
+                var piece = ReadLengthDelimited(model, ref pos);
+                if (firstPieceWithNul < 0 && HasNul(piece)) firstPieceWithNul = pieces;
                 pieces++;
             }
             else if (field == ModelTrainerSpecField && wireType == 2)
@@ -61,7 +65,21 @@ internal readonly record struct SentencePieceModelProto(int PieceCount, int Mode
                 Skip(model, ref pos, wireType);
             }
         }
-        return new SentencePieceModelProto(pieces, modelType, byteFallback);
+        return new SentencePieceModelProto(pieces, modelType, byteFallback, firstPieceWithNul);
+    }
+
+    /// <summary>True when a SentencePiece message's text (field 1) holds a 0 byte (U+0000 in UTF-8).</summary>
+    private static bool HasNul(ReadOnlySpan<byte> piece)
+    {
+        int p = 0;
+        bool nul = false;
+        while (p < piece.Length)
+        {
+            var (f, w) = ReadKey(piece, ref p);
+            if (f == PieceTextField && w == 2) nul |= ReadLengthDelimited(piece, ref p).Contains((byte)0);
+            else Skip(piece, ref p, w);
+        }
+        return nul;
     }
 
     private static (int Field, int WireType) ReadKey(ReadOnlySpan<byte> data, ref int pos)

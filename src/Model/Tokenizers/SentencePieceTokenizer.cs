@@ -27,13 +27,15 @@ public sealed class SentencePieceTokenizer : ITokenizer
 
     private readonly MlSentencePieceTokenizer _tokenizer;
     private readonly byte[] _modelBytes;
+    private readonly bool[] _decodable;
 
-    private SentencePieceTokenizer(MlSentencePieceTokenizer tokenizer, byte[] modelBytes, string sourceName,
+    private SentencePieceTokenizer(MlSentencePieceTokenizer tokenizer, byte[] modelBytes, bool[] decodable, string sourceName,
         string modelType, int vocabSize, int? bosId, int? eosId, int? unknownId)
     {
         ModelType = modelType;
         _tokenizer = tokenizer;
         _modelBytes = modelBytes;
+        _decodable = decodable;
         SourceName = sourceName;
         VocabSize = vocabSize;
         BosId = bosId;
@@ -111,6 +113,11 @@ public sealed class SentencePieceTokenizer : ITokenizer
             throw new InvalidInputException(sourceName,
                 $"model_type {proto.ModelTypeName} is not supported (only bpe and unigram SentencePiece models are)");
         }
+        if (proto.FirstPieceWithNul >= 0)
+        {
+            throw new InvalidInputException(sourceName,
+                $"piece {proto.FirstPieceWithNul} holds a NUL character, which Microsoft.ML.Tokenizers cannot handle");
+        }
         if (proto.ModelType == SentencePieceModelProto.Unigram && proto.ByteFallback)
         {
             // Microsoft.ML.Tokenizers 2.0.1 puts the byte pieces of unigram models at the wrong offset, so unknown
@@ -136,10 +143,16 @@ public sealed class SentencePieceTokenizer : ITokenizer
 
         var vocabulary = tokenizer.Vocabulary;
         int vocabSize = proto.PieceCount;
+        var decodable = new bool[vocabSize];
         foreach (var (piece, id) in vocabulary)
         {
             if ((uint)id >= (uint)vocabSize)
                 throw new InvalidInputException(sourceName, $"piece '{piece}' has id {id}, outside the {vocabSize} pieces of the model");
+            decodable[id] = true;
+        }
+        foreach (int id in (ReadOnlySpan<int>)[tokenizer.BeginningOfSentenceId, tokenizer.EndOfSentenceId, tokenizer.UnknownId])
+        {
+            if ((uint)id < (uint)vocabSize) decodable[id] = true;
         }
 
         // The library reports an id even when the model has no such piece (e.g. trained with --bos_id=-1), so only
@@ -147,7 +160,7 @@ public sealed class SentencePieceTokenizer : ITokenizer
         int? Special(string? piece, int id) =>
             piece is not null && vocabulary.TryGetValue(piece, out int actual) && actual == id ? id : null;
 
-        return new SentencePieceTokenizer(tokenizer, modelBytes, sourceName, proto.ModelTypeName, vocabSize,
+        return new SentencePieceTokenizer(tokenizer, modelBytes, decodable, sourceName, proto.ModelTypeName, vocabSize,
             Special(tokenizer.BeginningOfSentenceToken, tokenizer.BeginningOfSentenceId),
             Special(tokenizer.EndOfSentenceToken, tokenizer.EndOfSentenceId),
             Special(tokenizer.UnknownToken, tokenizer.UnknownId));
@@ -173,12 +186,19 @@ public sealed class SentencePieceTokenizer : ITokenizer
     }
 
     /// <inheritdoc/>
+    /// <remarks>Ids whose piece Microsoft.ML.Tokenizers leaves out of its vocabulary (in a unigram model: unused
+    /// pieces, and byte pieces without byte fallback) are dropped like control pieces: the library cannot decode them
+    /// (it throws NullReferenceException).</remarks>
     /// <exception cref="ArgumentOutOfRangeException">An id is outside [0, <see cref="VocabSize"/>).</exception>
     public string Decode(ReadOnlySpan<int> ids)
     {
         TokenIds.CheckRange(ids, VocabSize);
-        if (ids.IsEmpty) return string.Empty;
-        return _tokenizer.Decode(ids.ToArray(), considerSpecialTokens: false);
+        var kept = new int[ids.Length];
+        int n = 0;
+        foreach (int id in ids)
+            if (_decodable[id]) kept[n++] = id;
+        if (n == 0) return string.Empty;
+        return _tokenizer.Decode(n == kept.Length ? kept : kept[..n], considerSpecialTokens: false);
     }
 
     /// <summary>

@@ -57,8 +57,7 @@ internal static class TokenizerConfigFile
         }
         try
         {
-            return JsonNode.Parse(text) as JsonObject
-                ?? throw new InvalidInputException(path, "the tokenizer config is not a JSON object");
+            return ParseObject(text) ?? throw new InvalidInputException(path, "the tokenizer config is not a JSON object");
         }
         catch (JsonException e)
         {
@@ -105,12 +104,48 @@ internal static class TokenizerConfigFile
 
     private static string Show(int? id) => id?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "none";
 
+    /// <summary>
+    /// The JSON object of a config's text, or null for another JSON value. Duplicate keys are rejected (a JsonObject
+    /// would throw ArgumentException on first access), and so are keys and strings whose escapes encode a lone
+    /// surrogate (<c>"\ud800"</c>), which System.Text.Json cannot turn into .NET strings (InvalidOperationException).
+    /// </summary>
+    /// <exception cref="JsonException">The text is not such JSON.</exception>
+    private static JsonObject? ParseObject(string text)
+    {
+        try
+        {
+            var node = JsonNode.Parse(text, documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false });
+            CheckText(node);
+            return node as JsonObject;
+        }
+        catch (InvalidOperationException e)
+        {
+            throw new JsonException($"a key or string is not valid Unicode text (a lone surrogate escape?): {e.Message}", e);
+        }
+    }
+
+    private static void CheckText(JsonNode? node)
+    {
+        switch (node)
+        {
+            case JsonObject obj:
+                foreach (var (_, value) in obj) CheckText(value);
+                break;
+            case JsonArray array:
+                foreach (var item in array) CheckText(item);
+                break;
+            case JsonValue value when value.GetValueKind() == JsonValueKind.String:
+                _ = value.GetValue<string>();
+                break;
+        }
+    }
+
     private static JsonObject ReadExistingOrEmpty(string path)
     {
         if (!File.Exists(path)) return [];
         try
         {
-            return JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? [];
+            return ParseObject(File.ReadAllText(path)) ?? [];
         }
         catch (JsonException)
         {

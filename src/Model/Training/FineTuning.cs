@@ -43,6 +43,9 @@ public sealed record FineTuneRequest
     /// <summary>DPO's reference model directory (default: the starting model).</summary>
     public string? ReferenceDirectory { get; init; }
 
+    /// <summary>Recompute each layer's activations in the backward pass instead of keeping them (less memory, one more forward).</summary>
+    public bool CheckpointActivations { get; init; }
+
     /// <summary>Continue the run in <see cref="OutputDirectory"/> from its last checkpoint.</summary>
     public bool Resume { get; init; }
 
@@ -93,7 +96,7 @@ public static class FineTuning
         }
 
         int rows = data.Train.Batch;
-        var layout = new LlamaModelOptions(rows, o.Seq, frozen);
+        var layout = new LlamaModelOptions(rows, o.Seq, frozen, CheckpointActivations: request.CheckpointActivations);
         log?.Invoke("memory: " + LlamaModel.EstimateMemory(backend, config, layout).Describe());
         using var model = LlamaModel.Create(backend, config, layout);
         using (var weights = SafeTensorsCheckpoint.Open(request.ModelDirectory)) model.LoadWeights(weights);
@@ -162,6 +165,7 @@ public static class FineTuning
             ["tokenizer"] = tokenizer.Kind, ["objective"] = r.Objective, ["method"] = r.Method, ["policy"] = r.Policy.Name,
             ["held_out"] = r.HeldOutFraction, ["skip_bad_lines"] = r.SkipBadLines, ["beta"] = r.Beta,
             ["reference"] = r.ReferenceDirectory is null ? null : Path.GetFullPath(r.ReferenceDirectory), ["resume"] = r.Resume,
+            ["checkpoint_activations"] = r.CheckpointActivations,
             ["seed"] = o.Seed, ["steps"] = o.Steps, ["batch"] = o.Batch, ["seq"] = o.Seq, ["accum"] = o.GradAccum, ["lr"] = o.Lr,
             ["min_lr"] = o.MinLr, ["warmup"] = o.EffectiveWarmup, ["weight_decay"] = o.WeightDecay, ["beta1"] = o.Beta1, ["beta2"] = o.Beta2,
             ["eps"] = o.Eps, ["clip"] = o.ClipNorm, ["eval_every"] = o.EvalEvery, ["eval_batches"] = o.EvalBatches, ["save_every"] = o.SaveEvery,
