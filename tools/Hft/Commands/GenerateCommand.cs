@@ -19,24 +19,25 @@ internal static class GenerateCommand
         var seed = new Option<ulong>("--seed") { Description = "Seed of the sampling", DefaultValueFactory = _ => 1UL };
         var noCache = new Option<bool>("--no-cache") { Description = "Recompute the whole sequence for every token instead of using the key/value cache (slow; for checking)" };
         var noEos = new Option<bool>("--ignore-eos") { Description = "Keep going after the end-of-sequence token" };
+        var chat = new Option<bool>("--chat") { Description = "Wrap the prompt in the chat template as one user turn (for models fine-tuned with --objective sft)" };
         var device = CommonOptions.Device();
         var threads = CommonOptions.Threads();
         var cmd = new Command("generate", "Continue a prompt with a model and print the continuation")
         {
-            model, prompt, maxTokens, temperature, topP, seed, noCache, noEos, device, threads,
+            model, prompt, maxTokens, temperature, topP, seed, noCache, noEos, chat, device, threads,
         };
         cmd.SetAction(r =>
         {
             var options = new GenerationOptions(r.GetValue(maxTokens), r.GetValue(temperature), r.GetValue(topP), r.GetValue(seed),
                 StopAtEos: !r.GetValue(noEos), UseKvCache: !r.GetValue(noCache));
-            stdout.WriteLine(Execute(r.GetValue(model)!, r.GetValue(prompt)!, options, r.GetValue(device)!, r.GetValue(threads)));
+            stdout.WriteLine(Execute(r.GetValue(model)!, r.GetValue(prompt)!, options, r.GetValue(device)!, r.GetValue(threads), r.GetValue(chat)));
             return Program.ExitOk;
         });
         return cmd;
     }
 
     /// <summary>Loads the model directory and returns the decoded continuation of <paramref name="prompt"/>.</summary>
-    internal static string Execute(string modelDir, string prompt, GenerationOptions options, string device, int threads)
+    internal static string Execute(string modelDir, string prompt, GenerationOptions options, string device, int threads, bool chat = false)
     {
         // Everything that can be wrong with the input is checked before the model is loaded.
         if (string.IsNullOrEmpty(prompt)) throw new ArgumentException("--prompt is empty: give the text to continue");
@@ -50,7 +51,9 @@ internal static class GenerateCommand
         var tokenizer = Tokenizers.Load(modelDir);
         if (tokenizer.VocabSize > config.VocabSize)
             throw new InvalidInputException(modelDir, $"the tokenizer has {tokenizer.VocabSize} ids but config.json's vocab_size is {config.VocabSize}");
-        var ids = LlamaGenerator.EncodePrompt(prompt, tokenizer);
+        var ids = chat
+            ? Runtime.Data.ChatTemplate.EncodeForReply([new Runtime.Data.ChatMessage(Runtime.Data.ChatRole.User, prompt)], tokenizer)
+            : LlamaGenerator.EncodePrompt(prompt, tokenizer);
         int context = config.MaxPositionEmbeddings;
         if (ids.Length >= context)
             throw new ArgumentException($"the prompt has {ids.Length} tokens; the model's context (max_position_embeddings in config.json) is {context}, which leaves no room for a new token");
