@@ -82,53 +82,65 @@ internal static class JsonlLine
         }
         using (doc)
         {
-            var root = doc.RootElement;
-            if (root.ValueKind != JsonValueKind.Object)
-                throw new BadLineException($"a line must hold one JSON object, found {Kind(root.ValueKind)}");
-            var fields = new JsonElement[FieldNames.Length];
-            int mask = 0;
-            foreach (var p in root.EnumerateObject())
+            try
             {
-                int k = Array.IndexOf(FieldNames, p.Name);
-                if (k < 0) continue;
-                if ((mask & (1 << k)) != 0) throw new BadLineException($"field '{p.Name}' appears twice");
-                mask |= 1 << k;
-                fields[k] = p.Value;
+                return Record(doc.RootElement, format, formatOrigin);
             }
-            DatasetFormat shape = mask switch
+            catch (InvalidOperationException e)
             {
-                FText => DatasetFormat.Lm,
-                FPrompt | FResponse or FMessages => DatasetFormat.Sft,
-                FPrompt | FChosen | FRejected => DatasetFormat.Dpo,
-                _ => throw new BadLineException(ShapeError(mask, root, format, formatOrigin)),
-            };
-            if (format is DatasetFormat f && f != shape)
-                throw new BadLineException($"{Article(shape)} {DatasetFormats.Name(shape)} example ({List(mask)}) in {Article(f)} {DatasetFormats.Name(f)} dataset ({formatOrigin})");
-            switch (shape)
-            {
-                case DatasetFormat.Lm:
-                    return new JsonlRecord { Format = shape, Text = NonEmptyString(fields[0], "text") };
-                case DatasetFormat.Dpo:
-                    return new JsonlRecord
-                    {
-                        Format = shape,
-                        Prompt = NonEmptyString(fields[1], "prompt"),
-                        Chosen = NonEmptyString(fields[4], "chosen"),
-                        Rejected = NonEmptyString(fields[5], "rejected"),
-                    };
-                default:
-                    if (mask == FMessages) return new JsonlRecord { Format = shape, Messages = Messages(fields[3]) };
-                    return new JsonlRecord
-                    {
-                        Format = shape,
-                        IsPair = true,
-                        Messages =
-                        [
-                            new ChatMessage(ChatRole.User, NonEmptyString(fields[1], "prompt")),
-                            new ChatMessage(ChatRole.Assistant, NonEmptyString(fields[2], "response")),
-                        ],
-                    };
+                // A key or string whose escapes encode a lone surrogate ("\ud800") cannot become a .NET string.
+                throw new BadLineException($"a key or string is not valid text (a lone surrogate escape?): {e.Message.TrimEnd('.')}");
             }
+        }
+    }
+
+    private static JsonlRecord Record(JsonElement root, DatasetFormat? format, string formatOrigin)
+    {
+        if (root.ValueKind != JsonValueKind.Object)
+            throw new BadLineException($"a line must hold one JSON object, found {Kind(root.ValueKind)}");
+        var fields = new JsonElement[FieldNames.Length];
+        int mask = 0;
+        foreach (var p in root.EnumerateObject())
+        {
+            int k = Array.IndexOf(FieldNames, p.Name);
+            if (k < 0) continue;
+            if ((mask & (1 << k)) != 0) throw new BadLineException($"field '{p.Name}' appears twice");
+            mask |= 1 << k;
+            fields[k] = p.Value;
+        }
+        DatasetFormat shape = mask switch
+        {
+            FText => DatasetFormat.Lm,
+            FPrompt | FResponse or FMessages => DatasetFormat.Sft,
+            FPrompt | FChosen | FRejected => DatasetFormat.Dpo,
+            _ => throw new BadLineException(ShapeError(mask, root, format, formatOrigin)),
+        };
+        if (format is DatasetFormat f && f != shape)
+            throw new BadLineException($"{Article(shape)} {DatasetFormats.Name(shape)} example ({List(mask)}) in {Article(f)} {DatasetFormats.Name(f)} dataset ({formatOrigin})");
+        switch (shape)
+        {
+            case DatasetFormat.Lm:
+                return new JsonlRecord { Format = shape, Text = NonEmptyString(fields[0], "text") };
+            case DatasetFormat.Dpo:
+                return new JsonlRecord
+                {
+                    Format = shape,
+                    Prompt = NonEmptyString(fields[1], "prompt"),
+                    Chosen = NonEmptyString(fields[4], "chosen"),
+                    Rejected = NonEmptyString(fields[5], "rejected"),
+                };
+            default:
+                if (mask == FMessages) return new JsonlRecord { Format = shape, Messages = Messages(fields[3]) };
+                return new JsonlRecord
+                {
+                    Format = shape,
+                    IsPair = true,
+                    Messages =
+                    [
+                        new ChatMessage(ChatRole.User, NonEmptyString(fields[1], "prompt")),
+                        new ChatMessage(ChatRole.Assistant, NonEmptyString(fields[2], "response")),
+                    ],
+                };
         }
     }
 

@@ -1,5 +1,6 @@
 using System.Diagnostics.CodeAnalysis;
 using System.Text.Json;
+using System.Text.Unicode;
 
 namespace HftRuntime.Runtime.SafeTensors;
 
@@ -81,7 +82,9 @@ public sealed class SafeTensorsCheckpoint : ISafeTensorsSource
         JsonDocument document;
         try
         {
-            document = JsonDocument.Parse(File.ReadAllBytes(indexPath));
+            byte[] bytes = File.ReadAllBytes(indexPath);
+            if (!Utf8.IsValid(bytes)) throw new InvalidInputException(indexPath, "not valid UTF-8");
+            document = JsonDocument.Parse(bytes);
         }
         catch (JsonException e)
         {
@@ -108,8 +111,9 @@ public sealed class SafeTensorsCheckpoint : ISafeTensorsSource
                         throw new InvalidInputException(indexPath, "\"metadata\" is not a JSON object");
                     foreach (var entry in metadataElement.EnumerateObject())
                     {
-                        metadata[entry.Name] = entry.Value.ValueKind == JsonValueKind.String
-                            ? entry.Value.GetString()!
+                        string key = Text(indexPath, () => entry.Name, "a \"metadata\" key");
+                        metadata[key] = entry.Value.ValueKind == JsonValueKind.String
+                            ? Text(indexPath, () => entry.Value.GetString()!, $"\"metadata\" entry '{key}'")
                             : entry.Value.GetRawText();
                     }
                 }
@@ -124,10 +128,10 @@ public sealed class SafeTensorsCheckpoint : ISafeTensorsSource
                 var names = new List<string>();
                 foreach (var entry in map.EnumerateObject())
                 {
-                    string name = entry.Name;
+                    string name = Text(indexPath, () => entry.Name, "a \"weight_map\" tensor name");
                     if (entry.Value.ValueKind != JsonValueKind.String)
                         throw new InvalidInputException(indexPath, $"\"weight_map\" entry for tensor '{name}' is not a string");
-                    string shard = entry.Value.GetString()!;
+                    string shard = Text(indexPath, () => entry.Value.GetString()!, $"the shard of tensor '{name}'");
                     if (tensors.ContainsKey(name))
                         throw new InvalidInputException(indexPath, $"duplicate \"weight_map\" entry for tensor '{name}'");
                     if (shard.Length == 0 || Path.IsPathRooted(shard)
@@ -160,6 +164,19 @@ public sealed class SafeTensorsCheckpoint : ISafeTensorsSource
         {
             foreach (var file in files) file.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>A JSON string or property name as text; a lone surrogate escape (<c>"\ud800"</c>) is bad input.</summary>
+    private static string Text(string path, Func<string> read, string what)
+    {
+        try
+        {
+            return read();
+        }
+        catch (InvalidOperationException e)
+        {
+            throw new InvalidInputException(path, $"{what} is not valid Unicode text (a lone surrogate escape?): {e.Message}", e);
         }
     }
 

@@ -375,7 +375,7 @@ public sealed class SafeTensorsFile : ISafeTensorsSource
 
             foreach (var property in root.EnumerateObject())
             {
-                string name = property.Name;
+                string name = Text(path, () => property.Name, "a tensor name");
                 if (name == "__metadata__")
                 {
                     if (sawMetadata) throw new InvalidInputException(path, "duplicate \"__metadata__\" entry");
@@ -414,10 +414,11 @@ public sealed class SafeTensorsFile : ISafeTensorsSource
             throw new InvalidInputException(path, $"\"__metadata__\" is a JSON {Kind(value)}, not an object of strings");
         foreach (var entry in value.EnumerateObject())
         {
+            string key = Text(path, () => entry.Name, "a \"__metadata__\" key");
             if (entry.Value.ValueKind != JsonValueKind.String)
-                throw new InvalidInputException(path, $"\"__metadata__\" entry '{entry.Name}' is a JSON {Kind(entry.Value)}, not a string");
-            if (!metadata.TryAdd(entry.Name, entry.Value.GetString()!))
-                throw new InvalidInputException(path, $"duplicate \"__metadata__\" entry '{entry.Name}'");
+                throw new InvalidInputException(path, $"\"__metadata__\" entry '{key}' is a JSON {Kind(entry.Value)}, not a string");
+            if (!metadata.TryAdd(key, Text(path, () => entry.Value.GetString()!, $"\"__metadata__\" entry '{key}'")))
+                throw new InvalidInputException(path, $"duplicate \"__metadata__\" entry '{key}'");
         }
     }
 
@@ -433,7 +434,7 @@ public sealed class SafeTensorsFile : ISafeTensorsSource
             throw Bad("missing \"dtype\"");
         if (dtypeElement.ValueKind != JsonValueKind.String)
             throw Bad($"\"dtype\" is a JSON {Kind(dtypeElement)}, not a string");
-        string dtypeName = dtypeElement.GetString()!;
+        string dtypeName = Text(path, () => dtypeElement.GetString()!, $"tensor '{name}': \"dtype\"");
         if (!SafeTensorsDTypes.TryParse(dtypeName, out var dtype))
             throw Bad($"unknown dtype '{dtypeName}'");
 
@@ -487,6 +488,22 @@ public sealed class SafeTensorsFile : ISafeTensorsSource
             throw Bad($"\"data_offsets\" [{begin}, {end}] cover {end - begin} bytes but {dtypeName} {TensorInfo.FormatShape(shape)} needs {byteLength}");
 
         return new TensorInfo(name, dtype, shape, count, dataStart + begin, byteLength, path);
+    }
+
+    /// <summary>
+    /// A JSON string or property name as text. The header is valid UTF-8, but an escape can still encode a lone
+    /// surrogate (<c>"\ud800"</c>), which System.Text.Json refuses to turn into a string: that is bad input too.
+    /// </summary>
+    private static string Text(string path, Func<string> read, string what)
+    {
+        try
+        {
+            return read();
+        }
+        catch (InvalidOperationException e)
+        {
+            throw new InvalidInputException(path, $"{what} is not valid Unicode text (a lone surrogate escape?): {e.Message}", e);
+        }
     }
 
     private static string Kind(JsonElement element) => element.ValueKind switch
