@@ -55,7 +55,7 @@ public sealed class TrainerTests
         var snapshot = be.ToArray<float>(model.Parameters.TrainableValues);
         var reports = new List<TrainingProgress>();
         var trainer = new Trainer(wrapped, new HftRuntime.Runtime.Objectives.TokenObjective("lm"), data, null, options, Fixtures.TempDirectory(), new JsonObject());
-        var r = trainer.Run(progress: new Cli.Commands.SyncProgressForTests<TrainingProgress>(reports.Add));
+        var r = trainer.Run(progress: new InlineProgress<TrainingProgress>(reports.Add));
         Assert.That(r.SkippedSteps, Is.EqualTo(1));
         Assert.That(r.Losses[2], Is.Null);
         Assert.That(r.Losses.Count(l => l is not null), Is.EqualTo(5));
@@ -90,7 +90,7 @@ public sealed class TrainerTests
         data.Position = new DataPosition(0, 0);
         using var cts = new CancellationTokenSource();
         var first = new Trainer(model, objective, data, null, options, cut, new JsonObject())
-            .Run(progress: new Cli.Commands.SyncProgressForTests<TrainingProgress>(p => { if (p.Step == 5) cts.Cancel(); }), cancel: cts.Token);
+            .Run(progress: new InlineProgress<TrainingProgress>(p => { if (p.Step == 5) cts.Cancel(); }), cancel: cts.Token);
         Assert.That(first.Cancelled, Is.True);
         Assert.That(first.StepsDone, Is.EqualTo(5));
 
