@@ -22,7 +22,7 @@ internal static class BenchCommand
         cmd.SetAction(r =>
         {
             using var backend = Devices.Create(r.GetValue(device)!, r.GetValue(threads));
-            var report = Benchmarks.Run(backend, new BenchOptions(r.GetValue(model), r.GetValue(quick)), line => stdout.WriteLine(line));
+            var report = ConsoleDisplay.Status(stdout, false, "benchmarking", log => Benchmarks.Run(backend, new BenchOptions(r.GetValue(model), r.GetValue(quick)), log));
             stdout.WriteLine();
             stdout.Write(Benchmarks.Markdown(report));
             if (r.GetValue(json) is { } path) File.WriteAllText(path, report.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));

@@ -64,7 +64,7 @@ internal static class DemoCommand
         var tokenizer = Model.Tokenizers.Tokenizers.Create(data.Tokenizer);
         var scale = ExperimentScale.FromEnvironment(tokenizer.VocabSize) ?? ExperimentScale.For(quick, backend.Name == "cuda", tokenizer.VocabSize);
         Say($"2. Forgetting: pretrain on corpus A, fine-tune on task B with FFT and with HFT ({scale.Name} scale)");
-        var result = TrainingDisplay.Run(stdout, quiet, "demo", progress =>
+        var result = ConsoleDisplay.Run(stdout, quiet, "demo", progress =>
             ForgettingExperiment.Run(backend, data, scale, outDir, seeds, progress, cancel, quiet ? null : line => stdout.WriteLine("   " + line)));
         string md = Markdown(result, verified);
         File.WriteAllText(Path.Combine(outDir, "report.md"), md);

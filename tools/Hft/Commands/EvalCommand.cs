@@ -39,7 +39,7 @@ internal static class EvalCommand
         if (batch <= 0 || seq <= 0) throw new ArgumentException("--batch and --seq must be positive");
         using var backend = Devices.Create(device, threads);
         using var llama = LlamaModel.Load(backend, modelDir, new LlamaModelOptions(batch, seq, Training: false), out var tokenizer);
-        var r = ModelEvaluation.Run(llama, tokenizer, dataPath, objective, maxBatches, exact, skipBad);
+        var r = ConsoleDisplay.Status(stdout, false, $"evaluating on {Path.GetFileName(dataPath)}", _ => ModelEvaluation.Run(llama, tokenizer, dataPath, objective, maxBatches, exact, skipBad));
         var inv = CultureInfo.InvariantCulture;
         stdout.WriteLine(string.Format(inv, "loss {0:F4}  perplexity {1:F3}  over {2:N0} tokens ({3} batches of {4} x {5}) on {6}",
             r.Loss, r.Perplexity, r.Tokens, r.Batches, llama.MaxBatch, seq, backend.DeviceName));

@@ -26,7 +26,7 @@ internal static class StagesCommand
             HeldOutFraction = job.HeldOut, SkipBadLines = job.SkipBadLines, Beta = job.Beta, Resume = job.Resume,
         };
         using var backend = Devices.Create(job.Device, job.Threads);
-        var report = TrainingDisplay.Run(stdout, quiet, "stages", progress => ContinualLearning.Run(backend, request, progress, cancel, quiet ? null : stdout.WriteLine));
+        var report = ConsoleDisplay.Run(stdout, quiet, "stages", progress => ContinualLearning.Run(backend, request, progress, cancel, quiet ? null : stdout.WriteLine));
         var inv = CultureInfo.InvariantCulture;
         if (report["cancelled"]!.GetValue<bool>()) return Program.ExitCancelled;
         stdout.WriteLine(string.Format(inv, "done: {0} stages; op {1:F4}, bwt {2}; wrote {3}", report["stages"]!.AsArray().Count,

@@ -111,7 +111,7 @@ internal static class TrainCommand
         CancellationToken cancel)
     {
         var inv = CultureInfo.InvariantCulture;
-        var r = TrainingDisplay.Run(stdout, quiet, $"{request.Method} {request.Objective}", progress =>
+        var r = ConsoleDisplay.Run(stdout, quiet, $"{request.Method} {request.Objective}", progress =>
             FineTuning.Run(backend, request, progress, cancel, quiet ? null : line => (line.StartsWith("warning", StringComparison.Ordinal) ? stderr : stdout).WriteLine(line)));
         var t = r.Training;
         stdout.WriteLine(string.Format(inv, "{0} {1} steps: final loss {2}, {3:F1} ms/step (median), {4:N0} tokens/s, {5} skipped; wrote {6}",

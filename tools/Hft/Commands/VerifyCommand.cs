@@ -32,7 +32,7 @@ internal static class VerifyCommand
         bool all = true;
         foreach (var dir in cases)
         {
-            var report = GoldenVerifier.Run(dir, backend);
+            var report = ConsoleDisplay.Status(stdout, false, $"verifying {Path.GetFileName(dir)}", _ => GoldenVerifier.Run(dir, backend));
             Print(report, stdout);
             all &= report.Passed;
         }

@@ -5,10 +5,10 @@ using Spectre.Console;
 namespace HftRuntime.Cli.Commands;
 
 /// <summary>
-/// How a training command shows progress: a Spectre.Console progress bar on an interactive terminal, one line per
-/// log step when the output is redirected or captured, nothing with --quiet.
+/// How a long command shows progress: a Spectre.Console progress bar (training) or spinner on an interactive terminal, lines
+/// when the output is redirected or captured, nothing with --quiet.
 /// </summary>
-internal static class TrainingDisplay
+internal static class ConsoleDisplay
 {
     /// <summary>True when <paramref name="stdout"/> is the process's own console and a person is watching it.</summary>
     public static bool Interactive(TextWriter stdout) =>
@@ -40,6 +40,19 @@ internal static class TrainingDisplay
                         AnsiConsole.MarkupLine(Markup.Escape(string.Format(CultureInfo.InvariantCulture, "  step {0}: held-out loss {1:F4}", p.Step, e)));
                 }));
             });
+        return result;
+    }
+
+    /// <summary>
+    /// Runs <paramref name="work"/> under a Spectre.Console spinner on an interactive terminal (its text follows what
+    /// the work reports through the callback); elsewhere the reports are printed as lines unless <paramref name="quiet"/>.
+    /// </summary>
+    public static T Status<T>(TextWriter stdout, bool quiet, string message, Func<Action<string>, T> work)
+    {
+        if (quiet) return work(_ => { });
+        if (!Interactive(stdout)) return work(stdout.WriteLine);
+        T result = default!;
+        AnsiConsole.Status().Start(Markup.Escape(message), ctx => result = work(line => ctx.Status(Markup.Escape($"{message}: {line}"))));
         return result;
     }
 
