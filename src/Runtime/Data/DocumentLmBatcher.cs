@@ -18,13 +18,9 @@ public sealed class DocumentLmBatcher : IBatchSource
 
     private readonly JsonlDataset _data;
     private readonly long _first;
-    private readonly ulong _seed;
-    private readonly bool _shuffle;
     private readonly ModelInputs _inputs;
     private readonly int[] _window;
-    private int[] _order = [];
-    private long _orderEpoch = -1;
-    private DataPosition _position;
+    private readonly EpochOrder _order;
 
     /// <summary>
     /// Creates the batcher over a split of <paramref name="data"/> (an LM dataset): <paramref name="batch"/> windows of
@@ -42,7 +38,8 @@ public sealed class DocumentLmBatcher : IBatchSource
             throw new InvalidInputException(data.Path, $"too short for one batch: the {(split == DatasetSplit.Train ? "training" : "held-out")} documents hold " +
                 $"{tokens} tokens, which give {windows} windows of {seq + 1} tokens, and a batch needs {batch}");
         if (windows > int.MaxValue) throw new InvalidInputException(data.Path, $"too large: {windows} windows of {seq + 1} tokens");
-        _data = data; _first = first; _seed = seed; _shuffle = split == DatasetSplit.Train;
+        _data = data; _first = first;
+        _order = new EpochOrder((int)windows, seed, ShuffleStream, split == DatasetSplit.Train, "windows");
         Batch = batch; Seq = seq; Windows = (int)windows;
         _inputs = new ModelInputs(batch, seq);
         _window = new int[seq + 1];
@@ -60,13 +57,8 @@ public sealed class DocumentLmBatcher : IBatchSource
     /// <inheritdoc/>
     public DataPosition Position
     {
-        get => _position;
-        set
-        {
-            if (value.Epoch < 0 || value.Index < 0 || value.Index >= Windows)
-                throw new ArgumentOutOfRangeException(nameof(value), value, $"position outside the data ({Windows} windows per epoch)");
-            _position = value;
-        }
+        get => _order.Position;
+        set => _order.Position = value;
     }
 
     /// <inheritdoc/>
@@ -77,8 +69,7 @@ public sealed class DocumentLmBatcher : IBatchSource
         var w = _window;
         for (int b = 0; b < Batch; b++)
         {
-            if (_orderEpoch != _position.Epoch) Reorder(_position.Epoch);
-            _data.ReadTokens(_first + (long)_order[_position.Index] * seq, w);
+            _data.ReadTokens(_first + (long)_order.Current * seq, w);
             int docStart = 0;
             for (int t = 0; t < seq; t++)
             {
@@ -95,16 +86,9 @@ public sealed class DocumentLmBatcher : IBatchSource
                 m.Segment[p] = segment;
             }
             segment++;
-            _position = _position.Index + 1 < Windows ? _position with { Index = _position.Index + 1 } : new DataPosition(_position.Epoch + 1, 0);
+            _order.Advance();
         }
         return m;
     }
 
-    private void Reorder(long epoch)
-    {
-        if (_order.Length != Windows) _order = new int[Windows];
-        for (int i = 0; i < Windows; i++) _order[i] = i;
-        if (_shuffle) new Rng(Rng.Derive(_seed, ShuffleStream, epoch)).Shuffle<int>(_order);
-        _orderEpoch = epoch;
-    }
 }

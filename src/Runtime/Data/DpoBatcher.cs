@@ -20,16 +20,12 @@ public sealed class DpoBatcher : IBatchSource
 
     private readonly JsonlDataset _data;
     private readonly int _first;
-    private readonly ulong _seed;
-    private readonly bool _shuffle;
     private readonly int _pad;
     private readonly ModelInputs _inputs;
     private readonly Dictionary<int, DpoExample> _cache = new();
     private readonly long _cacheBudget;
     private long _cachedTokens;
-    private int[] _order = [];
-    private long _orderEpoch = -1;
-    private DataPosition _position;
+    private readonly EpochOrder _order;
 
     /// <summary>
     /// Creates the batcher over a split of <paramref name="data"/> (a DPO dataset): <paramref name="pairs"/> rows of
@@ -45,7 +41,8 @@ public sealed class DpoBatcher : IBatchSource
         if (Examples < pairs)
             throw new InvalidInputException(data.Path, $"too few {(split == DatasetSplit.Train ? "training" : "held-out")} pairs for one batch: " +
                 $"{Examples} pairs, and a batch of {pairs} pairs needs at least {pairs}");
-        _data = data; _seed = seed; _shuffle = split == DatasetSplit.Train;
+        _data = data;
+        _order = new EpochOrder(Examples, seed, ShuffleStream, split == DatasetSplit.Train, "pairs");
         Pairs = pairs; Seq = data.Seq;
         _pad = data.Tokenizer.EosId ?? 0;
         _inputs = new ModelInputs(2 * pairs, Seq);
@@ -67,13 +64,8 @@ public sealed class DpoBatcher : IBatchSource
     /// <inheritdoc/>
     public DataPosition Position
     {
-        get => _position;
-        set
-        {
-            if (value.Epoch < 0 || value.Index < 0 || value.Index >= Examples)
-                throw new ArgumentOutOfRangeException(nameof(value), value, $"position outside the data ({Examples} pairs per epoch)");
-            _position = value;
-        }
+        get => _order.Position;
+        set => _order.Position = value;
     }
 
     /// <inheritdoc/>
@@ -92,7 +84,7 @@ public sealed class DpoBatcher : IBatchSource
                 fillC += ex.ChosenLength;
                 fillR += ex.RejectedLength;
                 segment++;
-                Advance();
+                _order.Advance();
                 if (fillC == seq || fillR == seq) break;
             }
             Pad(chosenRow, fillC);
@@ -135,8 +127,7 @@ public sealed class DpoBatcher : IBatchSource
 
     private DpoExample Current()
     {
-        if (_orderEpoch != _position.Epoch) Reorder(_position.Epoch);
-        int example = _first + _order[_position.Index];
+        int example = _first + _order.Current;
         if (_cache.TryGetValue(example, out var ex)) return ex;
         ex = _data.ReadDpo(example);
         int tokens = ex.ChosenLength + ex.RejectedLength;
@@ -146,14 +137,5 @@ public sealed class DpoBatcher : IBatchSource
         return ex;
     }
 
-    private void Advance() =>
-        _position = _position.Index + 1 < Examples ? _position with { Index = _position.Index + 1 } : new DataPosition(_position.Epoch + 1, 0);
 
-    private void Reorder(long epoch)
-    {
-        if (_order.Length != Examples) _order = new int[Examples];
-        for (int i = 0; i < Examples; i++) _order[i] = i;
-        if (_shuffle) new Rng(Rng.Derive(_seed, ShuffleStream, epoch)).Shuffle<int>(_order);
-        _orderEpoch = epoch;
-    }
 }

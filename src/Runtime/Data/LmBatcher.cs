@@ -8,24 +8,21 @@ namespace HftRuntime.Runtime.Data;
 public sealed class LmBatcher : IBatchSource
 {
     private readonly int[] _tokens;
-    private readonly ulong _seed;
-    private readonly bool _shuffle;
     private readonly ModelInputs _inputs;
-    private int[] _order = [];
-    private long _orderEpoch = -1;
-    private DataPosition _position;
+    private readonly EpochOrder _order;
 
     /// <summary>Creates the batcher; <paramref name="source"/> names the data in errors.</summary>
     public LmBatcher(int[] tokens, int batch, int seq, ulong seed, string source, bool shuffle = true)
     {
         if (batch <= 0 || seq <= 0) throw new ArgumentOutOfRangeException(nameof(batch), $"batch and seq must be positive, got {batch} x {seq}");
-        _tokens = tokens; _seed = seed; _shuffle = shuffle;
+        _tokens = tokens;
         Batch = batch; Seq = seq;
         Windows = tokens.Length > 0 ? (tokens.Length - 1) / seq : 0;
         if (Windows < batch)
             throw new InvalidInputException(source,
                 $"too short for one batch: {tokens.Length} tokens give {Windows} windows of {seq + 1} tokens, and a batch needs {batch}");
         _inputs = new ModelInputs(batch, seq);
+        _order = new EpochOrder(Windows, seed, 0x4C4D, shuffle, "windows");
     }
 
     /// <inheritdoc/>
@@ -40,13 +37,8 @@ public sealed class LmBatcher : IBatchSource
     /// <inheritdoc/>
     public DataPosition Position
     {
-        get => _position;
-        set
-        {
-            if (value.Epoch < 0 || value.Index < 0 || value.Index >= Windows)
-                throw new ArgumentOutOfRangeException(nameof(value), value, $"position outside the data ({Windows} windows per epoch)");
-            _position = value;
-        }
+        get => _order.Position;
+        set => _order.Position = value;
     }
 
     /// <inheritdoc/>
@@ -54,8 +46,7 @@ public sealed class LmBatcher : IBatchSource
     {
         for (int b = 0; b < Batch; b++)
         {
-            if (_orderEpoch != _position.Epoch) Reorder(_position.Epoch);
-            int start = _order[_position.Index] * Seq;
+            int start = _order.Current * Seq;
             for (int t = 0; t < Seq; t++)
             {
                 int r = b * Seq + t;
@@ -63,16 +54,9 @@ public sealed class LmBatcher : IBatchSource
                 _inputs.Targets[r] = _tokens[start + t + 1];
                 _inputs.RowScale[r] = 1f;
             }
-            _position = _position.Index + 1 < Windows ? _position with { Index = _position.Index + 1 } : new DataPosition(_position.Epoch + 1, 0);
+            _order.Advance();
         }
         return _inputs;
     }
 
-    private void Reorder(long epoch)
-    {
-        if (_order.Length != Windows) _order = new int[Windows];
-        for (int i = 0; i < Windows; i++) _order[i] = i;
-        if (_shuffle) new Rng(Rng.Derive(_seed, 0x4C4D, epoch)).Shuffle<int>(_order);
-        _orderEpoch = epoch;
-    }
 }

@@ -20,16 +20,12 @@ public sealed class SftBatcher : IBatchSource
 
     private readonly JsonlDataset _data;
     private readonly int _first;
-    private readonly ulong _seed;
-    private readonly bool _shuffle;
     private readonly int _pad;
     private readonly ModelInputs _inputs;
     private readonly Dictionary<int, SftExample> _cache = new();
     private readonly long _cacheBudget;
     private long _cachedTokens;
-    private int[] _order = [];
-    private long _orderEpoch = -1;
-    private DataPosition _position;
+    private readonly EpochOrder _order;
 
     /// <summary>
     /// Creates the batcher over a split of <paramref name="data"/> (an SFT dataset): <paramref name="batch"/>
@@ -45,7 +41,8 @@ public sealed class SftBatcher : IBatchSource
         if (Examples < batch)
             throw new InvalidInputException(data.Path, $"too few {(split == DatasetSplit.Train ? "training" : "held-out")} examples for one batch: " +
                 $"{Examples} examples, and a batch of {batch} sequences needs at least {batch}");
-        _data = data; _seed = seed; _shuffle = split == DatasetSplit.Train;
+        _data = data;
+        _order = new EpochOrder(Examples, seed, ShuffleStream, split == DatasetSplit.Train, "examples");
         Batch = batch; Seq = data.Seq;
         _pad = data.Tokenizer.EosId ?? 0;
         _inputs = new ModelInputs(batch, Seq);
@@ -64,13 +61,8 @@ public sealed class SftBatcher : IBatchSource
     /// <inheritdoc/>
     public DataPosition Position
     {
-        get => _position;
-        set
-        {
-            if (value.Epoch < 0 || value.Index < 0 || value.Index >= Examples)
-                throw new ArgumentOutOfRangeException(nameof(value), value, $"position outside the data ({Examples} examples per epoch)");
-            _position = value;
-        }
+        get => _order.Position;
+        set => _order.Position = value;
     }
 
     /// <inheritdoc/>
@@ -101,7 +93,7 @@ public sealed class SftBatcher : IBatchSource
                 }
                 segment++;
                 fill += n;
-                Advance();
+                _order.Advance();
                 if (fill == seq) break;
             }
             for (int t = fill; t < seq; t++)
@@ -120,8 +112,7 @@ public sealed class SftBatcher : IBatchSource
 
     private SftExample Current()
     {
-        if (_orderEpoch != _position.Epoch) Reorder(_position.Epoch);
-        int example = _first + _order[_position.Index];
+        int example = _first + _order.Current;
         if (_cache.TryGetValue(example, out var ex)) return ex;
         ex = _data.ReadSft(example);
         if (_cachedTokens + ex.Length > _cacheBudget) { _cache.Clear(); _cachedTokens = 0; }
@@ -130,14 +121,5 @@ public sealed class SftBatcher : IBatchSource
         return ex;
     }
 
-    private void Advance() =>
-        _position = _position.Index + 1 < Examples ? _position with { Index = _position.Index + 1 } : new DataPosition(_position.Epoch + 1, 0);
 
-    private void Reorder(long epoch)
-    {
-        if (_order.Length != Examples) _order = new int[Examples];
-        for (int i = 0; i < Examples; i++) _order[i] = i;
-        if (_shuffle) new Rng(Rng.Derive(_seed, ShuffleStream, epoch)).Shuffle<int>(_order);
-        _orderEpoch = epoch;
-    }
 }
