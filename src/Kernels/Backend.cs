@@ -9,9 +9,6 @@ namespace HftRuntime.Kernels;
 /// <param name="Step">1-based count of applied steps (for bias correction).</param>
 public readonly record struct AdamWStep(float Lr, float Beta1, float Beta2, float Eps, float WeightDecay, int Step)
 {
-    /// <summary>1 - beta1^step, computed in double as PyTorch does.</summary>
-    public float BiasCorrection1 => (float)(1.0 - Math.Pow(Beta1, Step));
-
     /// <summary>sqrt(1 - beta2^step), computed in double.</summary>
     public float BiasCorrection2Sqrt => (float)Math.Sqrt(1.0 - Math.Pow(Beta2, Step));
 

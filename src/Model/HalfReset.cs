@@ -55,8 +55,8 @@ public static class HalfReset
         ArgumentException.ThrowIfNullOrEmpty(tunedDirectory);
         ArgumentException.ThrowIfNullOrEmpty(outputDirectory);
         ArgumentNullException.ThrowIfNull(policy);
-        RequireDistinct(outputDirectory, baseDirectory, "base");
-        RequireDistinct(outputDirectory, tunedDirectory, "tuned");
+        OutputPaths.RequireDistinct(outputDirectory, baseDirectory, "base model directory", "write the half-reset model elsewhere (--out)");
+        OutputPaths.RequireDistinct(outputDirectory, tunedDirectory, "tuned model directory", "write the half-reset model elsewhere (--out)");
 
         using var pair = ModelPair.Open(baseDirectory, tunedDirectory);
         var reset = policy.SelectFrozen(LlamaModel.TensorNames(pair.Config));
@@ -95,14 +95,6 @@ public static class HalfReset
             report.ToJsonString(new JsonSerializerOptions { WriteIndented = true, IndentSize = 2, NewLine = "\n" }) + "\n");
         staged.Commit();
         return new HalfResetResult(staged.Destination, resetNames, describe, pair.Specs.Count, resetParameters, totalParameters, copied);
-    }
-
-    private static void RequireDistinct(string output, string input, string role)
-    {
-        string o = Path.TrimEndingDirectorySeparator(Path.GetFullPath(output));
-        string i = Path.TrimEndingDirectorySeparator(Path.GetFullPath(input));
-        if (o == i)
-            throw new InvalidInputException(output, $"is the {role} model directory; write the half-reset model elsewhere (--out)");
     }
 
     /// <summary>A float32 entry whose bytes are read from <paramref name="source"/> when the writer reaches it.</summary>

@@ -56,10 +56,9 @@ public sealed class ModelInputs
 
     /// <summary>
     /// Builds the causal-LM inputs Hugging Face's convention implies: logits at t predict labels[t + 1]; positions
-    /// whose shifted label is -100 carry no loss; the loss is the mean over the rest (each weighted 1/count,
-    /// scaled by <paramref name="normalizer"/> when given, e.g. the token count of a whole accumulation window).
+    /// whose shifted label is -100 carry no loss; the loss is the mean over the rest (each weighted 1/count).
     /// </summary>
-    public static ModelInputs FromLabels(ReadOnlySpan<int> ids, ReadOnlySpan<int> labels, int batch, int seq, int? normalizer = null)
+    public static ModelInputs FromLabels(ReadOnlySpan<int> ids, ReadOnlySpan<int> labels, int batch, int seq)
     {
         var m = new ModelInputs(batch, seq);
         if (ids.Length != m.Rows || labels.Length != m.Rows)
@@ -73,7 +72,7 @@ public sealed class ModelInputs
                 m.Targets[b * seq + t] = target;
                 if (target != Backend.IgnoreIndex) count++;
             }
-        float w = 1f / Math.Max(1, normalizer ?? count);
+        float w = 1f / Math.Max(1, count);
         for (int i = 0; i < m.Rows; i++) m.RowScale[i] = m.Targets[i] == Backend.IgnoreIndex ? 0f : w;
         return m;
     }

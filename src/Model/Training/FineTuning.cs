@@ -79,7 +79,7 @@ public static class FineTuning
             throw new ArgumentException($"unknown objective '{request.Objective}'; expected lm, sft or dpo");
         if (!(request.HeldOutFraction >= 0 && request.HeldOutFraction < 1))
             throw new ArgumentOutOfRangeException("held-out", request.HeldOutFraction, "--held-out must lie in [0, 1)");
-        RequireDistinct(request.OutputDirectory, request.ModelDirectory);
+        OutputPaths.RequireDistinct(request.OutputDirectory, request.ModelDirectory, "input model directory", "write the trained model elsewhere (--out)");
         var config = LlamaConfig.Load(Path.Combine(request.ModelDirectory, "config.json"));
         var tokenizer = Tokenizers.Tokenizers.Load(request.ModelDirectory);
         if (tokenizer.VocabSize > config.VocabSize)
@@ -147,12 +147,6 @@ public static class FineTuning
     /// <summary>Opens the request's data for its objective (see <see cref="Datasets.Open"/>).</summary>
     internal static TrainingData OpenData(FineTuneRequest r, ITokenizer tokenizer) =>
         Datasets.Open(r.DataPath, r.Objective, tokenizer, r.Options.Batch, r.Options.Seq, r.Options.Seed, r.HeldOutFraction, r.SkipBadLines);
-
-    private static void RequireDistinct(string output, string input)
-    {
-        string o = Path.GetFullPath(output).TrimEnd(Path.DirectorySeparatorChar), i = Path.GetFullPath(input).TrimEnd(Path.DirectorySeparatorChar);
-        if (o == i) throw new InvalidInputException(output, "is the input model directory; write the trained model elsewhere (--out)");
-    }
 
     private static JsonObject ResolvedConfig(FineTuneRequest r, ITokenizer tokenizer, string dataSha256)
     {

@@ -1,5 +1,5 @@
-using HftRuntime.Kernels;
 using HftRuntime.Runtime.Data;
+using HftRuntime.Runtime.Training;
 
 namespace HftRuntime.Model.Training;
 
@@ -34,21 +34,7 @@ public static class ModelEvaluation
         objective ??= Detect(dataPath, tokenizer, model.MaxSeq, skipBadLines);
         if (objective is not ("lm" or "sft")) throw new ArgumentException($"evaluation takes lm or sft data, not '{objective}'");
         using var data = Datasets.Open(dataPath, objective, tokenizer, model.MaxBatch, model.MaxSeq, seed: 1, heldOutFraction: 0, skipBadLines);
-        var source = data.Train;
-        double sum = 0;
-        long tokens = 0;
-        int batches = 0;
-        while (source.Position.Epoch == 0 && (maxBatches == 0 || batches < maxBatches))
-        {
-            var inputs = source.Next();
-            int n = inputs.CountTargets();
-            for (int i = 0; i < inputs.Rows; i++) inputs.RowScale[i] = inputs.Targets[i] == Backend.IgnoreIndex ? 0f : 1f;
-            model.SetInputs(inputs);
-            model.Forward();
-            sum += model.Loss();
-            tokens += n;
-            batches++;
-        }
+        var (sum, tokens, batches) = Evaluator.SumLoss(model, data.Train, maxBatches, wholeEpoch: true);
         var answers = objective == "sft" && exactMatchPrompts > 0
             ? Training.ExactMatch.Answer(model, tokenizer, data.Jsonl!.Prompts(DatasetSplit.Train, exactMatchPrompts))
             : [];
