@@ -14,7 +14,7 @@ public sealed unsafe class WorkerPool : IDisposable
 
     private readonly Thread[] _threads;
     private readonly SemaphoreSlim _start = new(0);
-    private readonly ManualResetEventSlim _done = new(false);
+    private readonly object _doneGate = new(); // a caller that must block waits on this (allocated here, not lazily)
     private readonly object _gate = new();
     private delegate*<void*, int, int, void> _body;
     private void* _args;
@@ -59,13 +59,12 @@ public sealed unsafe class WorkerPool : IDisposable
         {
             _body = body; _args = args; _total = total; _grain = grain; _next = 0; _error = null;
             int helpers = Math.Min(_threads.Length, (total + grain - 1) / grain - 1);
-            _pending = helpers;
-            _done.Reset();
+            Volatile.Write(ref _pending, helpers);
             if (helpers > 0) _start.Release(helpers);
             bool was = t_inWorker;
             t_inWorker = true;
             try { Work(); } finally { t_inWorker = was; }
-            if (helpers > 0) _done.Wait();
+            if (helpers > 0) WaitForHelpers();
             _body = null; _args = null;
             _error?.Throw();
         }
@@ -89,6 +88,23 @@ public sealed unsafe class WorkerPool : IDisposable
         }
     }
 
+    // Spins briefly, then blocks on a monitor. (ManualResetEventSlim allocates its lock object the first time a
+    // wait blocks, which would break the no-allocation guarantee of a warm training step.)
+    private void WaitForHelpers()
+    {
+        var spin = new SpinWait();
+        while (Volatile.Read(ref _pending) > 0)
+        {
+            if (spin.NextSpinWillYield)
+            {
+                lock (_doneGate)
+                    while (Volatile.Read(ref _pending) > 0) Monitor.Wait(_doneGate);
+                return;
+            }
+            spin.SpinOnce();
+        }
+    }
+
     private void WorkerLoop()
     {
         t_inWorker = true;
@@ -97,7 +113,8 @@ public sealed unsafe class WorkerPool : IDisposable
             _start.Wait();
             if (_disposed) return;
             Work();
-            if (Interlocked.Decrement(ref _pending) == 0) _done.Set();
+            if (Interlocked.Decrement(ref _pending) == 0)
+                lock (_doneGate) Monitor.PulseAll(_doneGate);
         }
     }
 
@@ -109,6 +126,5 @@ public sealed unsafe class WorkerPool : IDisposable
         if (_threads.Length > 0) _start.Release(_threads.Length);
         foreach (var t in _threads) t.Join();
         _start.Dispose();
-        _done.Dispose();
     }
 }
