@@ -85,6 +85,17 @@ public abstract class Backend : IDisposable
         CopyCore(dst, src);
     }
 
+    /// <summary>
+    /// dst = bfloat16(src), rounding to nearest with ties to even (as PyTorch does); a NaN stays a NaN and values
+    /// beyond bfloat16's range become infinities. dst is BF16, src F32, equal counts.
+    /// </summary>
+    public void ToBf16(Tensor dst, Tensor src)
+    {
+        Own(dst, nameof(dst)); F32(src, nameof(src)); Same(dst, src);
+        if (dst.Type != DType.BF16) throw new ArgumentException($"dst '{dst.Name}' must be BF16, is {dst.Type}", nameof(dst));
+        ToBf16Core(dst, src);
+    }
+
     /// <summary>y += x (element-wise, equal counts).</summary>
     public void AddInPlace(Tensor y, Tensor x)
     {
@@ -136,12 +147,31 @@ public abstract class Backend : IDisposable
     // ------------------------------------------------------------------ RMSNorm
 
     /// <summary>y = x / sqrt(mean(x²) + eps) * w per row; rstd[i] = 1 / sqrt(mean(x_i²) + eps).</summary>
-    public void RmsNormForward(Tensor y, Tensor rstd, Tensor x, Tensor w, int n, int dim, float eps)
+    /// <remarks>
+    /// Fused variants, each in the same pass over the row: with <paramref name="residual"/>, x += residual first (x is
+    /// updated in place: the residual add before a norm); with <paramref name="yBf16"/> (BF16), y is also written
+    /// rounded to bfloat16, and y may then be the empty tensor.
+    /// </remarks>
+    public void RmsNormForward(Tensor y, Tensor rstd, Tensor x, Tensor w, int n, int dim, float eps, Tensor residual = default, Tensor yBf16 = default)
     {
         Pos(n, nameof(n)); Pos(dim, nameof(dim));
-        F32(y, nameof(y)); F32(rstd, nameof(rstd)); F32(x, nameof(x)); F32(w, nameof(w));
-        Need(y, (long)n * dim, nameof(y)); Need(x, (long)n * dim, nameof(x)); Need(rstd, n, nameof(rstd)); Need(w, dim, nameof(w));
-        RmsNormForwardCore(y, rstd, x, w, n, dim, eps);
+        F32(rstd, nameof(rstd)); F32(x, nameof(x)); F32(w, nameof(w));
+        Need(x, (long)n * dim, nameof(x)); Need(rstd, n, nameof(rstd)); Need(w, dim, nameof(w));
+        OptionalOutputs(y, yBf16, (long)n * dim, nameof(y), nameof(yBf16));
+        if (!residual.IsEmpty) { F32(residual, nameof(residual)); Need(residual, (long)n * dim, nameof(residual)); }
+        RmsNormForwardCore(y, rstd, x, w, n, dim, eps, residual, yBf16);
+    }
+
+    /// <summary>An F32 output and an optional BF16 copy of it: at least one present, each of at least <paramref name="count"/> elements.</summary>
+    private void OptionalOutputs(Tensor f32, Tensor bf16, long count, string f32Name, string bf16Name)
+    {
+        if (f32.IsEmpty && bf16.IsEmpty) throw new ArgumentException($"{f32Name} and {bf16Name} are both empty: nothing to write", f32Name);
+        if (!f32.IsEmpty) { F32(f32, f32Name); Need(f32, count, f32Name); }
+        if (!bf16.IsEmpty)
+        {
+            Own(bf16, bf16Name); Need(bf16, count, bf16Name);
+            if (bf16.Type != DType.BF16) throw new ArgumentException($"{bf16Name} '{bf16.Name}' must be BF16, is {bf16.Type}", bf16Name);
+        }
     }
 
     /// <summary>
@@ -232,11 +262,16 @@ public abstract class Backend : IDisposable
 
     // ------------------------------------------------------------------ SwiGLU
 
-    /// <summary>h = silu(gate) · up, element-wise over h.Count elements.</summary>
-    public void SwiGluForward(Tensor h, Tensor gate, Tensor up)
+    /// <summary>h = silu(gate) · up, element-wise over gate.Count elements.</summary>
+    /// <remarks>
+    /// With <paramref name="hBf16"/> (BF16) the result is also written rounded to bfloat16, in the same pass (the
+    /// operand of a bf16 product); h may then be the empty tensor, when nothing needs the fp32 values.
+    /// </remarks>
+    public void SwiGluForward(Tensor h, Tensor gate, Tensor up, Tensor hBf16 = default)
     {
-        F32(h, nameof(h)); F32(gate, nameof(gate)); F32(up, nameof(up)); Same(h, gate); Same(h, up);
-        SwiGluForwardCore(h, gate, up);
+        F32(gate, nameof(gate)); F32(up, nameof(up)); Same(gate, up);
+        OptionalOutputs(h, hBf16, gate.Count, nameof(h), nameof(hBf16));
+        SwiGluForwardCore(h, gate, up, hBf16);
     }
 
     /// <summary>
@@ -256,10 +291,16 @@ public abstract class Backend : IDisposable
     /// and op(b) is b[k, n] or, with <paramref name="transB"/>, b[n, k]ᵀ. Training uses three forms:
     /// Y = X·Wᵀ (transB), dX = dY·W (none), dW += dYᵀ·X (transA, accumulate).
     /// </summary>
+    /// <remarks>
+    /// a and b are both F32 or both BF16 (mixed precision: bf16 products accumulated in fp32, on tensor cores where
+    /// the back-end has them); c is always F32.
+    /// </remarks>
     public void MatMul(Tensor c, Tensor a, Tensor b, int m, int n, int k, bool transA, bool transB, bool accumulate)
     {
         Pos(m, nameof(m)); Pos(n, nameof(n)); Pos(k, nameof(k));
-        F32(c, nameof(c)); F32(a, nameof(a)); F32(b, nameof(b));
+        F32(c, nameof(c)); Own(a, nameof(a)); Own(b, nameof(b));
+        if (a.Type is not (DType.F32 or DType.BF16) || b.Type != a.Type)
+            throw new ArgumentException($"matmul operands must be both F32 or both BF16: a '{a.Name}' is {a.Type}, b '{b.Name}' is {b.Type}");
         Need(c, (long)m * n, nameof(c)); Need(a, (long)m * k, nameof(a)); Need(b, (long)k * n, nameof(b));
         MatMulCore(c, a, b, m, n, k, transA, transB, accumulate);
     }
@@ -271,13 +312,23 @@ public abstract class Backend : IDisposable
     /// targets[i] = −100 (ignored). With <paramref name="writeGradient"/>, the row is then overwritten in place with
     /// rowScale[i] · (softmax(row) − onehot(targets[i])) (zero for ignored rows): no second [n, vocab] buffer.
     /// </summary>
-    public void CrossEntropy(Tensor logits, Tensor targets, Tensor rowScale, Tensor losses, int n, int vocab, bool writeGradient)
+    /// <remarks>
+    /// With <paramref name="gradBf16"/> (BF16, [n, vocab]) and <paramref name="writeGradient"/>, the gradient goes
+    /// there instead, rounded to bfloat16 (the operand of the head's bf16 products), and the logits stay as they are.
+    /// </remarks>
+    public void CrossEntropy(Tensor logits, Tensor targets, Tensor rowScale, Tensor losses, int n, int vocab, bool writeGradient, Tensor gradBf16 = default)
     {
         Pos(n, nameof(n)); Pos(vocab, nameof(vocab));
         F32(logits, nameof(logits)); I32(targets, nameof(targets)); F32(losses, nameof(losses));
         Need(logits, (long)n * vocab, nameof(logits)); Need(targets, n, nameof(targets)); Need(losses, n, nameof(losses));
         if (writeGradient) { F32(rowScale, nameof(rowScale)); Need(rowScale, n, nameof(rowScale)); }
-        CrossEntropyCore(logits, targets, rowScale, losses, n, vocab, writeGradient);
+        if (!gradBf16.IsEmpty)
+        {
+            if (!writeGradient) throw new ArgumentException("gradBf16 is given but writeGradient is false", nameof(gradBf16));
+            Own(gradBf16, nameof(gradBf16)); Need(gradBf16, (long)n * vocab, nameof(gradBf16));
+            if (gradBf16.Type != DType.BF16) throw new ArgumentException($"gradBf16 '{gradBf16.Name}' must be BF16, is {gradBf16.Type}", nameof(gradBf16));
+        }
+        CrossEntropyCore(logits, targets, rowScale, losses, n, vocab, writeGradient, gradBf16);
     }
 
     /// <summary>The label value whose position carries no loss.</summary>
@@ -290,14 +341,23 @@ public abstract class Backend : IDisposable
     /// contiguous trainable block: param, grad, m, v share one layout. Elements outside every segment are
     /// untouched. grad is multiplied by gradScale[0] when gradScale is not empty (clipping).
     /// </summary>
-    public void AdamW(Tensor param, Tensor grad, Tensor m, Tensor v, Tensor segments, int segmentCount, AdamWStep step, Tensor gradScale)
+    /// <remarks>
+    /// With a non-empty <paramref name="paramBf16"/> (BF16, same layout as param) the step also writes the updated
+    /// values rounded to bfloat16 there, in the same pass: the compute copy of mixed-precision training.
+    /// </remarks>
+    public void AdamW(Tensor param, Tensor grad, Tensor m, Tensor v, Tensor segments, int segmentCount, AdamWStep step, Tensor gradScale, Tensor paramBf16 = default)
     {
+        if (!paramBf16.IsEmpty)
+        {
+            Own(paramBf16, nameof(paramBf16)); Same(param, paramBf16);
+            if (paramBf16.Type != DType.BF16) throw new ArgumentException($"paramBf16 '{paramBf16.Name}' must be BF16, is {paramBf16.Type}", nameof(paramBf16));
+        }
         F32(param, nameof(param)); F32(grad, nameof(grad)); F32(m, nameof(m)); F32(v, nameof(v)); I32(segments, nameof(segments));
         Same(param, grad); Same(param, m); Same(param, v);
         Pos(segmentCount, nameof(segmentCount)); Need(segments, segmentCount * 3L, nameof(segments));
         if (step.Step < 1) throw new ArgumentOutOfRangeException(nameof(step), $"AdamW step must be >= 1, got {step.Step}");
         if (!gradScale.IsEmpty) { F32(gradScale, nameof(gradScale)); Need(gradScale, 1, nameof(gradScale)); }
-        AdamWCore(param, grad, m, v, segments, segmentCount, step, gradScale);
+        AdamWCore(param, grad, m, v, segments, segmentCount, step, gradScale, paramBf16);
     }
 
     // ------------------------------------------------------------------ implementations
@@ -310,6 +370,8 @@ public abstract class Backend : IDisposable
     protected abstract void FillCore(Tensor dst, float value);
     /// <summary>Implementation of <see cref="Copy"/>.</summary>
     protected abstract void CopyCore(Tensor dst, Tensor src);
+    /// <summary>Implementation of <see cref="ToBf16"/>.</summary>
+    protected abstract void ToBf16Core(Tensor dst, Tensor src);
     /// <summary>Implementation of <see cref="AddInPlace"/>.</summary>
     protected abstract void AddInPlaceCore(Tensor y, Tensor x);
     /// <summary>Implementation of <see cref="Scale"/>.</summary>
@@ -323,7 +385,7 @@ public abstract class Backend : IDisposable
     /// <summary>Implementation of <see cref="EmbeddingBackward"/>.</summary>
     protected abstract void EmbeddingBackwardCore(Tensor dTable, Tensor ids, Tensor dy, int n, int dim, int vocab);
     /// <summary>Implementation of <see cref="RmsNormForward"/>.</summary>
-    protected abstract void RmsNormForwardCore(Tensor y, Tensor rstd, Tensor x, Tensor w, int n, int dim, float eps);
+    protected abstract void RmsNormForwardCore(Tensor y, Tensor rstd, Tensor x, Tensor w, int n, int dim, float eps, Tensor residual, Tensor yBf16);
     /// <summary>Implementation of <see cref="RmsNormBackward"/>.</summary>
     protected abstract void RmsNormBackwardCore(Tensor dx, Tensor dw, Tensor dy, Tensor x, Tensor w, Tensor rstd, int n, int dim);
     /// <summary>Implementation of <see cref="Rope"/>.</summary>
@@ -338,15 +400,15 @@ public abstract class Backend : IDisposable
     protected abstract void AttentionDecodeCore(Tensor o, Tensor q, Tensor kCache, Tensor vCache,
         int batch, int queries, int keys, int cacheRows, int heads, int kvHeads, int headDim, float scale);
     /// <summary>Implementation of <see cref="SwiGluForward"/>.</summary>
-    protected abstract void SwiGluForwardCore(Tensor h, Tensor gate, Tensor up);
+    protected abstract void SwiGluForwardCore(Tensor h, Tensor gate, Tensor up, Tensor hBf16);
     /// <summary>Implementation of <see cref="SwiGluBackward"/>.</summary>
     protected abstract void SwiGluBackwardCore(Tensor dGate, Tensor dUp, Tensor dh, Tensor gate, Tensor up);
     /// <summary>Implementation of <see cref="MatMul"/>.</summary>
     protected abstract void MatMulCore(Tensor c, Tensor a, Tensor b, int m, int n, int k, bool transA, bool transB, bool accumulate);
     /// <summary>Implementation of <see cref="CrossEntropy"/>.</summary>
-    protected abstract void CrossEntropyCore(Tensor logits, Tensor targets, Tensor rowScale, Tensor losses, int n, int vocab, bool writeGradient);
+    protected abstract void CrossEntropyCore(Tensor logits, Tensor targets, Tensor rowScale, Tensor losses, int n, int vocab, bool writeGradient, Tensor gradBf16);
     /// <summary>Implementation of <see cref="AdamW"/>.</summary>
-    protected abstract void AdamWCore(Tensor param, Tensor grad, Tensor m, Tensor v, Tensor segments, int segmentCount, AdamWStep step, Tensor gradScale);
+    protected abstract void AdamWCore(Tensor param, Tensor grad, Tensor m, Tensor v, Tensor segments, int segmentCount, AdamWStep step, Tensor gradScale, Tensor paramBf16);
 
     // ------------------------------------------------------------------ validation
 

@@ -80,6 +80,52 @@ public sealed class PtxCompileTests
         Assert.That(Regex.Matches(ptx, @"\b(fma\.rn|mul)\.f32").Count, Is.GreaterThanOrEqualTo(64), "the inner loop should hold 64 multiply-adds");
     }
 
+    /// <summary>
+    /// With NVIDIA's ptxas available (HFT_PTXAS, or ptxas on PATH; CUDA 11.8 or newer), every kernel assembles for
+    /// sm_90 and, at the default O2, none keeps a stack frame: ILGPU passes inline-asm operands and some structs through local memory,
+    /// which costs a GEMM ten times its speed when ptxas cannot remove it. Without ptxas the test is inconclusive.
+    /// Writes a table of registers and stack bytes per kernel to the test output.
+    /// </summary>
+    [Test]
+    public void PtxasAssemblesEveryKernelWithoutAStackFrame()
+    {
+        string? ptxas = Environment.GetEnvironmentVariable("HFT_PTXAS");
+        if (string.IsNullOrEmpty(ptxas))
+            ptxas = (Environment.GetEnvironmentVariable("PATH") ?? "").Split(Path.PathSeparator).Select(d => Path.Combine(d, "ptxas")).FirstOrDefault(File.Exists);
+        if (ptxas is null || !File.Exists(ptxas)) Assert.Inconclusive("no ptxas (set HFT_PTXAS to NVIDIA's ptxas to run this check)");
+        string version = RunTool(ptxas, "--version").Output;
+        var m = Regex.Match(version, @"release (\d+)\.(\d+)");
+        // ptxas accepts PTX ISA versions up to its own release's; ILGPU writes 8.8, which 11.8 reads as 7.8.
+        string isa = m.Success && int.Parse(m.Groups[1].Value) < 12 ? "7.8" : "8.8";
+        string dir = Path.Combine(Path.GetTempPath(), "hft-ptxas-" + Environment.ProcessId);
+        Directory.CreateDirectory(dir);
+        var failures = new List<string>();
+        foreach (var method in MarkedKernels())
+        {
+            string file = Path.Combine(dir, method.Name + ".ptx");
+            File.WriteAllText(file, Compile(method).Replace(".version 8.8", ".version " + isa));
+            var (code, output) = RunTool(ptxas, $"-arch=sm_90 -v \"{file}\" -o \"{file}.cubin\"");
+            var stack = Regex.Match(output, @"(\d+) bytes stack frame");
+            var regs = Regex.Match(output, @"Used (\d+) registers");
+            TestContext.Out.WriteLine($"{method.Name,-36} registers {(regs.Success ? regs.Groups[1].Value : "?"),4}  stack {(stack.Success ? stack.Groups[1].Value : "?"),5}");
+            if (code != 0) failures.Add($"{method.Name}: ptxas failed: {output.Trim()}");
+            // O1 is the fallback a GPU machine can switch to; only the default (O2) must be free of stack frames.
+            else if (_level == OptimizationLevel.O2 && (!stack.Success || stack.Groups[1].Value != "0"))
+                failures.Add($"{method.Name}: {(stack.Success ? stack.Value : "no stack report")}");
+        }
+        Assert.That(failures, Is.Empty);
+    }
+
+    private static (int Code, string Output) RunTool(string file, string arguments)
+    {
+        var psi = new System.Diagnostics.ProcessStartInfo(file, arguments) { RedirectStandardOutput = true, RedirectStandardError = true };
+        using var p = System.Diagnostics.Process.Start(psi)!;
+        var stderr = p.StandardError.ReadToEndAsync();
+        string stdout = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        return (p.ExitCode, stdout + stderr.Result);
+    }
+
     /// <summary>The set of kernels the back-end loads is exactly the set marked with the attribute.</summary>
     [Test]
     public void EveryLoadedKernelIsMarkedAndEveryMarkedKernelIsLoaded()

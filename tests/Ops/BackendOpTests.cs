@@ -81,6 +81,46 @@ public abstract class BackendOpTests
         Assert.That(RelErr(Minus(h.Read(tdx2), dx0), gx), Is.LessThan(GradientTolerance), "frozen weight: same dx");
     }
 
+    [TestCase(3, 17)]
+    [TestCase(9, 64)]
+    public void FusedRmsNormAddsTheResidualAndWritesBf16InOnePass(int n, int d)
+    {
+        var rng = new Random(d + 1);
+        var x = Randn(rng, n * d); var res = Randn(rng, n * d); var w = Randn(rng, d, 0.5);
+        using var h = H();
+        var tx = h.Input(x); var tres = h.Input(res); var tw = h.Input(w); var y = h.Output(n * d); var rstd = h.Output(n);
+        var y16 = h.OutputBf16(n * d); var tx2 = h.Input(x); var only16 = h.OutputBf16(n * d); var rstd2 = h.Output(n);
+        h.Commit();
+        Backend.RmsNormForward(y, rstd, tx, tw, n, d, 1e-5f, residual: tres, yBf16: y16);
+        Backend.RmsNormForward(default, rstd2, tx2, tw, n, d, 1e-5f, yBf16: only16);
+        var sum = x.Select((v, i) => v + res[i]).ToArray();
+        Assert.That(h.Read(tx), Is.EqualTo(sum), "x += residual, in place");
+        var got = h.Read(y);
+        Assert.That(RelErr(got, Reference.RmsNorm(D(sum), D(w), n, d, 1e-5)), Is.LessThan(ForwardTolerance));
+        Assert.That(h.ReadBf16(y16), Is.EqualTo(got.Select(Bf16.FromFloat).ToArray()), "the bf16 copy is y rounded");
+        var want16 = Reference.RmsNorm(D(x), D(w), n, d, 1e-5);
+        Assert.That(RelErr(h.ReadBf16(only16).Select(Bf16.ToFloat).ToArray(), want16), Is.LessThan(4e-3), "bf16 output alone");
+        Assert.That(h.Read(tx2), Is.EqualTo(x), "no residual: x untouched");
+        Assert.Throws<ArgumentException>(() => Backend.RmsNormForward(default, rstd, tx, tw, n, d, 1e-5f), "no output at all");
+    }
+
+    [Test]
+    public void FusedSwiGluWritesBf16WithOrWithoutTheFloatOutput()
+    {
+        int count = 5003;
+        var rng = new Random(9);
+        var g = Randn(rng, count, 2); var u = Randn(rng, count);
+        using var h = H();
+        var tg = h.Input(g); var tu = h.Input(u); var both = h.Output(count); var both16 = h.OutputBf16(count); var only16 = h.OutputBf16(count);
+        h.Commit();
+        Backend.SwiGluForward(both, tg, tu, both16);
+        Backend.SwiGluForward(default, tg, tu, only16);
+        var got = h.Read(both);
+        Assert.That(RelErr(got, Reference.SwiGlu(D(g), D(u))), Is.LessThan(ForwardTolerance));
+        Assert.That(h.ReadBf16(both16), Is.EqualTo(got.Select(Bf16.FromFloat).ToArray()));
+        Assert.That(h.ReadBf16(only16), Is.EqualTo(h.ReadBf16(both16)));
+    }
+
     [TestCase(7, 3, 8, 10000.0)]
     [TestCase(5, 2, 16, 500000.0)]
     public void RopeRotatesHalvesAndItsInverseIsTheGradient(int n, int heads, int hd, double theta)
@@ -272,6 +312,52 @@ public abstract class BackendOpTests
         Assert.That(RelErr(h.Read(cacc), wantAcc), Is.LessThan(ForwardTolerance * 5));
     }
 
+    [TestCase(false, false)]
+    [TestCase(false, true)]
+    [TestCase(true, false)]
+    [TestCase(true, true)]
+    public void MatMulOfBf16OperandsIsExactProductsSummedInFloat(bool transA, bool transB)
+    {
+        int m = 21, n = 19, k = 45;
+        var rng = new Random(100 + (transA ? 1 : 0) + (transB ? 2 : 0));
+        var a = Randn(rng, m * k).Select(Bf16.FromFloat).ToArray();
+        var b = Randn(rng, k * n).Select(Bf16.FromFloat).ToArray();
+        var c0 = Randn(rng, m * n);
+        using var h = H();
+        var ta = h.InputBf16(a); var tb = h.InputBf16(b); var c = h.Output(m * n); var cacc = h.Input(c0);
+        var tf = h.Output(k * n);
+        h.Commit();
+        Backend.MatMul(c, ta, tb, m, n, k, transA, transB, accumulate: false);
+        Backend.MatMul(cacc, ta, tb, m, n, k, transA, transB, accumulate: true);
+        var want = Reference.MatMul(a.Select(x => (double)Bf16.ToFloat(x)).ToArray(), b.Select(x => (double)Bf16.ToFloat(x)).ToArray(), m, n, k, transA, transB);
+        Assert.That(RelErr(h.Read(c), want), Is.LessThan(ForwardTolerance * 5));
+        Assert.That(RelErr(h.Read(cacc), want.Select((x, i) => x + c0[i]).ToArray()), Is.LessThan(ForwardTolerance * 5));
+        Assert.Throws<ArgumentException>(() => Backend.MatMul(c, ta, tf, m, n, k, transA, transB, false), "mixed operand types");
+    }
+
+    [Test]
+    public void ToBf16RoundsToNearestEvenAndKeepsSpecialValues()
+    {
+        var rng = new Random(5);
+        var x = Randn(rng, 70_001, 100).ToList();
+        // ties (even and odd mantissa), overflow to infinity, infinities, NaNs of both signs, zeros, a subnormal
+        x.AddRange([BitConverter.UInt32BitsToSingle(0x3F80_8000u), BitConverter.UInt32BitsToSingle(0x3F81_8000u),
+            3.4e38f, -3.4e38f, float.PositiveInfinity, float.NegativeInfinity, float.NaN, -float.NaN,
+            BitConverter.UInt32BitsToSingle(0x7F80_0001u), 0f, -0f, 1e-40f]);
+        var data = x.ToArray();
+        using var h = H();
+        var src = h.Input(data); var dst = h.OutputBf16(data.Length);
+        h.Commit();
+        Backend.ToBf16(dst, src);
+        var got = h.ReadBf16(dst);
+        var want = data.Select(Bf16.FromFloat).ToArray();
+        Assert.That(got, Is.EqualTo(want));
+        Assert.That(want[^12], Is.EqualTo((ushort)0x3F80), "a tie rounds to the even mantissa");
+        Assert.That(want[^11], Is.EqualTo((ushort)0x3F82), "a tie rounds to the even mantissa (up)");
+        Assert.That(want[^10], Is.EqualTo((ushort)0x7F80), "beyond bf16's range: infinity");
+        Assert.That(float.IsNaN(Bf16.ToFloat(want[^4])), "a NaN with only low mantissa bits stays a NaN");
+    }
+
     [TestCase(6, 10)]
     [TestCase(13, 1000)]
     public void CrossEntropyLossAndInPlaceGradient(int n, int vocab)
@@ -284,9 +370,11 @@ public abstract class BackendOpTests
         using var h = H();
         var tl = h.Input(logits); var tl2 = h.Input(logits); var tt = h.Input(targets); var ts = h.Input(scale);
         var loss = h.Output(n); var loss2 = h.Output(n);
+        var tl3 = h.Input(logits); var loss3 = h.Output(n); var g16 = h.OutputBf16(n * vocab);
         h.Commit();
         Backend.CrossEntropy(tl, tt, default, loss, n, vocab, writeGradient: false);
         Backend.CrossEntropy(tl2, tt, ts, loss2, n, vocab, writeGradient: true);
+        Backend.CrossEntropy(tl3, tt, ts, loss3, n, vocab, writeGradient: true, gradBf16: g16);
         var ld = D(logits);
         var want = Reference.CrossEntropy(ld, targets, n, vocab);
         Assert.That(RelErr(h.Read(loss), want), Is.LessThan(ForwardTolerance));
@@ -300,6 +388,10 @@ public abstract class BackendOpTests
             return s;
         });
         Assert.That(RelErr(h.Read(tl2), g), Is.LessThan(GradientTolerance));
+        // The bf16 gradient: the in-place gradient rounded (the same float arithmetic), and the logits untouched.
+        Assert.That(h.Read(loss3), Is.EqualTo(h.Read(loss2)));
+        Assert.That(h.Read(tl3), Is.EqualTo(logits), "with a bf16 gradient the logits stay as they were");
+        Assert.That(h.ReadBf16(g16), Is.EqualTo(h.Read(tl2).Select(Bf16.FromFloat).ToArray()));
     }
 
     [Test]
@@ -315,12 +407,13 @@ public abstract class BackendOpTests
         using var h = H();
         var p = h.Input(p0); var g = h.Output(count); var m = h.Input(new float[count]); var v = h.Input(new float[count]);
         var ts = h.Input(seg); var gs = h.Input(new[] { 0.5f });
+        var shadow = h.OutputBf16(count);
         h.Commit();
         double[] pd = D(p0), md = new double[count], vd = new double[count];
         for (int s = 1; s <= steps; s++)
         {
             Backend.Upload<float>(g, grads[s - 1]);
-            Backend.AdamW(p, g, m, v, ts, 2, new AdamWStep(lr, b1, b2, eps, wd, s), gs);
+            Backend.AdamW(p, g, m, v, ts, 2, new AdamWStep(lr, b1, b2, eps, wd, s), gs, paramBf16: s == steps ? shadow : default);
             double bc1 = 1 - Math.Pow(b1, s), bc2 = 1 - Math.Pow(b2, s);
             for (int i = 0; i < count; i++)
             {
@@ -338,6 +431,12 @@ public abstract class BackendOpTests
         Assert.That(got.AsSpan(600, 50).ToArray(), Is.EqualTo(p0.AsSpan(600, 50).ToArray()), "outside every segment: untouched");
         Assert.That(RelErr(h.Read(m), md), Is.LessThan(1e-6));
         Assert.That(RelErr(h.Read(v), vd), Is.LessThan(1e-6));
+        var sh = h.ReadBf16(shadow);
+        for (int i = 0; i < count; i++)
+        {
+            if (i >= 600 && i < 650) Assert.That(sh[i], Is.EqualTo((ushort)0x7FC0), $"shadow element {i} outside every segment: untouched");
+            else Assert.That(sh[i], Is.EqualTo(Bf16.FromFloat(got[i])), $"shadow element {i}: the new value rounded to bf16");
+        }
     }
 
     [Test]

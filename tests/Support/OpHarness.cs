@@ -35,6 +35,29 @@ public sealed class OpHarness : IDisposable
         return t;
     }
 
+    /// <summary>A BF16 tensor holding the raw bits <paramref name="data"/>.</summary>
+    public Tensor InputBf16(ushort[] data, string name = "in")
+    {
+        var t = _arena.Reserve(name, data.Length, DType.BF16);
+        _afterCommit.Add(() => _backend.Upload<ushort>(t, data));
+        return t;
+    }
+
+    /// <summary>A BF16 tensor of <paramref name="count"/> NaNs (bits 0x7FC0).</summary>
+    public Tensor OutputBf16(int count, string name = "out")
+    {
+        var t = _arena.Reserve(name, count, DType.BF16);
+        _afterCommit.Add(() => _backend.Upload<ushort>(t, Enumerable.Repeat((ushort)0x7FC0, count).ToArray()));
+        return t;
+    }
+
+    /// <summary>Reads a BF16 tensor's raw bits back.</summary>
+    public ushort[] ReadBf16(Tensor t)
+    {
+        _backend.Synchronize();
+        return _backend.ToArray<ushort>(t);
+    }
+
     /// <summary>An F32 tensor of <paramref name="count"/> NaNs.</summary>
     public Tensor Output(int count, string name = "out")
     {

@@ -7,17 +7,18 @@ public sealed unsafe partial class CpuBackend
     private struct AdamWArgs
     {
         public float* P, G, M, V;
+        public ushort* P16;
         public long Start;
         public float GradScale, Decay, Beta1, Beta2, StepSize, Bc2Sqrt, Eps;
     }
 
     /// <inheritdoc/>
-    protected override void AdamWCore(Tensor param, Tensor grad, Tensor m, Tensor v, Tensor segments, int segmentCount, AdamWStep step, Tensor gradScale)
+    protected override void AdamWCore(Tensor param, Tensor grad, Tensor m, Tensor v, Tensor segments, int segmentCount, AdamWStep step, Tensor gradScale, Tensor paramBf16)
     {
         int* seg = I(segments);
         var a = new AdamWArgs
         {
-            P = F(param), G = F(grad), M = F(m), V = F(v),
+            P = F(param), G = F(grad), M = F(m), V = F(v), P16 = paramBf16.IsEmpty ? null : H(paramBf16),
             GradScale = gradScale.IsEmpty ? 1f : *F(gradScale),
             Beta1 = step.Beta1, Beta2 = step.Beta2, StepSize = step.StepSize, Bc2Sqrt = step.BiasCorrection2Sqrt, Eps = step.Eps,
         };
@@ -63,5 +64,6 @@ public sealed unsafe partial class CpuBackend
             m[i] = mi; v[i] = vi;
             p[i] = p[i] * decay - mi / (MathF.Sqrt(vi) / bc2 + eps) * stepSize;
         }
+        if (a->P16 != null) RoundRange(p, a->P16 + o, s, e);
     }
 }

@@ -4,15 +4,15 @@ namespace HftRuntime.Kernels.Cpu;
 
 public sealed unsafe partial class CpuBackend
 {
-    private struct CrossEntropyArgs { public float* Logits, RowScale, Losses; public int* Targets; public int Vocab; public bool Grad; }
+    private struct CrossEntropyArgs { public float* Logits, RowScale, Losses; public int* Targets; public ushort* Grad16; public int Vocab; public bool Grad; }
 
     /// <inheritdoc/>
-    protected override void CrossEntropyCore(Tensor logits, Tensor targets, Tensor rowScale, Tensor losses, int n, int vocab, bool writeGradient)
+    protected override void CrossEntropyCore(Tensor logits, Tensor targets, Tensor rowScale, Tensor losses, int n, int vocab, bool writeGradient, Tensor gradBf16)
     {
         var a = new CrossEntropyArgs
         {
             Logits = F(logits), Targets = I(targets), Losses = F(losses), RowScale = writeGradient ? F(rowScale) : null,
-            Vocab = vocab, Grad = writeGradient,
+            Vocab = vocab, Grad = writeGradient, Grad16 = gradBf16.IsEmpty ? null : H(gradBf16),
         };
         for (int i = 0; i < n; i++)
         {
@@ -27,14 +27,22 @@ public sealed unsafe partial class CpuBackend
     {
         var a = (CrossEntropyArgs*)p;
         int v = a->Vocab;
+        // A bf16 gradient is formed in this thread's scratch row, so the logits stay as they are.
+        float* scratch = a->Grad16 != null ? ScratchBuffer.Get(v) : null;
         for (int i = s; i < e; i++)
         {
             var row = new Span<float>(a->Logits + (long)i * v, v);
+            if (scratch != null)
+            {
+                row.CopyTo(new Span<float>(scratch, v));
+                row = new Span<float>(scratch, v);
+            }
             int t = a->Targets[i];
             if (t == IgnoreIndex)
             {
                 a->Losses[i] = 0f;
                 if (a->Grad) row.Clear();
+                if (scratch != null) RoundRange(scratch, a->Grad16 + (long)i * v, 0, v);
                 continue;
             }
             float max = TensorPrimitives.Max(row);
@@ -55,6 +63,7 @@ public sealed unsafe partial class CpuBackend
                 sum = SumExp(row, max);
             }
             a->Losses[i] = MathF.Log(sum) + max - target;
+            if (scratch != null) RoundRange(scratch, a->Grad16 + (long)i * v, 0, v);
         }
     }
 

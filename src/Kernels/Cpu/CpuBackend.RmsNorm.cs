@@ -5,12 +5,16 @@ namespace HftRuntime.Kernels.Cpu;
 
 public sealed unsafe partial class CpuBackend
 {
-    private struct RmsNormArgs { public float* Y, Rstd, X, W, Dx, Dw, Dy; public int N, Dim; public float Eps; }
+    private struct RmsNormArgs { public float* Y, Rstd, X, W, Dx, Dw, Dy, Res; public ushort* Y16; public int N, Dim; public float Eps; }
 
     /// <inheritdoc/>
-    protected override void RmsNormForwardCore(Tensor y, Tensor rstd, Tensor x, Tensor w, int n, int dim, float eps)
+    protected override void RmsNormForwardCore(Tensor y, Tensor rstd, Tensor x, Tensor w, int n, int dim, float eps, Tensor residual, Tensor yBf16)
     {
-        var a = new RmsNormArgs { Y = F(y), Rstd = F(rstd), X = F(x), W = F(w), N = n, Dim = dim, Eps = eps };
+        var a = new RmsNormArgs
+        {
+            Y = y.IsEmpty ? null : F(y), Rstd = F(rstd), X = F(x), W = F(w), N = n, Dim = dim, Eps = eps,
+            Res = residual.IsEmpty ? null : F(residual), Y16 = yBf16.IsEmpty ? null : H(yBf16),
+        };
         _pool.For(n, Math.Max(1, 16384 / dim), &RmsNormForwardRows, &a);
     }
 
@@ -19,14 +23,19 @@ public sealed unsafe partial class CpuBackend
         var a = (RmsNormArgs*)p;
         int d = a->Dim;
         var w = new ReadOnlySpan<float>(a->W, d);
+        // Without an fp32 output the row goes through this thread's scratch on its way to bf16.
+        float* tmp = a->Y == null ? ScratchBuffer.Get(d) : null;
         for (int i = s; i < e; i++)
         {
-            var x = new ReadOnlySpan<float>(a->X + (long)i * d, d);
-            var y = new Span<float>(a->Y + (long)i * d, d);
+            var x = new Span<float>(a->X + (long)i * d, d);
+            if (a->Res != null) TensorPrimitives.Add(x, new ReadOnlySpan<float>(a->Res + (long)i * d, d), x);
+            float* yp = a->Y != null ? a->Y + (long)i * d : tmp;
+            var y = new Span<float>(yp, d);
             float r = 1f / MathF.Sqrt(TensorPrimitives.SumOfSquares(x) / d + a->Eps);
             a->Rstd[i] = r;
             TensorPrimitives.Multiply(x, r, y);
             TensorPrimitives.Multiply(y, w, y);
+            if (a->Y16 != null) RoundRange(yp, a->Y16 + (long)i * d, 0, d);
         }
     }
 

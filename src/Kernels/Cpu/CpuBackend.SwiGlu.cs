@@ -4,30 +4,33 @@ namespace HftRuntime.Kernels.Cpu;
 
 public sealed unsafe partial class CpuBackend
 {
-    private struct SwiGluArgs { public float* H, G, U, Dg, Du; }
+    private struct SwiGluArgs { public float* H, G, U, Dg, Du; public ushort* H16; }
 
     private const int SwiGluChunk = 1024;
 
     /// <inheritdoc/>
-    protected override void SwiGluForwardCore(Tensor h, Tensor gate, Tensor up)
+    protected override void SwiGluForwardCore(Tensor h, Tensor gate, Tensor up, Tensor hBf16)
     {
-        var a = new SwiGluArgs { H = F(h), G = F(gate), U = F(up) };
-        _pool.For(h.Count, 16 * SwiGluChunk, &SwiGluForwardChunk, &a);
+        var a = new SwiGluArgs { H = h.IsEmpty ? null : F(h), G = F(gate), U = F(up), H16 = hBf16.IsEmpty ? null : H(hBf16) };
+        _pool.For(gate.Count, 16 * SwiGluChunk, &SwiGluForwardChunk, &a);
     }
 
     private static void SwiGluForwardChunk(void* p, int s, int e)
     {
         var a = (SwiGluArgs*)p;
-        Span<float> sig = stackalloc float[SwiGluChunk];
+        float* sig = stackalloc float[SwiGluChunk];
+        float* tmp = stackalloc float[SwiGluChunk];
         for (int c = s; c < e; c += SwiGluChunk)
         {
             int len = Math.Min(SwiGluChunk, e - c);
             var g = new ReadOnlySpan<float>(a->G + c, len);
-            var sg = sig[..len];
+            var sg = new Span<float>(sig, len);
             TensorPrimitives.Sigmoid(g, sg);
-            var h = new Span<float>(a->H + c, len);
+            float* hp = a->H != null ? a->H + c : tmp;
+            var h = new Span<float>(hp, len);
             TensorPrimitives.Multiply(g, sg, h);
             TensorPrimitives.Multiply(h, new ReadOnlySpan<float>(a->U + c, len), h);
+            if (a->H16 != null) RoundRange(hp, a->H16 + c, 0, len);
         }
     }
 

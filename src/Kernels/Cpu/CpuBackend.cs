@@ -43,7 +43,11 @@ public sealed unsafe partial class CpuBackend : Backend
     public override void Synchronize() { }
 
     /// <inheritdoc/>
-    public override void Dispose() => _pool.Dispose();
+    public override void Dispose()
+    {
+        _pool.Dispose();
+        FreeBf16Buffers();
+    }
 
     /// <summary>Address of an F32 tensor.</summary>
     public static float* F(Tensor t) => (float*)((CpuArena)t.Arena!).Address(t);

@@ -12,20 +12,20 @@ namespace HftRuntime.Kernels.Ilgpu;
 /// </summary>
 public sealed partial class IlgpuBackend
 {
-    private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, AdamWArgs> _adamw = null!;
+    private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<ushort>, AdamWArgs> _adamw = null!;
 
     /// <summary>Scalars of one AdamW launch.</summary>
     internal struct AdamWArgs
     {
         public float Beta2, OneMinusBeta1, OneMinusBeta2, StepSize, Bc2Sqrt, Eps, DecayFactor;
-        public int SegmentCount, Chunks, HasGradScale;
+        public int SegmentCount, Chunks, HasGradScale, HasBf16;
     }
 
     private void LoadAdamW() =>
-        _adamw = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, AdamWArgs>(AdamWKernel);
+        _adamw = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<ushort>, AdamWArgs>(AdamWKernel);
 
     /// <inheritdoc/>
-    protected override void AdamWCore(Tensor param, Tensor grad, Tensor m, Tensor v, Tensor segments, int segmentCount, AdamWStep step, Tensor gradScale)
+    protected override void AdamWCore(Tensor param, Tensor grad, Tensor m, Tensor v, Tensor segments, int segmentCount, AdamWStep step, Tensor gradScale, Tensor paramBf16)
     {
         int chunks = (int)Math.Clamp((param.Count + 64L * GroupSize - 1) / (64L * GroupSize), 1, 1024);
         var a = new AdamWArgs
@@ -33,18 +33,18 @@ public sealed partial class IlgpuBackend
             Beta2 = step.Beta2, OneMinusBeta1 = 1f - step.Beta1, OneMinusBeta2 = 1f - step.Beta2,
             StepSize = step.StepSize, Bc2Sqrt = step.BiasCorrection2Sqrt, Eps = step.Eps,
             DecayFactor = 1f - step.Lr * step.WeightDecay,
-            SegmentCount = segmentCount, Chunks = chunks, HasGradScale = gradScale.IsEmpty ? 0 : 1,
+            SegmentCount = segmentCount, Chunks = chunks, HasGradScale = gradScale.IsEmpty ? 0 : 1, HasBf16 = paramBf16.IsEmpty ? 0 : 1,
         };
-        _adamw(Config(TileGroups((long)segmentCount * chunks)), F(param), F(grad), F(m), F(v), I(segments), FOrDummy(gradScale), a);
+        _adamw(Config(TileGroups((long)segmentCount * chunks)), F(param), F(grad), F(m), F(v), I(segments), FOrDummy(gradScale), Bf16OrDummy(paramBf16), a);
     }
 
     /// <summary>
     /// PyTorch's AdamW per element of each segment: p ·= 1 − lr·wd (decay segments); m = m + (1 − β1)(g − m);
-    /// v = β2·v + (1 − β2)·g²; p −= step_size · m / (sqrt(v) / sqrt(bc2) + eps), g scaled by gradScale[0] if given.
+    /// v = β2·v + (1 − β2)·g²; p −= step_size · m / (sqrt(v) / sqrt(bc2) + eps), g scaled by gradScale[0] if given; with HasBf16 the new p rounded to bfloat16 goes to p16 as well.
     /// </summary>
     [IlgpuKernel]
     internal static void AdamWKernel(ArrayView<float> p, ArrayView<float> g, ArrayView<float> m, ArrayView<float> v,
-        ArrayView<int> segments, ArrayView<float> gradScale, AdamWArgs a)
+        ArrayView<int> segments, ArrayView<float> gradScale, ArrayView<ushort> p16, AdamWArgs a)
     {
         float gs = a.HasGradScale != 0 ? gradScale[0] : 1f;
         long count = p.Length;
@@ -64,7 +64,9 @@ public sealed partial class IlgpuBackend
                 float vi = a.Beta2 * v[i] + a.OneMinusBeta2 * gi * gi;
                 m[i] = mi;
                 v[i] = vi;
-                p[i] = p[i] * decay - mi / (XMath.Sqrt(vi) / a.Bc2Sqrt + a.Eps) * a.StepSize;
+                float pi = p[i] * decay - mi / (XMath.Sqrt(vi) / a.Bc2Sqrt + a.Eps) * a.StepSize;
+                p[i] = pi;
+                if (a.HasBf16 != 0) p16[i] = RoundToBf16(pi);
             }
         }
     }

@@ -12,19 +12,23 @@ namespace HftRuntime.Kernels.Ilgpu;
 /// </summary>
 public sealed partial class IlgpuBackend
 {
-    private Action<KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int, int> _crossEntropy = null!;
+    private Action<KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int> _crossEntropy = null!;
 
     private void LoadCrossEntropy() =>
-        _crossEntropy = Load<ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int, int>(CrossEntropyKernel);
+        _crossEntropy = Load<ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int>(CrossEntropyKernel);
 
     /// <inheritdoc/>
-    protected override void CrossEntropyCore(Tensor logits, Tensor targets, Tensor rowScale, Tensor losses, int n, int vocab, bool writeGradient) =>
-        _crossEntropy(Config(TileGroups(n)), F(logits), I(targets), writeGradient ? F(rowScale) : FOrDummy(default), F(losses), n, vocab, writeGradient ? 1 : 0);
+    protected override void CrossEntropyCore(Tensor logits, Tensor targets, Tensor rowScale, Tensor losses, int n, int vocab, bool writeGradient, Tensor gradBf16) =>
+        _crossEntropy(Config(TileGroups(n)), F(logits), I(targets), writeGradient ? F(rowScale) : FOrDummy(default), F(losses), Bf16OrDummy(gradBf16),
+            n, vocab, !writeGradient ? 0 : gradBf16.IsEmpty ? 1 : 2);
 
-    /// <summary>losses[i] = logsumexp(row i) − row[targets[i]]; with writeGradient the row becomes the scaled gradient.</summary>
+    /// <summary>
+    /// losses[i] = logsumexp(row i) − row[targets[i]]; with writeGradient 1 the row becomes the scaled gradient, with 2
+    /// the gradient goes to grad16 rounded to bfloat16 and the row stays.
+    /// </summary>
     [IlgpuKernel]
     internal static void CrossEntropyKernel(ArrayView<float> logits, ArrayView<int> targets, ArrayView<float> rowScale, ArrayView<float> losses,
-        int n, int vocab, int writeGradient)
+        ArrayView<ushort> grad16, int n, int vocab, int writeGradient)
     {
         var shared = SharedMemory.Allocate<float>(DeviceReduce.SharedSize);
         int tid = Group.IdxX;
@@ -35,8 +39,10 @@ public sealed partial class IlgpuBackend
             if (t < 0 || t >= vocab)
             {
                 if (tid == 0) losses[row] = 0f;
-                if (writeGradient != 0)
+                if (writeGradient == 1)
                     for (int j = tid; j < vocab; j += GroupSize) logits[o + j] = 0f;
+                if (writeGradient == 2)
+                    for (int j = tid; j < vocab; j += GroupSize) grad16[o + j] = 0;
                 continue;
             }
             float target = logits[o + t];
@@ -64,7 +70,9 @@ public sealed partial class IlgpuBackend
                 for (int j = tid; j < vocab; j += GroupSize)
                 {
                     float g = XMath.Exp(logits[o + j] - max) * factor;
-                    logits[o + j] = j == t ? g - scale : g;
+                    if (j == t) g -= scale;
+                    if (writeGradient == 1) logits[o + j] = g;
+                    else grad16[o + j] = RoundToBf16(g);
                 }
             }
         }

@@ -43,6 +43,7 @@ public sealed partial class IlgpuBackend
     /// <inheritdoc/>
     protected override void MatMulCore(Tensor c, Tensor a, Tensor b, int m, int n, int k, bool transA, bool transB, bool accumulate)
     {
+        if (a.Type == DType.BF16) { MatMulBf16(c, a, b, m, n, k, transA, transB, accumulate); return; }
         int tilesM = (m + TileM - 1) / TileM, tilesN = (n + TileN - 1) / TileN;
         long tiles = (long)tilesM * tilesN;
         int splits = SplitK(tiles, (long)m * n, k);

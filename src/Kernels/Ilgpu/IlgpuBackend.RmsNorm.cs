@@ -11,14 +11,14 @@ namespace HftRuntime.Kernels.Ilgpu;
 /// </summary>
 public sealed partial class IlgpuBackend
 {
-    private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float> _rmsForward = null!;
+    private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, RmsNormArgs> _rmsForward = null!;
     private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> _rmsBackwardDx = null!;
     private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int> _rmsDwPartial = null!;
     private Action<KernelConfig, ArrayView<float>, ArrayView<float>, int, int> _rmsDwFinal = null!;
 
     private void LoadRmsNorm()
     {
-        _rmsForward = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float>(RmsNormForwardKernel);
+        _rmsForward = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, RmsNormArgs>(RmsNormForwardKernel);
         _rmsBackwardDx = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(RmsNormBackwardDxKernel);
         _rmsDwPartial = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(RmsNormDwPartialKernel);
         _rmsDwFinal = Load<ArrayView<float>, ArrayView<float>, int, int>(RmsNormDwFinalKernel);
@@ -26,9 +26,19 @@ public sealed partial class IlgpuBackend
 
     private int RowWarpGroups(int rows) => TileGroups((rows + WarpsPerGroup - 1) / WarpsPerGroup);
 
+    /// <summary>Shape and fused parts of a forward launch.</summary>
+    internal struct RmsNormArgs
+    {
+        public int N, Dim, HasY, HasResidual, HasBf16;
+        public float Eps;
+    }
+
     /// <inheritdoc/>
-    protected override void RmsNormForwardCore(Tensor y, Tensor rstd, Tensor x, Tensor w, int n, int dim, float eps) =>
-        _rmsForward(Config(RowWarpGroups(n)), F(y), F(rstd), F(x), F(w), n, dim, eps);
+    protected override void RmsNormForwardCore(Tensor y, Tensor rstd, Tensor x, Tensor w, int n, int dim, float eps, Tensor residual, Tensor yBf16)
+    {
+        var a = new RmsNormArgs { N = n, Dim = dim, Eps = eps, HasY = y.IsEmpty ? 0 : 1, HasResidual = residual.IsEmpty ? 0 : 1, HasBf16 = yBf16.IsEmpty ? 0 : 1 };
+        _rmsForward(Config(RowWarpGroups(n)), FOrDummy(y), F(rstd), F(x), F(w), FOrDummy(residual), Bf16OrDummy(yBf16), a);
+    }
 
     /// <inheritdoc/>
     protected override void RmsNormBackwardCore(Tensor dx, Tensor dw, Tensor dy, Tensor x, Tensor w, Tensor rstd, int n, int dim)
@@ -42,25 +52,40 @@ public sealed partial class IlgpuBackend
         _rmsDwFinal(Config(StreamGroups(dim)), F(dw), partials, dim, chunks);
     }
 
-    /// <summary>y = x · rstd · w per row of x [n, dim], rstd[i] = 1 / sqrt(mean(x_i²) + eps); one warp per row.</summary>
+    /// <summary>
+    /// y = x · rstd · w per row of x [n, dim], rstd[i] = 1 / sqrt(mean(x_i²) + eps); one warp per row. Fused: with
+    /// HasResidual x += residual first (each lane rewrites the elements it reads again), with HasBf16 y also goes to
+    /// y16 rounded to bfloat16, and without HasY only there.
+    /// </summary>
     [IlgpuKernel]
-    internal static void RmsNormForwardKernel(ArrayView<float> y, ArrayView<float> rstd, ArrayView<float> x, ArrayView<float> w, int n, int dim, float eps)
+    internal static void RmsNormForwardKernel(ArrayView<float> y, ArrayView<float> rstd, ArrayView<float> x, ArrayView<float> w,
+        ArrayView<float> residual, ArrayView<ushort> y16, RmsNormArgs a)
     {
         var shared = SharedMemory.Allocate<float>(DeviceReduce.SharedSize);
-        int lane = Warp.LaneIdx, warps = Grid.DimX * WarpsPerGroup;
-        for (int row = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx; row < n; row += warps)
+        int lane = Warp.LaneIdx, warps = Grid.DimX * WarpsPerGroup, dim = a.Dim;
+        for (int row = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx; row < a.N; row += warps)
         {
             long o = (long)row * dim;
             float ss = 0f;
             for (int j = lane; j < dim; j += WarpSize)
             {
                 float v = x[o + j];
+                if (a.HasResidual != 0)
+                {
+                    v += residual[o + j];
+                    x[o + j] = v;
+                }
                 ss += v * v;
             }
             ss = DeviceReduce.WarpSum(ss, shared);
-            float r = 1f / XMath.Sqrt(ss / dim + eps);
+            float r = 1f / XMath.Sqrt(ss / dim + a.Eps);
             if (lane == 0) rstd[row] = r;
-            for (int j = lane; j < dim; j += WarpSize) y[o + j] = x[o + j] * r * w[j];
+            for (int j = lane; j < dim; j += WarpSize)
+            {
+                float v = x[o + j] * r * w[j];
+                if (a.HasY != 0) y[o + j] = v;
+                if (a.HasBf16 != 0) y16[o + j] = RoundToBf16(v);
+            }
         }
     }
 

@@ -10,20 +10,21 @@ namespace HftRuntime.Kernels.Ilgpu;
 /// </summary>
 public sealed partial class IlgpuBackend
 {
-    private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>> _swigluForward = null!;
+    private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, long, int> _swigluForward = null!;
     private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> _swigluBackward = null!;
 
     private void LoadSwiGlu()
     {
-        _swigluForward = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>>(SwiGluForwardKernel);
+        _swigluForward = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, long, int>(SwiGluForwardKernel);
         _swigluBackward = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(SwiGluBackwardKernel);
     }
 
     /// <inheritdoc/>
-    protected override void SwiGluForwardCore(Tensor h, Tensor gate, Tensor up)
+    protected override void SwiGluForwardCore(Tensor h, Tensor gate, Tensor up, Tensor hBf16)
     {
-        if (h.Count == 0) return;
-        _swigluForward(Config(StreamGroups(h.Count)), F(h), F(gate), F(up));
+        if (gate.Count == 0) return;
+        int flags = (h.IsEmpty ? 0 : 1) | (hBf16.IsEmpty ? 0 : 2);
+        _swigluForward(Config(StreamGroups(gate.Count)), FOrDummy(h), F(gate), F(up), Bf16OrDummy(hBf16), gate.Count, flags);
     }
 
     /// <inheritdoc/>
@@ -33,16 +34,18 @@ public sealed partial class IlgpuBackend
         _swigluBackward(Config(StreamGroups(dh.Count)), F(dGate), F(dUp), F(dh), F(gate), F(up));
     }
 
-    /// <summary>h = gate·σ(gate)·up.</summary>
+    /// <summary>h = gate·σ(gate)·up over n elements: to h (flags bit 0) and rounded to bfloat16 to h16 (bit 1).</summary>
     [IlgpuKernel]
-    internal static void SwiGluForwardKernel(ArrayView<float> h, ArrayView<float> gate, ArrayView<float> up)
+    internal static void SwiGluForwardKernel(ArrayView<float> h, ArrayView<float> gate, ArrayView<float> up, ArrayView<ushort> h16, long n, int flags)
     {
-        long n = h.Length, stride = (long)Grid.DimX * Group.DimX;
+        long stride = (long)Grid.DimX * Group.DimX;
         for (long i = Grid.GlobalIndex.X; i < n; i += stride)
         {
             float g = gate[i];
             float s = 1f / (1f + XMath.Exp(-g));
-            h[i] = g * s * up[i];
+            float v = g * s * up[i];
+            if ((flags & 1) != 0) h[i] = v;
+            if ((flags & 2) != 0) h16[i] = RoundToBf16(v);
         }
     }
 

@@ -343,6 +343,11 @@ public sealed partial class IlgpuBackend : Backend
         where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct
     { Track(k); return _acc.LoadStreamKernel(k); }
 
+    private Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8> Load<T1, T2, T3, T4, T5, T6, T7, T8>(Action<T1, T2, T3, T4, T5, T6, T7, T8> k)
+        where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct
+        where T7 : struct where T8 : struct
+    { Track(k); return _acc.LoadStreamKernel(k); }
+
     private Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9> Load<T1, T2, T3, T4, T5, T6, T7, T8, T9>(
         Action<T1, T2, T3, T4, T5, T6, T7, T8, T9> k)
         where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct
@@ -359,6 +364,7 @@ public sealed partial class IlgpuBackend : Backend
     private void LoadKernels()
     {
         LoadElementwise();
+        LoadBf16();
         LoadReduce();
         LoadEmbedding();
         LoadRmsNorm();
@@ -367,6 +373,7 @@ public sealed partial class IlgpuBackend : Backend
         LoadDecode();
         LoadSwiGlu();
         LoadMatMul();
+        LoadMatMulBf16();
         LoadCrossEntropy();
         LoadAdamW();
     }

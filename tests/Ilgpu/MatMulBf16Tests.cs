@@ -1,0 +1,221 @@
+using System.Text.RegularExpressions;
+using HftRuntime.Kernels;
+using HftRuntime.Kernels.Ilgpu;
+using HftRuntime.Runtime.SafeTensors;
+using ILGPU;
+using ILGPU.Backends.EntryPoints;
+using ILGPU.Backends.PTX;
+using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
+using NUnit.Framework;
+
+namespace HftRuntime.Tests.Ilgpu;
+
+/// <summary>
+/// The bf16 tensor-core GEMM of the ILGPU back-end, run on ILGPU's CPU accelerator, where each mma is emulated with
+/// the PTX fragment layout (so these results check the CUDA path's fragment indexing): every transpose form, with and
+/// without accumulation, edge shapes that are no multiple of any tile, odd k and odd row lengths (element-wise
+/// loads), tensors that start at an odd bf16 offset, and split k; against a float64 product of the same bf16 values.
+/// Plus the emulation's fragment table against the PTX ISA's, and the kernel's PTX for sm_90.
+/// </summary>
+[TestFixture]
+public sealed class MatMulBf16Tests
+{
+    private IlgpuBackend _gpu = null!;
+
+    /// <summary>Creates the CPU-accelerator back-end.</summary>
+    [OneTimeSetUp]
+    public void SetUp() => _gpu = IlgpuBackend.CreateCpu();
+
+    /// <summary>Releases it.</summary>
+    [OneTimeTearDown]
+    public void TearDown() => _gpu.Dispose();
+
+    /// <summary>
+    /// Runs c (+)= op(a)·op(b) with random bf16 a, b and checks every element of c against float64: |c − ref| at most
+    /// 1e-5 of Σ_k |a·b| (+ |c₀|) for that element. Unwritten elements (NaN poison) and any misplaced element fail.
+    /// </summary>
+    private void Check(int m, int n, int k, bool transA, bool transB, bool accumulate, int offsetA = 0, int offsetB = 0, int seed = 1)
+    {
+        var rng = new Random(seed * 7919 + m * 31 + n * 17 + k);
+        ushort[] a = RandomBf16(rng, m * k), b = RandomBf16(rng, k * n);
+        float[] c0 = new float[m * n];
+        for (int i = 0; i < c0.Length; i++) c0[i] = accumulate ? (float)(rng.NextDouble() * 2 - 1) : float.NaN;
+
+        using var arena = _gpu.CreateArena();
+        var ta = arena.Reserve("a", m * k + offsetA, DType.BF16);
+        var tb = arena.Reserve("b", k * n + offsetB, DType.BF16);
+        var tc = arena.Reserve("c", m * n);
+        arena.Commit();
+        ta = ta.Slice(offsetA, m * k);
+        tb = tb.Slice(offsetB, k * n);
+        _gpu.Upload<ushort>(ta, a);
+        _gpu.Upload<ushort>(tb, b);
+        _gpu.Upload<float>(tc, c0);
+        _gpu.MatMul(tc, ta, tb, m, n, k, transA, transB, accumulate);
+        _gpu.Synchronize();
+        var got = _gpu.ToArray<float>(tc);
+
+        int worst = 0;
+        double worstRatio = -1;
+        for (int i = 0; i < m; i++)
+        {
+            for (int j = 0; j < n; j++)
+            {
+                double sum = accumulate ? c0[i * n + j] : 0, scale = accumulate ? Math.Abs(c0[i * n + j]) : 0;
+                for (int kk = 0; kk < k; kk++)
+                {
+                    double x = Bf(a[transA ? kk * m + i : i * k + kk]) * Bf(b[transB ? j * k + kk : kk * n + j]);
+                    sum += x;
+                    scale += Math.Abs(x);
+                }
+                double err = Math.Abs(got[i * n + j] - sum), ratio = err / (1e-5 * scale + 1e-30);
+                if (double.IsNaN(err)) ratio = double.PositiveInfinity;
+                if (ratio > worstRatio) { worstRatio = ratio; worst = i * n + j; }
+            }
+        }
+        Assert.That(worstRatio, Is.LessThanOrEqualTo(1.0),
+            $"{m}x{n}x{k} transA={transA} transB={transB} accumulate={accumulate}: element ({worst / n}, {worst % n}) is {got[worst]}, error {worstRatio:g3} × the tolerance");
+    }
+
+    private static ushort[] RandomBf16(Random rng, int count)
+    {
+        var x = new ushort[count];
+        for (int i = 0; i < count; i++) x[i] = FloatConversions.FloatToBFloat16((float)(rng.NextDouble() * 2 - 1));
+        return x;
+    }
+
+    private static double Bf(ushort bits) => FloatConversions.BFloat16ToFloat(bits);
+
+    /// <summary>Edge shapes in the three forms training uses: Y = X·Wᵀ (NT), dX = dY·W (NN), dW += dYᵀ·X (TN), and TT.</summary>
+    [TestCase(1, 1, 1)]
+    [TestCase(37, 45, 70)]
+    [TestCase(130, 129, 33)]
+    [TestCase(128, 128, 64)]
+    [TestCase(17, 3, 130)]
+    [TestCase(200, 260, 97)]
+    public void AllFormsMatchFloat64(int m, int n, int k)
+    {
+        foreach (var (transA, transB) in new[] { (false, true), (false, false), (true, false), (true, true) })
+        {
+            Check(m, n, k, transA, transB, accumulate: false);
+            Check(m, n, k, transA, transB, accumulate: true);
+        }
+    }
+
+    /// <summary>Even shapes (the aligned uint-pair loads) and the same shapes with each operand starting at an odd bf16 offset (element-wise loads).</summary>
+    [TestCase(64, 96, 48)]
+    [TestCase(66, 34, 40)]
+    public void AlignedAndMisalignedOperands(int m, int n, int k)
+    {
+        foreach (var (transA, transB) in new[] { (false, true), (false, false), (true, false), (true, true) })
+        {
+            Check(m, n, k, transA, transB, accumulate: false);
+            Check(m, n, k, transA, transB, accumulate: false, offsetA: 1);
+            Check(m, n, k, transA, transB, accumulate: true, offsetB: 1);
+        }
+    }
+
+    /// <summary>Split k (forced: the CPU accelerator never splits by itself), slices of 32 and a ragged last one, with and without accumulation.</summary>
+    [TestCase(40, 24, 101, 3)]
+    [TestCase(8, 130, 96, 2)]
+    [TestCase(5, 7, 200, 16)]
+    public void SplitKMatchesFloat64(int m, int n, int k, int splits)
+    {
+        _gpu.ForceSplitK = splits;
+        try
+        {
+            Check(m, n, k, transA: true, transB: false, accumulate: true);
+            Check(m, n, k, transA: true, transB: false, accumulate: false);
+            Check(m, n, k, transA: false, transB: true, accumulate: false);
+        }
+        finally { _gpu.ForceSplitK = 0; }
+    }
+
+    /// <summary>
+    /// The emulation's fragment table is the PTX ISA's for mma.m16n8k16 with .bf16 (section "Matrix Fragments for
+    /// mma.m16n8k16 with floating point type"): A element a_i (i = 0..7, two per register) of lane (groupID,
+    /// threadID_in_group) sits at row groupID (+8 for i in 2, 3, 6, 7), column 2·threadID_in_group + (i mod 2)
+    /// (+8 for i ≥ 4); B element b_i (i = 0..3) at row 2·threadID_in_group + (i mod 2) (+8 for i ≥ 2), column groupID.
+    /// </summary>
+    [Test]
+    public void EmulatedFragmentLayoutIsThePtxOne()
+    {
+        var seenA = new HashSet<int>();
+        var seenB = new HashSet<int>();
+        for (int lane = 0; lane < 32; lane++)
+        {
+            int groupId = lane >> 2, threadInGroup = lane & 3;
+            for (int i = 0; i < 8; i++)
+            {
+                int row = i < 2 || i is >= 4 and < 6 ? groupId : groupId + 8;
+                int col = threadInGroup * 2 + (i & 1) + (i >= 4 ? 8 : 0);
+                Assert.That(IlgpuBackend.FragASlot(row, col), Is.EqualTo((i / 2) * 32 + lane), $"A a{i} of lane {lane}");
+                Assert.That(col & 1, Is.EqualTo(i & 1), "a_i with even i is the low half of its register");
+                seenA.Add(IlgpuBackend.FragASlot(row, col) * 2 + (col & 1));
+            }
+            for (int i = 0; i < 4; i++)
+            {
+                int row = threadInGroup * 2 + (i & 1) + (i >= 2 ? 8 : 0), col = groupId;
+                Assert.That(IlgpuBackend.FragBSlot(row, col), Is.EqualTo((i / 2) * 32 + lane), $"B b{i} of lane {lane}");
+                seenB.Add(IlgpuBackend.FragBSlot(row, col) * 2 + (row & 1));
+            }
+        }
+        Assert.That(seenA, Has.Count.EqualTo(256), "the 16×16 A elements occupy distinct halves");
+        Assert.That(seenB, Has.Count.EqualTo(128), "the 16×8 B elements occupy distinct halves");
+    }
+
+    /// <summary>
+    /// The kernel's PTX for an H100 (sm_90) without a GPU, at both optimisation levels the back-end uses: only the
+    /// CUDA branch is compiled (no emulation barriers, no dynamic shared memory), with its 2 × 16 mma.sync per 32-wide
+    /// k step, 40 KiB of static shared memory (2 stages of 128 × 20 uints for A and for B), and local memory only for
+    /// the operands of those mma.
+    /// </summary>
+    /// <remarks>
+    /// ILGPU 1.5.3 passes every operand of <see cref="CudaAsm.EmitRef{T0}(string, ref T0)"/> by address: each
+    /// Input/Ref local is an alloca of its own (a 4-byte .local depot) that is stored before the asm statement and loaded
+    /// into the register the asm names (PTXCodeGenerator.GenerateCode(LanguageEmitValue)), and outputs are stored back
+    /// and reloaded. So the PTX of a kernel that uses EmitRef always declares local memory: 10 depots per mma here.
+    /// The accesses are at fixed addresses (no indexing), which ptxas can turn back into registers; whether it does
+    /// (a 0-byte stack frame) needs ptxas, which <see cref="PtxCompileTests"/> runs where it is installed. This
+    /// asserts what the PTX itself can show: nothing but those operands goes through local memory, and each access
+    /// uses a depot's base address as is.
+    /// </remarks>
+    [TestCase(OptimizationLevel.O2)]
+    [TestCase(OptimizationLevel.O1)]
+    public void PtxHoldsTheTensorCoreInstructionAlone(OptimizationLevel level)
+    {
+        string ptx = CompilePtx(nameof(IlgpuBackend.MatMulBf16Kernel), level);
+        int mmas = Regex.Matches(ptx, @"\bmma\.sync\.aligned\.m16n8k16\.row\.col\.f32\.bf16\.bf16\.f32\b").Count;
+        Assert.That(mmas, Is.EqualTo(32), "2 × 16 mma per 32-wide k step");
+        Assert.That(ptx, Does.Not.Contain("bar.warp.sync"), "the emulation branch must be compiled out on CUDA");
+        Assert.That(ptx, Does.Not.Contain(".extern .shared"), "no dynamic shared memory on CUDA");
+        var shared = Regex.Matches(ptx, @"\.shared\s+\.align\s+\d+\s+\.b8\s+\w+\[(\d+)\];").Sum(x => int.Parse(x.Groups[1].Value));
+        Assert.That(shared, Is.EqualTo(2 * 2 * 128 * 20 * sizeof(uint)), "static shared memory: two stages of A and of B");
+
+        int depots = Regex.Matches(ptx, @"\.local\s+\.align\s+4\s+\.b8\s+__local_depot\d+\[4\];").Count;
+        Assert.That(depots, Is.EqualTo(10 * mmas), "one 4-byte depot per asm operand (4 accumulators, 4 + 2 inputs), nothing else");
+        Assert.That(Regex.Matches(ptx, @"\.local\b").Count, Is.EqualTo(depots + Regex.Matches(ptx, @"\b(ld|st)\.local\.").Count),
+            "every other .local is a load or store of an operand");
+        var depotBases = Regex.Matches(ptx, @"mov\.b64\s+(%rd\d+),\s*__local_depot\d+;").Select(x => x.Groups[1].Value).ToHashSet();
+        Assert.That(depotBases, Has.Count.EqualTo(depots), "each depot's address is taken once");
+        foreach (Match access in Regex.Matches(ptx, @"\b(ld|st)\.local\.(\w+)\s+[^;]*"))
+        {
+            Assert.That(access.Groups[2].Value, Is.AnyOf("b32", "f32"), access.Value);
+            var address = Regex.Match(access.Value, @"\[(%rd\d+)\]");
+            Assert.That(address.Success && depotBases.Contains(address.Groups[1].Value), Is.True, $"local access not at a depot's base: {access.Value}");
+        }
+        TestContext.Out.WriteLine($"{level}: mma.sync {mmas}, local depots {depots}, PTX {ptx.Length} chars");
+    }
+
+    private static string CompilePtx(string kernel, OptimizationLevel level)
+    {
+        using var context = IlgpuBackend.CreateContext(_ => { }, level);
+        using var ptxBackend = new PTXBackend(context, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, CudaInstructionSet.ISA_88, null);
+        var method = PtxCompileTests.MarkedKernels().Single(mi => mi.Name == kernel);
+        var compiled = (PTXCompiledKernel)ptxBackend.Compile(EntryPointDescription.FromExplicitlyGroupedKernel(method), new KernelSpecialization());
+        var dump = Environment.GetEnvironmentVariable("HFT_DUMP_PTX");
+        if (!string.IsNullOrEmpty(dump)) File.WriteAllText(Path.Combine(dump, $"{kernel}.{level}.ptx"), compiled.PTXAssembly);
+        return compiled.PTXAssembly;
+    }
+}
