@@ -9,13 +9,17 @@ public sealed partial class LlamaModel
     private sealed class LayerActivations
     {
         public Tensor Rstd1, Xn1, Q, K, V, Attn, Lse, XMid, Rstd2, Xn2, Gate, Up, H;
+        /// <summary>bf16 copies of the matrix-product inputs (bf16 precision only; else empty).</summary>
+        public Tensor Xn1B, AttnB, Xn2B, HB;
     }
 
     /// <summary>
     /// Saved activations and scratch, reserved in the model's arena. A tensor that only a frozen matrix's weight
     /// gradient would read (the normed input of frozen q/k/v or gate/up, the SwiGLU output of a frozen down
     /// projection) is not kept: it goes to a shared scratch buffer instead. Without training, every layer shares one
-    /// set and the residual stream alternates between two buffers.
+    /// set and the residual stream alternates between two buffers. In bf16 precision the inputs of matrix products
+    /// are kept as bf16 copies instead (the fp32 normed inputs and SwiGLU output then only pass through scratch), and
+    /// the backward pass rounds each output gradient into a bf16 scratch buffer before its two products.
     /// </summary>
     private sealed class Activations
     {
@@ -24,6 +28,7 @@ public sealed partial class LlamaModel
         public readonly LayerActivations[] Layers;
         public readonly Tensor FinalRstd, FinalXn, Logits, RowLosses, LossScalar;
         public readonly Tensor DRes, DXn, DQ, DK, DV, DAttn, DH;
+        public readonly Tensor FinalXnB, LogitsB, DResB, DGateB, DUpB, DQB, DKB, DVB;
         public readonly long Bytes;
 
         public Activations(DeviceArena arena, LlamaConfig c, LlamaModelOptions o, LayerWeights[] w)
@@ -41,6 +46,10 @@ public sealed partial class LlamaModel
 
             var scratchD = R("scratch.d", n * d);
             var scratchF = R("scratch.f", n * f);
+            bool bf16 = o.Precision == Precision.Bf16;
+            Tensor B(string name, long count) => R(name, count, DType.BF16);
+            Tensor scratchDB = default, scratchQB = default, scratchFB = default;
+            if (bf16) { scratchDB = B("scratch.d.bf16", n * d); scratchQB = B("scratch.q.bf16", n * qd); scratchFB = B("scratch.f.bf16", n * f); }
             Residual = new Tensor[layers + 1];
             if (train) for (int l = 0; l <= layers; l++) Residual[l] = R($"residual.{l}", n * d);
             else
@@ -60,17 +69,26 @@ public sealed partial class LlamaModel
                 string p = share ? "layers." : $"layer.{l}.";
                 bool anyQkv = train && (share || lw.Q.Trainable || lw.K.Trainable || lw.V.Trainable);
                 bool anyGateUp = train && (share || lw.Gate.Trainable || lw.Up.Trainable);
+                bool keepO = train && (share || lw.O.Trainable);
+                bool keepH = train && (share || lw.Down.Trainable);
                 var a = new LayerActivations
                 {
                     Rstd1 = R(p + "rstd1", n),
-                    Xn1 = anyQkv ? R(p + "xn1", n * d) : scratchD,
+                    Xn1 = anyQkv && !bf16 ? R(p + "xn1", n * d) : scratchD,
                     Q = R(p + "q", n * qd), K = R(p + "k", n * kvd), V = R(p + "v", n * kvd),
                     Attn = R(p + "attn", n * qd), Lse = R(p + "lse", n * c.NumAttentionHeads),
                     XMid = R(p + "xmid", n * d), Rstd2 = R(p + "rstd2", n),
-                    Xn2 = anyGateUp ? R(p + "xn2", n * d) : scratchD,
+                    Xn2 = anyGateUp && !bf16 ? R(p + "xn2", n * d) : scratchD,
                     Gate = R(p + "gate", n * f), Up = R(p + "up", n * f),
-                    H = train && (share || lw.Down.Trainable) ? R(p + "h", n * f) : scratchF,
+                    H = keepH && !bf16 ? R(p + "h", n * f) : scratchF,
                 };
+                if (bf16)
+                {
+                    a.Xn1B = anyQkv ? B(p + "xn1.bf16", n * d) : scratchDB;
+                    a.AttnB = keepO ? B(p + "attn.bf16", n * qd) : scratchQB;
+                    a.Xn2B = anyGateUp ? B(p + "xn2.bf16", n * d) : scratchDB;
+                    a.HB = keepH ? B(p + "h.bf16", n * f) : scratchFB;
+                }
                 Layers[l] = a;
                 if (share) shared = a;
             }
@@ -85,6 +103,17 @@ public sealed partial class LlamaModel
                 DQ = R("grad.q", n * qd); DK = R("grad.k", n * kvd); DV = R("grad.v", n * kvd);
                 DAttn = R("grad.attn", n * qd);
                 DH = scratchF; // the SwiGLU output is dead once the down projection's gradient is formed
+            }
+            if (bf16)
+            {
+                FinalXnB = B("final.xn.bf16", n * d);
+                if (train)
+                {
+                    LogitsB = B("grad.logits.bf16", n * c.VocabSize);
+                    DResB = B("grad.residual.bf16", n * d);
+                    DGateB = B("grad.gate.bf16", n * f); DUpB = B("grad.up.bf16", n * f);
+                    DQB = B("grad.q.bf16", n * qd); DKB = B("grad.k.bf16", n * kvd); DVB = B("grad.v.bf16", n * kvd);
+                }
             }
             Bytes = arena.ReservedBytes - before;
         }

@@ -81,6 +81,7 @@ public sealed class LlamaGenerator : IDisposable
     private readonly Tensor _ids, _positions, _iota, _cos, _sin;
     private readonly Tensor _x, _next, _xMid, _xn, _rstd, _q, _k, _v, _attn, _gate, _up, _h;
     private readonly Tensor _finalXn, _finalRstd, _logits;
+    private readonly Tensor _operandBf16;
     private readonly float _scale, _eps;
     private bool _disposed;
 
@@ -108,7 +109,7 @@ public sealed class LlamaGenerator : IDisposable
         var p = model.Parameters;
         _embed = p["model.embed_tokens.weight"].Value;
         _finalNorm = p["model.norm.weight"].Value;
-        _head = _c.TieWordEmbeddings ? _embed : p["lm_head.weight"].Value;
+        _head = p[_c.TieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight"].Compute;
         _scale = 1f / MathF.Sqrt(hd);
         _eps = (float)_c.RmsNormEps;
 
@@ -121,9 +122,9 @@ public sealed class LlamaGenerator : IDisposable
             {
                 string w = $"model.layers.{l}.";
                 _layers[l] = new Layer(
-                    p[w + "self_attn.q_proj.weight"].Value, p[w + "self_attn.k_proj.weight"].Value, p[w + "self_attn.v_proj.weight"].Value,
-                    p[w + "self_attn.o_proj.weight"].Value, p[w + "mlp.gate_proj.weight"].Value, p[w + "mlp.up_proj.weight"].Value,
-                    p[w + "mlp.down_proj.weight"].Value, p[w + "input_layernorm.weight"].Value, p[w + "post_attention_layernorm.weight"].Value,
+                    p[w + "self_attn.q_proj.weight"].Compute, p[w + "self_attn.k_proj.weight"].Compute, p[w + "self_attn.v_proj.weight"].Compute,
+                    p[w + "self_attn.o_proj.weight"].Compute, p[w + "mlp.gate_proj.weight"].Compute, p[w + "mlp.up_proj.weight"].Compute,
+                    p[w + "mlp.down_proj.weight"].Compute, p[w + "input_layernorm.weight"].Value, p[w + "post_attention_layernorm.weight"].Value,
                     R($"layer.{l}.k_cache", cacheRows * kvd), R($"layer.{l}.v_cache", cacheRows * kvd));
             }
             _ids = R("ids", rows, DType.I32); _positions = R("positions", rows, DType.I32); _iota = R("iota", maxLength, DType.I32);
@@ -132,6 +133,7 @@ public sealed class LlamaGenerator : IDisposable
             _xn = R("xn", rows * d); _rstd = R("rstd", rows);
             _q = R("q", rows * qd); _k = R("k", rows * kvd); _v = R("v", rows * kvd); _attn = R("attn", rows * qd);
             _gate = R("gate", rows * f); _up = R("up", rows * f); _h = R("h", rows * f);
+            if (model.Options.Precision == Precision.Bf16) _operandBf16 = R("operand.bf16", rows * Math.Max(Math.Max(d, qd), f), DType.BF16);
             _finalXn = R("final.xn", (long)maxBatch * d); _finalRstd = R("final.rstd", maxBatch); _logits = R("logits", (long)maxBatch * v);
             _arena.Commit();
 
@@ -410,9 +412,9 @@ public sealed class LlamaGenerator : IDisposable
             var kSlot = w.KCache.Slice(slotBase, MaxLength * kvd);
             var vSlot = w.VCache.Slice(slotBase, MaxLength * kvd);
             be.RmsNormForward(_xn, _rstd, x, w.InputNorm, n, d, _eps);
-            be.MatMul(_q, _xn, w.Q, n, qd, d, transA: false, transB: true, accumulate: false);
-            be.MatMul(kSlot, _xn, w.K, n, kvd, d, transA: false, transB: true, accumulate: false);
-            be.MatMul(vSlot, _xn, w.V, n, kvd, d, transA: false, transB: true, accumulate: false);
+            Linear(_q, _xn, w.Q, n, qd, d);
+            Linear(kSlot, _xn, w.K, n, kvd, d);
+            Linear(vSlot, _xn, w.V, n, kvd, d);
             be.Rope(_q, _iota, _cos, _sin, n, hq, hd, MaxLength, inverse: false);
             be.Rope(kSlot, _iota, _cos, _sin, n, hkv, hd, MaxLength, inverse: false);
             be.AttentionDecode(_attn, _q, kSlot, vSlot, 1, n, n, MaxLength, hq, hkv, hd, _scale);
@@ -420,7 +422,7 @@ public sealed class LlamaGenerator : IDisposable
             (x, next) = (next, x);
         }
         be.RmsNormForward(_finalXn.Slice((long)slot * d, d), _finalRstd.Slice(slot, 1), x.Slice((long)(n - 1) * d, d), _finalNorm, 1, d, _eps);
-        be.MatMul(_logits.Slice((long)slot * vocab, vocab), _finalXn.Slice((long)slot * d, d), _head, 1, vocab, d, transA: false, transB: true, accumulate: false);
+        Linear(_logits.Slice((long)slot * vocab, vocab), _finalXn.Slice((long)slot * d, d), _head, 1, vocab, d);
     }
 
     /// <summary>One token for each active slot: logits row a for active[a].</summary>
@@ -436,9 +438,9 @@ public sealed class LlamaGenerator : IDisposable
         foreach (var w in _layers)
         {
             be.RmsNormForward(_xn, _rstd, x, w.InputNorm, n, d, _eps);
-            be.MatMul(_q, _xn, w.Q, n, qd, d, transA: false, transB: true, accumulate: false);
-            be.MatMul(_k, _xn, w.K, n, kvd, d, transA: false, transB: true, accumulate: false);
-            be.MatMul(_v, _xn, w.V, n, kvd, d, transA: false, transB: true, accumulate: false);
+            Linear(_q, _xn, w.Q, n, qd, d);
+            Linear(_k, _xn, w.K, n, kvd, d);
+            Linear(_v, _xn, w.V, n, kvd, d);
             be.Rope(_q, _positions, _cos, _sin, n, hq, hd, MaxLength, inverse: false);
             be.Rope(_k, _positions, _cos, _sin, n, hkv, hd, MaxLength, inverse: false);
             for (int a = 0; a < n; a++)
@@ -463,7 +465,7 @@ public sealed class LlamaGenerator : IDisposable
             (x, next) = (next, x);
         }
         be.RmsNormForward(_finalXn, _finalRstd, x, _finalNorm, n, d, _eps);
-        be.MatMul(_logits, _finalXn, _head, n, vocab, d, transA: false, transB: true, accumulate: false);
+        Linear(_logits, _finalXn, _head, n, vocab, d);
     }
 
     /// <summary>The rest of a layer after attention: next = x + o-proj(attn) + MLP(norm(·)).</summary>
@@ -472,14 +474,30 @@ public sealed class LlamaGenerator : IDisposable
         var be = _be;
         int d = _c.HiddenSize, f = _c.IntermediateSize, qd = _c.NumAttentionHeads * _c.HeadDim;
         var xMid = _xMid.Slice(0, n * d);
-        be.MatMul(xMid, _attn, w.O, n, d, qd, transA: false, transB: true, accumulate: false);
+        Linear(xMid, _attn, w.O, n, d, qd);
         be.AddInPlace(xMid, x.Slice(0, n * d));
         be.RmsNormForward(_xn, _rstd, xMid, w.PostNorm, n, d, _eps);
-        be.MatMul(_gate, _xn, w.Gate, n, f, d, transA: false, transB: true, accumulate: false);
-        be.MatMul(_up, _xn, w.Up, n, f, d, transA: false, transB: true, accumulate: false);
+        Linear(_gate, _xn, w.Gate, n, f, d);
+        Linear(_up, _xn, w.Up, n, f, d);
         be.SwiGluForward(_h.Slice(0, n * f), _gate.Slice(0, n * f), _up.Slice(0, n * f));
         var nx = next.Slice(0, n * d);
-        be.MatMul(nx, _h, w.Down, n, d, f, transA: false, transB: true, accumulate: false);
+        Linear(nx, _h, w.Down, n, d, f);
         be.AddInPlace(nx, xMid);
+    }
+
+    /// <summary>
+    /// y[rows, outDim] = x · wᵀ with the weight in its compute precision: a bf16 weight (a bf16 model) multiplies
+    /// x rounded to bfloat16, as in training.
+    /// </summary>
+    private void Linear(Tensor y, Tensor x, Tensor w, int rows, int outDim, int inDim)
+    {
+        if (w.Type == DType.F32)
+        {
+            _be.MatMul(y, x, w, rows, outDim, inDim, transA: false, transB: true, accumulate: false);
+            return;
+        }
+        int count = rows * inDim;
+        _be.ToBf16(_operandBf16.Slice(0, count), x.Slice(0, count));
+        _be.MatMul(y, _operandBf16, w, rows, outDim, inDim, transA: false, transB: true, accumulate: false);
     }
 }

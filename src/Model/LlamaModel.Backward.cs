@@ -1,4 +1,5 @@
 using HftRuntime.Kernels;
+using HftRuntime.Runtime;
 
 namespace HftRuntime.Model;
 
@@ -19,14 +20,15 @@ public sealed partial class LlamaModel
         int n = _batch * _seq, d = c.HiddenSize, f = c.IntermediateSize, hd = c.HeadDim;
         int hq = c.NumAttentionHeads, hkv = c.NumKeyValueHeads, qd = hq * hd, kvd = hkv * hd, v = c.VocabSize;
         if (!_gradientInLogits)
-            be.CrossEntropy(_act.Logits, _act.Targets, _act.RowScale, _act.RowLosses, n, v, writeGradient: true);
+            be.CrossEntropy(_act.Logits, _act.Targets, _act.RowScale, _act.RowLosses, n, v, writeGradient: true, HeadGradientBf16);
         _gradientInLogits = false;
 
         var dRes = _act.DRes.Slice(0, n * d);
         be.Fill(dRes, 0f);
-        be.MatMul(_act.DXn, _act.Logits, _head.Value, n, d, v, transA: false, transB: false, accumulate: false);
+        var dLogits = HeadGradientBf16.IsEmpty ? _act.Logits : _act.LogitsB;
+        be.MatMul(_act.DXn, dLogits, _head.Compute, n, d, v, transA: false, transB: false, accumulate: false);
         if (_head.Trainable)
-            be.MatMul(_head.Grad, _act.Logits, _act.FinalXn, v, d, n, transA: true, transB: false, accumulate: true);
+            be.MatMul(_head.Grad, dLogits, Saved(_act.FinalXn, _act.FinalXnB, _head), v, d, n, transA: true, transB: false, accumulate: true);
         be.RmsNormBackward(dRes, _finalNorm.Grad, _act.DXn, _act.Residual[_layers.Length], _finalNorm.Value, _act.FinalRstd, n, d);
 
         for (int l = _layers.Length - 1; l >= 0; l--)
@@ -38,37 +40,47 @@ public sealed partial class LlamaModel
             var a = _act.Layers[l];
             // MLP: Residual[l+1] = xMid + down(silu(gate(xn2)) · up(xn2)), xn2 = norm(xMid)
             var dh = _act.DH.Slice(0, n * f);
-            be.MatMul(dh, dRes, w.Down.Value, n, f, d, transA: false, transB: false, accumulate: false);
-            if (w.Down.Trainable) be.MatMul(w.Down.Grad, dRes, a.H, d, f, n, transA: true, transB: false, accumulate: true);
+            var dOut = Operand(dRes, _act.DResB, n * d, w.Down);
+            be.MatMul(dh, dOut, w.Down.Compute, n, f, d, transA: false, transB: false, accumulate: false);
+            if (w.Down.Trainable) be.MatMul(w.Down.Grad, dOut, Saved(a.H, a.HB, w.Down), d, f, n, transA: true, transB: false, accumulate: true);
             var dGate = a.Gate.Slice(0, n * f);
             var dUp = a.Up.Slice(0, n * f);
             be.SwiGluBackward(dGate, dUp, dh, dGate, dUp);
-            be.MatMul(_act.DXn, dGate, w.Gate.Value, n, d, f, transA: false, transB: false, accumulate: false);
-            be.MatMul(_act.DXn, dUp, w.Up.Value, n, d, f, transA: false, transB: false, accumulate: true);
-            if (w.Gate.Trainable) be.MatMul(w.Gate.Grad, dGate, a.Xn2, f, d, n, transA: true, transB: false, accumulate: true);
-            if (w.Up.Trainable) be.MatMul(w.Up.Grad, dUp, a.Xn2, f, d, n, transA: true, transB: false, accumulate: true);
+            var dGateOp = Operand(dGate, _act.DGateB, n * f, w.Gate);
+            var dUpOp = Operand(dUp, _act.DUpB, n * f, w.Up);
+            be.MatMul(_act.DXn, dGateOp, w.Gate.Compute, n, d, f, transA: false, transB: false, accumulate: false);
+            be.MatMul(_act.DXn, dUpOp, w.Up.Compute, n, d, f, transA: false, transB: false, accumulate: true);
+            if (w.Gate.Trainable) be.MatMul(w.Gate.Grad, dGateOp, Saved(a.Xn2, a.Xn2B, w.Gate), f, d, n, transA: true, transB: false, accumulate: true);
+            if (w.Up.Trainable) be.MatMul(w.Up.Grad, dUpOp, Saved(a.Xn2, a.Xn2B, w.Up), f, d, n, transA: true, transB: false, accumulate: true);
             be.RmsNormBackward(dRes, w.PostNorm.Grad, _act.DXn, a.XMid, w.PostNorm.Value, a.Rstd2, n, d);
 
             // Attention: xMid = x + o(attn(rope(q(xn1)), rope(k(xn1)), v(xn1))), xn1 = norm(x)
             bool needInputGrad = l > 0 || _embed.Trainable;
             bool needDxn = needInputGrad || w.InputNorm.Trainable;
             bool needQkv = needDxn || w.Q.Trainable || w.K.Trainable || w.V.Trainable;
-            if (w.O.Trainable) be.MatMul(w.O.Grad, dRes, a.Attn, d, qd, n, transA: true, transB: false, accumulate: true);
+            var dMid = Operand(dRes, _act.DResB, n * d, w.O);
+            if (w.O.Trainable) be.MatMul(w.O.Grad, dMid, Saved(a.Attn, a.AttnB, w.O), d, qd, n, transA: true, transB: false, accumulate: true);
             if (!needQkv) continue;
-            be.MatMul(_act.DAttn, dRes, w.O.Value, n, qd, d, transA: false, transB: false, accumulate: false);
+            be.MatMul(_act.DAttn, dMid, w.O.Compute, n, qd, d, transA: false, transB: false, accumulate: false);
             be.AttentionBackward(_act.DQ, _act.DK, _act.DV, _act.DAttn, a.Attn, a.Lse, a.Q, a.K, a.V, DocStartOrEmpty,
                 _batch, _seq, hq, hkv, hd, _attnScale);
             be.Rope(_act.DQ, _act.Positions, _act.RopeCos, _act.RopeSin, n, hq, hd, Options.Seq, inverse: true);
             be.Rope(_act.DK, _act.Positions, _act.RopeCos, _act.RopeSin, n, hkv, hd, Options.Seq, inverse: true);
-            if (w.Q.Trainable) be.MatMul(w.Q.Grad, _act.DQ, a.Xn1, qd, d, n, transA: true, transB: false, accumulate: true);
-            if (w.K.Trainable) be.MatMul(w.K.Grad, _act.DK, a.Xn1, kvd, d, n, transA: true, transB: false, accumulate: true);
-            if (w.V.Trainable) be.MatMul(w.V.Grad, _act.DV, a.Xn1, kvd, d, n, transA: true, transB: false, accumulate: true);
+            var dq = Operand(_act.DQ, _act.DQB, n * qd, w.Q);
+            var dk = Operand(_act.DK, _act.DKB, n * kvd, w.K);
+            var dv = Operand(_act.DV, _act.DVB, n * kvd, w.V);
+            if (w.Q.Trainable) be.MatMul(w.Q.Grad, dq, Saved(a.Xn1, a.Xn1B, w.Q), qd, d, n, transA: true, transB: false, accumulate: true);
+            if (w.K.Trainable) be.MatMul(w.K.Grad, dk, Saved(a.Xn1, a.Xn1B, w.K), kvd, d, n, transA: true, transB: false, accumulate: true);
+            if (w.V.Trainable) be.MatMul(w.V.Grad, dv, Saved(a.Xn1, a.Xn1B, w.V), kvd, d, n, transA: true, transB: false, accumulate: true);
             if (!needDxn) continue;
-            be.MatMul(_act.DXn, _act.DQ, w.Q.Value, n, d, qd, transA: false, transB: false, accumulate: false);
-            be.MatMul(_act.DXn, _act.DK, w.K.Value, n, d, kvd, transA: false, transB: false, accumulate: true);
-            be.MatMul(_act.DXn, _act.DV, w.V.Value, n, d, kvd, transA: false, transB: false, accumulate: true);
+            be.MatMul(_act.DXn, dq, w.Q.Compute, n, d, qd, transA: false, transB: false, accumulate: false);
+            be.MatMul(_act.DXn, dk, w.K.Compute, n, d, kvd, transA: false, transB: false, accumulate: true);
+            be.MatMul(_act.DXn, dv, w.V.Compute, n, d, kvd, transA: false, transB: false, accumulate: true);
             be.RmsNormBackward(dRes, w.InputNorm.Grad, _act.DXn, _act.Residual[l], w.InputNorm.Value, a.Rstd1, n, d);
         }
         if (_embed.Trainable) be.EmbeddingBackward(_embed.Grad, _act.Ids, dRes, n, d, v);
     }
+
+    /// <summary>The saved forward operand of a weight's gradient: the fp32 activation, or its bf16 copy when the weight computes in bf16.</summary>
+    private static Tensor Saved(Tensor x, Tensor xBf16, Parameter weight) => weight.Compute.Type == DType.F32 ? x : xBf16;
 }

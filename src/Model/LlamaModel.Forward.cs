@@ -1,4 +1,5 @@
 using HftRuntime.Kernels;
+using HftRuntime.Runtime;
 
 namespace HftRuntime.Model;
 
@@ -20,13 +21,32 @@ public sealed partial class LlamaModel
 
         be.EmbeddingForward(_act.Residual[0], _act.Ids, _embed.Value, n, d, v);
         for (int l = 0; l < _layers.Length; l++) ForwardLayer(l);
-        be.RmsNormForward(_act.FinalXn, _act.FinalRstd, _act.Residual[_layers.Length], _finalNorm.Value, n, d, eps);
-        be.MatMul(_act.Logits, _act.FinalXn, _head.Value, n, v, d, transA: false, transB: true, accumulate: false);
-        be.CrossEntropy(_act.Logits, _act.Targets, _act.RowScale, _act.RowLosses, n, v, writeGradient);
+        // The head's input in the head's compute precision, written by the norm itself.
+        bool headBf16 = _head.Compute.Type == DType.BF16;
+        be.RmsNormForward(headBf16 ? default : _act.FinalXn, _act.FinalRstd, _act.Residual[_layers.Length], _finalNorm.Value, n, d, eps,
+            yBf16: headBf16 ? _act.FinalXnB : default);
+        be.MatMul(_act.Logits, headBf16 ? _act.FinalXnB : _act.FinalXn, _head.Compute, n, v, d, transA: false, transB: true, accumulate: false);
+        // In bf16 the gradient goes straight to the bf16 operand of the head's backward products.
+        be.CrossEntropy(_act.Logits, _act.Targets, _act.RowScale, _act.RowLosses, n, v, writeGradient, writeGradient ? HeadGradientBf16 : default);
         _gradientInLogits = writeGradient;
     }
 
     private bool _gradientInLogits;
+
+    /// <summary>Where the cross-entropy writes the logits' gradient in bf16 (a bf16 head), else empty: in place in the logits.</summary>
+    private Tensor HeadGradientBf16 => _head.Compute.Type == DType.BF16 ? _act.LogitsB : default;
+
+    /// <summary>
+    /// The operand a matrix product with <paramref name="weight"/> reads for the fp32 values <paramref name="x"/>
+    /// (their first <paramref name="count"/> elements): x itself when the weight computes in fp32, else x rounded to
+    /// bfloat16 into <paramref name="xBf16"/>.
+    /// </summary>
+    private Tensor Operand(Tensor x, Tensor xBf16, int count, Parameter weight)
+    {
+        if (weight.Compute.Type == DType.F32) return x;
+        Backend.ToBf16(xBf16.Slice(0, count), x.Slice(0, count));
+        return xBf16;
+    }
 
     /// <summary>
     /// One decoder layer: Residual[l + 1] from Residual[l], keeping what the backward pass reads in the layer's
@@ -42,22 +62,26 @@ public sealed partial class LlamaModel
         var w = _layers[l];
         var a = _act.Layers[l];
         var x = _act.Residual[l];
-        be.RmsNormForward(a.Xn1, a.Rstd1, x, w.InputNorm.Value, n, d, eps);
-        be.MatMul(a.Q, a.Xn1, w.Q.Value, n, qd, d, transA: false, transB: true, accumulate: false);
-        be.MatMul(a.K, a.Xn1, w.K.Value, n, kvd, d, transA: false, transB: true, accumulate: false);
-        be.MatMul(a.V, a.Xn1, w.V.Value, n, kvd, d, transA: false, transB: true, accumulate: false);
+        // In bf16 the norms and SwiGLU write the bf16 operands of the next products directly (no fp32 copy), and the
+        // post-attention norm adds the residual in the same pass.
+        bool bf16 = Options.Precision == Precision.Bf16;
+        be.RmsNormForward(bf16 ? default : a.Xn1, a.Rstd1, x, w.InputNorm.Value, n, d, eps, yBf16: bf16 ? a.Xn1B : default);
+        var xn1 = bf16 ? a.Xn1B : a.Xn1;
+        be.MatMul(a.Q, xn1, w.Q.Compute, n, qd, d, transA: false, transB: true, accumulate: false);
+        be.MatMul(a.K, xn1, w.K.Compute, n, kvd, d, transA: false, transB: true, accumulate: false);
+        be.MatMul(a.V, xn1, w.V.Compute, n, kvd, d, transA: false, transB: true, accumulate: false);
         be.Rope(a.Q, _act.Positions, _act.RopeCos, _act.RopeSin, n, hq, hd, Options.Seq, inverse: false);
         be.Rope(a.K, _act.Positions, _act.RopeCos, _act.RopeSin, n, hkv, hd, Options.Seq, inverse: false);
         be.AttentionForward(a.Attn, a.Lse, a.Q, a.K, a.V, DocStartOrEmpty, _batch, _seq, hq, hkv, hd, _attnScale);
         var xMid = a.XMid.Slice(0, n * d);
-        be.MatMul(xMid, a.Attn, w.O.Value, n, d, qd, transA: false, transB: true, accumulate: false);
-        be.AddInPlace(xMid, x.Slice(0, n * d));
-        be.RmsNormForward(a.Xn2, a.Rstd2, xMid, w.PostNorm.Value, n, d, eps);
-        be.MatMul(a.Gate, a.Xn2, w.Gate.Value, n, f, d, transA: false, transB: true, accumulate: false);
-        be.MatMul(a.Up, a.Xn2, w.Up.Value, n, f, d, transA: false, transB: true, accumulate: false);
-        be.SwiGluForward(a.H.Slice(0, n * f), a.Gate.Slice(0, n * f), a.Up.Slice(0, n * f));
+        be.MatMul(xMid, Operand(a.Attn, a.AttnB, n * qd, w.O), w.O.Compute, n, d, qd, transA: false, transB: true, accumulate: false);
+        be.RmsNormForward(bf16 ? default : a.Xn2, a.Rstd2, xMid, w.PostNorm.Value, n, d, eps, residual: x.Slice(0, n * d), yBf16: bf16 ? a.Xn2B : default);
+        var xn2 = bf16 ? a.Xn2B : a.Xn2;
+        be.MatMul(a.Gate, xn2, w.Gate.Compute, n, f, d, transA: false, transB: true, accumulate: false);
+        be.MatMul(a.Up, xn2, w.Up.Compute, n, f, d, transA: false, transB: true, accumulate: false);
+        be.SwiGluForward(bf16 ? default : a.H.Slice(0, n * f), a.Gate.Slice(0, n * f), a.Up.Slice(0, n * f), bf16 ? a.HB.Slice(0, n * f) : default);
         var next = _act.Residual[l + 1].Slice(0, n * d);
-        be.MatMul(next, a.H, w.Down.Value, n, d, f, transA: false, transB: true, accumulate: false);
+        be.MatMul(next, bf16 ? a.HB : a.H, w.Down.Compute, n, d, f, transA: false, transB: true, accumulate: false);
         be.AddInPlace(next, xMid);
     }
 }

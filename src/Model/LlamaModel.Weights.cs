@@ -71,12 +71,12 @@ public sealed partial class LlamaModel
                 var rng = new Rng(Rng.Derive(seed, i));
                 for (int j = 0; j < span.Length; j++) span[j] = std * (float)rng.NextNormal();
             }
-            Backend.Upload<float>(p.Value, span);
+            Parameters.Write(Backend, p, span);
         }
     }
 
-    /// <summary>Copies a parameter's weights to a new host array.</summary>
-    public float[] DownloadWeights(string name) => Backend.ToArray<float>(Parameters[name].Value);
+    /// <summary>Copies a parameter's weights to a new host array (float32; a bf16-held tensor widened exactly).</summary>
+    public float[] DownloadWeights(string name) => ParameterStore.Read(Backend, Parameters[name]);
 
     /// <summary>Copies a parameter's gradient to a new host array (frozen parameters have none).</summary>
     public float[] DownloadGradient(string name)

@@ -4,7 +4,7 @@ using HftRuntime.Runtime;
 namespace HftRuntime.Model;
 
 /// <summary>Bytes a model needs, by kind, and what the device has.</summary>
-/// <param name="Weights">All parameters (fp32).</param>
+/// <param name="Weights">All parameters: fp32 masters, frozen tensors, and in bf16 the compute copies.</param>
 /// <param name="Gradients">Gradients of the trainable parameters.</param>
 /// <param name="Optimizer">AdamW moments of the trainable parameters.</param>
 /// <param name="Activations">Saved activations and scratch.</param>
@@ -29,8 +29,10 @@ public sealed record MemoryEstimate(long Weights, long Gradients, long Optimizer
 /// <param name="Optimizer">Reserve AdamW moments for the trainable tensors.</param>
 /// <param name="CheckpointActivations">Keep only each layer's input; recompute the layer's activations during the
 /// backward pass (one more forward pass of the layers, for a fraction of the activation memory).</param>
+/// <param name="Precision">fp32, or bf16 mixed precision (bf16 matrix products, fp32 masters for trainable tensors
+/// only, frozen matrices in bf16 alone).</param>
 public sealed record LlamaModelOptions(int Batch, int Seq, IReadOnlySet<string>? Frozen = null, bool Training = true, bool Optimizer = true,
-    bool CheckpointActivations = false);
+    bool CheckpointActivations = false, Precision Precision = Precision.Fp32);
 
 /// <summary>
 /// A Llama decoder (Hugging Face's <c>LlamaForCausalLM</c>) on a <see cref="Backend"/>: parameters, saved
@@ -58,7 +60,8 @@ public sealed partial class LlamaModel : ILanguageModel
         try
         {
             var frozen = options.Frozen ?? new HashSet<string>();
-            Parameters = ParameterStore.Reserve(Arena, ParameterSpecs(config), frozen, options.Training && options.Optimizer);
+            Parameters = ParameterStore.Reserve(Arena, ParameterSpecs(config), frozen, options.Training && options.Optimizer,
+                options.Precision, MatrixNames(config));
             _embed = Parameters["model.embed_tokens.weight"];
             _finalNorm = Parameters["model.norm.weight"];
             _head = config.TieWordEmbeddings ? _embed : Parameters["lm_head.weight"];
@@ -73,7 +76,7 @@ public sealed partial class LlamaModel : ILanguageModel
                     Parameters[p + "input_layernorm.weight"], Parameters[p + "post_attention_layernorm.weight"]);
             }
             _act = new Activations(Arena, config, options, _layers);
-            Memory = new MemoryEstimate(Parameters.TrainableValues.Bytes + Parameters.FrozenValues.Bytes,
+            Memory = new MemoryEstimate(Parameters.WeightBytes,
                 Parameters.Grads.IsEmpty ? 0 : Parameters.Grads.Bytes,
                 (Parameters.Moment1.IsEmpty ? 0 : Parameters.Moment1.Bytes) + (Parameters.Moment2.IsEmpty ? 0 : Parameters.Moment2.Bytes),
                 _act.Bytes, Arena.ReservedBytes, backend.MemoryBytes);
@@ -168,6 +171,17 @@ public sealed partial class LlamaModel : ILanguageModel
         specs.Add(new("model.norm.weight", [d], false));
         if (!config.TieWordEmbeddings) specs.Add(new("lm_head.weight", [config.VocabSize, d], true));
         return specs;
+    }
+
+    /// <summary>
+    /// The tensors only matrix products read (every layer's seven projections and an untied head): in bf16
+    /// precision these are held in bf16 alone when frozen. The embedding table stays fp32 (it is gathered from).
+    /// </summary>
+    public static IReadOnlySet<string> MatrixNames(LlamaConfig config)
+    {
+        var names = TensorNames(config).Layers.SelectMany(l => l.Attention.Concat(l.Mlp)).ToHashSet(StringComparer.Ordinal);
+        if (!config.TieWordEmbeddings) names.Add("lm_head.weight");
+        return names;
     }
 
     /// <summary>The model's tensors by category, for freeze policies.</summary>

@@ -45,7 +45,8 @@ public sealed class AdamWOptimizer
 
     /// <summary>
     /// Applies one step with learning rate <paramref name="lr"/> to every trainable tensor, using the gradients in
-    /// the store; gradients are multiplied by gradScale[0] first when <paramref name="gradScale"/> is given.
+    /// the store; gradients are multiplied by gradScale[0] first when <paramref name="gradScale"/> is given. In a
+    /// bf16 store the same pass rewrites the bf16 compute copy of the updated tensors.
     /// </summary>
     public void Step(float lr, Tensor gradScale = default)
     {
@@ -54,6 +55,6 @@ public sealed class AdamWOptimizer
         if (_store.TrainableCount == 0) return;
         var o = Options;
         _backend.AdamW(_store.TrainableValues, _store.Grads, _store.Moment1, _store.Moment2, _store.Segments, _store.SegmentCount,
-            new AdamWStep(lr, o.Beta1, o.Beta2, o.Eps, o.WeightDecay, StepCount), gradScale);
+            new AdamWStep(lr, o.Beta1, o.Beta2, o.Eps, o.WeightDecay, StepCount), gradScale, _store.TrainableBf16);
     }
 }

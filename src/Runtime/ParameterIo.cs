@@ -11,8 +11,9 @@ public static class ParameterIo
     public static readonly IReadOnlyDictionary<string, string> PtMetadata = new Dictionary<string, string> { ["format"] = "pt" };
 
     /// <summary>
-    /// Writes every parameter (float32, its Hugging Face name) to <paramref name="path"/>, streaming each tensor
-    /// from the device in chunks; the file is replaced atomically.
+    /// Writes every parameter (its Hugging Face name) to <paramref name="path"/>, streaming each tensor from the
+    /// device in chunks; the file is replaced atomically. Tensors are written as they are held: float32, and the
+    /// frozen matrices of a bf16 model as BF16 (exactly the values it trained with; transformers loads both).
     /// </summary>
     public static void SaveWeights(string path, ParameterStore store, Backend backend) =>
         SafeTensorsWriter.Write(path, store.All.Select(p => Entry(p.Name, p.Shape, p.Value, backend)).ToList(), PtMetadata);
@@ -45,16 +46,19 @@ public static class ParameterIo
     public static void LoadWeights(ISafeTensorsSource source, ParameterStore store, Backend backend)
     {
         foreach (var p in store.All) CheckShape(source.Get(p.Name), p);
-        foreach (var p in store.All) Read(source, p.Name, p, p.Value, backend);
+        foreach (var p in store.All) store.Write(backend, p, ReadFloats(source, p.Name, p));
     }
 
-    private static void Read(ISafeTensorsSource source, string name, Parameter p, Tensor dst, Backend backend)
+    private static void Read(ISafeTensorsSource source, string name, Parameter p, Tensor dst, Backend backend) =>
+        backend.Upload<float>(dst, ReadFloats(source, name, p));
+
+    private static float[] ReadFloats(ISafeTensorsSource source, string name, Parameter p)
     {
         var info = source.Get(name);
         CheckShape(info, p, name);
         var buffer = new float[p.Count];
         source.ReadFloat32(name, buffer);
-        backend.Upload<float>(dst, buffer);
+        return buffer;
     }
 
     private static void CheckShape(TensorInfo info, Parameter p, string? name = null)
@@ -64,8 +68,13 @@ public static class ParameterIo
                 $"tensor '{name ?? p.Name}' has shape {info.ShapeText}, but the model expects {TensorInfo.FormatShape(p.Shape.Select(s => (long)s))}");
     }
 
-    private static SafeTensorsWriter.Entry Entry(string name, int[] shape, Tensor t, Backend backend) =>
-        new(name, SafeTensorsDType.F32, shape.Select(s => (long)s).ToArray(), (offset, dst) =>
+    private static SafeTensorsWriter.Entry Entry(string name, int[] shape, Tensor t, Backend backend) => t.Type == DType.BF16
+        ? new(name, SafeTensorsDType.BF16, shape.Select(s => (long)s).ToArray(), (offset, dst) =>
+        {
+            var bits = MemoryMarshal.Cast<byte, ushort>(dst);
+            backend.Download<ushort>(t.Slice(offset / sizeof(ushort), bits.Length), bits);
+        })
+        : new(name, SafeTensorsDType.F32, shape.Select(s => (long)s).ToArray(), (offset, dst) =>
         {
             var floats = MemoryMarshal.Cast<byte, float>(dst);
             backend.Download<float>(t.Slice(offset / sizeof(float), floats.Length), floats);

@@ -15,9 +15,9 @@ public sealed record ParameterSpec(string Name, int[] Shape, bool Decay)
 /// <summary>One parameter tensor: its value and, when trainable, its gradient (views into the store's blocks).</summary>
 public sealed class Parameter
 {
-    internal Parameter(ParameterSpec spec, bool trainable, Tensor value, Tensor grad, long offset)
+    internal Parameter(ParameterSpec spec, bool trainable, Tensor value, Tensor grad, long offset, Tensor compute)
     {
-        Spec = spec; Trainable = trainable; Value = value; Grad = grad; Offset = offset;
+        Spec = spec; Trainable = trainable; Value = value; Grad = grad; Offset = offset; Compute = compute;
     }
 
     /// <summary>The declaration.</summary>
@@ -35,8 +35,18 @@ public sealed class Parameter
     /// <summary>False for a frozen parameter: it has no gradient, no optimizer state and is never written.</summary>
     public bool Trainable { get; }
 
-    /// <summary>The weights.</summary>
+    /// <summary>
+    /// The weights: F32, except a frozen matrix of a bf16 store, which is held in BF16 alone. Read and write them
+    /// through <see cref="ParameterStore.Read"/> and <see cref="ParameterStore.Write"/>, which convert.
+    /// </summary>
     public Tensor Value { get; }
+
+    /// <summary>
+    /// The copy matrix products read: <see cref="Value"/> in fp32; in bf16 the BF16 copy of a trainable tensor
+    /// (rewritten by every optimizer step) or the BF16 value of a frozen matrix (a frozen tensor outside the bf16
+    /// set, such as a tied embedding, stays F32 here).
+    /// </summary>
+    public Tensor Compute { get; }
 
     /// <summary>The gradient (same layout as <see cref="Value"/>); the empty tensor when frozen.</summary>
     public Tensor Grad { get; }
@@ -57,8 +67,10 @@ public sealed class ParameterStore
     private readonly List<Parameter> _all = new();
     private readonly int[] _segmentTable;
 
-    private ParameterStore(DeviceArena arena, IReadOnlyList<ParameterSpec> specs, IReadOnlySet<string> frozen, bool withOptimizer)
+    private ParameterStore(DeviceArena arena, IReadOnlyList<ParameterSpec> specs, IReadOnlySet<string> frozen, bool withOptimizer,
+        Precision precision, IReadOnlySet<string> bf16Matrices)
     {
+        Precision = precision;
         var unknown = frozen.Where(n => !specs.Any(s => s.Name == n)).ToList();
         if (unknown.Count > 0)
             throw new ArgumentException($"frozen list names tensors the model does not have: {string.Join(", ", unknown)}", nameof(frozen));
@@ -66,12 +78,19 @@ public sealed class ParameterStore
         if (dup != null) throw new ArgumentException($"parameter '{dup.Key}' is declared twice", nameof(specs));
 
         var trainable = specs.Where(s => !frozen.Contains(s.Name)).OrderByDescending(s => s.Decay).ToList();
-        var frozenSpecs = specs.Where(s => frozen.Contains(s.Name)).ToList();
+        bool bf16 = precision == Precision.Bf16;
+        var frozenSpecs = specs.Where(s => frozen.Contains(s.Name) && !(bf16 && bf16Matrices.Contains(s.Name))).ToList();
+        var frozenBf16Specs = specs.Where(s => frozen.Contains(s.Name) && bf16 && bf16Matrices.Contains(s.Name)).ToList();
         TrainableCount = trainable.Sum(s => s.Count);
-        FrozenCount = frozenSpecs.Sum(s => s.Count);
+        FrozenCount = frozenSpecs.Sum(s => s.Count) + frozenBf16Specs.Sum(s => s.Count);
 
         TrainableValues = arena.Reserve("params.trainable", TrainableCount);
-        FrozenValues = arena.Reserve("params.frozen", FrozenCount);
+        FrozenValues = arena.Reserve("params.frozen", frozenSpecs.Sum(s => s.Count));
+        if (bf16)
+        {
+            FrozenBf16 = arena.Reserve("params.frozen.bf16", frozenBf16Specs.Sum(s => s.Count), DType.BF16);
+            TrainableBf16 = arena.Reserve("params.trainable.bf16", TrainableCount, DType.BF16);
+        }
         HasOptimizerState = withOptimizer && TrainableCount > 0;
         if (TrainableCount > 0)
         {
@@ -88,7 +107,8 @@ public sealed class ParameterStore
         long offset = 0;
         foreach (var s in trainable)
         {
-            var p = new Parameter(s, true, TrainableValues.Slice(offset, (int)s.Count), Grads.Slice(offset, (int)s.Count), offset);
+            var value = TrainableValues.Slice(offset, (int)s.Count);
+            var p = new Parameter(s, true, value, Grads.Slice(offset, (int)s.Count), offset, bf16 ? TrainableBf16.Slice(offset, (int)s.Count) : value);
             int decay = s.Decay ? 1 : 0;
             if (segments.Count > 0 && segments[^1] == decay) segments[^2] += (int)s.Count;
             else { segments.Add((int)offset); segments.Add((int)s.Count); segments.Add(decay); }
@@ -98,7 +118,15 @@ public sealed class ParameterStore
         offset = 0;
         foreach (var s in frozenSpecs)
         {
-            _byName[s.Name] = new Parameter(s, false, FrozenValues.Slice(offset, (int)s.Count), default, offset);
+            var value = FrozenValues.Slice(offset, (int)s.Count);
+            _byName[s.Name] = new Parameter(s, false, value, default, offset, value);
+            offset += s.Count;
+        }
+        offset = 0;
+        foreach (var s in frozenBf16Specs)
+        {
+            var value = FrozenBf16.Slice(offset, (int)s.Count);
+            _byName[s.Name] = new Parameter(s, false, value, default, offset, value);
             offset += s.Count;
         }
         foreach (var s in specs) _all.Add(_byName[s.Name]);
@@ -111,12 +139,17 @@ public sealed class ParameterStore
     /// Reserves the blocks for <paramref name="specs"/> in <paramref name="arena"/> (not yet committed).
     /// Call <see cref="Initialize"/> after the arena is committed.
     /// </summary>
-    public static ParameterStore Reserve(DeviceArena arena, IReadOnlyList<ParameterSpec> specs, IReadOnlySet<string> frozen, bool withOptimizer)
+    /// <remarks>
+    /// With <see cref="Precision.Bf16"/>, trainable tensors get a BF16 compute copy (<see cref="TrainableBf16"/>,
+    /// same layout) and frozen tensors named in <paramref name="bf16Matrices"/> are held in BF16 alone.
+    /// </remarks>
+    public static ParameterStore Reserve(DeviceArena arena, IReadOnlyList<ParameterSpec> specs, IReadOnlySet<string> frozen, bool withOptimizer,
+        Precision precision = Precision.Fp32, IReadOnlySet<string>? bf16Matrices = null)
     {
         long total = specs.Sum(s => s.Count);
         if (specs.Any(s => s.Count > int.MaxValue) || total > int.MaxValue)
             throw new ArgumentException($"the model has {total} parameters; this version holds at most {int.MaxValue} per block");
-        return new ParameterStore(arena, specs, frozen, withOptimizer);
+        return new ParameterStore(arena, specs, frozen, withOptimizer, precision, bf16Matrices ?? new HashSet<string>());
     }
 
     /// <summary>Writes the segment table to the device (after the arena is committed).</summary>
@@ -124,6 +157,55 @@ public sealed class ParameterStore
     {
         if (SegmentCount > 0) backend.Upload<int>(Segments, _segmentTable);
     }
+
+    /// <summary>
+    /// Rewrites the BF16 compute copy of the trainable block from the fp32 masters (bf16 stores; nothing in fp32).
+    /// Call after writing trainable values other than through the optimizer, which keeps the copy current itself.
+    /// </summary>
+    public void SyncCompute(Backend backend)
+    {
+        if (!TrainableBf16.IsEmpty && TrainableCount > 0) backend.ToBf16(TrainableBf16, TrainableValues);
+    }
+
+    /// <summary>A parameter's values as float32 (a BF16-held tensor is widened exactly).</summary>
+    public static float[] Read(Backend backend, Parameter p)
+    {
+        if (p.Value.Type == DType.F32) return backend.ToArray<float>(p.Value);
+        var bits = backend.ToArray<ushort>(p.Value);
+        var values = new float[bits.Length];
+        for (int i = 0; i < bits.Length; i++) values[i] = Bf16.ToFloat(bits[i]);
+        return values;
+    }
+
+    /// <summary>
+    /// Writes a parameter's values (rounded to bfloat16 for a BF16-held tensor). Writing a trainable tensor of a
+    /// bf16 store also refreshes its compute copy.
+    /// </summary>
+    public void Write(Backend backend, Parameter p, ReadOnlySpan<float> values)
+    {
+        if (values.Length != p.Count) throw new ArgumentException($"'{p.Name}' has {p.Count} elements, got {values.Length}");
+        if (p.Value.Type == DType.F32)
+        {
+            backend.Upload(p.Value, values);
+            if (p.Trainable && !TrainableBf16.IsEmpty) backend.ToBf16(p.Compute, p.Value);
+            return;
+        }
+        var bits = new ushort[values.Length];
+        for (int i = 0; i < bits.Length; i++) bits[i] = Bf16.FromFloat(values[i]);
+        backend.Upload<ushort>(p.Value, bits);
+    }
+
+    /// <summary>The arithmetic of the model this store belongs to.</summary>
+    public Precision Precision { get; }
+
+    /// <summary>The BF16 compute copy of the trainable block (bf16 stores only; else empty).</summary>
+    public Tensor TrainableBf16 { get; }
+
+    /// <summary>The BF16 block of frozen matrices (bf16 stores only; else empty).</summary>
+    public Tensor FrozenBf16 { get; }
+
+    /// <summary>Bytes of every weight copy on the device: fp32 masters, frozen blocks and the bf16 compute copy.</summary>
+    public long WeightBytes => TrainableValues.Bytes + FrozenValues.Bytes + (FrozenBf16.IsEmpty ? 0 : FrozenBf16.Bytes) + (TrainableBf16.IsEmpty ? 0 : TrainableBf16.Bytes);
 
     /// <summary>Every parameter in declaration order.</summary>
     public IReadOnlyList<Parameter> All => _all;
@@ -147,7 +229,7 @@ public sealed class ParameterStore
     /// <summary>The contiguous block of trainable weights.</summary>
     public Tensor TrainableValues { get; }
 
-    /// <summary>The block of frozen weights.</summary>
+    /// <summary>The block of frozen weights held in F32 (in a bf16 store: those outside the bf16 set).</summary>
     public Tensor FrozenValues { get; }
 
     /// <summary>Gradients of the trainable block (same layout); empty if nothing is trainable.</summary>

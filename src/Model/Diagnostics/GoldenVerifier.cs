@@ -18,7 +18,8 @@ public sealed record VerifyRow(string Quantity, double RelativeError, double Max
 /// <param name="Case">The case directory.</param>
 /// <param name="Device">The back-end's device in words.</param>
 /// <param name="Rows">Every compared quantity.</param>
-public sealed record VerifyReport(string Case, string Device, IReadOnlyList<VerifyRow> Rows)
+/// <param name="Precision">The arithmetic the model ran in.</param>
+public sealed record VerifyReport(string Case, string Device, IReadOnlyList<VerifyRow> Rows, Precision Precision = Precision.Fp32)
 {
     /// <summary>True when every quantity is within tolerance.</summary>
     public bool Passed => Rows.All(r => r.Pass);
@@ -28,22 +29,36 @@ public sealed record VerifyReport(string Case, string Device, IReadOnlyList<Veri
 /// Checks our model against a reference case made with Hugging Face transformers in float64 (see
 /// tests/fixtures/README or ../shared/goldens/README.md): the loss, the logits, the gradient of every parameter, the
 /// AdamW steps with the case's frozen list (frozen tensors bit-identical), and, where the case has one, the DPO
-/// loss and gradient. Everything runs in fp32.
+/// loss and gradient, in fp32 or in bf16 mixed precision (with the looser tolerances of <see cref="Tolerances"/>).
 /// </summary>
 public static class GoldenVerifier
 {
-    /// <summary>Tolerance for losses and logits (relative).</summary>
+    /// <summary>Tolerance for losses and logits (relative), fp32.</summary>
     public const double LossTolerance = 1e-5;
 
-    /// <summary>Tolerance for gradients, DPO's included (relative norm).</summary>
+    /// <summary>Tolerance for gradients, DPO's included (relative norm), fp32.</summary>
     public const double GradientTolerance = 1e-4;
 
-    /// <summary>Tolerance for parameters after the AdamW steps (relative norm).</summary>
+    /// <summary>Tolerance for parameters after the AdamW steps (relative norm), fp32.</summary>
     public const double ParameterTolerance = 5e-4;
 
+    /// <summary>
+    /// (loss and logits, gradients, parameters after AdamW) for a precision. bf16 keeps 8 significant bits: each
+    /// rounded operand is off by up to u = 2⁻⁹ ≈ 2e-3 relative, so a product with both operands rounded is off by
+    /// about 2u ≈ 4e-3 per term, and random-signed errors partly cancel in the sums. Logits pass through two or three
+    /// such products in sequence per layer: 1e-2 (≈ 5u; the fixtures measure 3.4e-3). Gradients pass through the
+    /// forward products and as many again backwards, with each output gradient rounded too: 3e-2 (≈ 15u; measured
+    /// ≤ 8e-3). Parameters after AdamW: Adam's first steps move every weight by about lr·sign(g) whatever |g| is, so
+    /// an element whose gradient is smaller than its bf16 error may move the other way, 2·lr apart; that gives
+    /// 1e-2 relative to the weights' norm (measured ≤ 5.5e-3, with elements up to 2·lr apart).
+    /// </summary>
+    public static (double Loss, double Gradient, double Parameter) Tolerances(Precision precision) =>
+        precision == Precision.Bf16 ? (1e-2, 3e-2, 1e-2) : (LossTolerance, GradientTolerance, ParameterTolerance);
+
     /// <summary>Runs every check of the case in <paramref name="directory"/> on <paramref name="backend"/>.</summary>
-    public static VerifyReport Run(string directory, Backend backend)
+    public static VerifyReport Run(string directory, Backend backend, Precision precision = Precision.Fp32)
     {
+        var (LossTolerance, GradientTolerance, ParameterTolerance) = Tolerances(precision);
         var golden = GoldenCase.Load(directory);
         var rows = new List<VerifyRow>();
         var config = LlamaConfig.Load(Path.Combine(directory, "config.json"));
@@ -52,7 +67,7 @@ public static class GoldenVerifier
         int b = golden.Batch, t = golden.Seq, v = config.VocabSize;
 
         // 1. Loss, logits and every gradient with nothing frozen; then the DPO gradient.
-        using (var model = LlamaModel.Create(backend, config, new LlamaModelOptions(golden.Dpo is null ? b : 2 * b, t, Optimizer: false)))
+        using (var model = LlamaModel.Create(backend, config, new LlamaModelOptions(golden.Dpo is null ? b : 2 * b, t, Optimizer: false, Precision: precision)))
         {
             model.LoadWeights(weights);
             model.SetInputs(ModelInputs.FromLabels(golden.InputIds, golden.Labels, b, t));
@@ -89,7 +104,7 @@ public static class GoldenVerifier
 
         // 2. AdamW steps on the same batch with the case's frozen list.
         var frozen = new HashSet<string>(golden.Frozen, StringComparer.Ordinal);
-        using (var model = LlamaModel.Create(backend, config, new LlamaModelOptions(b, t, frozen)))
+        using (var model = LlamaModel.Create(backend, config, new LlamaModelOptions(b, t, frozen, Precision: precision)))
         {
             model.LoadWeights(weights);
             var optimizer = new AdamWOptimizer(backend, model.Parameters, golden.AdamW);
@@ -111,11 +126,15 @@ public static class GoldenVerifier
                 var ours = model.DownloadWeights(p.Name);
                 var after = reference.ReadFloat64("after." + p.Name);
                 if (p.Trainable) rows.Add(Compare("after." + p.Name, ours, after, ParameterTolerance));
-                else rows.Add(BitIdentical("frozen." + p.Name, ours, weights.ReadFloat32(p.Name), after));
+                else rows.Add(BitIdentical("frozen." + p.Name, ours, Held(weights.ReadFloat32(p.Name), p), after, heldInBf16: p.Value.Type == DType.BF16));
             }
         }
-        return new VerifyReport(directory, backend.DeviceName, rows);
+        return new VerifyReport(directory, backend.DeviceName, rows, precision);
     }
+
+    /// <summary>The initial values as the model holds them: rounded to bf16 for a bf16-held frozen tensor.</summary>
+    private static float[] Held(float[] initial, Parameter p) =>
+        p.Value.Type == DType.BF16 ? Array.ConvertAll(initial, Bf16.Round) : initial;
 
     private static int[] ToInt(long[] a) => Array.ConvertAll(a, x => checked((int)x));
 
@@ -150,11 +169,17 @@ public static class GoldenVerifier
         return new VerifyRow(name, rel, max, tol, rel <= tol && !double.IsNaN(max));
     }
 
-    private static VerifyRow BitIdentical(string name, float[] ours, float[] initial, double[] after)
+    /// <summary>
+    /// A frozen tensor: ours must equal what the model was given (bit for bit) and the reference's values after the
+    /// steps, except that a tensor held in bf16 equals the reference rounded to bf16 (its max error is then shown).
+    /// </summary>
+    private static VerifyRow BitIdentical(string name, float[] ours, float[] initial, double[] after, bool heldInBf16)
     {
         bool same = ours.Length == initial.Length && ours.AsSpan().SequenceEqual(initial);
         double max = 0;
         for (int i = 0; i < Math.Min(ours.Length, after.Length); i++) max = Math.Max(max, Math.Abs(ours[i] - after[i]));
-        return new VerifyRow(name, same ? 0 : double.PositiveInfinity, max, 0, same && max == 0 && ours.Length == after.Length);
+        bool matchesReference = ours.Length == after.Length &&
+            (heldInBf16 ? ours.Select((x, i) => x == Bf16.Round((float)after[i])).All(b => b) : max == 0);
+        return new VerifyRow(heldInBf16 ? name + " (bf16)" : name, same ? 0 : double.PositiveInfinity, max, 0, same && matchesReference);
     }
 }

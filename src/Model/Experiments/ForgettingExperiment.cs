@@ -76,7 +76,7 @@ public static class ForgettingExperiment
 {
     /// <summary>Runs the experiment into <paramref name="outDir"/>; returns report.json's content (also written there).</summary>
     public static JsonObject Run(Backend backend, ExperimentData data, ExperimentScale scale, string outDir, int seeds,
-        IProgress<TrainingProgress>? progress = null, CancellationToken cancel = default, Action<string>? log = null)
+        IProgress<TrainingProgress>? progress = null, CancellationToken cancel = default, Action<string>? log = null, Precision precision = Precision.Fp32)
     {
         if (seeds < 1) throw new ArgumentOutOfRangeException(nameof(seeds), seeds, "--seeds must be at least 1");
         foreach (var f in new[] { data.CorpusTrain, data.CorpusHeldOut, data.TaskTrain, data.TaskHeldOut })
@@ -105,7 +105,7 @@ public static class ForgettingExperiment
                         Steps = scale.FineTuneSteps, Batch = scale.FineTuneBatch, Seq = scale.FineTuneSeq, Lr = scale.FineTuneLr,
                         Seed = (ulong)s, EvalEvery = 0, EvalBatches = 4, LogEvery = Math.Max(1, scale.FineTuneSteps / 10),
                     },
-                    HeldOutFraction = 0,
+                    HeldOutFraction = 0, Precision = precision,
                 };
                 var result = FineTuning.Run(backend, request, progress, cancel);
                 if (result.Training.Cancelled) throw new OperationCanceledException("the demo was interrupted");
@@ -138,7 +138,7 @@ public static class ForgettingExperiment
         var report = new JsonObject
         {
             ["device"] = backend.DeviceName,
-            ["scale"] = scale.Name,
+            ["scale"] = scale.Name, ["precision"] = precision.Name(),
             ["model"] = JsonNode.Parse(ModelConfig(baseDir).ToJson()),
             ["seeds"] = seeds,
             ["pretrain"] = pretrain,

@@ -46,6 +46,9 @@ public sealed record FineTuneRequest
     /// <summary>Recompute each layer's activations in the backward pass instead of keeping them (less memory, one more forward).</summary>
     public bool CheckpointActivations { get; init; }
 
+    /// <summary>fp32, or bf16 mixed precision (see <see cref="Runtime.Precision"/>).</summary>
+    public Precision Precision { get; init; }
+
     /// <summary>Continue the run in <see cref="OutputDirectory"/> from its last checkpoint.</summary>
     public bool Resume { get; init; }
 
@@ -96,11 +99,11 @@ public static class FineTuning
         }
 
         int rows = data.Train.Batch;
-        var layout = new LlamaModelOptions(rows, o.Seq, frozen, CheckpointActivations: request.CheckpointActivations);
+        var layout = new LlamaModelOptions(rows, o.Seq, frozen, CheckpointActivations: request.CheckpointActivations, Precision: request.Precision);
         log?.Invoke("memory: " + LlamaModel.EstimateMemory(backend, config, layout).Describe());
         using var model = LlamaModel.Create(backend, config, layout);
         using (var weights = SafeTensorsCheckpoint.Open(request.ModelDirectory)) model.LoadWeights(weights);
-        using var reference = request.Objective == "dpo" ? LlamaModel.Create(backend, config, new LlamaModelOptions(rows, o.Seq, Training: false)) : null;
+        using var reference = request.Objective == "dpo" ? LlamaModel.Create(backend, config, new LlamaModelOptions(rows, o.Seq, Training: false, Precision: request.Precision)) : null;
         if (reference != null)
             using (var weights = SafeTensorsCheckpoint.Open(request.ReferenceDirectory ?? request.ModelDirectory)) reference.LoadWeights(weights);
         ITrainingObjective objective = request.Objective == "dpo" ? new DpoObjective(reference!, request.Beta) : new TokenObjective(request.Objective);
@@ -114,6 +117,8 @@ public static class FineTuning
             ["objective"] = request.Objective,
             ["data_sha256"] = data.Info.Sha256,
         };
+        // Only bf16 runs carry the key, so fp32 runs saved before precision existed still resume.
+        if (request.Precision != Precision.Fp32) fingerprint["precision"] = request.Precision.Name();
         double costBound = LlamaCostModel.CostBound(config, o.Seq, frozen);
         var s = model.Parameters;
         log?.Invoke($"device {backend.DeviceName}");
@@ -159,7 +164,7 @@ public static class FineTuning
             ["tokenizer"] = tokenizer.Kind, ["objective"] = r.Objective, ["method"] = r.Method, ["policy"] = r.Policy.Name,
             ["held_out"] = r.HeldOutFraction, ["skip_bad_lines"] = r.SkipBadLines, ["beta"] = r.Beta,
             ["reference"] = r.ReferenceDirectory is null ? null : Path.GetFullPath(r.ReferenceDirectory), ["resume"] = r.Resume,
-            ["checkpoint_activations"] = r.CheckpointActivations,
+            ["checkpoint_activations"] = r.CheckpointActivations, ["precision"] = r.Precision.Name(),
             ["seed"] = o.Seed, ["steps"] = o.Steps, ["batch"] = o.Batch, ["seq"] = o.Seq, ["accum"] = o.GradAccum, ["lr"] = o.Lr,
             ["min_lr"] = o.MinLr, ["warmup"] = o.EffectiveWarmup, ["weight_decay"] = o.WeightDecay, ["beta1"] = o.Beta1, ["beta2"] = o.Beta2,
             ["eps"] = o.Eps, ["clip"] = o.ClipNorm, ["eval_every"] = o.EvalEvery, ["eval_batches"] = o.EvalBatches, ["save_every"] = o.SaveEvery,

@@ -223,13 +223,31 @@ public static class SelfTest
             return t;
         }
 
+        /// <summary>A BF16 tensor holding <paramref name="data"/> rounded to bfloat16.</summary>
+        public Tensor InBf16(float[] data)
+        {
+            var t = _arena.Reserve("in.bf16", data.Length, DType.BF16);
+            _afterCommit.Add(() => Backend.Upload<ushort>(t, Array.ConvertAll(data, Bf16.FromFloat)));
+            return t;
+        }
+
+        /// <summary>A BF16 output, poisoned with NaN.</summary>
+        public Tensor OutBf16(long count)
+        {
+            var t = _arena.Reserve("out.bf16", count, DType.BF16);
+            _afterCommit.Add(() => Backend.Upload<ushort>(t, Enumerable.Repeat((ushort)0x7FC0, (int)count).ToArray()));
+            return t;
+        }
+
         public void Commit()
         {
             _arena.Commit();
             foreach (var a in _afterCommit) a();
         }
 
-        public float[] Read(Tensor t) => Backend.ToArray<float>(t);
+        public float[] Read(Tensor t) => t.Type == DType.BF16
+            ? Array.ConvertAll(Backend.ToArray<ushort>(t), Bf16.ToFloat)
+            : Backend.ToArray<float>(t);
 
         public void Dispose() => _arena.Dispose();
     }
@@ -279,6 +297,10 @@ public static class SelfTest
                         yield return MatMul(m, n, k, ta, tb, accumulate, large: false, seed++);
         yield return MatMul(65, 31, 129, true, false, accumulate: true, large: false, seed++, forceSplit: 3);
         yield return MatMul(40, 70, 1000, false, true, accumulate: false, large: false, seed++, forceSplit: 4);
+        foreach (var (m, n, k) in new[] { (1, 1, 1), (17, 33, 65), (65, 31, 129), (130, 257, 40) })
+            foreach (bool ta in new[] { false, true })
+                foreach (bool tb in new[] { false, true })
+                    yield return MatMul(m, n, k, ta, tb, accumulate: ta, large: false, seed++, bf16: true);
         yield return CrossEntropy(7, 11, large: false, seed++);
         yield return CrossEntropy(13, 1000, large: false, seed++);
         yield return AdamW(5003, large: false, seed++);
@@ -295,6 +317,16 @@ public static class SelfTest
         yield return MatMul(d, d, tokens, true, false, accumulate: true, large: true, seed++);
         yield return MatMul(f, d, tokens, true, false, accumulate: true, large: true, seed++);
         yield return MatMul(vocab, d, tokens, true, false, accumulate: true, large: true, seed++);
+        yield return MatMul(4096, 4096, 4096, false, true, accumulate: false, large: true, seed++, bf16: true);
+        yield return MatMul(tokens, d, d, false, true, accumulate: false, large: true, seed++, bf16: true);
+        yield return MatMul(tokens, f, d, false, true, accumulate: false, large: true, seed++, bf16: true);
+        yield return MatMul(tokens, d, f, false, true, accumulate: false, large: true, seed++, bf16: true);
+        yield return MatMul(tokens, vocab, d, false, true, accumulate: false, large: true, seed++, bf16: true);
+        yield return MatMul(tokens, d, f, false, false, accumulate: false, large: true, seed++, bf16: true);
+        yield return MatMul(tokens, d, vocab, false, false, accumulate: false, large: true, seed++, bf16: true);
+        yield return MatMul(d, d, tokens, true, false, accumulate: true, large: true, seed++, bf16: true);
+        yield return MatMul(f, d, tokens, true, false, accumulate: true, large: true, seed++, bf16: true);
+        yield return MatMul(vocab, d, tokens, true, false, accumulate: true, large: true, seed++, bf16: true);
         yield return Attention(4, 1024, 12, 12, 64, false, large: true, seed++);
         yield return Attention(4, 1024, 12, 4, 64, true, large: true, seed++);
         yield return AttentionDecode(8, 1, 1023, 1024, 12, 12, 64, large: true, seed++);
@@ -314,11 +346,12 @@ public static class SelfTest
         return c =>
         {
             var ta = c.In(a); var tb = c.In(b);
-            var copy = c.Out(n); var sum = c.Out(n); var scaled = c.Out(n); var filled = c.Out(n);
+            var copy = c.Out(n); var sum = c.Out(n); var scaled = c.Out(n); var filled = c.Out(n); var rounded = c.OutBf16(n);
             var be = c.Backend;
             return
             [
                 new Step("copy", () => be.Copy(copy, ta), [copy], 0),
+                new Step("to bf16", () => be.ToBf16(rounded, ta), [rounded], 0),
                 new Step("add in place", () => { be.Copy(sum, ta); be.AddInPlace(sum, tb); }, [sum], 1e-7),
                 new Step("scale", () => { be.Copy(scaled, tb); be.Scale(scaled, -1.75f); }, [scaled], 1e-7),
                 new Step("fill", () => be.Fill(filled, 0.625f), [filled], 0),
@@ -367,10 +400,14 @@ public static class SelfTest
         {
             var tx = c.In(x); var tw = c.In(w); var tdy = c.In(dy); var y = c.Out((long)n * dim); var rstd = c.Out(n);
             var dx = c.In(dx0); var dw = c.In(dw0); var dxFrozen = c.In(dx0);
+            var xSum = c.In(x); var y16 = c.OutBf16((long)n * dim); var rstd2 = c.Out(n);
             var be = c.Backend;
             return
             [
                 new Step("rmsnorm forward", () => be.RmsNormForward(y, rstd, tx, tw, n, dim, 1e-5f), [y, rstd], 1e-5),
+                // Fused: x += dy as the residual, the output only in bf16 (one bf16 step of tolerance, 2⁻⁸).
+                new Step("rmsnorm forward (residual, bf16)", () => { be.Copy(xSum, tx); be.RmsNormForward(default, rstd2, xSum, tw, n, dim, 1e-5f, tdy, y16); },
+                    [xSum, rstd2, y16], 4e-3),
                 new Step("rmsnorm backward", () => be.RmsNormBackward(dx, dw, tdy, tx, tw, rstd, n, dim), [dx, dw], 1e-5),
                 new Step("rmsnorm backward (frozen w)", () => be.RmsNormBackward(dxFrozen, default, tdy, tx, tw, rstd, n, dim), [dxFrozen], 1e-5),
             ];
@@ -469,27 +506,30 @@ public static class SelfTest
         return c =>
         {
             var tg = c.In(g); var tu = c.In(u); var tdh = c.In(dh); var h = c.Out(n);
-            var dg = c.Out(n); var du = c.Out(n);
+            var dg = c.Out(n); var du = c.Out(n); var h16 = c.OutBf16(n);
             var be = c.Backend;
             return
             [
                 new Step("swiglu forward", () => be.SwiGluForward(h, tg, tu), [h], 1e-5),
+                new Step("swiglu forward (bf16)", () => be.SwiGluForward(default, tg, tu, h16), [h16], 4e-3),
                 // In place, as the model runs it: dGate over gate, dUp over up (copies keep the inputs for the timing runs).
                 new Step("swiglu backward (in place)", () => { be.Copy(dg, tg); be.Copy(du, tu); be.SwiGluBackward(dg, du, tdh, dg, du); }, [dg, du], 1e-5),
             ];
         };
     });
 
-    private static SelfTestCase MatMul(int m, int n, int k, bool transA, bool transB, bool accumulate, bool large, int seed, int forceSplit = 0) =>
-        new("matmul", S($"{m}x{n}x{k} {(transA ? 'T' : 'N')}{(transB ? 'T' : 'N')}{(accumulate ? " acc" : "")}{(forceSplit > 0 ? $" split{forceSplit}" : "")}"),
+    private static SelfTestCase MatMul(int m, int n, int k, bool transA, bool transB, bool accumulate, bool large, int seed, int forceSplit = 0, bool bf16 = false) =>
+        new(bf16 ? "matmul bf16" : "matmul", S($"{m}x{n}x{k} {(transA ? 'T' : 'N')}{(transB ? 'T' : 'N')}{(accumulate ? " acc" : "")}{(forceSplit > 0 ? $" split{forceSplit}" : "")}"),
             large, seed, rng =>
             {
                 var a = Randn(rng, (long)m * k); var b = Randn(rng, (long)k * n); var c0 = accumulate ? Randn(rng, (long)m * n) : null;
                 return c =>
                 {
-                    var ta = c.In(a); var tb = c.In(b); var tc = c0 is null ? c.Out((long)m * n) : c.In(c0);
+                    // bf16: both back-ends multiply the same bf16 values exactly and add in fp32; only the order differs.
+                    var ta = bf16 ? c.InBf16(a) : c.In(a); var tb = bf16 ? c.InBf16(b) : c.In(b);
+                    var tc = c0 is null ? c.Out((long)m * n) : c.In(c0);
                     var be = c.Backend;
-                    return [new Step("matmul", () => be.MatMul(tc, ta, tb, m, n, k, transA, transB, accumulate), [tc], k >= 2048 ? 5e-5 : 1e-5, 2.0 * m * n * k)];
+                    return [new Step(bf16 ? "matmul bf16" : "matmul", () => be.MatMul(tc, ta, tb, m, n, k, transA, transB, accumulate), [tc], k >= 2048 ? 5e-5 : 1e-5, 2.0 * m * n * k)];
                 };
             },
             forceSplit > 0 ? be => { if (be is IlgpuBackend ib) ib.ForceSplitK = forceSplit; } : null,
@@ -502,12 +542,13 @@ public static class SelfTest
         return c =>
         {
             var tl = c.In(logits); var tg = c.In(logits); var tt = c.In(targets); var ts = c.In(scale);
-            var loss = c.Out(n); var loss2 = c.Out(n);
+            var loss = c.Out(n); var loss2 = c.Out(n); var loss3 = c.Out(n); var g16 = c.OutBf16((long)n * vocab);
             var be = c.Backend;
             return
             [
                 new Step("cross-entropy loss", () => be.CrossEntropy(tl, tt, default, loss, n, vocab, writeGradient: false), [loss], 1e-5),
                 new Step("cross-entropy loss+grad", () => be.CrossEntropy(tg, tt, ts, loss2, n, vocab, writeGradient: true), [loss2, tg], 1e-5),
+                new Step("cross-entropy loss+bf16 grad", () => be.CrossEntropy(tl, tt, ts, loss3, n, vocab, writeGradient: true, gradBf16: g16), [loss3, g16], 4e-3),
             ];
         };
     });
@@ -523,10 +564,15 @@ public static class SelfTest
         {
             var tp = c.In(p); var tg = c.In(g); var tm = c.In(m); var tv = c.In(v); var ts = c.In(segments); var gs = c.In([0.75f]);
             var tp2 = c.In(p); var tm2 = c.In(m); var tv2 = c.In(v);
+            var tp3 = c.In(p); var tm3 = c.In(m); var tv3 = c.In(v); var p16 = c.OutBf16(count);
             var be = c.Backend;
             return
             [
                 new Step("adamw (grad scale)", () => be.AdamW(tp, tg, tm, tv, ts, 3, step, gs), [tp, tm, tv], 1e-6),
+                // The bf16 copy is compared segment by segment (the gaps keep their NaN poison); fp32 values that differ
+                // in the last bit may round to neighbouring bf16 values, so the bound is one bf16 step (2⁻⁸).
+                new Step("adamw (bf16 copy)", () => be.AdamW(tp3, tg, tm3, tv3, ts, 3, step, gs, p16),
+                    [tp3, p16.Slice(segments[0], segments[1]), p16.Slice(segments[3], segments[4]), p16.Slice(segments[6], segments[7])], 4e-3),
                 new Step("adamw", () => be.AdamW(tp2, tg, tm2, tv2, ts, 3, step, default), [tp2, tm2, tv2], 1e-6),
             ];
         };

@@ -15,7 +15,7 @@ public static class RunReport
         var o = (JsonObject)info.DeepClone();
         o["params_total"] = store.TrainableCount + store.FrozenCount;
         o["params_trainable"] = store.TrainableCount;
-        o["bytes_weights"] = store.TrainableValues.Bytes + store.FrozenValues.Bytes;
+        o["bytes_weights"] = store.WeightBytes;
         o["bytes_grads"] = store.Grads.IsEmpty ? 0 : store.Grads.Bytes;
         o["bytes_optimizer"] = (store.Moment1.IsEmpty ? 0 : store.Moment1.Bytes) + (store.Moment2.IsEmpty ? 0 : store.Moment2.Bytes);
         o["bytes_activations"] = activationBytes;

@@ -19,4 +19,23 @@ internal static class CommonOptions
         Description = "CPU threads (0: all cores, or HFT_THREADS)",
         DefaultValueFactory = _ => 0,
     };
+
+    /// <summary><c>--precision</c>: fp32 or bf16 mixed precision.</summary>
+    public static Option<string> Precision() => new("--precision")
+    {
+        Description = "Arithmetic: fp32 (the reference) or bf16 (bf16 matrix products with fp32 accumulation, fp32 masters for trainable tensors only)",
+        DefaultValueFactory = _ => "fp32",
+        Validators =
+        {
+            r =>
+            {
+                var text = r.GetValueOrDefault<string>();
+                try { PrecisionNames.Parse(text); }
+                catch (ArgumentException e) { r.AddError(e.Message); }
+            },
+        },
+    };
+
+    /// <summary>The parsed value of a <see cref="Precision()"/> option.</summary>
+    public static Runtime.Precision ParsePrecision(string text) => PrecisionNames.Parse(text);
 }

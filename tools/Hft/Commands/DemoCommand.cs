@@ -23,18 +23,21 @@ internal static class DemoCommand
         var quiet = new Option<bool>("--quiet") { Description = "Print only the report" };
         var device = CommonOptions.Device();
         var threads = CommonOptions.Threads();
+        var precision = CommonOptions.Precision();
+        precision.Description = "Arithmetic of the verification and the fine-tuning runs: fp32, or bf16 mixed precision (the base model is pretrained in fp32)";
         var cmd = new Command("demo", "Verify against Hugging Face, then show that Half Fine-Tuning forgets less than full fine-tuning")
         {
-            output, quick, seeds, quiet, device, threads,
+            output, quick, seeds, quiet, device, threads, precision,
         };
-        cmd.SetAction(r => Run(r.GetValue(output)!, r.GetValue(quick), r.GetValue(seeds), r.GetValue(quiet), r.GetValue(device)!, r.GetValue(threads), stdout, cancel));
+        cmd.SetAction(r => Run(r.GetValue(output)!, r.GetValue(quick), r.GetValue(seeds), r.GetValue(quiet), r.GetValue(device)!, r.GetValue(threads),
+            CommonOptions.ParsePrecision(r.GetValue(precision)!), stdout, cancel));
         return cmd;
     }
 
     /// <summary>A file shipped next to the executable.</summary>
     private static string Shipped(params string[] path) => Path.Combine([AppContext.BaseDirectory, .. path]);
 
-    private static int Run(string outDir, bool quick, int seeds, bool quiet, string device, int threads, TextWriter stdout, CancellationToken cancel)
+    private static int Run(string outDir, bool quick, int seeds, bool quiet, string device, int threads, Precision precision, TextWriter stdout, CancellationToken cancel)
     {
         var inv = CultureInfo.InvariantCulture;
         if (seeds < 1) throw new ArgumentException("--seeds must be at least 1");
@@ -50,11 +53,11 @@ internal static class DemoCommand
 
         using var backend = Devices.Create(device, threads);
         Say($"device {backend.DeviceName}");
-        Say("1. Our forward, backward and AdamW against Hugging Face transformers (float64 reference cases)");
+        Say($"1. Our forward, backward and AdamW in {precision.Name()} against Hugging Face transformers (float64 reference cases)");
         bool verified = true;
         foreach (var dir in Directory.GetDirectories(cases).OrderBy(d => d, StringComparer.Ordinal))
         {
-            var report = GoldenVerifier.Run(dir, backend);
+            var report = GoldenVerifier.Run(dir, backend, precision);
             var worst = report.Rows.MaxBy(r => r.RelativeError / Math.Max(r.Tolerance, 1e-30))!;
             verified &= report.Passed;
             Say(string.Format(inv, "   {0,-20} {1}: {2} quantities; closest to its tolerance: {3} ({4:0.0e+00} of {5:0e+00})",
@@ -65,7 +68,7 @@ internal static class DemoCommand
         var scale = ExperimentScale.FromEnvironment(tokenizer.VocabSize) ?? ExperimentScale.For(quick, backend.Name == "cuda", tokenizer.VocabSize);
         Say($"2. Forgetting: pretrain on corpus A, fine-tune on task B with FFT and with HFT ({scale.Name} scale)");
         var result = ConsoleDisplay.Run(stdout, quiet, "demo", progress =>
-            ForgettingExperiment.Run(backend, data, scale, outDir, seeds, progress, cancel, quiet ? null : line => stdout.WriteLine("   " + line)));
+            ForgettingExperiment.Run(backend, data, scale, outDir, seeds, progress, cancel, quiet ? null : line => stdout.WriteLine("   " + line), precision));
         string md = Markdown(result, verified);
         File.WriteAllText(Path.Combine(outDir, "report.md"), md);
         DemoPlot.Save(result, Path.Combine(outDir, "demo.png"));
@@ -83,7 +86,7 @@ internal static class DemoCommand
         string Pm(JsonObject o, string key, string fmt) => o[key + "_std"] is JsonNode s ? $"{F(o[key], fmt)} ± {F(s, fmt)}" : F(o[key], fmt);
         var sb = new StringBuilder();
         var model = r["model"]!;
-        sb.AppendLine($"## HFT vs FFT: learning task B, forgetting corpus A ({r["scale"]} scale, {r["device"]})").AppendLine();
+        sb.AppendLine($"## HFT vs FFT: learning task B, forgetting corpus A ({r["scale"]} scale, {r["device"]}, {r["precision"]})").AppendLine();
         sb.AppendLine(string.Format(inv, "Base: a Llama with d {0}, {1} layers, {2} heads, vocabulary {3}, pretrained for {4} steps on corpus A (State of the Union addresses and Moby-Dick). " +
             "Task B: WordNet definitions (\"Define: word\" → gloss), {5} steps at lr {6} for both methods; {7} seed(s). Reference cases: {8}.",
             model["hidden_size"], model["num_hidden_layers"], model["num_attention_heads"], model["vocab_size"], r["pretrain"]!["steps"],

@@ -25,6 +25,7 @@ internal static class TrainCommand
         var stages = new Option<string?>("--stages") { Description = "Continual learning: a stages.json file ({\"stages\": [{\"data\", \"objective\", \"steps\", \"lr\"}, ...]}); replaces --data, --objective, --steps and --lr" };
         var beta = new Option<double>("--beta") { Description = "DPO's beta", DefaultValueFactory = _ => 0.1 };
         var reference = new Option<string?>("--reference") { Description = "DPO reference model directory (default: --model)" };
+        var precision = CommonOptions.Precision();
         var checkpointAct = new Option<bool>("--checkpoint-activations") { Description = "Recompute each layer's activations in the backward pass (less memory, about a third more compute)" };
         var skipBad = new Option<bool>("--skip-bad-lines") { Description = "Skip malformed JSONL lines (counted in run.json) instead of failing" };
         var method = new Option<string>("--method") { Description = "fft (nothing frozen) or hft (half fine-tuning)", DefaultValueFactory = _ => "hft" };
@@ -57,7 +58,7 @@ internal static class TrainCommand
         var threads = CommonOptions.Threads();
         var cmd = new Command("train", "Fine-tune a model with full fine-tuning (fft) or Half Fine-Tuning (hft)")
         {
-            model, data, objective, stages, beta, reference, skipBad, checkpointAct, method, policy, ratio, freezeEmb, freezeList, seed, steps, batch, seq, accum, lr, minLr, warmup, wd,
+            model, data, objective, stages, beta, reference, skipBad, checkpointAct, precision, method, policy, ratio, freezeEmb, freezeList, seed, steps, batch, seq, accum, lr, minLr, warmup, wd,
             beta1, beta2, clip, evalEvery, evalBatches, heldOut, saveEvery, logEvery, maxNan, output, resume, quiet, device, threads,
         };
         cmd.SetAction(r =>
@@ -75,7 +76,8 @@ internal static class TrainCommand
             if (stagesFile is not null && dataFile is not null) throw new ArgumentException("--stages gives each stage its data; drop --data");
             var job = new TrainJob(r.GetValue(model)!, dataFile ?? stagesFile!, r.GetValue(objective)!, r.GetValue(method)!, r.GetValue(policy),
                 r.GetValue(ratio), r.GetValue(freezeEmb), r.GetValue(freezeList), r.GetValue(heldOut), r.GetValue(output)!, r.GetValue(resume),
-                r.GetValue(device)!, r.GetValue(threads), options, r.GetValue(beta), r.GetValue(reference), r.GetValue(skipBad), r.GetValue(checkpointAct));
+                r.GetValue(device)!, r.GetValue(threads), options, r.GetValue(beta), r.GetValue(reference), r.GetValue(skipBad), r.GetValue(checkpointAct),
+                CommonOptions.ParsePrecision(r.GetValue(precision)!));
             return stagesFile is null ? Execute(job, r.GetValue(quiet), stdout, stderr, cancel).Code
                 : StagesCommand.Execute(job, r.GetValue(quiet), stdout, stderr, cancel);
         });
@@ -85,7 +87,7 @@ internal static class TrainCommand
     /// <summary>One training run as the options describe it.</summary>
     internal sealed record TrainJob(string Model, string Data, string Objective, string Method, string? Policy, double Ratio, bool FreezeEmbeddings,
         string? FreezeList, double HeldOut, string Out, bool Resume, string Device, int Threads, TrainingOptions Options,
-        double Beta = 0.1, string? Reference = null, bool SkipBadLines = false, bool CheckpointActivations = false);
+        double Beta = 0.1, string? Reference = null, bool SkipBadLines = false, bool CheckpointActivations = false, Precision Precision = Precision.Fp32);
 
     /// <summary>Runs <paramref name="job"/>; returns the exit code and the run report written to run.json.</summary>
     internal static (int Code, JsonObject Report) Execute(TrainJob job, bool quiet, TextWriter stdout, TextWriter stderr, CancellationToken cancel)
@@ -94,7 +96,7 @@ internal static class TrainCommand
         {
             ModelDirectory = job.Model, DataPath = job.Data, OutputDirectory = job.Out, Objective = job.Objective,
             Policy = ResolvePolicy(job), Options = job.Options, HeldOutFraction = job.HeldOut, SkipBadLines = job.SkipBadLines,
-            Beta = job.Beta, ReferenceDirectory = job.Reference, Resume = job.Resume, CheckpointActivations = job.CheckpointActivations,
+            Beta = job.Beta, ReferenceDirectory = job.Reference, Resume = job.Resume, CheckpointActivations = job.CheckpointActivations, Precision = job.Precision,
             ExtraConfig = new JsonObject
             {
                 ["device"] = job.Device, ["threads"] = job.Threads, ["trainable_ratio"] = job.Ratio,

@@ -18,21 +18,22 @@ internal static class VerifyCommand
         };
         var device = CommonOptions.Device();
         var threads = CommonOptions.Threads();
+        var precision = CommonOptions.Precision();
         var cmd = new Command("verify", "Check loss, logits, every gradient, AdamW steps and DPO against a Hugging Face reference case")
         {
-            golden, device, threads,
+            golden, device, threads, precision,
         };
-        cmd.SetAction(r => Run(r.GetValue(golden)!, r.GetValue(device)!, r.GetValue(threads), stdout));
+        cmd.SetAction(r => Run(r.GetValue(golden)!, r.GetValue(device)!, r.GetValue(threads), CommonOptions.ParsePrecision(r.GetValue(precision)!), stdout));
         return cmd;
     }
 
-    private static int Run(string[] cases, string device, int threads, TextWriter stdout)
+    private static int Run(string[] cases, string device, int threads, Precision precision, TextWriter stdout)
     {
         using var backend = Devices.Create(device, threads);
         bool all = true;
         foreach (var dir in cases)
         {
-            var report = ConsoleDisplay.Status(stdout, false, $"verifying {Path.GetFileName(dir)}", _ => GoldenVerifier.Run(dir, backend));
+            var report = ConsoleDisplay.Status(stdout, false, $"verifying {Path.GetFileName(dir)}", _ => GoldenVerifier.Run(dir, backend, precision));
             Print(report, stdout);
             all &= report.Passed;
         }
@@ -45,6 +46,7 @@ internal static class VerifyCommand
         var inv = CultureInfo.InvariantCulture;
         o.WriteLine($"case   {report.Case}");
         o.WriteLine($"device {report.Device}");
+        o.WriteLine($"precision {report.Precision.Name()}");
         int w = Math.Max(8, report.Rows.Max(r => r.Quantity.Length));
         o.WriteLine($"{"quantity".PadRight(w)}  {"rel_err",10}  {"max_abs",10}  {"tol",8}  result");
         foreach (var r in report.Rows)
