@@ -3,9 +3,14 @@
 # bundle/hft-linux-x64.tar.xz was carried over (it is unpacked when bundle/hft/hft is missing):
 #   the card's name, hft selftest --device cuda (every kernel against the CPU back-end, plus the 134M training shapes
 #   with timings), hft verify --device cuda on each reference case (a folder with golden.json) in tests/fixtures, or the
-#   bundle's copies when there is no checkout, and hft bench --device cuda (our GEMM against cuBLAS, copy and AdamW
-#   bandwidth, attention, FFT vs HFT training steps of the 134M model; bench.json).
-# Logs go to $OUT when it is set. Exit status 0 only if everything passed.
+#   bundle's copies when there is no checkout, hft bench --device cuda (our GEMM in fp32 and bf16 against cuBLAS, copy
+#   and AdamW bandwidth, attention, FFT vs HFT training steps of the 134M model in fp32 and bf16; bench.json), the
+#   PyTorch baseline of the same steps (tools/pytorch_baseline.py; pytorch.json; skipped, and not counted as a failure,
+#   where python3 has no torch or transformers), and hft bench --from bench.json --compare pytorch.json (ours beside
+#   PyTorch).
+# Every step has its own timeout, and the steps together stay within GPU_CHECK_BUDGET seconds (default 570) of this
+# script's start, so one hang cannot eat a 10-minute call: a step that would start with too little time left is
+# skipped and counts as a failure. Logs go to $OUT when it is set. Exit status 0 only if everything passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 [ -x bundle/hft/hft ] || [ ! -f bundle/hft-linux-x64.tar.xz ] || tar -xJf bundle/hft-linux-x64.tar.xz -C bundle
@@ -13,6 +18,7 @@ HFT=${HFT:-bundle/hft/hft}
 if [ ! -x "$HFT" ]; then echo "gpu-check: $HFT not found; build it with tools/publish-gpu-bundle.sh" >&2; exit 2; fi
 LOG=${OUT:-}
 [ -z "$LOG" ] || mkdir -p "$LOG"
+BUDGET=${GPU_CHECK_BUDGET:-570}
 
 run() { # run NAME COMMAND...: prints and, with $OUT, logs the command's output; returns its status
   local name=$1; shift
@@ -21,18 +27,36 @@ run() { # run NAME COMMAND...: prints and, with $OUT, logs the command's output;
   "$@" 2>&1
 }
 
+limit() { # limit WANT: prints WANT seconds, or fewer when the budget has less left (0: too little to start)
+  local left=$((BUDGET - SECONDS))
+  if [ "$left" -lt 20 ]; then echo 0; elif [ "$1" -lt "$left" ]; then echo "$1"; else echo "$left"; fi
+}
+
+timed() { # timed NAME WANT COMMAND...: run NAME under timeout (WANT seconds, or what the budget has left)
+  local name=$1 want=$2; shift 2
+  local t; t=$(limit "$want")
+  if [ "$t" -eq 0 ]; then echo "== $name: skipped, ${SECONDS} s of the ${BUDGET} s budget used"; return 1; fi
+  run "$name" timeout -k 10 "$t" "$@"
+  local rc=$?
+  [ "$rc" -ne 124 ] && [ "$rc" -ne 137 ] || echo "== $name: stopped after its ${t} s timeout"
+  return "$rc"
+}
+
 status=0
 run gpu nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || status=1
-run selftest timeout 300 "$HFT" selftest --device cuda || status=1
+timed selftest 75 "$HFT" selftest --device cuda || status=1
 cases=()
 for c in tests/fixtures/*/; do [ -f "$c/golden.json" ] && cases+=("${c%/}"); done
 if [ ${#cases[@]} -eq 0 ]; then
   for c in "$(dirname "$HFT")"/reference-cases/*/; do [ -f "$c/golden.json" ] && cases+=("${c%/}"); done
 fi
 for c in "${cases[@]}"; do
-  run "verify-$(basename "$c")" timeout 120 "$HFT" verify --golden "$c" --device cuda || status=1
+  timed "verify-$(basename "$c")" 30 "$HFT" verify --golden "$c" --device cuda || status=1
 done
 # cuBLAS for the comparison in hft bench: ILGPU.Algorithms loads libcublas.so.12; CUDA 13 ships libcublas.so.13.
+# (PyTorch runs with the LD_LIBRARY_PATH this script was given: the renamed link must not stand in for its cuBLAS.)
+torch_env=(env)
+if [ -n "${LD_LIBRARY_PATH+set}" ]; then torch_env+=("LD_LIBRARY_PATH=$LD_LIBRARY_PATH"); else torch_env+=(-u LD_LIBRARY_PATH); fi
 blas=$(ls /usr/local/cuda*/targets/x86_64-linux/lib/libcublas.so.1[0-9]* 2>/dev/null | head -n 1)
 if [ -n "$blas" ]; then
   mkdir -p /tmp/hft-cublas && ln -sf "$blas" /tmp/hft-cublas/libcublas.so.12
@@ -40,7 +64,31 @@ if [ -n "$blas" ]; then
   [ -z "$lt" ] || ln -sf "$lt" /tmp/hft-cublas/libcublasLt.so.12
   export LD_LIBRARY_PATH=/tmp/hft-cublas:$(dirname "$blas")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 fi
+# bench.json is rewritten after each part of the bench, so a timeout still leaves what was measured for the comparison.
 bench_json=${LOG:-/tmp}/bench.json
-run bench timeout 400 "$HFT" bench --device cuda --json "$bench_json" || status=1
-echo "== gpu-check: $([ $status -eq 0 ] && echo PASS || echo FAIL)"
+rm -f "$bench_json"
+timed bench 240 "$HFT" bench --device cuda --json "$bench_json" || status=1
+# The PyTorch baseline: the same model, batch and AdamW steps (fft and hft; fp32, bf16 autocast, pure bf16), HFT's
+# frozen tensors from hft policy. pytorch.json is rewritten after each configuration; --time-budget keeps the script
+# itself inside its timeout.
+torch_json=${LOG:-/tmp}/pytorch.json
+rm -f "$torch_json"
+if [ ! -f tools/pytorch_baseline.py ]; then
+  echo "== pytorch: skipped: no tools/pytorch_baseline.py (no checkout)"
+elif ! "${torch_env[@]}" python3 -c 'import torch, transformers' 2>/dev/null; then
+  echo "== pytorch: skipped: python3 cannot import torch and transformers ($("${torch_env[@]}" python3 -c 'import torch, transformers' 2>&1 | tail -n 1))"
+else
+  t=$((BUDGET - SECONDS - 25)) # 25 s kept for the comparison
+  [ "$t" -le 180 ] || t=180
+  if [ "$t" -gt 45 ]; then
+    timed pytorch "$t" "${torch_env[@]}" python3 tools/pytorch_baseline.py "$torch_json" --hft "$HFT" --model base \
+      --warmup 3 --steps 10 --time-budget $((t - 35)) || status=1
+  else
+    echo "== pytorch: skipped, ${SECONDS} s of the ${BUDGET} s budget used"; status=1
+  fi
+fi
+if [ -f "$bench_json" ] && [ -f "$torch_json" ]; then
+  timed compare 20 "$HFT" bench --from "$bench_json" --compare "$torch_json" || status=1
+fi
+echo "== gpu-check: $([ $status -eq 0 ] && echo PASS || echo FAIL) in ${SECONDS} s"
 exit $status

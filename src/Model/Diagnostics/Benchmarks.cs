@@ -19,10 +19,16 @@ namespace HftRuntime.Model.Diagnostics;
 public sealed record BenchOptions(string? StepModel = null, bool Quick = false);
 
 /// <summary>
-/// <c>hft bench</c>: GEMM TFLOP/s of our kernels (and, on CUDA, of cuBLAS in fp32 and TF32 tensor-op mode), the copy
-/// bandwidth of the device, the masked AdamW's bandwidth, attention forward and backward, and a full training step
-/// of the benchmark Llama with full fine-tuning and with HFT (ms, tokens/s, arena bytes, cost_bound). The JSON has
-/// the keys <c>card</c>, <c>gemm</c>, <c>copy_gbps</c>, <c>adamw_gbps</c>, <c>attention</c> and <c>step</c>.
+/// <c>hft bench</c>: GEMM TFLOP/s of our kernels on fp32 and on bf16 operands (and, on CUDA, of cuBLAS in fp32 and TF32
+/// tensor-op mode), the copy bandwidth of the device, the masked AdamW's bandwidth, attention forward and backward,
+/// and a full training step of the benchmark Llama with full fine-tuning and with HFT, each in fp32 and in bf16 mixed
+/// precision (ms, tokens/s, arena bytes, cost_bound). The JSON has the keys <c>card</c>, <c>gemm</c> (entries with
+/// <c>impl</c> ours-fp32, ours-bf16, cublas-fp32, cublas-tf32), <c>copy_gbps</c>, <c>adamw_gbps</c>,
+/// <c>attention</c>, <c>step</c> (entries with <c>method</c> fft or hft and <c>precision</c> fp32 or bf16),
+/// <c>hft_fft_ratio</c> (an object: precision → HFT ms / FFT ms), and the step model's <c>step_model</c>,
+/// <c>step_config</c> (its config.json), <c>step_batch</c>, <c>step_seq</c> and <c>step_frozen</c> (the tensors HFT
+/// froze). A measurement that throws is kept as an entry with an <c>error</c> instead of its figures
+/// (<see cref="Errors"/>). <see cref="BenchReport.Compare"/> sets a report beside the figures of tools/pytorch_baseline.py.
 /// </summary>
 public static class Benchmarks
 {
@@ -34,24 +40,42 @@ public static class Benchmarks
         _ => throw new ArgumentException($"unknown benchmark model '{name}'; expected base or small"),
     };
 
-    /// <summary>Runs every benchmark on <paramref name="backend"/>; <paramref name="log"/> receives progress lines.</summary>
-    public static JsonObject Run(Backend backend, BenchOptions options, Action<string>? log = null)
+    /// <summary>
+    /// Runs every benchmark on <paramref name="backend"/>; <paramref name="log"/> receives progress lines, and
+    /// <paramref name="checkpoint"/> the report so far after each part (its <c>complete</c> is false until the end),
+    /// so that a run stopped by a timeout still leaves what it measured.
+    /// </summary>
+    public static JsonObject Run(Backend backend, BenchOptions options, Action<string>? log = null, Action<JsonObject>? checkpoint = null)
     {
         bool gpu = backend.Name == "cuda";
         int repeats = options.Quick ? 3 : 10;
-        var report = new JsonObject { ["card"] = backend.DeviceName, ["device"] = backend.Name, ["quick"] = options.Quick };
+        var report = new JsonObject { ["card"] = backend.DeviceName, ["device"] = backend.Name, ["quick"] = options.Quick, ["complete"] = false };
 
         int[] sizes = gpu ? (options.Quick ? [1024, 4096] : [1024, 2048, 4096, 8192]) : (options.Quick ? [256] : [512, 1024, 2048]);
         var gemm = new JsonArray();
-        foreach (int s in sizes)
+        foreach (var (type, impl) in new[] { (DType.F32, "ours-fp32"), (DType.BF16, "ours-bf16") })
         {
-            double t = TimeGemm(backend, s, s, s, repeats);
-            gemm.Add(new JsonObject { ["impl"] = "ours-fp32", ["m"] = s, ["n"] = s, ["k"] = s, ["tflops"] = 2.0 * s * s * s / t / 1e12 });
-            log?.Invoke($"gemm ours {s}^3: {2.0 * s * s * s / t / 1e12:F2} TFLOP/s");
+            foreach (int s in sizes)
+            {
+                var entry = new JsonObject { ["impl"] = impl, ["m"] = s, ["n"] = s, ["k"] = s };
+                try
+                {
+                    double t = TimeGemm(backend, type, s, s, s, repeats);
+                    entry["tflops"] = 2.0 * s * s * s / t / 1e12;
+                    log?.Invoke($"gemm {impl} {s}^3: {2.0 * s * s * s / t / 1e12:F2} TFLOP/s");
+                }
+                catch (Exception e) when (e is not OutOfMemoryException)
+                {
+                    entry["error"] = Describe(e);
+                    log?.Invoke($"gemm {impl} {s}^3: {Describe(e)}");
+                }
+                gemm.Add(entry);
+            }
         }
         if (gpu && backend is IlgpuBackend ib && ib.Accelerator is CudaAccelerator cuda)
             foreach (var entry in CuBlasGemm(cuda, sizes, repeats, log)) gemm.Add(entry);
         report["gemm"] = gemm;
+        checkpoint?.Invoke(report);
 
         long copyFloats = gpu ? 64L << 20 : 8L << 20;
         double copyT = TimeOp(backend, repeats, arena => (arena.Reserve("a", copyFloats), arena.Reserve("b", copyFloats)),
@@ -72,44 +96,95 @@ public static class Benchmarks
         log?.Invoke($"adamw: {report["adamw_gbps"]!.GetValue<double>():F1} GB/s");
 
         report["attention"] = Attention(backend, gpu ? (8, 1024, 12, 64) : (2, 512, 4, 64), repeats, log);
+        checkpoint?.Invoke(report);
 
         string model = options.StepModel ?? (gpu ? "base" : "small");
-        var steps = Steps(backend, model, options.Quick ? 3 : 8, log);
-        report["step"] = steps;
+        var (config, batch, seq) = StepModel(model);
+        var frozen = FreezePolicy.Hft(1).SelectFrozen(LlamaModel.TensorNames(config));
         report["step_model"] = model;
-        report["hft_fft_ratio"] = steps[1]!["ms"]!.GetValue<double>() / steps[0]!["ms"]!.GetValue<double>();
+        report["step_config"] = JsonNode.Parse(config.ToJson());
+        report["step_batch"] = batch;
+        report["step_seq"] = seq;
+        report["step_policy"] = FreezePolicy.Hft(1).Describe();
+        report["step_frozen"] = new JsonArray(frozen.Order(StringComparer.Ordinal).Select(n => (JsonNode)n).ToArray());
+        var steps = new JsonArray();
+        report["step"] = steps;
+        report["hft_fft_ratio"] = new JsonObject();
+        Steps(backend, config, batch, seq, frozen, options.Quick ? 3 : 8, log, entry =>
+        {
+            steps.Add(entry);
+            report["hft_fft_ratio"] = Ratios(steps);
+            checkpoint?.Invoke(report);
+        });
+        report["complete"] = true;
+        checkpoint?.Invoke(report);
         return report;
     }
 
-    /// <summary>A markdown summary of a report.</summary>
-    public static string Markdown(JsonObject r)
+    /// <summary>HFT ms / FFT ms per precision, for the precisions that have both.</summary>
+    private static JsonObject Ratios(JsonArray steps)
     {
-        var inv = CultureInfo.InvariantCulture;
-        var sb = new StringBuilder();
-        sb.AppendLine($"### hft bench on {r["card"]}").AppendLine();
-        sb.AppendLine("| GEMM | m = n = k | TFLOP/s |").AppendLine("| --- | ---: | ---: |");
-        foreach (var g in r["gemm"]!.AsArray())
-            sb.AppendLine(string.Format(inv, "| {0} | {1} | {2} |", g!["impl"], g["m"],
-                g["tflops"] is JsonNode t ? t.GetValue<double>().ToString("F2", inv) : g["error"]?.ToString() ?? "n/a"));
-        sb.AppendLine().AppendLine(string.Format(inv, "Copy {0:F1} GB/s; masked AdamW {1:F1} GB/s ({2:P0} of copy).",
-            r["copy_gbps"]!.GetValue<double>(), r["adamw_gbps"]!.GetValue<double>(), r["adamw_gbps"]!.GetValue<double>() / r["copy_gbps"]!.GetValue<double>()));
-        var a = r["attention"]!;
-        sb.AppendLine(string.Format(inv, "Attention {0}: forward {1:F2} ms ({2:F2} TFLOP/s), backward {3:F2} ms ({4:F2} TFLOP/s).", a["shape"],
-            a["forward_ms"]!.GetValue<double>(), a["forward_tflops"]!.GetValue<double>(), a["backward_ms"]!.GetValue<double>(), a["backward_tflops"]!.GetValue<double>()));
-        sb.AppendLine().AppendLine($"Training step, {r["step_model"]} model:").AppendLine();
-        sb.AppendLine("| method | precision | ms/step | tokens/s | arena bytes | cost_bound |").AppendLine("| --- | --- | ---: | ---: | ---: | ---: |");
-        foreach (var s in r["step"]!.AsArray())
-            sb.AppendLine(string.Format(inv, "| {0} | {1} | {2:F1} | {3:N0} | {4:N0} | {5:F3} |", s!["method"], s["precision"], s["ms"]!.GetValue<double>(),
-                s["tokens_per_s"]!.GetValue<double>(), s["peak_bytes"]!.GetValue<long>(), s["cost_bound"]!.GetValue<double>()));
-        if (r["hft_fft_ratio"] is JsonNode ratio)
-            sb.AppendLine().AppendLine(string.Format(inv, "HFT/FFT step time {0:F3} against cost_bound {1:F3}.", ratio.GetValue<double>(), r["step"]!.AsArray()[1]!["cost_bound"]!.GetValue<double>()));
-        return sb.ToString();
+        var ratios = new JsonObject();
+        foreach (var p in StepPrecisions)
+        {
+            if (StepMs(steps, "fft", p.Name()) is double fft && StepMs(steps, "hft", p.Name()) is double hft)
+                ratios[p.Name()] = hft / fft;
+        }
+        return ratios;
     }
 
-    private static double TimeGemm(Backend backend, int m, int n, int k, int repeats) =>
-        TimeOp(backend, repeats, arena => (arena.Reserve("a", (long)m * k), arena.Reserve("b", (long)k * n), arena.Reserve("c", (long)m * n)),
-            t => backend.MatMul(t.Item3, t.Item1, t.Item2, m, n, k, transA: false, transB: true, accumulate: false),
-            init: t => { backend.Fill(t.Item1, 0.01f); backend.Fill(t.Item2, 0.02f); });
+    /// <summary>The precisions of the training-step entries, in report order.</summary>
+    public static IReadOnlyList<Precision> StepPrecisions { get; } = [Precision.Fp32, Precision.Bf16];
+
+    /// <summary>
+    /// The measurements of a report that failed, as "what: error" lines (GEMM and step entries with an <c>error</c>,
+    /// and a report whose run stopped early); empty when everything was measured. A cuBLAS comparison that could not
+    /// load cuBLAS is not counted.
+    /// </summary>
+    public static IReadOnlyList<string> Errors(JsonObject report)
+    {
+        var errors = new List<string>();
+        if (report["complete"] is JsonNode complete && !complete.GetValue<bool>()) errors.Add("the run stopped before the end (incomplete report)");
+        if (report["gemm"] is JsonArray gemm)
+        {
+            foreach (var g in gemm)
+            {
+                if (g?["error"] is JsonNode e && g["impl"]?.GetValue<string>() != "cublas")
+                    errors.Add($"gemm {g["impl"]} {g["m"]}^3: {e}");
+            }
+        }
+        if (report["step"] is JsonArray steps)
+        {
+            foreach (var st in steps)
+                if (st?["error"] is JsonNode e) errors.Add($"step {st["method"]} {st["precision"]}: {e}");
+        }
+        return errors;
+    }
+
+    private static double? StepMs(JsonArray steps, string method, string precision) =>
+        steps.FirstOrDefault(s => s?["method"]?.GetValue<string>() == method && s["precision"]?.GetValue<string>() == precision)?["ms"]?.GetValue<double>();
+
+    private static string Describe(Exception e) => $"{e.GetType().Name}: {e.Message}";
+
+    /// <summary>c = a·bᵀ with a and b of <paramref name="type"/> (F32 or BF16; c is F32): median seconds.</summary>
+    private static double TimeGemm(Backend backend, DType type, int m, int n, int k, int repeats)
+    {
+        if (type == DType.F32)
+        {
+            return TimeOp(backend, repeats, arena => (arena.Reserve("a", (long)m * k), arena.Reserve("b", (long)k * n), arena.Reserve("c", (long)m * n)),
+                t => backend.MatMul(t.Item3, t.Item1, t.Item2, m, n, k, transA: false, transB: true, accumulate: false),
+                init: t => { backend.Fill(t.Item1, 0.01f); backend.Fill(t.Item2, 0.02f); });
+        }
+        // The bf16 operands are written from float32 ones by ToBf16 (Fill is float32 only).
+        return TimeOp(backend, repeats, arena => (A: arena.Reserve("a", (long)m * k), B: arena.Reserve("b", (long)k * n), C: arena.Reserve("c", (long)m * n),
+                A16: arena.Reserve("a16", (long)m * k, type), B16: arena.Reserve("b16", (long)k * n, type)),
+            t => backend.MatMul(t.C, t.A16, t.B16, m, n, k, transA: false, transB: true, accumulate: false),
+            init: t =>
+            {
+                backend.Fill(t.A, 0.01f); backend.Fill(t.B, 0.02f);
+                backend.ToBf16(t.A16, t.A); backend.ToBf16(t.B16, t.B);
+            });
+    }
 
     /// <summary>Median seconds of <paramref name="op"/> over <paramref name="repeats"/> runs after two warm-up runs.</summary>
     private static double TimeOp<T>(Backend backend, int repeats, Func<DeviceArena, T> reserve, Action<T> op, Action<T>? init = null)
@@ -156,40 +231,58 @@ public static class Benchmarks
         };
     }
 
-    private static JsonArray Steps(Backend backend, string name, int repeats, Action<string>? log)
+    /// <summary>
+    /// Full fine-tuning and HFT (<paramref name="frozen"/>) of the step model in each of <see cref="StepPrecisions"/>:
+    /// median ms of <paramref name="repeats"/> optimizer steps after two warm-up steps. A configuration that throws
+    /// becomes an entry with an <c>error</c>, and the others still run.
+    /// </summary>
+    private static void Steps(Backend backend, LlamaConfig config, int batch, int seq, IReadOnlySet<string> frozen, int repeats, Action<string>? log,
+        Action<JsonObject> add)
     {
-        var (config, batch, seq) = StepModel(name);
         var rng = new Rng(2);
         var ids = new int[batch * seq];
         for (int i = 0; i < ids.Length; i++) ids[i] = rng.NextInt(config.VocabSize);
         var inputs = ModelInputs.FromLabels(ids, ids, batch, seq);
-        var steps = new JsonArray();
-        foreach (var method in new[] { "fft", "hft" })
+        foreach (var precision in StepPrecisions)
         {
-            var frozen = method == "fft" ? new HashSet<string>() : FreezePolicy.Hft(1).SelectFrozen(LlamaModel.TensorNames(config));
-            using var model = LlamaModel.Create(backend, config, new LlamaModelOptions(batch, seq, frozen));
-            model.InitializeWeights(1);
-            var step = new OptimizerStep(model, new AdamWOptions(), 1f);
-            var times = new double[repeats];
-            for (int i = -2; i < repeats; i++)
+            foreach (var method in new[] { "fft", "hft" })
             {
-                var sw = Stopwatch.StartNew();
-                step.Begin();
-                float loss = step.ForwardBackward(inputs);
-                step.Finish(1e-4f, loss);
-                backend.Synchronize();
-                if (i >= 0) times[i] = sw.Elapsed.TotalMilliseconds;
+                var frozenHere = method == "fft" ? new HashSet<string>() : frozen;
+                var entry = new JsonObject { ["method"] = method, ["precision"] = precision.Name() };
+                try
+                {
+                    using var model = LlamaModel.Create(backend, config, new LlamaModelOptions(batch, seq, frozenHere, Precision: precision));
+                    model.InitializeWeights(1);
+                    var step = new OptimizerStep(model, new AdamWOptions(), 1f);
+                    var times = new double[repeats];
+                    float loss = float.NaN;
+                    for (int i = -2; i < repeats; i++)
+                    {
+                        var sw = Stopwatch.StartNew();
+                        step.Begin();
+                        loss = step.ForwardBackward(inputs);
+                        step.Finish(1e-4f, loss);
+                        backend.Synchronize();
+                        if (i >= 0) times[i] = sw.Elapsed.TotalMilliseconds;
+                    }
+                    if (!float.IsFinite(loss)) throw new InvalidOperationException($"the loss is {loss}");
+                    Array.Sort(times);
+                    double ms = times[repeats / 2];
+                    entry["ms"] = ms;
+                    entry["tokens_per_s"] = batch * seq / (ms / 1e3);
+                    entry["peak_bytes"] = model.Arena.ReservedBytes;
+                    entry["cost_bound"] = LlamaCostModel.CostBound(config, seq, frozenHere);
+                    entry["loss"] = loss;
+                    log?.Invoke($"step {method} {precision.Name()}: {ms:F1} ms, {batch * seq / (ms / 1e3):N0} tokens/s");
+                }
+                catch (Exception e) when (e is not OutOfMemoryException)
+                {
+                    entry["error"] = Describe(e);
+                    log?.Invoke($"step {method} {precision.Name()}: {Describe(e)}");
+                }
+                add(entry);
             }
-            Array.Sort(times);
-            double ms = times[repeats / 2];
-            steps.Add(new JsonObject
-            {
-                ["method"] = method, ["precision"] = "fp32", ["ms"] = ms, ["tokens_per_s"] = batch * seq / (ms / 1e3),
-                ["peak_bytes"] = model.Arena.ReservedBytes, ["cost_bound"] = LlamaCostModel.CostBound(config, seq, frozen),
-            });
-            log?.Invoke($"step {method}: {ms:F1} ms, {batch * seq / (ms / 1e3):N0} tokens/s");
         }
-        return steps;
     }
 
     private static IEnumerable<JsonObject> CuBlasGemm(CudaAccelerator cuda, int[] sizes, int repeats, Action<string>? log)
