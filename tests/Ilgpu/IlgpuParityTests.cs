@@ -60,6 +60,48 @@ public sealed class IlgpuParityTests
         Assert.That(SelfTest.Cases(large: true).Count, Is.GreaterThan(SelfTest.Cases(large: false).Count));
     }
 
+    /// <summary>
+    /// Uploads and downloads of ordinary (movable) arrays while another thread churns the heap and forces
+    /// compacting collections: the host memory must be pinned during each copy, or bytes go missing.
+    /// </summary>
+    [Test]
+    public void TransfersOfMovableArraysSurviveGarbageCollections()
+    {
+        using var arena = _gpu.CreateArena();
+        var t = arena.Reserve("t", 1024);
+        arena.Commit();
+        using var stop = new CancellationTokenSource();
+        var churn = Task.Run(() =>
+        {
+            var keep = new List<byte[]>();
+            for (int i = 0; !stop.IsCancellationRequested; i++)
+            {
+                keep.Add(new byte[1000 + i % 5000]);
+                if (keep.Count > 2000) keep.RemoveRange(0, 1000);
+                if (i % 5000 == 0) GC.Collect(0, GCCollectionMode.Forced, blocking: true);
+            }
+        });
+        int bad = 0;
+        try
+        {
+            for (int i = 0; i < 2000; i++)
+            {
+                var data = new float[1024];
+                for (int j = 0; j < data.Length; j++) data[j] = i + j;
+                _gpu.Upload<float>(t, data);
+                var back = new float[1024];
+                _gpu.Download<float>(t, back);
+                if (!back.AsSpan().SequenceEqual(data)) bad++;
+            }
+        }
+        finally
+        {
+            stop.Cancel();
+            churn.Wait();
+        }
+        Assert.That(bad, Is.Zero, "round trips that lost bytes");
+    }
+
     /// <summary>An id outside the vocabulary gives a zero row forward and adds nothing backward.</summary>
     [Test]
     public void EmbeddingSkipsOutOfRangeIds()

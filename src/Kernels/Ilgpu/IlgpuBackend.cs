@@ -222,19 +222,30 @@ public sealed partial class IlgpuBackend : Backend
     // ------------------------------------------------------------------ transfers
 
     /// <inheritdoc/>
-    protected override void UploadCore(Tensor dst, ReadOnlySpan<byte> src)
+    /// <remarks>
+    /// The host memory is pinned for the copy: ILGPU takes a managed reference and hands its address to the driver,
+    /// and a garbage collection moving the array meanwhile would copy the wrong bytes. (A copy from pageable memory
+    /// has read its source when the call returns.)
+    /// </remarks>
+    protected override unsafe void UploadCore(Tensor dst, ReadOnlySpan<byte> src)
     {
         if (src.Length == 0) return;
         _acc.Bind();
-        Arena(dst).Bytes(dst).SubView(0, src.Length).CopyFromCPU(_acc.DefaultStream, ref MemoryMarshal.GetReference(src), src.Length);
+        fixed (byte* p = src)
+            Arena(dst).Bytes(dst).SubView(0, src.Length).CopyFromCPU(_acc.DefaultStream, ref *p, src.Length);
     }
 
     /// <inheritdoc/>
-    protected override void DownloadCore(Tensor src, Span<byte> dst)
+    /// <remarks>Pinned like <see cref="UploadCore"/>, and complete before it returns.</remarks>
+    protected override unsafe void DownloadCore(Tensor src, Span<byte> dst)
     {
         if (dst.Length == 0) { Synchronize(); return; }
         _acc.Bind();
-        Arena(src).Bytes(src).SubView(0, dst.Length).CopyToCPU(_acc.DefaultStream, ref MemoryMarshal.GetReference(dst), dst.Length);
+        fixed (byte* p = dst)
+        {
+            Arena(src).Bytes(src).SubView(0, dst.Length).CopyToCPU(_acc.DefaultStream, ref *p, dst.Length);
+            _acc.DefaultStream.Synchronize(); // the bytes must have arrived before the array is unpinned
+        }
     }
 
     /// <inheritdoc/>
