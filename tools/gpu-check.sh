@@ -2,8 +2,8 @@
 # One call on the GPU machine, from the repository root, after tools/publish-gpu-bundle.sh built the bundle here and
 # bundle/hft-linux-x64.tar.xz was carried over (it is unpacked when bundle/hft/hft is missing):
 #   the card's name, hft selftest --device cuda (every kernel against the CPU back-end, plus the 134M training shapes
-#   with timings), hft verify --device cuda on each reference case (a folder with golden.json) in tests/fixtures, or the
-#   bundle's copies when there is no checkout, hft bench --device cuda (our GEMM in fp32 and bf16 against cuBLAS, copy
+#   with timings), hft verify --device cuda in fp32 and in bf16 on each reference case (a folder with golden.json) in
+#   tests/fixtures, or the bundle's copies when there is no checkout, hft bench --device cuda (our GEMM in fp32 and bf16 against cuBLAS, copy
 #   and AdamW bandwidth, attention, FFT vs HFT training steps of the 134M model in fp32 and bf16; bench.json), the
 #   PyTorch baseline of the same steps (tools/pytorch_baseline.py; pytorch.json; skipped, and not counted as a failure,
 #   where python3 has no torch or transformers), and hft bench --from bench.json --compare pytorch.json (ours beside
@@ -50,8 +50,9 @@ for c in tests/fixtures/*/; do [ -f "$c/golden.json" ] && cases+=("${c%/}"); don
 if [ ${#cases[@]} -eq 0 ]; then
   for c in "$(dirname "$HFT")"/reference-cases/*/; do [ -f "$c/golden.json" ] && cases+=("${c%/}"); done
 fi
-for c in "${cases[@]}"; do
-  timed "verify-$(basename "$c")" 30 "$HFT" verify --golden "$c" --device cuda || status=1
+# Every reference case in one process per precision (the kernels compile once).
+for p in fp32 bf16; do
+  timed "verify-$p" 45 "$HFT" verify --device cuda --precision "$p" --golden "${cases[@]}" || status=1
 done
 # cuBLAS for the comparison in hft bench: ILGPU.Algorithms loads libcublas.so.12; CUDA 13 ships libcublas.so.13.
 # (PyTorch runs with the LD_LIBRARY_PATH this script was given: the renamed link must not stand in for its cuBLAS.)

@@ -44,12 +44,7 @@ public sealed partial class IlgpuBackend
     protected override void MatMulCore(Tensor c, Tensor a, Tensor b, int m, int n, int k, bool transA, bool transB, bool accumulate)
     {
         if (a.Type == DType.BF16) { MatMulBf16(c, a, b, m, n, k, transA, transB, accumulate); return; }
-        int tilesM = (m + TileM - 1) / TileM, tilesN = (n + TileN - 1) / TileN;
-        long tiles = (long)tilesM * tilesN;
-        int splits = SplitK(tiles, (long)m * n, k);
-        int kPer = (k + splits - 1) / splits;
-        kPer = (kPer + TileK - 1) / TileK * TileK;
-        splits = (k + kPer - 1) / kPer;
+        var (tilesM, tilesN, tiles, splits, kPer) = TilePlan(m, n, k, TileM, TileK);
         var p = new GemmArgs
         {
             M = m, N = n, K = k, TransA = transA ? 1 : 0, TransB = transB ? 1 : 0, Accumulate = accumulate ? 1 : 0,
@@ -65,6 +60,20 @@ public sealed partial class IlgpuBackend
         p.Accumulate = 0;
         _matmul(Config(TileGroups(tiles * splits)), partials, F(a), F(b), p);
         _matmulSplitReduce(Config(StreamGroups((long)m * n)), cv, partials, splits, accumulate ? 1 : 0);
+    }
+
+    /// <summary>
+    /// The tiles of C (square tiles of <paramref name="tile"/>) and the split of k: slices of a multiple of
+    /// <paramref name="tileK"/>, as many as <see cref="SplitK"/> chooses.
+    /// </summary>
+    private (int TilesM, int TilesN, long Tiles, int Splits, int KPerSplit) TilePlan(int m, int n, int k, int tile, int tileK)
+    {
+        int tilesM = (m + tile - 1) / tile, tilesN = (n + tile - 1) / tile;
+        long tiles = (long)tilesM * tilesN;
+        int splits = SplitK(tiles, (long)m * n, k);
+        int kPer = (k + splits - 1) / splits;
+        kPer = (kPer + tileK - 1) / tileK * tileK;
+        return (tilesM, tilesN, tiles, (k + kPer - 1) / kPer, kPer);
     }
 
     private int SplitK(long tiles, long mn, int k)

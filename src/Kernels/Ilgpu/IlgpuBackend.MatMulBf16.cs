@@ -87,12 +87,7 @@ public sealed partial class IlgpuBackend
     /// <summary>c[m, n] (+)= op(a)·op(b) for BF16 a and b (see the class remarks); called by MatMulCore.</summary>
     private void MatMulBf16(Tensor c, Tensor a, Tensor b, int m, int n, int k, bool transA, bool transB, bool accumulate)
     {
-        int tilesM = (m + Bf16Tile - 1) / Bf16Tile, tilesN = (n + Bf16Tile - 1) / Bf16Tile;
-        long tiles = (long)tilesM * tilesN;
-        int splits = SplitK(tiles, (long)m * n, k);
-        int kPer = (k + splits - 1) / splits;
-        kPer = (kPer + Bf16TileK - 1) / Bf16TileK * Bf16TileK;
-        splits = (k + kPer - 1) / kPer;
+        var (tilesM, tilesN, tiles, splits, kPer) = TilePlan(m, n, k, Bf16Tile, Bf16TileK);
         var a2 = PairView(a, out bool alignedA);
         var b2 = PairView(b, out bool alignedB);
         var p = new Bf16GemmArgs

@@ -1,14 +1,7 @@
-using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using System.Text.Json.Nodes;
-using HftRuntime.Kernels;
-using HftRuntime.Kernels.Ilgpu;
 using HftRuntime.Runtime;
-using HftRuntime.Runtime.Training;
-using ILGPU;
-using ILGPU.Runtime;
-using ILGPU.Runtime.Cuda;
 
 namespace HftRuntime.Model.Diagnostics;
 
