@@ -385,6 +385,7 @@ public sealed partial class IlgpuBackend : Backend
         LoadSwiGlu();
         LoadMatMul();
         LoadMatMulBf16();
+        LoadMatMulBf16Fast();
         LoadCrossEntropy();
         LoadAdamW();
     }

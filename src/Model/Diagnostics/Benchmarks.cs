@@ -23,7 +23,7 @@ public sealed record BenchOptions(string? StepModel = null, bool Quick = false);
 /// tensor-op mode), the copy bandwidth of the device, the masked AdamW's bandwidth, attention forward and backward,
 /// and a full training step of the benchmark Llama with full fine-tuning and with HFT, each in fp32 and in bf16 mixed
 /// precision (ms, tokens/s, arena bytes, cost_bound). The JSON has the keys <c>card</c>, <c>gemm</c> (entries with
-/// <c>impl</c> ours-fp32, ours-bf16, cublas-fp32, cublas-tf32), <c>copy_gbps</c>, <c>adamw_gbps</c>,
+/// <c>impl</c> ours-fp32, ours-bf16, ours-bf16-fast (CUDA), cublas-fp32, cublas-tf32), <c>copy_gbps</c>, <c>adamw_gbps</c>,
 /// <c>attention</c>, <c>step</c> (entries with <c>method</c> fft or hft and <c>precision</c> fp32 or bf16),
 /// <c>hft_fft_ratio</c> (an object: precision → HFT ms / FFT ms), and the step model's <c>step_model</c>,
 /// <c>step_config</c> (its config.json), <c>step_batch</c>, <c>step_seq</c> and <c>step_frozen</c> (the tensors HFT
@@ -53,8 +53,15 @@ public static class Benchmarks
 
         int[] sizes = gpu ? (options.Quick ? [1024, 4096] : [1024, 2048, 4096, 8192]) : (options.Quick ? [256] : [512, 1024, 2048]);
         var gemm = new JsonArray();
-        foreach (var (type, impl) in new[] { (DType.F32, "ours-fp32"), (DType.BF16, "ours-bf16") })
+        // On CUDA the bf16 GEMM is timed with each variant of the ILGPU back-end: "ours-bf16" the simple kernel,
+        // "ours-bf16-fast" the fast one (see Bf16GemmVariant); the selection is restored afterwards.
+        var ilgpuCuda = gpu ? backend as IlgpuBackend : null;
+        foreach (var (type, impl) in new[] { (DType.F32, "ours-fp32"), (DType.BF16, "ours-bf16"), (DType.BF16, "ours-bf16-fast") })
         {
+            if (impl == "ours-bf16-fast" && ilgpuCuda is null) continue;
+            var savedVariant = ilgpuCuda?.Bf16GemmVariant ?? Bf16GemmVariant.Simple;
+            if (ilgpuCuda is not null && type == DType.BF16)
+                ilgpuCuda.Bf16GemmVariant = impl == "ours-bf16-fast" ? Bf16GemmVariant.Fast : Bf16GemmVariant.Simple;
             foreach (int s in sizes)
             {
                 var entry = new JsonObject { ["impl"] = impl, ["m"] = s, ["n"] = s, ["k"] = s };
@@ -71,6 +78,7 @@ public static class Benchmarks
                 }
                 gemm.Add(entry);
             }
+            if (ilgpuCuda is not null) ilgpuCuda.Bf16GemmVariant = savedVariant;
         }
         if (gpu && backend is IlgpuBackend ib && ib.Accelerator is CudaAccelerator cuda)
             foreach (var entry in CuBlasGemm(cuda, sizes, repeats, log)) gemm.Add(entry);

@@ -327,6 +327,15 @@ public static class SelfTest
         yield return MatMul(d, d, tokens, true, false, accumulate: true, large: true, seed++, bf16: true);
         yield return MatMul(f, d, tokens, true, false, accumulate: true, large: true, seed++, bf16: true);
         yield return MatMul(vocab, d, tokens, true, false, accumulate: true, large: true, seed++, bf16: true);
+        // The same products on the fast bf16 kernel of the ILGPU back-end (forced; it takes the NT form with full tiles
+        // and leaves the other forms to the simple kernel, so those cases check the dispatch too).
+        yield return MatMulBf16Fast(4096, 4096, 4096, false, true, accumulate: false, seed++);
+        yield return MatMulBf16Fast(tokens, d, d, false, true, accumulate: false, seed++);
+        yield return MatMulBf16Fast(tokens, f, d, false, true, accumulate: false, seed++);
+        yield return MatMulBf16Fast(tokens, d, f, false, true, accumulate: false, seed++);
+        yield return MatMulBf16Fast(tokens, vocab, d, false, true, accumulate: false, seed++);
+        yield return MatMulBf16Fast(tokens, d, f, false, false, accumulate: false, seed++);
+        yield return MatMulBf16Fast(d, d, tokens, true, false, accumulate: true, seed++);
         yield return Attention(4, 1024, 12, 12, 64, false, large: true, seed++);
         yield return Attention(4, 1024, 12, 4, 64, true, large: true, seed++);
         yield return AttentionDecode(8, 1, 1023, 1024, 12, 12, 64, large: true, seed++);
@@ -534,6 +543,29 @@ public static class SelfTest
             },
             forceSplit > 0 ? be => { if (be is IlgpuBackend ib) ib.ForceSplitK = forceSplit; } : null,
             forceSplit > 0 ? be => { if (be is IlgpuBackend ib) ib.ForceSplitK = 0; } : null);
+
+    /// <summary>
+    /// A large bf16 product with <see cref="IlgpuBackend.Bf16GemmVariant"/> forced to <see cref="Bf16GemmVariant.Fast"/>
+    /// on an ILGPU device (restored afterwards); other back-ends run it as a plain bf16 product.
+    /// </summary>
+    private static SelfTestCase MatMulBf16Fast(int m, int n, int k, bool transA, bool transB, bool accumulate, int seed)
+    {
+        var saved = Bf16GemmVariant.Simple;
+        return new("matmul bf16 fast", S($"{m}x{n}x{k} {(transA ? 'T' : 'N')}{(transB ? 'T' : 'N')}{(accumulate ? " acc" : "")}"),
+            large: true, seed, rng =>
+            {
+                var a = Randn(rng, (long)m * k); var b = Randn(rng, (long)k * n); var c0 = accumulate ? Randn(rng, (long)m * n) : null;
+                return c =>
+                {
+                    var ta = c.InBf16(a); var tb = c.InBf16(b);
+                    var tc = c0 is null ? c.Out((long)m * n) : c.In(c0);
+                    var be = c.Backend;
+                    return [new Step("matmul bf16 fast", () => be.MatMul(tc, ta, tb, m, n, k, transA, transB, accumulate), [tc], k >= 2048 ? 5e-5 : 1e-5, 2.0 * m * n * k)];
+                };
+            },
+            be => { if (be is IlgpuBackend ib) { saved = ib.Bf16GemmVariant; ib.Bf16GemmVariant = Bf16GemmVariant.Fast; } },
+            be => { if (be is IlgpuBackend ib) ib.Bf16GemmVariant = saved; });
+    }
 
     private static SelfTestCase CrossEntropy(int n, int vocab, bool large, int seed) => new("cross-entropy", S($"{n}x{vocab}"), large, seed, rng =>
     {

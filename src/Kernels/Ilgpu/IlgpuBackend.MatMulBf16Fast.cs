@@ -1,0 +1,343 @@
+using System.Runtime.CompilerServices;
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace HftRuntime.Kernels.Ilgpu;
+
+/// <summary>Which bf16 GEMM <see cref="IlgpuBackend"/> runs.</summary>
+public enum Bf16GemmVariant
+{
+    /// <summary>The general kernel (any form and shape): 128×128 tiles, warps of 64×32, 4-byte loads.</summary>
+    Simple,
+
+    /// <summary>
+    /// The 128×256-tile kernel with 64×64 warp tiles and 16-byte loads where it applies (NT form, full tiles, see
+    /// <see cref="IlgpuBackend.AcceptsBf16Fast"/>); the simple kernel everywhere else.
+    /// </summary>
+    Fast,
+}
+
+/// <summary>
+/// The fast bf16 GEMM, C (+)= A·Bᵀ with A [m, k] and B [n, k] both k-contiguous bfloat16 and C fp32, for full tiles
+/// only: m a multiple of 128, n of 256, k of 32, both operands starting on 16 bytes, C on 8. Each group of 256 threads
+/// (8 warps) computes a 128×256 tile of C; warp w the 64×64 block at rows 64·(w mod 2), columns 64·(w div 2), as 4 × 8
+/// <c>mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32</c> per 16 k (128 fp32 accumulators per thread: two
+/// <see cref="CBlock"/>s, the left and right 64×32 halves). k goes in steps of 32 through double-buffered shared memory
+/// of 2 × (128 + 256) × 64 B = 48 KiB, unpadded. Every global load, shared store and fragment read is 16 bytes (A: 2,
+/// B: 4 loads per thread and step, prefetched in registers while the current step is multiplied; one barrier per
+/// step): per k step and warp 16 LDS.128 feed 64 HMMA (the simple kernel: 48 LDS.32 for 32 HMMA). C is written (or
+/// added to) in 8-byte pairs.
+/// </summary>
+/// <remarks>
+/// <para>
+/// The k order inside a 32-wide step is permuted, identically for A and B (so the products summed are the same): of the
+/// 16-byte chunk t of a row (bf16 pairs P0..P3 = pairs 4t .. 4t+3 of the step), lane (g, t) hands P0, P1 to the mma of
+/// the first 16-k half as its k pairs t and t+4, and P2, P3 to the second half. B is stored as [row][chunk] (4 chunks
+/// a row), so chunk t of row g is (b0, b1) of both halves. A is stored as ready fragments: a thread loads chunk c of the
+/// rows g and g+8 of one m16 block and stores (g P0, g+8 P0, g P1, g+8 P1), i.e. (a0, a1, a2, a3) of the first half,
+/// and (g P2, g+8 P2, g P3, g+8 P3) of the second, at slot ((2·block + half)·8 + g)·4 + c; one 16-byte read is then one
+/// A operand of the mma in four consecutive registers (reading two rows' chunks would need four moves per mma). A
+/// quarter warp (the unit of a 16-byte shared access) reads or writes 8 consecutive chunks: no bank conflicts.
+/// </para>
+/// <para>
+/// On ILGPU's CPU accelerator the mma are emulated with the simple kernel's emulation (per 64×32 half, so the same
+/// per-warp scratch in dynamic shared memory), which follows the PTX fragment layout: the CPU results check the
+/// fragment indexing and the k permutation of the CUDA path.
+/// </para>
+/// </remarks>
+public sealed partial class IlgpuBackend
+{
+    /// <summary>Tile of C per group (rows, columns), k step in bf16 elements, 16-byte chunks per shared row.</summary>
+    private const int Bf16FastTileM = 128, Bf16FastTileN = 256, Bf16FastTileK = 32, Bf16FastChunks = Bf16FastTileK / 8;
+
+    /// <summary>16-byte chunks of one stage of the A and of the B tile.</summary>
+    private const int Bf16FastStageA = Bf16FastTileM * Bf16FastChunks, Bf16FastStageB = Bf16FastTileN * Bf16FastChunks;
+
+    private Action<KernelConfig, ArrayView<F2>, ArrayView<U4>, ArrayView<U4>, Bf16GemmArgs> _matmulBf16Fast = null!;
+    private long _bf16FastLaunches;
+
+    /// <summary>
+    /// The bf16 GEMM used where the fast kernel applies; the default comes from the environment variable
+    /// HFT_BF16_GEMM ("simple" or "fast"), simple when unset.
+    /// </summary>
+    public Bf16GemmVariant Bf16GemmVariant { get; set; } = DefaultBf16GemmVariant;
+
+    /// <summary>HFT_BF16_GEMM as a variant: "fast" selects <see cref="Bf16GemmVariant.Fast"/>, anything else the simple kernel.</summary>
+    public static Bf16GemmVariant DefaultBf16GemmVariant =>
+        string.Equals(Environment.GetEnvironmentVariable("HFT_BF16_GEMM")?.Trim(), "fast", StringComparison.OrdinalIgnoreCase)
+            ? Bf16GemmVariant.Fast
+            : Bf16GemmVariant.Simple;
+
+    /// <summary>Launches of the fast bf16 kernel so far (the tests check the dispatch with it).</summary>
+    internal long Bf16FastLaunches => Interlocked.Read(ref _bf16FastLaunches);
+
+    /// <summary>Four uints: a 16-byte chunk of 8 bf16 (pairs X, Y, Z, W).</summary>
+    internal struct U4
+    {
+        public uint X, Y, Z, W;
+    }
+
+    /// <summary>Two adjacent fp32 elements of C (an 8-byte store).</summary>
+    internal struct F2
+    {
+        public float X, Y;
+    }
+
+    /// <summary>A warp's 64×64 block of accumulators: the left and right 64×32 halves.</summary>
+    internal struct CBlock2
+    {
+        public CBlock L, R;
+    }
+
+    /// <summary>One thread's share of a k step: 2 chunks of the A tile, 4 of the B tile.</summary>
+    internal struct FastRegs
+    {
+        public U4 A0, A1, B0, B1, B2, B3;
+    }
+
+    private void LoadMatMulBf16Fast() =>
+        _matmulBf16Fast = Load<ArrayView<F2>, ArrayView<U4>, ArrayView<U4>, Bf16GemmArgs>(MatMulBf16FastKernel);
+
+    /// <summary>
+    /// Whether the fast kernel computes c[m, n] (+)= op(a)·op(b): the NT form (a [m, k], b [n, k]), m a multiple of
+    /// 128, n of 256, k of 32, both operands starting on a 16-byte boundary and c on 8 bytes. Other shapes and forms go
+    /// to the simple kernel.
+    /// </summary>
+    internal static bool AcceptsBf16Fast(Tensor c, Tensor a, Tensor b, int m, int n, int k, bool transA, bool transB) =>
+        !transA && transB && m > 0 && n > 0 && k > 0
+        && m % Bf16FastTileM == 0 && n % Bf16FastTileN == 0 && k % Bf16FastTileK == 0
+        && a.ByteOffset % 16 == 0 && b.ByteOffset % 16 == 0 && c.ByteOffset % 8 == 0
+        && a.Count >= (long)m * k && b.Count >= (long)n * k && c.Count >= (long)m * n;
+
+    /// <summary>
+    /// Runs the fast kernel when <see cref="Bf16GemmVariant"/> is <see cref="Bf16GemmVariant.Fast"/>, no split k is
+    /// forced and <see cref="AcceptsBf16Fast"/> holds; returns whether it did (otherwise the caller runs the simple one).
+    /// </summary>
+    private bool TryMatMulBf16Fast(Tensor c, Tensor a, Tensor b, int m, int n, int k, bool transA, bool transB, bool accumulate)
+    {
+        if (Bf16GemmVariant != Bf16GemmVariant.Fast || ForceSplitK > 1 || !AcceptsBf16Fast(c, a, b, m, n, k, transA, transB)) return false;
+        int tilesM = m / Bf16FastTileM, tilesN = n / Bf16FastTileN;
+        var p = new Bf16GemmArgs
+        {
+            M = m, N = n, K = k, TransA = 0, TransB = 1, Accumulate = accumulate ? 1 : 0,
+            TilesM = tilesM, TilesN = tilesN, Splits = 1, KPerSplit = k,
+        };
+        var cv = F(c).SubView(0, (long)m * n).Cast<F2>();
+        _matmulBf16Fast(Bf16Config(TileGroups((long)tilesM * tilesN)), cv, ChunkView(a, (long)m * k), ChunkView(b, (long)n * k), p);
+        Interlocked.Increment(ref _bf16FastLaunches);
+        return true;
+    }
+
+    /// <summary>The first <paramref name="count"/> bf16 elements of a tensor (16-byte aligned, count a multiple of 8) as 16-byte chunks.</summary>
+    private static ArrayView<U4> ChunkView(Tensor t, long count) => Arena(t).Bytes(t).SubView(0, count * 2).Cast<U4>();
+
+    /// <summary>
+    /// c[m, n] (+)= a·bᵀ over 128×256 tiles (grid-stride), a [m, k] and b [n, k] as 16-byte chunks (k / 8 per row).
+    /// </summary>
+    [IlgpuKernel]
+    internal static void MatMulBf16FastKernel(ArrayView<F2> c, ArrayView<U4> a, ArrayView<U4> b, Bf16GemmArgs p)
+    {
+        var sa = SharedMemory.Allocate<U4>(2 * Bf16FastStageA);
+        var sb = SharedMemory.Allocate<U4>(2 * Bf16FastStageB);
+        int tid = Group.IdxX, warp = tid >> 5, lane = tid & 31;
+        int g = lane >> 2, t = lane & 3;
+        int rowChunks = p.K >> 3;
+
+        // Loads: thread tid takes chunk c = tid mod 4 of A rows 16·(tid/32) + (tid/4 mod 8) and 8 rows further (the
+        // g and g+8 rows of one m16 block), and of B rows tid/4 + 64q, q < 4.
+        int ldRow = tid >> 2, ldChunk = tid & 3;
+        int aLdRow = (tid >> 5) * 16 + (ldRow & 7);
+        int aStOff = ((tid >> 5) * 16 + (ldRow & 7)) * Bf16FastChunks + ldChunk, bStOff = ldRow * Bf16FastChunks + ldChunk;
+        // Fragment reads: A fragments of m16 block 4·(w mod 2) + i, half h at slot ((2·block + h)·8 + g)·4 + t; chunk t
+        // of B rows 64·(w div 2) + g (+8, +16 ..).
+        int aFrag = ((warp & 1) * 64 + g) * Bf16FastChunks + t, bFrag = ((warp >> 1) * 64 + g) * Bf16FastChunks + t;
+
+        int tiles = p.TilesM * p.TilesN;
+        for (int tile = Grid.IdxX; tile < tiles; tile += Grid.DimX)
+        {
+            int tn = tile % p.TilesN, tm = tile / p.TilesN;
+            int m0 = tm * Bf16FastTileM, n0 = tn * Bf16FastTileN;
+            int aRow = (m0 + aLdRow) * rowChunks + ldChunk, bRow = (n0 + ldRow) * rowChunks + ldChunk;
+
+            FastRegs r = LoadFast(a, b, aRow, bRow, rowChunks);
+            StoreFast(sa, sb, 0, aStOff, bStOff, r);
+            Group.Barrier();
+
+            CBlock2 acc = default;
+            int buffer = 0;
+            for (int kc = 0; kc < rowChunks; kc += Bf16FastChunks)
+            {
+                int next = kc + Bf16FastChunks;
+                bool more = next < rowChunks;
+                if (more) r = LoadFast(a, b, aRow + next, bRow + next, rowChunks);
+                acc = FastKStep(acc, sa, sb, buffer * Bf16FastStageA + aFrag, buffer * Bf16FastStageB + bFrag, warp, lane);
+                if (more) StoreFast(sa, sb, buffer ^ 1, aStOff, bStOff, r);
+                Group.Barrier();
+                buffer ^= 1;
+            }
+
+            // C in pairs of columns (col even, n even): this lane's (r, col..col+1) of each fragment at pair index
+            // (r·n + col) / 2 of a view that starts at its row g, first column.
+            int r0 = m0 + (warp & 1) * 64 + g, col = n0 + (warp >> 1) * 64 + 2 * t;
+            var cw = c.SubView(((long)r0 * p.N + col) >> 1);
+            int rows16 = 8 * p.N; // 16 rows in pairs
+            StoreRowFast(cw, p, 0, acc.L.R0);
+            StoreRowFast(cw, p, rows16, acc.L.R1);
+            StoreRowFast(cw, p, 2 * rows16, acc.L.R2);
+            StoreRowFast(cw, p, 3 * rows16, acc.L.R3);
+            StoreRowFast(cw, p, 16, acc.R.R0);
+            StoreRowFast(cw, p, rows16 + 16, acc.R.R1);
+            StoreRowFast(cw, p, 2 * rows16 + 16, acc.R.R2);
+            StoreRowFast(cw, p, 3 * rows16 + 16, acc.R.R3);
+        }
+    }
+
+    /// <summary>
+    /// Writes (or adds) a lane's fragments of one m16 row of a 64×32 half at pair index o of cw: the n8 fragments at
+    /// o, o + 4, o + 8, o + 12 (8 columns each), rows g (c0, c1) and g + 8 (c2, c3, 4·n pairs further). Full tiles: no bounds.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreRowFast(ArrayView<F2> cw, Bf16GemmArgs p, int o, CRow v)
+    {
+        int down8 = 4 * p.N;
+        StoreFragFast(cw, p.Accumulate, o, down8, v.J0);
+        StoreFragFast(cw, p.Accumulate, o + 4, down8, v.J1);
+        StoreFragFast(cw, p.Accumulate, o + 8, down8, v.J2);
+        StoreFragFast(cw, p.Accumulate, o + 12, down8, v.J3);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreFragFast(ArrayView<F2> cw, int accumulate, int o, int down8, CFrag v)
+    {
+        F2 top, bottom;
+        top.X = v.X0; top.Y = v.X1;
+        bottom.X = v.X2; bottom.Y = v.X3;
+        if (accumulate != 0)
+        {
+            F2 t0 = cw[o], b0 = cw[o + down8];
+            top.X += t0.X; top.Y += t0.Y;
+            bottom.X += b0.X; bottom.Y += b0.Y;
+        }
+        cw[o] = top;
+        cw[o + down8] = bottom;
+    }
+
+    /// <summary>
+    /// This thread's chunks of one k step (indices in chunks, rowChunks a row): A at aIdx and 8 rows further, B at bIdx
+    /// and 64, 128, 192 rows further.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static FastRegs LoadFast(ArrayView<U4> a, ArrayView<U4> b, int aIdx, int bIdx, int rowChunks)
+    {
+        FastRegs r;
+        int step64 = 64 * rowChunks;
+        r.A0 = a[aIdx];
+        r.A1 = a[aIdx + 8 * rowChunks];
+        r.B0 = b[bIdx];
+        r.B1 = b[bIdx + step64];
+        r.B2 = b[bIdx + 2 * step64];
+        r.B3 = b[bIdx + 3 * step64];
+        return r;
+    }
+
+    /// <summary>
+    /// Stores them into stage `buffer` of the shared tiles: B as [row][chunk] (4 chunks a row); A as ready fragments,
+    /// the rows g and g+8 interleaved: (g, X), (g+8, X), (g, Y), (g+8, Y) for the first 16-k half at aOff, the Z and W
+    /// pairs for the second half 8 rows' worth (32 chunks) further.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreFast(ArrayView<U4> sa, ArrayView<U4> sb, int buffer, int aOff, int bOff, FastRegs r)
+    {
+        int ao = 0, bo = 0;
+        sa = sa.SubView(buffer * Bf16FastStageA + aOff);
+        sb = sb.SubView(buffer * Bf16FastStageB + bOff);
+        const int rows64 = 64 * Bf16FastChunks;
+        U4 lo, hi;
+        lo.X = r.A0.X; lo.Y = r.A1.X; lo.Z = r.A0.Y; lo.W = r.A1.Y;
+        hi.X = r.A0.Z; hi.Y = r.A1.Z; hi.Z = r.A0.W; hi.W = r.A1.W;
+        sa[ao] = lo;
+        sa[ao + 8 * Bf16FastChunks] = hi;
+        sb[bo] = r.B0;
+        sb[bo + rows64] = r.B1;
+        sb[bo + 2 * rows64] = r.B2;
+        sb[bo + 3 * rows64] = r.B3;
+    }
+
+    /// <summary>An A fragment as stored (a0..a3 in X..W).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static AFrag AOf(U4 v)
+    {
+        AFrag f;
+        f.A0 = v.X; f.A1 = v.Y; f.A2 = v.Z; f.A3 = v.W;
+        return f;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static BFrag BLo(U4 v)
+    {
+        BFrag f;
+        f.B0 = v.X; f.B1 = v.Y;
+        return f;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static BFrag BHi(U4 v)
+    {
+        BFrag f;
+        f.B0 = v.Z; f.B1 = v.W;
+        return f;
+    }
+
+    /// <summary>
+    /// The warp's 64×64 block over one 32-wide k step: 8 chunks of A (rows g, g+8 of each m16 row) from shared index
+    /// ao, 8 of B (row g of each n8 column) from bo, then 2 × 32 mma. Warp-collective.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static CBlock2 FastKStep(CBlock2 c, ArrayView<U4> sa, ArrayView<U4> sb, int ao, int bo, int warp, int lane)
+    {
+        const int rows8 = 8 * Bf16FastChunks;
+        // Views at the lane's first chunk, so that every read below is at a constant offset from one address (one
+        // register and an immediate in the SASS, rather than an index to sign-extend and scale per read).
+        sa = sa.SubView(ao);
+        sb = sb.SubView(bo);
+        ao = 0;
+        bo = 0;
+        // A: m16 block i, half h at ao + (2i + h) · 8 rows' worth of chunks.
+        U4 a0 = sa[ao], a0h = sa[ao + rows8], a1 = sa[ao + 2 * rows8], a1h = sa[ao + 3 * rows8];
+        U4 a2 = sa[ao + 4 * rows8], a2h = sa[ao + 5 * rows8], a3 = sa[ao + 6 * rows8], a3h = sa[ao + 7 * rows8];
+        U4 b0 = sb[bo], b1 = sb[bo + rows8], b2 = sb[bo + 2 * rows8], b3 = sb[bo + 3 * rows8];
+        U4 b4 = sb[bo + 4 * rows8], b5 = sb[bo + 5 * rows8], b6 = sb[bo + 6 * rows8], b7 = sb[bo + 7 * rows8];
+        c = FastHalf(c, AOf(a0), AOf(a1), AOf(a2), AOf(a3),
+            BLo(b0), BLo(b1), BLo(b2), BLo(b3), BLo(b4), BLo(b5), BLo(b6), BLo(b7), warp, lane);
+        c = FastHalf(c, AOf(a0h), AOf(a1h), AOf(a2h), AOf(a3h),
+            BHi(b0), BHi(b1), BHi(b2), BHi(b3), BHi(b4), BHi(b5), BHi(b6), BHi(b7), warp, lane);
+        return c;
+    }
+
+    /// <summary>4 × 8 mma of one 16-k half: the tensor-core instruction on CUDA, the simple kernel's emulation elsewhere.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static CBlock2 FastHalf(CBlock2 c, AFrag f0, AFrag f1, AFrag f2, AFrag f3,
+        BFrag h0, BFrag h1, BFrag h2, BFrag h3, BFrag h4, BFrag h5, BFrag h6, BFrag h7, int warp, int lane)
+    {
+        // A switch on the accelerator type, which ILGPU folds (see KStep in the simple kernel).
+        switch (Accelerator.CurrentType)
+        {
+            case AcceleratorType.Cuda:
+                c.L.R0 = MmaRow(c.L.R0, f0, h0, h1, h2, h3);
+                c.R.R0 = MmaRow(c.R.R0, f0, h4, h5, h6, h7);
+                c.L.R1 = MmaRow(c.L.R1, f1, h0, h1, h2, h3);
+                c.R.R1 = MmaRow(c.R.R1, f1, h4, h5, h6, h7);
+                c.L.R2 = MmaRow(c.L.R2, f2, h0, h1, h2, h3);
+                c.R.R2 = MmaRow(c.R.R2, f2, h4, h5, h6, h7);
+                c.L.R3 = MmaRow(c.L.R3, f3, h0, h1, h2, h3);
+                c.R.R3 = MmaRow(c.R.R3, f3, h4, h5, h6, h7);
+                return c;
+            case AcceleratorType.CPU:
+            case AcceleratorType.OpenCL:
+            default:
+                c.L = KStepEmulated(c.L, f0, f1, f2, f3, h0, h1, h2, h3, warp, lane);
+                c.R = KStepEmulated(c.R, f0, f1, f2, f3, h4, h5, h6, h7, warp, lane);
+                return c;
+        }
+    }
+}

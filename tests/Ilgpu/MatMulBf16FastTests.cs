@@ -1,0 +1,221 @@
+using System.Text.RegularExpressions;
+using HftRuntime.Kernels;
+using HftRuntime.Kernels.Ilgpu;
+using HftRuntime.Runtime.SafeTensors;
+using ILGPU;
+using ILGPU.Backends.EntryPoints;
+using ILGPU.Backends.PTX;
+using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
+using NUnit.Framework;
+
+namespace HftRuntime.Tests.Ilgpu;
+
+/// <summary>
+/// The fast bf16 GEMM (<see cref="Bf16GemmVariant.Fast"/>) on ILGPU's CPU accelerator, where its mma are emulated with
+/// the PTX fragment layout: full-tile NT shapes against a float64 product of the same bf16 values, with and without
+/// accumulation; the dispatch (what it refuses goes to the simple kernel, and is still right); the variant's default;
+/// and the kernel's PTX for sm_90.
+/// </summary>
+[TestFixture]
+public sealed class MatMulBf16FastTests
+{
+    private IlgpuBackend _gpu = null!;
+
+    /// <summary>Creates the CPU-accelerator back-end with the fast variant selected.</summary>
+    [OneTimeSetUp]
+    public void SetUp() => _gpu = IlgpuBackend.CreateCpu();
+
+    /// <summary>Releases it.</summary>
+    [OneTimeTearDown]
+    public void TearDown() => _gpu.Dispose();
+
+    /// <summary>Selects the fast variant for each test.</summary>
+    [SetUp]
+    public void SelectFast() => _gpu.Bf16GemmVariant = Bf16GemmVariant.Fast;
+
+    /// <summary>
+    /// Runs c (+)= op(a)·op(b) with random bf16 a, b and checks every element against float64 (|c − ref| at most 1e-5
+    /// of Σ_k |a·b| (+ |c₀|)); returns whether the fast kernel ran (its launch counter moved).
+    /// </summary>
+    private bool Check(int m, int n, int k, bool transA, bool transB, bool accumulate, int offsetA = 0, int offsetB = 0, int seed = 1)
+    {
+        var rng = new Random(seed * 7919 + m * 31 + n * 17 + k);
+        ushort[] a = RandomBf16(rng, m * k), b = RandomBf16(rng, k * n);
+        float[] c0 = new float[m * n];
+        for (int i = 0; i < c0.Length; i++) c0[i] = accumulate ? (float)(rng.NextDouble() * 2 - 1) : float.NaN;
+
+        using var arena = _gpu.CreateArena();
+        var ta = arena.Reserve("a", m * k + offsetA, DType.BF16);
+        var tb = arena.Reserve("b", k * n + offsetB, DType.BF16);
+        var tc = arena.Reserve("c", m * n);
+        arena.Commit();
+        ta = ta.Slice(offsetA, m * k);
+        tb = tb.Slice(offsetB, k * n);
+        _gpu.Upload<ushort>(ta, a);
+        _gpu.Upload<ushort>(tb, b);
+        _gpu.Upload<float>(tc, c0);
+        long before = _gpu.Bf16FastLaunches;
+        _gpu.MatMul(tc, ta, tb, m, n, k, transA, transB, accumulate);
+        _gpu.Synchronize();
+        bool fast = _gpu.Bf16FastLaunches != before;
+        var got = _gpu.ToArray<float>(tc);
+
+        int worst = 0;
+        double worstRatio = -1;
+        for (int i = 0; i < m; i++)
+        {
+            for (int j = 0; j < n; j++)
+            {
+                double sum = accumulate ? c0[i * n + j] : 0, scale = accumulate ? Math.Abs(c0[i * n + j]) : 0;
+                for (int kk = 0; kk < k; kk++)
+                {
+                    double x = Bf(a[transA ? kk * m + i : i * k + kk]) * Bf(b[transB ? j * k + kk : kk * n + j]);
+                    sum += x;
+                    scale += Math.Abs(x);
+                }
+                double err = Math.Abs(got[i * n + j] - sum), ratio = err / (1e-5 * scale + 1e-30);
+                if (double.IsNaN(err)) ratio = double.PositiveInfinity;
+                if (ratio > worstRatio) { worstRatio = ratio; worst = i * n + j; }
+            }
+        }
+        Assert.That(worstRatio, Is.LessThanOrEqualTo(1.0),
+            $"{m}x{n}x{k} transA={transA} transB={transB} accumulate={accumulate} fast={fast}: element ({worst / n}, {worst % n}) is {got[worst]}, error {worstRatio:g3} × the tolerance");
+        return fast;
+    }
+
+    /// <summary>
+    /// A 128×256×32 NT product with accumulation into C starting <paramref name="offsetC"/> floats into its buffer,
+    /// against float64; returns whether the fast kernel ran. The floats before C must stay as they were.
+    /// </summary>
+    private bool CheckCOffset(int offsetC)
+    {
+        const int m = 128, n = 256, k = 32;
+        var rng = new Random(offsetC);
+        ushort[] a = RandomBf16(rng, m * k), b = RandomBf16(rng, k * n);
+        float[] c0 = new float[m * n + offsetC];
+        for (int i = 0; i < c0.Length; i++) c0[i] = (float)(rng.NextDouble() * 2 - 1);
+        using var arena = _gpu.CreateArena();
+        var ta = arena.Reserve("a", m * k, DType.BF16);
+        var tb = arena.Reserve("b", k * n, DType.BF16);
+        var tcAll = arena.Reserve("c", m * n + offsetC);
+        arena.Commit();
+        _gpu.Upload<ushort>(ta, a);
+        _gpu.Upload<ushort>(tb, b);
+        _gpu.Upload<float>(tcAll, c0);
+        long before = _gpu.Bf16FastLaunches;
+        _gpu.MatMul(tcAll.Slice(offsetC, m * n), ta, tb, m, n, k, transA: false, transB: true, accumulate: true);
+        _gpu.Synchronize();
+        var got = _gpu.ToArray<float>(tcAll);
+        for (int i = 0; i < offsetC; i++) Assert.That(got[i], Is.EqualTo(c0[i]), $"float {i} before C");
+        for (int i = 0; i < m; i++)
+        {
+            for (int j = 0; j < n; j++)
+            {
+                double sum = c0[offsetC + i * n + j], scale = Math.Abs(sum);
+                for (int kk = 0; kk < k; kk++)
+                {
+                    double x = Bf(a[i * k + kk]) * Bf(b[j * k + kk]);
+                    sum += x;
+                    scale += Math.Abs(x);
+                }
+                Assert.That(Math.Abs(got[offsetC + i * n + j] - sum), Is.LessThanOrEqualTo(1e-5 * scale), $"C offset {offsetC}: ({i}, {j})");
+            }
+        }
+        return _gpu.Bf16FastLaunches != before;
+    }
+
+    private static ushort[] RandomBf16(Random rng, int count)
+    {
+        var x = new ushort[count];
+        for (int i = 0; i < count; i++) x[i] = FloatConversions.FloatToBFloat16((float)(rng.NextDouble() * 2 - 1));
+        return x;
+    }
+
+    private static double Bf(ushort bits) => FloatConversions.BFloat16ToFloat(bits);
+
+    /// <summary>Full tiles in the NT form (one tile, several tiles in m and n, several k steps) run the fast kernel and match float64.</summary>
+    [TestCase(128, 256, 32)]
+    [TestCase(256, 256, 64)]
+    [TestCase(128, 512, 96)]
+    public void FullTilesMatchFloat64(int m, int n, int k)
+    {
+        Assert.That(Check(m, n, k, transA: false, transB: true, accumulate: false), Is.True, "the fast kernel should take this shape");
+        Assert.That(Check(m, n, k, transA: false, transB: true, accumulate: true, seed: 2), Is.True, "the fast kernel should take this shape");
+    }
+
+    /// <summary>
+    /// What the fast kernel refuses (other forms, partial tiles, k not a multiple of 32, an operand not on 16 bytes,
+    /// a forced split) goes to the simple kernel and is still right.
+    /// </summary>
+    [Test]
+    public void RefusedShapesFallBackToTheSimpleKernel()
+    {
+        Assert.That(Check(128, 256, 32, transA: false, transB: false, accumulate: false), Is.False, "NN");
+        Assert.That(Check(128, 256, 32, transA: true, transB: false, accumulate: true), Is.False, "TN");
+        Assert.That(Check(128, 256, 32, transA: true, transB: true, accumulate: false), Is.False, "TT");
+        Assert.That(Check(64, 256, 32, transA: false, transB: true, accumulate: false), Is.False, "m not a multiple of 128");
+        Assert.That(Check(128, 128, 32, transA: false, transB: true, accumulate: false), Is.False, "n not a multiple of 256");
+        Assert.That(Check(128, 256, 40, transA: false, transB: true, accumulate: false), Is.False, "k not a multiple of 32");
+        Assert.That(Check(128, 256, 32, transA: false, transB: true, accumulate: false, offsetA: 4), Is.False, "A not on 16 bytes");
+        Assert.That(Check(128, 256, 32, transA: false, transB: true, accumulate: true, offsetB: 2), Is.False, "B not on 16 bytes");
+        Assert.That(Check(128, 256, 32, transA: false, transB: true, accumulate: false, offsetA: 8, offsetB: 16), Is.True, "operands on 16 bytes");
+        Assert.That(CheckCOffset(1), Is.False, "C not on 8 bytes");
+        Assert.That(CheckCOffset(2), Is.True, "C on 8 bytes");
+        _gpu.ForceSplitK = 2;
+        try { Assert.That(Check(128, 256, 64, transA: false, transB: true, accumulate: false), Is.False, "forced split k"); }
+        finally { _gpu.ForceSplitK = 0; }
+        _gpu.Bf16GemmVariant = Bf16GemmVariant.Simple;
+        Assert.That(Check(128, 256, 32, transA: false, transB: true, accumulate: false), Is.False, "the simple variant selected");
+    }
+
+    /// <summary>The variant's default follows HFT_BF16_GEMM: simple unless it says fast.</summary>
+    [Test]
+    public void DefaultVariantFollowsTheEnvironment()
+    {
+        string? saved = Environment.GetEnvironmentVariable("HFT_BF16_GEMM");
+        try
+        {
+            Environment.SetEnvironmentVariable("HFT_BF16_GEMM", null);
+            Assert.That(IlgpuBackend.DefaultBf16GemmVariant, Is.EqualTo(Bf16GemmVariant.Simple));
+            Environment.SetEnvironmentVariable("HFT_BF16_GEMM", "Fast");
+            Assert.That(IlgpuBackend.DefaultBf16GemmVariant, Is.EqualTo(Bf16GemmVariant.Fast));
+            Environment.SetEnvironmentVariable("HFT_BF16_GEMM", "simple");
+            Assert.That(IlgpuBackend.DefaultBf16GemmVariant, Is.EqualTo(Bf16GemmVariant.Simple));
+        }
+        finally { Environment.SetEnvironmentVariable("HFT_BF16_GEMM", saved); }
+    }
+
+    /// <summary>
+    /// The kernel's PTX for sm_90 at both optimisation levels: the CUDA branch alone (no emulation barriers, no dynamic
+    /// shared memory), 2 × 32 mma.sync per 32-wide k step, 48 KiB of static shared memory, no f64, and 16-byte shared
+    /// loads for the fragments (16 per k step).
+    /// </summary>
+    [TestCase(OptimizationLevel.O2)]
+    [TestCase(OptimizationLevel.O1)]
+    public void PtxHoldsTheTensorCorePathAlone(OptimizationLevel level)
+    {
+        string ptx = CompilePtx(nameof(IlgpuBackend.MatMulBf16FastKernel), level);
+        int mmas = Regex.Matches(ptx, @"\bmma\.sync\.aligned\.m16n8k16\.row\.col\.f32\.bf16\.bf16\.f32\b").Count;
+        Assert.That(mmas, Is.EqualTo(64), "2 × 32 mma per 32-wide k step");
+        Assert.That(ptx, Does.Not.Contain("bar.warp.sync"), "the emulation branch must be compiled out on CUDA");
+        Assert.That(ptx, Does.Not.Contain(".extern .shared"), "no dynamic shared memory on CUDA");
+        Assert.That(ptx, Does.Not.Match(@"\.f64\b"), "no double precision");
+        var shared = Regex.Matches(ptx, @"\.shared\s+\.align\s+\d+\s+\.b8\s+\w+\[(\d+)\];").Sum(x => int.Parse(x.Groups[1].Value));
+        Assert.That(shared, Is.EqualTo(2 * (128 + 256) * 64), "static shared memory: two stages of A and of B");
+        int v4Shared = Regex.Matches(ptx, @"\bld\.shared\.v4\.[bu]32\b").Count;
+        TestContext.Out.WriteLine($"{level}: mma.sync {mmas}, ld.shared.v4 {v4Shared}, ld.global.v4 {Regex.Matches(ptx, @"\bld\.global\.v4\.").Count}, PTX {ptx.Length} chars");
+        Assert.That(v4Shared, Is.EqualTo(16), "8 + 8 16-byte fragment loads per k step");
+    }
+
+    private static string CompilePtx(string kernel, OptimizationLevel level)
+    {
+        using var context = IlgpuBackend.CreateContext(_ => { }, level);
+        using var ptxBackend = new PTXBackend(context, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, CudaInstructionSet.ISA_88, null);
+        var method = PtxCompileTests.MarkedKernels().Single(mi => mi.Name == kernel);
+        var compiled = (PTXCompiledKernel)ptxBackend.Compile(EntryPointDescription.FromExplicitlyGroupedKernel(method), new KernelSpecialization());
+        var dump = Environment.GetEnvironmentVariable("HFT_DUMP_PTX");
+        if (!string.IsNullOrEmpty(dump)) File.WriteAllText(Path.Combine(dump, $"{kernel}.{level}.ptx"), compiled.PTXAssembly);
+        return compiled.PTXAssembly;
+    }
+}
