@@ -123,6 +123,40 @@ public sealed class TrainCommandTests
         Assert.That(Losses(cut), Is.EqualTo(Losses(whole)));
     }
 
+    [Test]
+    public void Bf16RunSavesFrozenMatricesInBf16AndResumesBitForBit()
+    {
+        string whole = Path.Combine(_work, "bf16-whole"), cut = Path.Combine(_work, "bf16-cut"), fp32 = Path.Combine(_work, "bf16-vs-fp32");
+        var (code, _, err) = HftCli.Run(Args(whole, "hft", "--precision", "bf16"));
+        Assert.That(code, Is.EqualTo(Program.ExitOk), err);
+        var run = RunJson(whole);
+        Assert.That(run["config"]!["precision"]!.GetValue<string>(), Is.EqualTo("bf16"));
+        Assert.That(HftCli.Run(Args(fp32, "hft")).Code, Is.EqualTo(0));
+        Assert.That(Losses(whole), Is.Not.EqualTo(Losses(fp32)), "bf16 arithmetic really ran");
+        Assert.That(Losses(whole).Zip(Losses(fp32)).All(p => Math.Abs(p.First!.Value - p.Second!.Value) < 0.05 * p.Second!.Value), "and stays close to fp32");
+
+        // Frozen matrices are saved as BF16 (the values trained against: the originals rounded), the rest as F32.
+        var frozen = run["frozen"]!.AsArray().Select(n => n!.GetValue<string>()).ToHashSet();
+        using (var before = SafeTensorsCheckpoint.Open(_model))
+        using (var after = SafeTensorsFile.Open(Path.Combine(whole, "model.safetensors")))
+            foreach (var name in before.Names)
+            {
+                bool matrix = frozen.Contains(name) && after.Get(name).Shape.Length == 2;
+                Assert.That(after.Get(name).DType, Is.EqualTo(matrix ? SafeTensorsDType.BF16 : SafeTensorsDType.F32), name);
+                if (matrix) Assert.That(after.ReadFloat32(name), Is.EqualTo(Array.ConvertAll(before.ReadFloat32(name), HftRuntime.Kernels.Bf16.Round)), name);
+                else if (frozen.Contains(name)) Assert.That(after.ReadFloat32(name), Is.EqualTo(before.ReadFloat32(name)), name);
+            }
+
+        using var cts = new CancellationTokenSource();
+        cts.Cancel(); // stops before the first step: the checkpoint holds step 0
+        Assert.That(Program.Run(Args(cut, "hft", "--precision", "bf16"), new StringWriter(), new StringWriter(), cts.Token), Is.EqualTo(Program.ExitCancelled));
+        (code, _, err) = HftCli.Run(Args(cut, "hft", "--resume"));
+        Assert.That(code, Is.EqualTo(Program.ExitBadInput), "resuming a bf16 run in fp32 is refused");
+        Assert.That(err, Does.Contain("precision"));
+        Assert.That(HftCli.Run(Args(cut, "hft", "--precision", "bf16", "--resume")).Code, Is.EqualTo(0));
+        Assert.That(Losses(cut), Is.EqualTo(Losses(whole)));
+    }
+
     [TestCase("--policy", "random", "random")]
     [TestCase("--trainable-ratio", "1.5", "ratio")]
     [TestCase("--trainable-ratio", "0", "ratio")]
