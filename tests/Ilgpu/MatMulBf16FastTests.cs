@@ -13,9 +13,9 @@ namespace HftRuntime.Tests.Ilgpu;
 
 /// <summary>
 /// The fast bf16 GEMM (<see cref="Bf16GemmVariant.Fast"/>) on ILGPU's CPU accelerator, where its mma are emulated with
-/// the PTX fragment layout: full-tile NT shapes against a float64 product of the same bf16 values, with and without
-/// accumulation; the dispatch (what it refuses goes to the simple kernel, and is still right); the variant's default;
-/// and the kernel's PTX for sm_90.
+/// the PTX fragment layout: full-tile NT, NN and TN shapes against a float64 product of the same bf16 values, with and
+/// without accumulation, and with split k; the automatic split's plan; the dispatch (what it refuses goes to the simple kernel, and is still right); the variant's default;
+/// and the kernels' PTX for sm_90.
 /// </summary>
 [TestFixture]
 public sealed class MatMulBf16FastTests
@@ -144,29 +144,98 @@ public sealed class MatMulBf16FastTests
         Assert.That(Check(m, n, k, transA: false, transB: true, accumulate: true, seed: 2), Is.True, "the fast kernel should take this shape");
     }
 
+    /// <summary>Full tiles in the NN form (a [m, k], b [k, n]: B transposed in registers) run the fast kernel and match float64.</summary>
+    [TestCase(128, 256, 32)]
+    [TestCase(256, 512, 96)]
+    public void NnFullTilesMatchFloat64(int m, int n, int k)
+    {
+        Assert.That(Check(m, n, k, transA: false, transB: false, accumulate: false), Is.True, "the fast kernel should take this shape");
+        Assert.That(Check(m, n, k, transA: false, transB: false, accumulate: true, seed: 2), Is.True, "the fast kernel should take this shape");
+    }
+
+    /// <summary>Full tiles in the TN form (a [k, m], b [k, n]: both transposed in registers) run the fast kernel and match float64.</summary>
+    [TestCase(128, 256, 32)]
+    [TestCase(256, 512, 96)]
+    public void TnFullTilesMatchFloat64(int m, int n, int k)
+    {
+        Assert.That(Check(m, n, k, transA: true, transB: false, accumulate: false), Is.True, "the fast kernel should take this shape");
+        Assert.That(Check(m, n, k, transA: true, transB: false, accumulate: true, seed: 2), Is.True, "the fast kernel should take this shape");
+    }
+
     /// <summary>
-    /// What the fast kernel refuses (other forms, partial tiles, k not a multiple of 32, an operand not on 16 bytes,
-    /// a forced split) goes to the simple kernel and is still right.
+    /// Split k in the fast kernel (slices of a multiple of 32, partials into scratch, summed in slice order): forced
+    /// through <see cref="IlgpuBackend.ForceSplitK"/> (the CPU accelerator never splits by itself), into even slices
+    /// and into uneven ones (k = 160 in 3: slices of 64, 64, 32), in every form, with and without accumulation.
+    /// </summary>
+    [TestCase(false, true, 2, 128)]
+    [TestCase(false, false, 3, 160)]
+    [TestCase(true, false, 2, 128)]
+    [TestCase(true, false, 3, 160)]
+    [TestCase(true, false, 16, 96)]
+    public void SplitKMatchesFloat64(bool transA, bool transB, int splits, int k)
+    {
+        _gpu.ForceSplitK = splits;
+        try
+        {
+            Assert.That(Check(128, 256, k, transA, transB, accumulate: false), Is.True, "the fast kernel should take this shape");
+            Assert.That(Check(128, 256, k, transA, transB, accumulate: true, seed: 3), Is.True, "the fast kernel should take this shape");
+        }
+        finally { _gpu.ForceSplitK = 0; }
+    }
+
+    /// <summary>
+    /// The automatic split (what <see cref="IlgpuBackend.SplitPlanFor"/> picks on a GPU, which the CPU accelerator never
+    /// does) for the training's dW shapes on 132 SMs: few output tiles are split until about two tiles per SM, the
+    /// lm_head's many are not; the slices are multiples of 32 and cover k.
+    /// </summary>
+    [TestCase(768, 768, 8192, 18, 15)]
+    [TestCase(2048, 768, 8192, 48, 6)]
+    [TestCase(768, 2048, 8192, 48, 6)]
+    [TestCase(32000, 768, 8192, 750, 1)]
+    public void AutomaticSplitFillsTheGpu(int m, int n, int k, long tiles, int expected)
+    {
+        Assert.That((long)(m / 128) * (n / 256), Is.EqualTo(tiles));
+        var (splits, kPer) = IlgpuBackend.SplitPlanFor(tiles, (long)m * n, k, 32, forced: 0, cpu: false, multiprocessors: 132);
+        Assert.That(splits, Is.EqualTo(expected));
+        Assert.That(kPer % 32, Is.Zero);
+        Assert.That((long)splits * kPer, Is.GreaterThanOrEqualTo(k));
+        Assert.That((long)(splits - 1) * kPer, Is.LessThan(k), "no empty slice");
+        Assert.That(IlgpuBackend.SplitPlanFor(tiles, (long)m * n, k, 32, forced: 0, cpu: true, multiprocessors: 132).Splits, Is.EqualTo(1), "the CPU accelerator does not split");
+    }
+
+    /// <summary>
+    /// What the fast kernel refuses (the TT form, partial tiles, k not a multiple of 32, an operand not on 16 bytes)
+    /// goes to the simple kernel and is still right; NN and TN full tiles, and forced splits, take the fast one.
     /// </summary>
     [Test]
     public void RefusedShapesFallBackToTheSimpleKernel()
     {
-        Assert.That(Check(128, 256, 32, transA: false, transB: false, accumulate: false), Is.False, "NN");
-        Assert.That(Check(128, 256, 32, transA: true, transB: false, accumulate: true), Is.False, "TN");
+        Assert.That(Check(128, 256, 32, transA: false, transB: false, accumulate: false), Is.True, "NN");
+        Assert.That(Check(128, 256, 32, transA: true, transB: false, accumulate: true), Is.True, "TN");
         Assert.That(Check(128, 256, 32, transA: true, transB: true, accumulate: false), Is.False, "TT");
         Assert.That(Check(64, 256, 32, transA: false, transB: true, accumulate: false), Is.False, "m not a multiple of 128");
         Assert.That(Check(128, 128, 32, transA: false, transB: true, accumulate: false), Is.False, "n not a multiple of 256");
         Assert.That(Check(128, 256, 40, transA: false, transB: true, accumulate: false), Is.False, "k not a multiple of 32");
+        Assert.That(Check(64, 256, 32, transA: true, transB: false, accumulate: true), Is.False, "TN, m not a multiple of 128");
+        Assert.That(Check(128, 128, 32, transA: false, transB: false, accumulate: false), Is.False, "NN, n not a multiple of 256");
+        Assert.That(Check(128, 256, 40, transA: true, transB: false, accumulate: false), Is.False, "TN, k not a multiple of 32");
         Assert.That(Check(128, 256, 32, transA: false, transB: true, accumulate: false, offsetA: 4), Is.False, "A not on 16 bytes");
         Assert.That(Check(128, 256, 32, transA: false, transB: true, accumulate: true, offsetB: 2), Is.False, "B not on 16 bytes");
+        Assert.That(Check(128, 256, 32, transA: true, transB: false, accumulate: false, offsetA: 4), Is.False, "TN, A not on 16 bytes");
+        Assert.That(Check(128, 256, 32, transA: false, transB: false, accumulate: false, offsetB: 4), Is.False, "NN, B not on 16 bytes");
         Assert.That(Check(128, 256, 32, transA: false, transB: true, accumulate: false, offsetA: 8, offsetB: 16), Is.True, "operands on 16 bytes");
         Assert.That(CheckCOffset(1), Is.False, "C not on 8 bytes");
         Assert.That(CheckCOffset(2), Is.True, "C on 8 bytes");
         _gpu.ForceSplitK = 2;
-        try { Assert.That(Check(128, 256, 64, transA: false, transB: true, accumulate: false), Is.False, "forced split k"); }
+        try
+        {
+            Assert.That(Check(128, 256, 64, transA: false, transB: true, accumulate: false), Is.True, "forced split k");
+            Assert.That(Check(128, 128, 64, transA: true, transB: false, accumulate: true), Is.False, "forced split k, partial tile");
+        }
         finally { _gpu.ForceSplitK = 0; }
         _gpu.Bf16GemmVariant = Bf16GemmVariant.Simple;
         Assert.That(Check(128, 256, 32, transA: false, transB: true, accumulate: false), Is.False, "the simple variant selected");
+        Assert.That(Check(128, 256, 32, transA: true, transB: false, accumulate: false), Is.False, "the simple variant selected, TN");
     }
 
     /// <summary>The variant's default follows HFT_BF16_GEMM: simple unless it says fast.</summary>
@@ -187,15 +256,21 @@ public sealed class MatMulBf16FastTests
     }
 
     /// <summary>
-    /// The kernel's PTX for sm_90 at both optimisation levels: the CUDA branch alone (no emulation barriers, no dynamic
-    /// shared memory), 2 × 32 mma.sync per 32-wide k step, 48 KiB of static shared memory, no f64, and 16-byte shared
-    /// loads for the fragments (16 per k step).
+    /// The kernels' PTX for sm_90 at both optimisation levels: the CUDA branch alone (no emulation barriers, no dynamic
+    /// shared memory), 2 × 32 mma.sync per 32-wide k step, 48 KiB of static shared memory, no f64, 16-byte shared
+    /// loads for the fragments (16 per k step) and 16-byte global loads (6 per k step, twice: first step and loop);
+    /// the shared stores per form: 16-byte chunks where k-contiguous, 4-byte pairs into A's fragments and 8-byte
+    /// halves into B's rows where transposed in registers.
     /// </summary>
-    [TestCase(OptimizationLevel.O2)]
-    [TestCase(OptimizationLevel.O1)]
-    public void PtxHoldsTheTensorCorePathAlone(OptimizationLevel level)
+    [TestCase(nameof(IlgpuBackend.MatMulBf16FastKernel), OptimizationLevel.O2, 12, 0, 0)]
+    [TestCase(nameof(IlgpuBackend.MatMulBf16FastKernel), OptimizationLevel.O1, 12, 0, 0)]
+    [TestCase(nameof(IlgpuBackend.MatMulBf16FastNNKernel), OptimizationLevel.O2, 4, 0, 16)]
+    [TestCase(nameof(IlgpuBackend.MatMulBf16FastNNKernel), OptimizationLevel.O1, 4, 0, 16)]
+    [TestCase(nameof(IlgpuBackend.MatMulBf16FastTNKernel), OptimizationLevel.O2, 0, 16, 16)]
+    [TestCase(nameof(IlgpuBackend.MatMulBf16FastTNKernel), OptimizationLevel.O1, 0, 16, 16)]
+    public void PtxHoldsTheTensorCorePathAlone(string kernel, OptimizationLevel level, int v4Stores, int b32Stores, int v2Stores)
     {
-        string ptx = CompilePtx(nameof(IlgpuBackend.MatMulBf16FastKernel), level);
+        string ptx = CompilePtx(kernel, level);
         int mmas = Regex.Matches(ptx, @"\bmma\.sync\.aligned\.m16n8k16\.row\.col\.f32\.bf16\.bf16\.f32\b").Count;
         Assert.That(mmas, Is.EqualTo(64), "2 × 32 mma per 32-wide k step");
         Assert.That(ptx, Does.Not.Contain("bar.warp.sync"), "the emulation branch must be compiled out on CUDA");
@@ -204,8 +279,14 @@ public sealed class MatMulBf16FastTests
         var shared = Regex.Matches(ptx, @"\.shared\s+\.align\s+\d+\s+\.b8\s+\w+\[(\d+)\];").Sum(x => int.Parse(x.Groups[1].Value));
         Assert.That(shared, Is.EqualTo(2 * (128 + 256) * 64), "static shared memory: two stages of A and of B");
         int v4Shared = Regex.Matches(ptx, @"\bld\.shared\.v4\.[bu]32\b").Count;
-        TestContext.Out.WriteLine($"{level}: mma.sync {mmas}, ld.shared.v4 {v4Shared}, ld.global.v4 {Regex.Matches(ptx, @"\bld\.global\.v4\.").Count}, PTX {ptx.Length} chars");
+        int v4Global = Regex.Matches(ptx, @"\bld\.(global\.)?v4\.").Count; // O1: generic ld.v4
+        int stV4 = Regex.Matches(ptx, @"\bst\.shared\.v4\.[bu]32\b").Count;
+        int stV2 = Regex.Matches(ptx, @"\bst\.shared\.v2\.[bu]32\b").Count;
+        int st32 = Regex.Matches(ptx, @"\bst\.shared\.[bu]32\b").Count;
+        TestContext.Out.WriteLine($"{kernel} {level}: mma.sync {mmas}, ld.shared.v4 {v4Shared}, ld.global.v4 {v4Global}, st.shared v4/v2/32 {stV4}/{stV2}/{st32}, PTX {ptx.Length} chars");
         Assert.That(v4Shared, Is.EqualTo(16), "8 + 8 16-byte fragment loads per k step");
+        Assert.That(v4Global, Is.EqualTo(12), "2 + 4 16-byte global loads per k step, first step and loop");
+        Assert.That((stV4, st32, stV2), Is.EqualTo((v4Stores, b32Stores, v2Stores)), "shared stores (16-, 4-, 8-byte), first step and loop");
     }
 
     private static string CompilePtx(string kernel, OptimizationLevel level)

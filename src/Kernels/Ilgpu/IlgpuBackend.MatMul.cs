@@ -70,23 +70,47 @@ public sealed partial class IlgpuBackend
     {
         int tilesM = (m + tile - 1) / tile, tilesN = (n + tile - 1) / tile;
         long tiles = (long)tilesM * tilesN;
-        int splits = SplitK(tiles, (long)m * n, k);
-        int kPer = (k + splits - 1) / splits;
-        kPer = (kPer + tileK - 1) / tileK * tileK;
-        return (tilesM, tilesN, tiles, (k + kPer - 1) / kPer, kPer);
+        var (splits, kPer) = SplitPlan(tiles, (long)m * n, k, tileK);
+        return (tilesM, tilesN, tiles, splits, kPer);
     }
 
-    private int SplitK(long tiles, long mn, int k)
+    /// <summary>
+    /// The split of k for <paramref name="tiles"/> output tiles: slices of a multiple of <paramref name="tileK"/>, as
+    /// many as <see cref="SplitK"/> chooses (fewer where the rounded slices cover k sooner; none empty).
+    /// </summary>
+    private (int Splits, int KPerSplit) SplitPlan(long tiles, long mn, int k, int tileK)
+        => RoundSplit(k, SplitK(tiles, mn, k), tileK);
+
+    private int SplitK(long tiles, long mn, int k) => SplitKFor(tiles, mn, k, ForceSplitK, _isCpu, _acc.NumMultiprocessors);
+
+    /// <summary>
+    /// <see cref="SplitK"/> for a given forced count, accelerator kind and multiprocessor count: the forced count when
+    /// positive; otherwise 1 on the CPU, for k under 1024, or with at least two tiles per multiprocessor, and else
+    /// enough slices for that (at most k / 256 and 16); never more than the scratch allows.
+    /// </summary>
+    internal static int SplitKFor(long tiles, long mn, int k, int forced, bool cpu, int multiprocessors)
     {
-        int splits = ForceSplitK;
+        int splits = forced;
         if (splits <= 0)
         {
-            int target = 2 * _acc.NumMultiprocessors;
-            splits = _isCpu || tiles >= target || k < 1024 ? 1 : (int)Math.Min((target + tiles - 1) / tiles, Math.Min(k / 256, 16));
+            int target = 2 * multiprocessors;
+            splits = cpu || tiles >= target || k < 1024 ? 1 : (int)Math.Min((target + tiles - 1) / tiles, Math.Min(k / 256, 16));
         }
         splits = Math.Clamp(splits, 1, Math.Max(1, (k + TileK - 1) / TileK));
         while (splits > 1 && splits * mn > MaxSplitScratch) splits--;
         return splits;
+    }
+
+    /// <summary><see cref="SplitPlan"/> for a given forced count, accelerator kind and multiprocessor count (the tests check the plan with it).</summary>
+    internal static (int Splits, int KPerSplit) SplitPlanFor(long tiles, long mn, int k, int tileK, int forced, bool cpu, int multiprocessors) =>
+        RoundSplit(k, SplitKFor(tiles, mn, k, forced, cpu, multiprocessors), tileK);
+
+    /// <summary>Slices of k for a chosen count: a multiple of tileK each, as many as then cover k (none empty).</summary>
+    private static (int Splits, int KPerSplit) RoundSplit(int k, int splits, int tileK)
+    {
+        int kPer = (k + splits - 1) / splits;
+        kPer = (kPer + tileK - 1) / tileK * tileK;
+        return ((k + kPer - 1) / kPer, kPer);
     }
 
     /// <summary>Eight accumulators (one row of a thread's 8×8 block), kept in registers.</summary>

@@ -11,22 +11,24 @@ public enum Bf16GemmVariant
     Simple,
 
     /// <summary>
-    /// The 128×256-tile kernel with 64×64 warp tiles and 16-byte loads where it applies (NT form, full tiles, see
-    /// <see cref="IlgpuBackend.AcceptsBf16Fast"/>); the simple kernel everywhere else.
+    /// The 128×256-tile kernel with 64×64 warp tiles and 16-byte loads where it applies (NT, NN and TN forms, full
+    /// tiles, see <see cref="IlgpuBackend.AcceptsBf16Fast"/>); the simple kernel everywhere else.
     /// </summary>
     Fast,
 }
 
 /// <summary>
-/// The fast bf16 GEMM, C (+)= A·Bᵀ with A [m, k] and B [n, k] both k-contiguous bfloat16 and C fp32, for full tiles
-/// only: m a multiple of 128, n of 256, k of 32, both operands starting on 16 bytes, C on 8. Each group of 256 threads
+/// The fast bf16 GEMM, C (+)= A·Bᵀ with A [m, k] and B [n, k] both k-contiguous bfloat16 and C fp32 (also A·B and
+/// Aᵀ·B, see below), for full tiles only: m a multiple of 128, n of 256, k of 32, both operands starting on 16 bytes,
+/// C on 8. Each group of 256 threads
 /// (8 warps) computes a 128×256 tile of C; warp w the 64×64 block at rows 64·(w mod 2), columns 64·(w div 2), as 4 × 8
 /// <c>mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32</c> per 16 k (128 fp32 accumulators per thread: two
 /// <see cref="CBlock"/>s, the left and right 64×32 halves). k goes in steps of 32 through double-buffered shared memory
 /// of 2 × (128 + 256) × 64 B = 48 KiB, unpadded. Every global load, shared store and fragment read is 16 bytes (A: 2,
 /// B: 4 loads per thread and step, prefetched in registers while the current step is multiplied; one barrier per
 /// step): per k step and warp 16 LDS.128 feed 64 HMMA (the simple kernel: 48 LDS.32 for 32 HMMA). C is written (or
-/// added to) in 8-byte pairs.
+/// added to) in 8-byte pairs. Split k as in the simple kernel: slices of a multiple of 32, partial tiles into scratch,
+/// summed in slice order by the split reduce kernel.
 /// </summary>
 /// <remarks>
 /// <para>
@@ -38,6 +40,12 @@ public enum Bf16GemmVariant
 /// and (g P2, g+8 P2, g P3, g+8 P3) of the second, at slot ((2·block + half)·8 + g)·4 + c; one 16-byte read is then one
 /// A operand of the mma in four consecutive registers (reading two rows' chunks would need four moves per mma). A
 /// quarter warp (the unit of a 16-byte shared access) reads or writes 8 consecutive chunks: no bank conflicts.
+/// </para>
+/// <para>
+/// The NN form (B [k, n] n-contiguous, dX = dY·W) and the TN form (A [k, m] m-contiguous too, dW += dYᵀ·X) are
+/// separate kernels over the same body, shared layout and k step; only the loads and shared stores of the operand
+/// that is not k-contiguous differ (16-byte loads along m or n, transposed into k pairs in registers, 4-byte stores
+/// into A's fragments, 8-byte ones into B's rows: see IlgpuBackend.MatMulBf16FastLoad.cs).
 /// </para>
 /// <para>
 /// On ILGPU's CPU accelerator the mma are emulated with the simple kernel's emulation (per 64×32 half, so the same
@@ -53,7 +61,7 @@ public sealed partial class IlgpuBackend
     /// <summary>16-byte chunks of one stage of the A and of the B tile.</summary>
     private const int Bf16FastStageA = Bf16FastTileM * Bf16FastChunks, Bf16FastStageB = Bf16FastTileN * Bf16FastChunks;
 
-    private Action<KernelConfig, ArrayView<F2>, ArrayView<U4>, ArrayView<U4>, Bf16GemmArgs> _matmulBf16Fast = null!;
+    private Action<KernelConfig, ArrayView<F2>, ArrayView<U4>, ArrayView<U4>, Bf16GemmArgs> _matmulBf16Fast = null!, _matmulBf16FastNN = null!, _matmulBf16FastTN = null!;
     private long _bf16FastLaunches;
 
     /// <summary>
@@ -95,35 +103,53 @@ public sealed partial class IlgpuBackend
         public U4 A0, A1, B0, B1, B2, B3;
     }
 
-    private void LoadMatMulBf16Fast() =>
+    private void LoadMatMulBf16Fast()
+    {
         _matmulBf16Fast = Load<ArrayView<F2>, ArrayView<U4>, ArrayView<U4>, Bf16GemmArgs>(MatMulBf16FastKernel);
+        _matmulBf16FastNN = Load<ArrayView<F2>, ArrayView<U4>, ArrayView<U4>, Bf16GemmArgs>(MatMulBf16FastNNKernel);
+        _matmulBf16FastTN = Load<ArrayView<F2>, ArrayView<U4>, ArrayView<U4>, Bf16GemmArgs>(MatMulBf16FastTNKernel);
+    }
 
     /// <summary>
-    /// Whether the fast kernel computes c[m, n] (+)= op(a)·op(b): the NT form (a [m, k], b [n, k]), m a multiple of
-    /// 128, n of 256, k of 32, both operands starting on a 16-byte boundary and c on 8 bytes. Other shapes and forms go
-    /// to the simple kernel.
+    /// Whether the fast kernel computes c[m, n] (+)= op(a)·op(b): the NT (a [m, k], b [n, k]), NN (a [m, k],
+    /// b [k, n]) or TN (a [k, m], b [k, n]) form, m a multiple of 128, n of 256, k of 32, both operands starting on a
+    /// 16-byte boundary and c on 8 bytes. The TT form and other shapes go to the simple kernel.
     /// </summary>
     internal static bool AcceptsBf16Fast(Tensor c, Tensor a, Tensor b, int m, int n, int k, bool transA, bool transB) =>
-        !transA && transB && m > 0 && n > 0 && k > 0
+        !(transA && transB) && m > 0 && n > 0 && k > 0
         && m % Bf16FastTileM == 0 && n % Bf16FastTileN == 0 && k % Bf16FastTileK == 0
         && a.ByteOffset % 16 == 0 && b.ByteOffset % 16 == 0 && c.ByteOffset % 8 == 0
         && a.Count >= (long)m * k && b.Count >= (long)n * k && c.Count >= (long)m * n;
 
     /// <summary>
-    /// Runs the fast kernel when <see cref="Bf16GemmVariant"/> is <see cref="Bf16GemmVariant.Fast"/>, no split k is
-    /// forced and <see cref="AcceptsBf16Fast"/> holds; returns whether it did (otherwise the caller runs the simple one).
+    /// Runs the fast kernel when <see cref="Bf16GemmVariant"/> is <see cref="Bf16GemmVariant.Fast"/> and
+    /// <see cref="AcceptsBf16Fast"/> holds, split in k as <see cref="SplitPlan"/> chooses (slices of a multiple of 32,
+    /// partials summed in slice order by the split reduce kernel); returns whether it did (otherwise the caller runs
+    /// the simple one).
     /// </summary>
     private bool TryMatMulBf16Fast(Tensor c, Tensor a, Tensor b, int m, int n, int k, bool transA, bool transB, bool accumulate)
     {
-        if (Bf16GemmVariant != Bf16GemmVariant.Fast || ForceSplitK > 1 || !AcceptsBf16Fast(c, a, b, m, n, k, transA, transB)) return false;
+        if (Bf16GemmVariant != Bf16GemmVariant.Fast || !AcceptsBf16Fast(c, a, b, m, n, k, transA, transB)) return false;
         int tilesM = m / Bf16FastTileM, tilesN = n / Bf16FastTileN;
+        long tiles = (long)tilesM * tilesN;
+        var (splits, kPer) = SplitPlan(tiles, (long)m * n, k, Bf16FastTileK);
         var p = new Bf16GemmArgs
         {
-            M = m, N = n, K = k, TransA = 0, TransB = 1, Accumulate = accumulate ? 1 : 0,
-            TilesM = tilesM, TilesN = tilesN, Splits = 1, KPerSplit = k,
+            M = m, N = n, K = k, TransA = transA ? 1 : 0, TransB = transB ? 1 : 0, Accumulate = accumulate ? 1 : 0,
+            TilesM = tilesM, TilesN = tilesN, Splits = splits, KPerSplit = kPer,
         };
-        var cv = F(c).SubView(0, (long)m * n).Cast<F2>();
-        _matmulBf16Fast(Bf16Config(TileGroups((long)tilesM * tilesN)), cv, ChunkView(a, (long)m * k), ChunkView(b, (long)n * k), p);
+        var kernel = !transA && transB ? _matmulBf16Fast : transA ? _matmulBf16FastTN : _matmulBf16FastNN;
+        var cv = F(c).SubView(0, (long)m * n);
+        var av = ChunkView(a, (long)m * k);
+        var bv = ChunkView(b, (long)n * k);
+        if (splits == 1) kernel(Bf16Config(TileGroups(tiles)), cv.Cast<F2>(), av, bv, p);
+        else
+        {
+            var partials = Scratch((long)splits * m * n);
+            p.Accumulate = 0;
+            kernel(Bf16Config(TileGroups(tiles * splits)), partials.Cast<F2>(), av, bv, p);
+            _matmulSplitReduce(Config(StreamGroups((long)m * n)), cv, partials, splits, accumulate ? 1 : 0);
+        }
         Interlocked.Increment(ref _bf16FastLaunches);
         return true;
     }
@@ -132,54 +158,69 @@ public sealed partial class IlgpuBackend
     private static ArrayView<U4> ChunkView(Tensor t, long count) => Arena(t).Bytes(t).SubView(0, count * 2).Cast<U4>();
 
     /// <summary>
-    /// c[m, n] (+)= a·bᵀ over 128×256 tiles (grid-stride), a [m, k] and b [n, k] as 16-byte chunks (k / 8 per row).
+    /// c[m, n] (+)= a·bᵀ over 128×256 tiles and k slices (grid-stride), a [m, k] and b [n, k] as 16-byte chunks (k / 8
+    /// per row). With Splits &gt; 1, slice z writes its partial product to c[z·m·n ..] instead (c is then the scratch).
     /// </summary>
     [IlgpuKernel]
-    internal static void MatMulBf16FastKernel(ArrayView<F2> c, ArrayView<U4> a, ArrayView<U4> b, Bf16GemmArgs p)
+    internal static void MatMulBf16FastKernel(ArrayView<F2> c, ArrayView<U4> a, ArrayView<U4> b, Bf16GemmArgs p) =>
+        FastTiles(c, a, b, p, FastNT, SharedMemory.Allocate<U4>(2 * Bf16FastStageA), SharedMemory.Allocate<U4>(2 * Bf16FastStageB));
+
+    /// <summary>c[m, n] (+)= a·b, a [m, k] k-contiguous, b [k, n] n-contiguous (n / 8 chunks per row); as above otherwise.</summary>
+    [IlgpuKernel]
+    internal static void MatMulBf16FastNNKernel(ArrayView<F2> c, ArrayView<U4> a, ArrayView<U4> b, Bf16GemmArgs p) =>
+        FastTiles(c, a, b, p, FastNN, SharedMemory.Allocate<U4>(2 * Bf16FastStageA), SharedMemory.Allocate<U4>(2 * Bf16FastStageB));
+
+    /// <summary>c[m, n] (+)= aᵀ·b, a [k, m] m-contiguous, b [k, n] n-contiguous; as above otherwise.</summary>
+    [IlgpuKernel]
+    internal static void MatMulBf16FastTNKernel(ArrayView<F2> c, ArrayView<U4> a, ArrayView<U4> b, Bf16GemmArgs p) =>
+        FastTiles(c, a, b, p, FastTN, SharedMemory.Allocate<U4>(2 * Bf16FastStageA), SharedMemory.Allocate<U4>(2 * Bf16FastStageB));
+
+    /// <summary>
+    /// The kernels' body for one form (a constant: everything form-dependent folds): the loop over tiles and k slices,
+    /// the k steps through the double-buffered shared tiles, and C.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void FastTiles(ArrayView<F2> c, ArrayView<U4> a, ArrayView<U4> b, Bf16GemmArgs p, int form, ArrayView<U4> sa, ArrayView<U4> sb)
     {
-        var sa = SharedMemory.Allocate<U4>(2 * Bf16FastStageA);
-        var sb = SharedMemory.Allocate<U4>(2 * Bf16FastStageB);
         int tid = Group.IdxX, warp = tid >> 5, lane = tid & 31;
         int g = lane >> 2, t = lane & 3;
-        int rowChunks = p.K >> 3;
-
-        // Loads: thread tid takes chunk c = tid mod 4 of A rows 16·(tid/32) + (tid/4 mod 8) and 8 rows further (the
-        // g and g+8 rows of one m16 block), and of B rows tid/4 + 64q, q < 4.
-        int ldRow = tid >> 2, ldChunk = tid & 3;
-        int aLdRow = (tid >> 5) * 16 + (ldRow & 7);
-        int aStOff = ((tid >> 5) * 16 + (ldRow & 7)) * Bf16FastChunks + ldChunk, bStOff = ldRow * Bf16FastChunks + ldChunk;
+        bool aKc = form != FastTN, bKc = form == FastNT;
+        FastOperand pa = FastPlanA(p, form, tid), pb = FastPlanB(p, form, tid);
         // Fragment reads: A fragments of m16 block 4·(w mod 2) + i, half h at slot ((2·block + h)·8 + g)·4 + t; chunk t
         // of B rows 64·(w div 2) + g (+8, +16 ..).
         int aFrag = ((warp & 1) * 64 + g) * Bf16FastChunks + t, bFrag = ((warp >> 1) * 64 + g) * Bf16FastChunks + t;
 
-        int tiles = p.TilesM * p.TilesN;
+        int tiles = p.TilesM * p.TilesN * p.Splits;
         for (int tile = Grid.IdxX; tile < tiles; tile += Grid.DimX)
         {
-            int tn = tile % p.TilesN, tm = tile / p.TilesN;
+            int tn = tile % p.TilesN, rest = tile / p.TilesN, tm = rest % p.TilesM, z = rest / p.TilesM;
             int m0 = tm * Bf16FastTileM, n0 = tn * Bf16FastTileN;
-            int aRow = (m0 + aLdRow) * rowChunks + ldChunk, bRow = (n0 + ldRow) * rowChunks + ldChunk;
+            int kBegin = z * p.KPerSplit, kEnd = DeviceReduce.Min(p.K, kBegin + p.KPerSplit);
+            int aIdx = FastFirst(pa, aKc, m0, kBegin), bIdx = FastFirst(pb, bKc, n0, kBegin);
 
-            FastRegs r = LoadFast(a, b, aRow, bRow, rowChunks);
-            StoreFast(sa, sb, 0, aStOff, bStOff, r);
+            FastRegs r = LoadFast(a, b, aIdx, bIdx, pa.Gap, pb.Gap);
+            StoreFast(sa, sb, 0, pa.St, pb.St, r, form);
             Group.Barrier();
 
             CBlock2 acc = default;
             int buffer = 0;
-            for (int kc = 0; kc < rowChunks; kc += Bf16FastChunks)
+            // kc: the step's first k in chunks (8 k) from the slice's start; Step: chunks from one 8 k to the next.
+            int sliceChunks = (kEnd - kBegin) >> 3;
+            for (int kc = 0; kc < sliceChunks; kc += Bf16FastChunks)
             {
                 int next = kc + Bf16FastChunks;
-                bool more = next < rowChunks;
-                if (more) r = LoadFast(a, b, aRow + next, bRow + next, rowChunks);
+                bool more = next < sliceChunks;
+                if (more) r = LoadFast(a, b, aIdx + next * pa.Step, bIdx + next * pb.Step, pa.Gap, pb.Gap);
                 acc = FastKStep(acc, sa, sb, buffer * Bf16FastStageA + aFrag, buffer * Bf16FastStageB + bFrag, warp, lane);
-                if (more) StoreFast(sa, sb, buffer ^ 1, aStOff, bStOff, r);
+                if (more) StoreFast(sa, sb, buffer ^ 1, pa.St, pb.St, r, form);
                 Group.Barrier();
                 buffer ^= 1;
             }
 
             // C in pairs of columns (col even, n even): this lane's (r, col..col+1) of each fragment at pair index
-            // (r·n + col) / 2 of a view that starts at its row g, first column.
+            // (r·n + col) / 2 of a view that starts at its row g, first column (of slice z's partial when split).
             int r0 = m0 + (warp & 1) * 64 + g, col = n0 + (warp >> 1) * 64 + 2 * t;
-            var cw = c.SubView(((long)r0 * p.N + col) >> 1);
+            var cw = c.SubView(((long)z * p.M * p.N + (long)r0 * p.N + col) >> 1);
             int rows16 = 8 * p.N; // 16 rows in pairs
             StoreRowFast(cw, p, 0, acc.L.R0);
             StoreRowFast(cw, p, rows16, acc.L.R1);
@@ -220,47 +261,6 @@ public sealed partial class IlgpuBackend
         }
         cw[o] = top;
         cw[o + down8] = bottom;
-    }
-
-    /// <summary>
-    /// This thread's chunks of one k step (indices in chunks, rowChunks a row): A at aIdx and 8 rows further, B at bIdx
-    /// and 64, 128, 192 rows further.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static FastRegs LoadFast(ArrayView<U4> a, ArrayView<U4> b, int aIdx, int bIdx, int rowChunks)
-    {
-        FastRegs r;
-        int step64 = 64 * rowChunks;
-        r.A0 = a[aIdx];
-        r.A1 = a[aIdx + 8 * rowChunks];
-        r.B0 = b[bIdx];
-        r.B1 = b[bIdx + step64];
-        r.B2 = b[bIdx + 2 * step64];
-        r.B3 = b[bIdx + 3 * step64];
-        return r;
-    }
-
-    /// <summary>
-    /// Stores them into stage `buffer` of the shared tiles: B as [row][chunk] (4 chunks a row); A as ready fragments,
-    /// the rows g and g+8 interleaved: (g, X), (g+8, X), (g, Y), (g+8, Y) for the first 16-k half at aOff, the Z and W
-    /// pairs for the second half 8 rows' worth (32 chunks) further.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StoreFast(ArrayView<U4> sa, ArrayView<U4> sb, int buffer, int aOff, int bOff, FastRegs r)
-    {
-        int ao = 0, bo = 0;
-        sa = sa.SubView(buffer * Bf16FastStageA + aOff);
-        sb = sb.SubView(buffer * Bf16FastStageB + bOff);
-        const int rows64 = 64 * Bf16FastChunks;
-        U4 lo, hi;
-        lo.X = r.A0.X; lo.Y = r.A1.X; lo.Z = r.A0.Y; lo.W = r.A1.Y;
-        hi.X = r.A0.Z; hi.Y = r.A1.Z; hi.Z = r.A0.W; hi.W = r.A1.W;
-        sa[ao] = lo;
-        sa[ao + 8 * Bf16FastChunks] = hi;
-        sb[bo] = r.B0;
-        sb[bo + rows64] = r.B1;
-        sb[bo + 2 * rows64] = r.B2;
-        sb[bo + 3 * rows64] = r.B3;
     }
 
     /// <summary>An A fragment as stored (a0..a3 in X..W).</summary>
