@@ -94,7 +94,7 @@ public sealed partial class LlamaModel
             }
             FinalRstd = R("final.rstd", n);
             FinalXn = R("final.xn", n * d);
-            Logits = R("logits", n * c.VocabSize);
+            Logits = R("logits", (long)o.LogitRows * c.VocabSize);
             RowLosses = R("row_losses", n);
             LossScalar = R("loss", 1);
             if (train)
@@ -109,7 +109,7 @@ public sealed partial class LlamaModel
                 FinalXnB = B("final.xn.bf16", n * d);
                 if (train)
                 {
-                    LogitsB = B("grad.logits.bf16", n * c.VocabSize);
+                    LogitsB = B("grad.logits.bf16", (long)o.LogitRows * c.VocabSize);
                     DResB = B("grad.residual.bf16", n * d);
                     DGateB = B("grad.gate.bf16", n * f); DUpB = B("grad.up.bf16", n * f);
                     DQB = B("grad.q.bf16", n * qd); DKB = B("grad.k.bf16", n * kvd); DVB = B("grad.v.bf16", n * kvd);

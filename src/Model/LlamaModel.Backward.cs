@@ -19,16 +19,10 @@ public sealed partial class LlamaModel
         var c = Config;
         int n = _batch * _seq, d = c.HiddenSize, f = c.IntermediateSize, hd = c.HeadDim;
         int hq = c.NumAttentionHeads, hkv = c.NumKeyValueHeads, qd = hq * hd, kvd = hkv * hd, v = c.VocabSize;
-        if (!_gradientInLogits)
-            be.CrossEntropy(_act.Logits, _act.Targets, _act.RowScale, _act.RowLosses, n, v, writeGradient: true, HeadGradientBf16);
-        _gradientInLogits = false;
+        HeadBackward(n);
 
         var dRes = _act.DRes.Slice(0, n * d);
         be.Fill(dRes, 0f);
-        var dLogits = HeadGradientBf16.IsEmpty ? _act.Logits : _act.LogitsB;
-        be.MatMul(_act.DXn, dLogits, _head.Compute, n, d, v, transA: false, transB: false, accumulate: false);
-        if (_head.Trainable)
-            be.MatMul(_head.Grad, dLogits, Saved(_act.FinalXn, _act.FinalXnB, _head), v, d, n, transA: true, transB: false, accumulate: true);
         be.RmsNormBackward(dRes, _finalNorm.Grad, _act.DXn, _act.Residual[_layers.Length], _finalNorm.Value, _act.FinalRstd, n, d);
 
         for (int l = _layers.Length - 1; l >= 0; l--)

@@ -25,16 +25,8 @@ public sealed partial class LlamaModel
         bool headBf16 = _head.Compute.Type == DType.BF16;
         be.RmsNormForward(headBf16 ? default : _act.FinalXn, _act.FinalRstd, _act.Residual[_layers.Length], _finalNorm.Value, n, d, eps,
             yBf16: headBf16 ? _act.FinalXnB : default);
-        be.MatMul(_act.Logits, headBf16 ? _act.FinalXnB : _act.FinalXn, _head.Compute, n, v, d, transA: false, transB: true, accumulate: false);
-        // In bf16 the gradient goes straight to the bf16 operand of the head's backward products.
-        be.CrossEntropy(_act.Logits, _act.Targets, _act.RowScale, _act.RowLosses, n, v, writeGradient, writeGradient ? HeadGradientBf16 : default);
-        _gradientInLogits = writeGradient;
+        HeadForward(n, writeGradient);
     }
-
-    private bool _gradientInLogits;
-
-    /// <summary>Where the cross-entropy writes the logits' gradient in bf16 (a bf16 head), else empty: in place in the logits.</summary>
-    private Tensor HeadGradientBf16 => _head.Compute.Type == DType.BF16 ? _act.LogitsB : default;
 
     /// <summary>
     /// The operand a matrix product with <paramref name="weight"/> reads for the fp32 values <paramref name="x"/>

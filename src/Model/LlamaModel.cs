@@ -31,8 +31,28 @@ public sealed record MemoryEstimate(long Weights, long Gradients, long Optimizer
 /// backward pass (one more forward pass of the layers, for a fraction of the activation memory).</param>
 /// <param name="Precision">fp32, or bf16 mixed precision (bf16 matrix products, fp32 masters for trainable tensors
 /// only, frozen matrices in bf16 alone).</param>
+/// <param name="LossChunkRows">When positive and below batch · seq: the head, the loss and the head's backward run
+/// over chunks of this many rows, so only one chunk of logits ([rows, vocab]) exists at a time; <see cref="LlamaModel.Logits"/>
+/// is then unavailable. 0: the whole batch at once.</param>
 public sealed record LlamaModelOptions(int Batch, int Seq, IReadOnlySet<string>? Frozen = null, bool Training = true, bool Optimizer = true,
-    bool CheckpointActivations = false, Precision Precision = Precision.Fp32);
+    bool CheckpointActivations = false, Precision Precision = Precision.Fp32, int LossChunkRows = 0)
+{
+    /// <summary>Rows of logits the model holds at once.</summary>
+    public int LogitRows => LossChunkRows > 0 && LossChunkRows < Batch * Seq ? LossChunkRows : Batch * Seq;
+
+    /// <summary>
+    /// The chunk a training run uses by default: whole batches while the logits stay within 64 Mi floats (256 MiB in
+    /// fp32), else as many rows as fit that, rounded down to a multiple of 128 (whole GEMM tiles) where that many fit.
+    /// </summary>
+    public static int DefaultLossChunkRows(int batch, int seq, int vocab)
+    {
+        const long budget = 64L << 20;
+        if ((long)batch * seq * vocab <= budget) return 0;
+        long rows = Math.Max(1, budget / vocab);
+        if (rows >= 128) rows -= rows % 128;
+        return (int)rows;
+    }
+}
 
 /// <summary>
 /// A Llama decoder (Hugging Face's <c>LlamaForCausalLM</c>) on a <see cref="Backend"/>: parameters, saved
@@ -55,6 +75,8 @@ public sealed partial class LlamaModel : ILanguageModel
     {
         if (options.Batch <= 0 || options.Seq <= 0)
             throw new ArgumentOutOfRangeException(nameof(options), $"batch and seq must be positive, got {options.Batch} x {options.Seq}");
+        if (options.LossChunkRows < 0)
+            throw new ArgumentOutOfRangeException(nameof(options), $"LossChunkRows must be 0 or positive, got {options.LossChunkRows}");
         Backend = backend; Config = config; Options = options;
         Arena = backend.CreateArena();
         try
@@ -131,8 +153,13 @@ public sealed partial class LlamaModel : ILanguageModel
     /// <summary>Weights, gradients and optimizer state.</summary>
     public ParameterStore Parameters { get; }
 
-    /// <summary>Logits of the last forward pass, [batch · seq, vocab] (the gradient after a backward pass).</summary>
-    public Tensor Logits => _act.Logits;
+    /// <summary>
+    /// Logits of the last forward pass, [batch · seq, vocab] (the gradient after a backward pass). Not available when
+    /// the layout computes the loss in chunks (<see cref="LlamaModelOptions.LossChunkRows"/>).
+    /// </summary>
+    public Tensor Logits => Options.LogitRows < Options.Batch * Options.Seq
+        ? throw new InvalidOperationException($"this model computes its loss in chunks of {Options.LogitRows} rows and keeps no full logits (LossChunkRows)")
+        : _act.Logits;
 
     /// <summary>Per-position cross-entropy of the last forward pass, [batch · seq] (0 where ignored).</summary>
     public Tensor RowLosses => _act.RowLosses;

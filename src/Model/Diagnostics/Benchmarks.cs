@@ -259,7 +259,8 @@ public static class Benchmarks
                 var entry = new JsonObject { ["method"] = method, ["precision"] = precision.Name() };
                 try
                 {
-                    using var model = LlamaModel.Create(backend, config, new LlamaModelOptions(batch, seq, frozenHere, Precision: precision));
+                    using var model = LlamaModel.Create(backend, config, new LlamaModelOptions(batch, seq, frozenHere, Precision: precision,
+                        LossChunkRows: LlamaModelOptions.DefaultLossChunkRows(batch, seq, config.VocabSize)));
                     model.InitializeWeights(1);
                     var step = new OptimizerStep(model, new AdamWOptions(), 1f);
                     var times = new double[repeats];

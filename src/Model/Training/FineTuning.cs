@@ -99,11 +99,13 @@ public static class FineTuning
         }
 
         int rows = data.Train.Batch;
-        var layout = new LlamaModelOptions(rows, o.Seq, frozen, CheckpointActivations: request.CheckpointActivations, Precision: request.Precision);
+        int lossChunk = LlamaModelOptions.DefaultLossChunkRows(rows, o.Seq, config.VocabSize);
+        var layout = new LlamaModelOptions(rows, o.Seq, frozen, CheckpointActivations: request.CheckpointActivations, Precision: request.Precision,
+            LossChunkRows: lossChunk);
         log?.Invoke("memory: " + LlamaModel.EstimateMemory(backend, config, layout).Describe());
         using var model = LlamaModel.Create(backend, config, layout);
         using (var weights = SafeTensorsCheckpoint.Open(request.ModelDirectory)) model.LoadWeights(weights);
-        using var reference = request.Objective == "dpo" ? LlamaModel.Create(backend, config, new LlamaModelOptions(rows, o.Seq, Training: false, Precision: request.Precision)) : null;
+        using var reference = request.Objective == "dpo" ? LlamaModel.Create(backend, config, new LlamaModelOptions(rows, o.Seq, Training: false, Precision: request.Precision, LossChunkRows: lossChunk)) : null;
         if (reference != null)
             using (var weights = SafeTensorsCheckpoint.Open(request.ReferenceDirectory ?? request.ModelDirectory)) reference.LoadWeights(weights);
         ITrainingObjective objective = request.Objective == "dpo" ? new DpoObjective(reference!, request.Beta) : new TokenObjective(request.Objective);
