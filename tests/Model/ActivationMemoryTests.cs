@@ -52,8 +52,9 @@ public sealed class ActivationMemoryTests
 [TestFixture]
 public sealed class ActivationCheckpointingTests
 {
-    [Test]
-    public void GradientsAreBitIdenticalAndMemoryShrinks()
+    [TestCase(HftRuntime.Runtime.Precision.Fp32)]
+    [TestCase(HftRuntime.Runtime.Precision.Bf16)]
+    public void GradientsAreBitIdenticalAndMemoryShrinks(HftRuntime.Runtime.Precision precision)
     {
         using var be = new CpuBackend(2);
         string dir = HftRuntime.Tests.Support.Fixtures.Case("llama-gqa-tied-hft");
@@ -62,7 +63,7 @@ public sealed class ActivationCheckpointingTests
         var frozen = golden.Frozen.ToHashSet();
         float[] Grads(bool checkpoint, out long activationBytes)
         {
-            using var m = LlamaModel.Create(be, config, new LlamaModelOptions(golden.Batch, golden.Seq, frozen, CheckpointActivations: checkpoint));
+            using var m = LlamaModel.Create(be, config, new LlamaModelOptions(golden.Batch, golden.Seq, frozen, CheckpointActivations: checkpoint, Precision: precision));
             using (var w = HftRuntime.Runtime.SafeTensors.SafeTensorsCheckpoint.Open(dir)) m.LoadWeights(w);
             m.SetInputs(HftRuntime.Runtime.ModelInputs.FromLabels(golden.InputIds, golden.Labels, golden.Batch, golden.Seq));
             m.ZeroGradients();
