@@ -7,6 +7,7 @@ using ILGPU.Backends.EntryPoints;
 using ILGPU.Backends.PTX;
 using ILGPU.Runtime;
 using ILGPU.Runtime.Cuda;
+using HftRuntime.Tests.Support;
 using NUnit.Framework;
 
 namespace HftRuntime.Tests.Ilgpu;
@@ -34,54 +35,12 @@ public sealed class MatMulBf16FastTests
     [SetUp]
     public void SelectFast() => _gpu.Bf16GemmVariant = Bf16GemmVariant.Fast;
 
-    /// <summary>
-    /// Runs c (+)= op(a)·op(b) with random bf16 a, b and checks every element against float64 (|c − ref| at most 1e-5
-    /// of Σ_k |a·b| (+ |c₀|)); returns whether the fast kernel ran (its launch counter moved).
-    /// </summary>
+    /// <summary>Checks c (+)= op(a)·op(b) against float64 (<see cref="Bf16Gemm.Check"/>); returns whether the fast kernel ran (its launch counter moved).</summary>
     private bool Check(int m, int n, int k, bool transA, bool transB, bool accumulate, int offsetA = 0, int offsetB = 0, int seed = 1)
     {
-        var rng = new Random(seed * 7919 + m * 31 + n * 17 + k);
-        ushort[] a = RandomBf16(rng, m * k), b = RandomBf16(rng, k * n);
-        float[] c0 = new float[m * n];
-        for (int i = 0; i < c0.Length; i++) c0[i] = accumulate ? (float)(rng.NextDouble() * 2 - 1) : float.NaN;
-
-        using var arena = _gpu.CreateArena();
-        var ta = arena.Reserve("a", m * k + offsetA, DType.BF16);
-        var tb = arena.Reserve("b", k * n + offsetB, DType.BF16);
-        var tc = arena.Reserve("c", m * n);
-        arena.Commit();
-        ta = ta.Slice(offsetA, m * k);
-        tb = tb.Slice(offsetB, k * n);
-        _gpu.Upload<ushort>(ta, a);
-        _gpu.Upload<ushort>(tb, b);
-        _gpu.Upload<float>(tc, c0);
         long before = _gpu.Bf16FastLaunches;
-        _gpu.MatMul(tc, ta, tb, m, n, k, transA, transB, accumulate);
-        _gpu.Synchronize();
-        bool fast = _gpu.Bf16FastLaunches != before;
-        var got = _gpu.ToArray<float>(tc);
-
-        int worst = 0;
-        double worstRatio = -1;
-        for (int i = 0; i < m; i++)
-        {
-            for (int j = 0; j < n; j++)
-            {
-                double sum = accumulate ? c0[i * n + j] : 0, scale = accumulate ? Math.Abs(c0[i * n + j]) : 0;
-                for (int kk = 0; kk < k; kk++)
-                {
-                    double x = Bf(a[transA ? kk * m + i : i * k + kk]) * Bf(b[transB ? j * k + kk : kk * n + j]);
-                    sum += x;
-                    scale += Math.Abs(x);
-                }
-                double err = Math.Abs(got[i * n + j] - sum), ratio = err / (1e-5 * scale + 1e-30);
-                if (double.IsNaN(err)) ratio = double.PositiveInfinity;
-                if (ratio > worstRatio) { worstRatio = ratio; worst = i * n + j; }
-            }
-        }
-        Assert.That(worstRatio, Is.LessThanOrEqualTo(1.0),
-            $"{m}x{n}x{k} transA={transA} transB={transB} accumulate={accumulate} fast={fast}: element ({worst / n}, {worst % n}) is {got[worst]}, error {worstRatio:g3} × the tolerance");
-        return fast;
+        Bf16Gemm.Check(_gpu, m, n, k, transA, transB, accumulate, offsetA, offsetB, seed);
+        return _gpu.Bf16FastLaunches != before;
     }
 
     /// <summary>
@@ -92,7 +51,7 @@ public sealed class MatMulBf16FastTests
     {
         const int m = 128, n = 256, k = 32;
         var rng = new Random(offsetC);
-        ushort[] a = RandomBf16(rng, m * k), b = RandomBf16(rng, k * n);
+        ushort[] a = Bf16Gemm.RandomBf16(rng, m * k), b = Bf16Gemm.RandomBf16(rng, k * n);
         float[] c0 = new float[m * n + offsetC];
         for (int i = 0; i < c0.Length; i++) c0[i] = (float)(rng.NextDouble() * 2 - 1);
         using var arena = _gpu.CreateArena();
@@ -115,7 +74,7 @@ public sealed class MatMulBf16FastTests
                 double sum = c0[offsetC + i * n + j], scale = Math.Abs(sum);
                 for (int kk = 0; kk < k; kk++)
                 {
-                    double x = Bf(a[i * k + kk]) * Bf(b[j * k + kk]);
+                    double x = Bf16Gemm.Bf(a[i * k + kk]) * Bf16Gemm.Bf(b[j * k + kk]);
                     sum += x;
                     scale += Math.Abs(x);
                 }
@@ -124,15 +83,6 @@ public sealed class MatMulBf16FastTests
         }
         return _gpu.Bf16FastLaunches != before;
     }
-
-    private static ushort[] RandomBf16(Random rng, int count)
-    {
-        var x = new ushort[count];
-        for (int i = 0; i < count; i++) x[i] = FloatConversions.FloatToBFloat16((float)(rng.NextDouble() * 2 - 1));
-        return x;
-    }
-
-    private static double Bf(ushort bits) => FloatConversions.BFloat16ToFloat(bits);
 
     /// <summary>Full tiles in the NT form (one tile, several tiles in m and n, several k steps) run the fast kernel and match float64.</summary>
     [TestCase(128, 256, 32)]
@@ -270,7 +220,7 @@ public sealed class MatMulBf16FastTests
     [TestCase(nameof(IlgpuBackend.MatMulBf16FastTNKernel), OptimizationLevel.O1, 0, 16, 16)]
     public void PtxHoldsTheTensorCorePathAlone(string kernel, OptimizationLevel level, int v4Stores, int b32Stores, int v2Stores)
     {
-        string ptx = CompilePtx(kernel, level);
+        string ptx = Bf16Gemm.CompilePtx(kernel, level);
         int mmas = Regex.Matches(ptx, @"\bmma\.sync\.aligned\.m16n8k16\.row\.col\.f32\.bf16\.bf16\.f32\b").Count;
         Assert.That(mmas, Is.EqualTo(64), "2 × 32 mma per 32-wide k step");
         Assert.That(ptx, Does.Not.Contain("bar.warp.sync"), "the emulation branch must be compiled out on CUDA");
@@ -287,16 +237,5 @@ public sealed class MatMulBf16FastTests
         Assert.That(v4Shared, Is.EqualTo(16), "8 + 8 16-byte fragment loads per k step");
         Assert.That(v4Global, Is.EqualTo(12), "2 + 4 16-byte global loads per k step, first step and loop");
         Assert.That((stV4, st32, stV2), Is.EqualTo((v4Stores, b32Stores, v2Stores)), "shared stores (16-, 4-, 8-byte), first step and loop");
-    }
-
-    private static string CompilePtx(string kernel, OptimizationLevel level)
-    {
-        using var context = IlgpuBackend.CreateContext(_ => { }, level);
-        using var ptxBackend = new PTXBackend(context, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, CudaInstructionSet.ISA_88, null);
-        var method = PtxCompileTests.MarkedKernels().Single(mi => mi.Name == kernel);
-        var compiled = (PTXCompiledKernel)ptxBackend.Compile(EntryPointDescription.FromExplicitlyGroupedKernel(method), new KernelSpecialization());
-        var dump = Environment.GetEnvironmentVariable("HFT_DUMP_PTX");
-        if (!string.IsNullOrEmpty(dump)) File.WriteAllText(Path.Combine(dump, $"{kernel}.{level}.ptx"), compiled.PTXAssembly);
-        return compiled.PTXAssembly;
     }
 }

@@ -7,6 +7,7 @@ using ILGPU.Backends.EntryPoints;
 using ILGPU.Backends.PTX;
 using ILGPU.Runtime;
 using ILGPU.Runtime.Cuda;
+using HftRuntime.Tests.Support;
 using NUnit.Framework;
 
 namespace HftRuntime.Tests.Ilgpu;
@@ -31,61 +32,8 @@ public sealed class MatMulBf16Tests
     [OneTimeTearDown]
     public void TearDown() => _gpu.Dispose();
 
-    /// <summary>
-    /// Runs c (+)= op(a)·op(b) with random bf16 a, b and checks every element of c against float64: |c − ref| at most
-    /// 1e-5 of Σ_k |a·b| (+ |c₀|) for that element. Unwritten elements (NaN poison) and any misplaced element fail.
-    /// </summary>
-    private void Check(int m, int n, int k, bool transA, bool transB, bool accumulate, int offsetA = 0, int offsetB = 0, int seed = 1)
-    {
-        var rng = new Random(seed * 7919 + m * 31 + n * 17 + k);
-        ushort[] a = RandomBf16(rng, m * k), b = RandomBf16(rng, k * n);
-        float[] c0 = new float[m * n];
-        for (int i = 0; i < c0.Length; i++) c0[i] = accumulate ? (float)(rng.NextDouble() * 2 - 1) : float.NaN;
-
-        using var arena = _gpu.CreateArena();
-        var ta = arena.Reserve("a", m * k + offsetA, DType.BF16);
-        var tb = arena.Reserve("b", k * n + offsetB, DType.BF16);
-        var tc = arena.Reserve("c", m * n);
-        arena.Commit();
-        ta = ta.Slice(offsetA, m * k);
-        tb = tb.Slice(offsetB, k * n);
-        _gpu.Upload<ushort>(ta, a);
-        _gpu.Upload<ushort>(tb, b);
-        _gpu.Upload<float>(tc, c0);
-        _gpu.MatMul(tc, ta, tb, m, n, k, transA, transB, accumulate);
-        _gpu.Synchronize();
-        var got = _gpu.ToArray<float>(tc);
-
-        int worst = 0;
-        double worstRatio = -1;
-        for (int i = 0; i < m; i++)
-        {
-            for (int j = 0; j < n; j++)
-            {
-                double sum = accumulate ? c0[i * n + j] : 0, scale = accumulate ? Math.Abs(c0[i * n + j]) : 0;
-                for (int kk = 0; kk < k; kk++)
-                {
-                    double x = Bf(a[transA ? kk * m + i : i * k + kk]) * Bf(b[transB ? j * k + kk : kk * n + j]);
-                    sum += x;
-                    scale += Math.Abs(x);
-                }
-                double err = Math.Abs(got[i * n + j] - sum), ratio = err / (1e-5 * scale + 1e-30);
-                if (double.IsNaN(err)) ratio = double.PositiveInfinity;
-                if (ratio > worstRatio) { worstRatio = ratio; worst = i * n + j; }
-            }
-        }
-        Assert.That(worstRatio, Is.LessThanOrEqualTo(1.0),
-            $"{m}x{n}x{k} transA={transA} transB={transB} accumulate={accumulate}: element ({worst / n}, {worst % n}) is {got[worst]}, error {worstRatio:g3} × the tolerance");
-    }
-
-    private static ushort[] RandomBf16(Random rng, int count)
-    {
-        var x = new ushort[count];
-        for (int i = 0; i < count; i++) x[i] = FloatConversions.FloatToBFloat16((float)(rng.NextDouble() * 2 - 1));
-        return x;
-    }
-
-    private static double Bf(ushort bits) => FloatConversions.BFloat16ToFloat(bits);
+    private void Check(int m, int n, int k, bool transA, bool transB, bool accumulate, int offsetA = 0, int offsetB = 0, int seed = 1) =>
+        Bf16Gemm.Check(_gpu, m, n, k, transA, transB, accumulate, offsetA, offsetB, seed);
 
     /// <summary>Edge shapes in the three forms training uses: Y = X·Wᵀ (NT), dX = dY·W (NN), dW += dYᵀ·X (TN), and TT.</summary>
     [TestCase(1, 1, 1)]
@@ -185,7 +133,7 @@ public sealed class MatMulBf16Tests
     [TestCase(OptimizationLevel.O1)]
     public void PtxHoldsTheTensorCoreInstructionAlone(OptimizationLevel level)
     {
-        string ptx = CompilePtx(nameof(IlgpuBackend.MatMulBf16Kernel), level);
+        string ptx = Bf16Gemm.CompilePtx(nameof(IlgpuBackend.MatMulBf16Kernel), level);
         int mmas = Regex.Matches(ptx, @"\bmma\.sync\.aligned\.m16n8k16\.row\.col\.f32\.bf16\.bf16\.f32\b").Count;
         Assert.That(mmas, Is.EqualTo(32), "2 × 16 mma per 32-wide k step");
         Assert.That(ptx, Does.Not.Contain("bar.warp.sync"), "the emulation branch must be compiled out on CUDA");
@@ -206,16 +154,5 @@ public sealed class MatMulBf16Tests
             Assert.That(address.Success && depotBases.Contains(address.Groups[1].Value), Is.True, $"local access not at a depot's base: {access.Value}");
         }
         TestContext.Out.WriteLine($"{level}: mma.sync {mmas}, local depots {depots}, PTX {ptx.Length} chars");
-    }
-
-    private static string CompilePtx(string kernel, OptimizationLevel level)
-    {
-        using var context = IlgpuBackend.CreateContext(_ => { }, level);
-        using var ptxBackend = new PTXBackend(context, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, CudaInstructionSet.ISA_88, null);
-        var method = PtxCompileTests.MarkedKernels().Single(mi => mi.Name == kernel);
-        var compiled = (PTXCompiledKernel)ptxBackend.Compile(EntryPointDescription.FromExplicitlyGroupedKernel(method), new KernelSpecialization());
-        var dump = Environment.GetEnvironmentVariable("HFT_DUMP_PTX");
-        if (!string.IsNullOrEmpty(dump)) File.WriteAllText(Path.Combine(dump, $"{kernel}.{level}.ptx"), compiled.PTXAssembly);
-        return compiled.PTXAssembly;
     }
 }
