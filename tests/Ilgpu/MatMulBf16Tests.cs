@@ -1,12 +1,6 @@
 using System.Text.RegularExpressions;
-using HftRuntime.Kernels;
 using HftRuntime.Kernels.Ilgpu;
-using HftRuntime.Runtime.SafeTensors;
 using ILGPU;
-using ILGPU.Backends.EntryPoints;
-using ILGPU.Backends.PTX;
-using ILGPU.Runtime;
-using ILGPU.Runtime.Cuda;
 using HftRuntime.Tests.Support;
 using NUnit.Framework;
 
