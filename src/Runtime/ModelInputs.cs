@@ -51,6 +51,29 @@ public sealed class ModelInputs
     /// </summary>
     public int[] Segment { get; }
 
+    /// <summary>
+    /// Writes flat position <paramref name="p"/> of a packed batch: its token, target (or −100), RoPE position,
+    /// document start and segment; the loss weight is 1 where a target is set, else 0.
+    /// </summary>
+    public void Set(int p, int id, int target, int position, int docStart, int segment)
+    {
+        Ids[p] = id;
+        Targets[p] = target;
+        RowScale[p] = target == Backend.IgnoreIndex ? 0f : 1f;
+        Positions[p] = position;
+        DocStart[p] = docStart;
+        Segment[p] = segment;
+    }
+
+    /// <summary>
+    /// Pads sequence <paramref name="row"/> from position <paramref name="fill"/> on: token <paramref name="padId"/>,
+    /// no target, RoPE position 0, segment −1, and a document start at the position itself (a pad attends only to itself).
+    /// </summary>
+    public void Pad(int row, int fill, int padId)
+    {
+        for (int t = fill; t < Seq; t++) Set(row * Seq + t, padId, Backend.IgnoreIndex, 0, t, -1);
+    }
+
     /// <summary>True when some sequence packs several documents.</summary>
     public bool IsPacked => Array.Exists(DocStart, d => d != 0);
 

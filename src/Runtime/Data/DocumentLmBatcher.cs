@@ -78,12 +78,7 @@ public sealed class DocumentLmBatcher : IBatchSource
                 if (t > 0 && raw < 0) { docStart = t; segment++; }
                 int next = w[t + 1];
                 int target = next < 0 ? Backend.IgnoreIndex : next;
-                m.Ids[p] = raw & ~TokenStreamFile.DocStartFlag;
-                m.Targets[p] = target;
-                m.RowScale[p] = target == Backend.IgnoreIndex ? 0f : 1f;
-                m.Positions[p] = t - docStart;
-                m.DocStart[p] = docStart;
-                m.Segment[p] = segment;
+                m.Set(p, raw & ~TokenStreamFile.DocStartFlag, target, t - docStart, docStart, segment);
             }
             segment++;
             _order.Advance();

@@ -22,9 +22,7 @@ public sealed class DpoBatcher : IBatchSource
     private readonly int _first;
     private readonly int _pad;
     private readonly ModelInputs _inputs;
-    private readonly Dictionary<int, DpoExample> _cache = new();
-    private readonly long _cacheBudget;
-    private long _cachedTokens;
+    private readonly ExampleCache<DpoExample> _cache;
     private readonly EpochOrder _order;
 
     /// <summary>
@@ -46,7 +44,7 @@ public sealed class DpoBatcher : IBatchSource
         Pairs = pairs; Seq = data.Seq;
         _pad = data.Tokenizer.EosId ?? 0;
         _inputs = new ModelInputs(2 * pairs, Seq);
-        _cacheBudget = Math.Max(1L << 20, 32L * pairs * Seq);
+        _cache = new ExampleCache<DpoExample>(data.ReadDpo, ex => ex.ChosenLength + ex.RejectedLength, Math.Max(1L << 20, 32L * pairs * Seq));
     }
 
     /// <summary>Rows per side: the batch holds 2·Pairs sequences.</summary>
@@ -87,8 +85,8 @@ public sealed class DpoBatcher : IBatchSource
                 _order.Advance();
                 if (fillC == seq || fillR == seq) break;
             }
-            Pad(chosenRow, fillC);
-            Pad(rejectedRow, fillR);
+            _inputs.Pad(r, fillC, _pad);
+            _inputs.Pad(Pairs + r, fillR, _pad);
         }
         return _inputs;
     }
@@ -98,44 +96,9 @@ public sealed class DpoBatcher : IBatchSource
         var m = _inputs;
         int np = prompt.Length, n = np + response.Length;
         for (int i = 0; i < n; i++)
-        {
-            int p = row + offset + i;
-            int target = i + 1 < n && i + 1 >= np ? response[i + 1 - np] : Backend.IgnoreIndex;
-            m.Ids[p] = i < np ? prompt[i] : response[i - np];
-            m.Targets[p] = target;
-            m.RowScale[p] = target == Backend.IgnoreIndex ? 0f : 1f;
-            m.Positions[p] = i;
-            m.DocStart[p] = offset;
-            m.Segment[p] = segment;
-        }
+            m.Set(row + offset + i, i < np ? prompt[i] : response[i - np], i + 1 < n && i + 1 >= np ? response[i + 1 - np] : Backend.IgnoreIndex,
+                i, offset, segment);
     }
 
-    private void Pad(int row, int fill)
-    {
-        var m = _inputs;
-        for (int t = fill; t < Seq; t++)
-        {
-            int p = row + t;
-            m.Ids[p] = _pad;
-            m.Targets[p] = Backend.IgnoreIndex;
-            m.RowScale[p] = 0f;
-            m.Positions[p] = 0;
-            m.DocStart[p] = t;
-            m.Segment[p] = -1;
-        }
-    }
-
-    private DpoExample Current()
-    {
-        int example = _first + _order.Current;
-        if (_cache.TryGetValue(example, out var ex)) return ex;
-        ex = _data.ReadDpo(example);
-        int tokens = ex.ChosenLength + ex.RejectedLength;
-        if (_cachedTokens + tokens > _cacheBudget) { _cache.Clear(); _cachedTokens = 0; }
-        _cache[example] = ex;
-        _cachedTokens += tokens;
-        return ex;
-    }
-
-
+    private DpoExample Current() => _cache.Get(_first + _order.Current);
 }

@@ -22,9 +22,7 @@ public sealed class SftBatcher : IBatchSource
     private readonly int _first;
     private readonly int _pad;
     private readonly ModelInputs _inputs;
-    private readonly Dictionary<int, SftExample> _cache = new();
-    private readonly long _cacheBudget;
-    private long _cachedTokens;
+    private readonly ExampleCache<SftExample> _cache;
     private readonly EpochOrder _order;
 
     /// <summary>
@@ -46,7 +44,7 @@ public sealed class SftBatcher : IBatchSource
         Batch = batch; Seq = data.Seq;
         _pad = data.Tokenizer.EosId ?? 0;
         _inputs = new ModelInputs(batch, Seq);
-        _cacheBudget = Math.Max(1L << 20, 16L * batch * Seq);
+        _cache = new ExampleCache<SftExample>(data.ReadSft, ex => ex.Length, Math.Max(1L << 20, 16L * batch * Seq));
     }
 
     /// <inheritdoc/>
@@ -81,45 +79,16 @@ public sealed class SftBatcher : IBatchSource
                 var loss = ex.Loss;
                 int n = ex.Length;
                 for (int i = 0; i < n; i++)
-                {
-                    int p = row + fill + i;
-                    int target = i + 1 < n && loss[i + 1] ? ids[i + 1] : Backend.IgnoreIndex;
-                    m.Ids[p] = ids[i];
-                    m.Targets[p] = target;
-                    m.RowScale[p] = target == Backend.IgnoreIndex ? 0f : 1f;
-                    m.Positions[p] = i;
-                    m.DocStart[p] = fill;
-                    m.Segment[p] = segment;
-                }
+                    m.Set(row + fill + i, ids[i], i + 1 < n && loss[i + 1] ? ids[i + 1] : Backend.IgnoreIndex, i, fill, segment);
                 segment++;
                 fill += n;
                 _order.Advance();
                 if (fill == seq) break;
             }
-            for (int t = fill; t < seq; t++)
-            {
-                int p = row + t;
-                m.Ids[p] = _pad;
-                m.Targets[p] = Backend.IgnoreIndex;
-                m.RowScale[p] = 0f;
-                m.Positions[p] = 0;
-                m.DocStart[p] = t;
-                m.Segment[p] = -1;
-            }
+            m.Pad(b, fill, _pad);
         }
         return m;
     }
 
-    private SftExample Current()
-    {
-        int example = _first + _order.Current;
-        if (_cache.TryGetValue(example, out var ex)) return ex;
-        ex = _data.ReadSft(example);
-        if (_cachedTokens + ex.Length > _cacheBudget) { _cache.Clear(); _cachedTokens = 0; }
-        _cache[example] = ex;
-        _cachedTokens += ex.Length;
-        return ex;
-    }
-
-
+    private SftExample Current() => _cache.Get(_first + _order.Current);
 }
