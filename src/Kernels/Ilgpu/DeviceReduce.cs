@@ -31,11 +31,7 @@ internal static class DeviceReduce
             Warp.Barrier();
             return (float)s;
         }
-        v += Warp.ShuffleXor(v, 16);
-        v += Warp.ShuffleXor(v, 8);
-        v += Warp.ShuffleXor(v, 4);
-        v += Warp.ShuffleXor(v, 2);
-        v += Warp.ShuffleXor(v, 1);
+        v = XorSum(v);
         return v;
     }
 
@@ -55,19 +51,11 @@ internal static class DeviceReduce
             Group.Barrier();
             return (float)s;
         }
-        v += Warp.ShuffleXor(v, 16);
-        v += Warp.ShuffleXor(v, 8);
-        v += Warp.ShuffleXor(v, 4);
-        v += Warp.ShuffleXor(v, 2);
-        v += Warp.ShuffleXor(v, 1);
+        v = XorSum(v);
         if (Warp.LaneIdx == 0) shared[Warp.WarpIdx] = v;
         Group.Barrier();
         v = Warp.LaneIdx < IlgpuBackend.WarpsPerGroup ? shared[Warp.LaneIdx] : 0f;
-        v += Warp.ShuffleXor(v, 16);
-        v += Warp.ShuffleXor(v, 8);
-        v += Warp.ShuffleXor(v, 4);
-        v += Warp.ShuffleXor(v, 2);
-        v += Warp.ShuffleXor(v, 1);
+        v = XorSum(v);
         Group.Barrier();
         return v;
     }
@@ -85,19 +73,11 @@ internal static class DeviceReduce
             Group.Barrier();
             return s;
         }
-        v += Warp.ShuffleXor(v, 16);
-        v += Warp.ShuffleXor(v, 8);
-        v += Warp.ShuffleXor(v, 4);
-        v += Warp.ShuffleXor(v, 2);
-        v += Warp.ShuffleXor(v, 1);
+        v = XorSum(v);
         if (Warp.LaneIdx == 0) shared[Warp.WarpIdx] = v;
         Group.Barrier();
         v = Warp.LaneIdx < IlgpuBackend.WarpsPerGroup ? shared[Warp.LaneIdx] : 0.0;
-        v += Warp.ShuffleXor(v, 16);
-        v += Warp.ShuffleXor(v, 8);
-        v += Warp.ShuffleXor(v, 4);
-        v += Warp.ShuffleXor(v, 2);
-        v += Warp.ShuffleXor(v, 1);
+        v = XorSum(v);
         Group.Barrier();
         return v;
     }
@@ -115,21 +95,46 @@ internal static class DeviceReduce
             Group.Barrier();
             return m;
         }
-        v = Max(v, Warp.ShuffleXor(v, 16));
-        v = Max(v, Warp.ShuffleXor(v, 8));
-        v = Max(v, Warp.ShuffleXor(v, 4));
-        v = Max(v, Warp.ShuffleXor(v, 2));
-        v = Max(v, Warp.ShuffleXor(v, 1));
+        v = XorMax(v);
         if (Warp.LaneIdx == 0) shared[Warp.WarpIdx] = v;
         Group.Barrier();
         v = Warp.LaneIdx < IlgpuBackend.WarpsPerGroup ? shared[Warp.LaneIdx] : float.NegativeInfinity;
+        v = XorMax(v);
+        Group.Barrier();
+        return v;
+    }
+
+    /// <summary>Butterfly sum over the warp: every lane gets the same value.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float XorSum(float v)
+    {
+        v += Warp.ShuffleXor(v, 16);
+        v += Warp.ShuffleXor(v, 8);
+        v += Warp.ShuffleXor(v, 4);
+        v += Warp.ShuffleXor(v, 2);
+        return v + Warp.ShuffleXor(v, 1);
+    }
+
+    /// <summary>Butterfly sum over the warp, in double.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static double XorSum(double v)
+    {
+        v += Warp.ShuffleXor(v, 16);
+        v += Warp.ShuffleXor(v, 8);
+        v += Warp.ShuffleXor(v, 4);
+        v += Warp.ShuffleXor(v, 2);
+        return v + Warp.ShuffleXor(v, 1);
+    }
+
+    /// <summary>Butterfly maximum over the warp.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float XorMax(float v)
+    {
         v = Max(v, Warp.ShuffleXor(v, 16));
         v = Max(v, Warp.ShuffleXor(v, 8));
         v = Max(v, Warp.ShuffleXor(v, 4));
         v = Max(v, Warp.ShuffleXor(v, 2));
-        v = Max(v, Warp.ShuffleXor(v, 1));
-        Group.Barrier();
-        return v;
+        return Max(v, Warp.ShuffleXor(v, 1));
     }
 
     /// <summary>max(a, b) for floats; a NaN in either argument propagates (as TensorPrimitives.Max does).</summary>
