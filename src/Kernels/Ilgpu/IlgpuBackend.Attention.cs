@@ -113,6 +113,50 @@ public sealed partial class IlgpuBackend
         return first;
     }
 
+    /// <summary>
+    /// One key tile of the online softmax, after the scores of the tile are in sh[ssOff + r·sk + c] (−∞ where masked):
+    /// per query row r &lt; bq, the running maximum (msOff) and sum (lsOff) absorb the tile, the scores become
+    /// probabilities, alOff receives the factor that rescales the earlier output; then the output rows (osOff, bq × hd)
+    /// are rescaled and add the probabilities times the tile's values (vsOff, bk × hd). Ends with a barrier.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void OnlineSoftmaxStep(ArrayView<float> sh, int tid, int bq, int bk, int hd, int sk, int ssOff, int msOff, int lsOff, int alOff, int osOff, int vsOff)
+    {
+        if (tid < bq)
+        {
+            int row = ssOff + tid * sk;
+            float mOld = sh[msOff + tid], mx = mOld;
+            for (int c = 0; c < bk; c++) mx = DeviceReduce.Max(mx, sh[row + c]);
+            float alpha = 1f, sum = 0f;
+            if (mx == float.NegativeInfinity)
+            {
+                for (int c = 0; c < bk; c++) sh[row + c] = 0f;
+            }
+            else
+            {
+                alpha = XMath.Exp(mOld - mx);
+                for (int c = 0; c < bk; c++)
+                {
+                    float pv = XMath.Exp(sh[row + c] - mx);
+                    sh[row + c] = pv;
+                    sum += pv;
+                }
+            }
+            sh[lsOff + tid] = sh[lsOff + tid] * alpha + sum;
+            sh[msOff + tid] = mx;
+            sh[alOff + tid] = alpha;
+        }
+        Group.Barrier();
+        for (int e = tid; e < bq * hd; e += GroupSize)
+        {
+            int r = e / hd, d = e - r * hd, row = ssOff + r * sk;
+            float acc = sh[osOff + e] * sh[alOff + r];
+            for (int c = 0; c < bk; c++) acc += sh[row + c] * sh[vsOff + c * hd + d];
+            sh[osOff + e] = acc;
+        }
+        Group.Barrier();
+    }
+
     /// <summary>Σ_d x[i + d]·y[j + d] over the head dimension (two shared rows).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float RowDot(ArrayView<float> x, int i, ArrayView<float> y, int j, int hd)
@@ -173,39 +217,7 @@ public sealed partial class IlgpuBackend
                     sh[ssOff + r * sk + c] = s;
                 }
                 Group.Barrier();
-                if (tid < bq)
-                {
-                    int row = ssOff + tid * sk;
-                    float mOld = sh[msOff + tid], mx = mOld;
-                    for (int c = 0; c < bk; c++) mx = DeviceReduce.Max(mx, sh[row + c]);
-                    float alpha = 1f, sum = 0f;
-                    if (mx == float.NegativeInfinity)
-                    {
-                        for (int c = 0; c < bk; c++) sh[row + c] = 0f;
-                    }
-                    else
-                    {
-                        alpha = XMath.Exp(mOld - mx);
-                        for (int c = 0; c < bk; c++)
-                        {
-                            float pv = XMath.Exp(sh[row + c] - mx);
-                            sh[row + c] = pv;
-                            sum += pv;
-                        }
-                    }
-                    sh[lsOff + tid] = sh[lsOff + tid] * alpha + sum;
-                    sh[msOff + tid] = mx;
-                    sh[alOff + tid] = alpha;
-                }
-                Group.Barrier();
-                for (int e = tid; e < bq * hd; e += GroupSize)
-                {
-                    int r = e / hd, d = e - r * hd, row = ssOff + r * sk;
-                    float acc = sh[osOff + e] * sh[alOff + r];
-                    for (int c = 0; c < bk; c++) acc += sh[row + c] * sh[vsOff + c * hd + d];
-                    sh[osOff + e] = acc;
-                }
-                Group.Barrier();
+                OnlineSoftmaxStep(sh, tid, bq, bk, hd, sk, ssOff, msOff, lsOff, alOff, osOff, vsOff);
             }
             for (int e = tid; e < bq * hd; e += GroupSize)
             {

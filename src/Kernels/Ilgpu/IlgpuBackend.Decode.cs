@@ -116,39 +116,7 @@ public sealed partial class IlgpuBackend
                     sh[ssOff + r * sk + c] = s;
                 }
                 Group.Barrier();
-                if (tid < bq)
-                {
-                    int row = ssOff + tid * sk;
-                    float mOld = sh[msOff + tid], mx = mOld;
-                    for (int c = 0; c < bk; c++) mx = DeviceReduce.Max(mx, sh[row + c]);
-                    float alpha = 1f, sum = 0f;
-                    if (mx == float.NegativeInfinity)
-                    {
-                        for (int c = 0; c < bk; c++) sh[row + c] = 0f;
-                    }
-                    else
-                    {
-                        alpha = XMath.Exp(mOld - mx);
-                        for (int c = 0; c < bk; c++)
-                        {
-                            float pv = XMath.Exp(sh[row + c] - mx);
-                            sh[row + c] = pv;
-                            sum += pv;
-                        }
-                    }
-                    sh[lsOff + tid] = sh[lsOff + tid] * alpha + sum;
-                    sh[msOff + tid] = mx;
-                    sh[alOff + tid] = alpha;
-                }
-                Group.Barrier();
-                for (int e = tid; e < bq * hd; e += GroupSize)
-                {
-                    int r = e / hd, d = e - r * hd, row = ssOff + r * sk;
-                    float acc = sh[osOff + e] * sh[alOff + r];
-                    for (int c = 0; c < bk; c++) acc += sh[row + c] * sh[vsOff + c * hd + d];
-                    sh[osOff + e] = acc;
-                }
-                Group.Barrier();
+                OnlineSoftmaxStep(sh, tid, bq, bk, hd, sk, ssOff, msOff, lsOff, alOff, osOff, vsOff);
             }
             for (int e = tid; e < bq * hd; e += GroupSize)
             {
