@@ -157,6 +157,23 @@ public sealed partial class IlgpuBackend
         Group.Barrier();
     }
 
+    /// <summary>
+    /// dst[c, d] += Σ_r s[r, c]·x[r, d] over a key tile (dst bk × hd at dstOff, s bq × bk with row stride sk at sOff,
+    /// x bq rows of stride hdp at xOff), all in shared memory. Ends with a barrier.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AddTransposedProduct(ArrayView<float> sh, int tid, int bq, int bk, int hd, int hdp, int sk, int sOff, int xOff, int dstOff)
+    {
+        for (int e = tid; e < bk * hd; e += GroupSize)
+        {
+            int c = e / hd, d = e - c * hd;
+            float acc = sh[dstOff + e];
+            for (int r = 0; r < bq; r++) acc += sh[sOff + r * sk + c] * sh[xOff + r * hdp + d];
+            sh[dstOff + e] = acc;
+        }
+        Group.Barrier();
+    }
+
     /// <summary>Σ_d x[i + d]·y[j + d] over the head dimension (two shared rows).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float RowDot(ArrayView<float> x, int i, ArrayView<float> y, int j, int hd)
@@ -391,14 +408,7 @@ public sealed partial class IlgpuBackend
                         sh[ssOff + r * sk + c] = p;
                     }
                     Group.Barrier();
-                    for (int e = tid; e < bk * hd; e += GroupSize)
-                    {
-                        int c = e / hd, d = e - c * hd;
-                        float acc = sh[dvOff + e];
-                        for (int r = 0; r < bq; r++) acc += sh[ssOff + r * sk + c] * sh[dosOff + r * hdp + d];
-                        sh[dvOff + e] = acc;
-                    }
-                    Group.Barrier();
+                    AddTransposedProduct(sh, tid, bq, bk, hd, hdp, sk, ssOff, dosOff, dvOff); // dV += Pᵀ·dO
                     for (int e = tid; e < bq * bk; e += GroupSize)
                     {
                         int r = e / bk, c = e - r * bk, idx = ssOff + r * sk + c;
@@ -406,14 +416,7 @@ public sealed partial class IlgpuBackend
                         if (p != 0f) sh[idx] = p * (RowDot(sh, dosOff + r * hdp, sh, vsOff + c * hdp, hd) - sh[dOff + r]);
                     }
                     Group.Barrier();
-                    for (int e = tid; e < bk * hd; e += GroupSize)
-                    {
-                        int c = e / hd, d = e - c * hd;
-                        float acc = sh[dkOff + e];
-                        for (int r = 0; r < bq; r++) acc += sh[ssOff + r * sk + c] * sh[qsOff + r * hdp + d];
-                        sh[dkOff + e] = acc;
-                    }
-                    Group.Barrier();
+                    AddTransposedProduct(sh, tid, bq, bk, hd, hdp, sk, ssOff, qsOff, dkOff); // dK += dSᵀ·Q (scaled at the end)
                 }
             }
             for (int e = tid; e < bk * hd; e += GroupSize)
