@@ -411,12 +411,7 @@ public sealed class LlamaGenerator : IDisposable
         {
             var kSlot = w.KCache.Slice(slotBase, MaxLength * kvd);
             var vSlot = w.VCache.Slice(slotBase, MaxLength * kvd);
-            be.RmsNormForward(_xn, _rstd, x, w.InputNorm, n, d, _eps);
-            Linear(_q, _xn, w.Q, n, qd, d);
-            Linear(kSlot, _xn, w.K, n, kvd, d);
-            Linear(vSlot, _xn, w.V, n, kvd, d);
-            be.Rope(_q, _iota, _cos, _sin, n, hq, hd, MaxLength, inverse: false);
-            be.Rope(kSlot, _iota, _cos, _sin, n, hkv, hd, MaxLength, inverse: false);
+            QkvWithRope(w, x, n, kSlot, vSlot, _iota);
             be.AttentionDecode(_attn, _q, kSlot, vSlot, 1, n, n, MaxLength, hq, hkv, hd, _scale);
             Mlp(w, x, next, n);
             (x, next) = (next, x);
@@ -437,12 +432,7 @@ public sealed class LlamaGenerator : IDisposable
         var x = _x; var next = _next;
         foreach (var w in _layers)
         {
-            be.RmsNormForward(_xn, _rstd, x, w.InputNorm, n, d, _eps);
-            Linear(_q, _xn, w.Q, n, qd, d);
-            Linear(_k, _xn, w.K, n, kvd, d);
-            Linear(_v, _xn, w.V, n, kvd, d);
-            be.Rope(_q, _positions, _cos, _sin, n, hq, hd, MaxLength, inverse: false);
-            be.Rope(_k, _positions, _cos, _sin, n, hkv, hd, MaxLength, inverse: false);
+            QkvWithRope(w, x, n, _k, _v, _positions);
             for (int a = 0; a < n; a++)
             {
                 long row = (long)active[a] * MaxLength + positions[a];
@@ -475,10 +465,10 @@ public sealed class LlamaGenerator : IDisposable
         int d = _c.HiddenSize, f = _c.IntermediateSize, qd = _c.NumAttentionHeads * _c.HeadDim;
         var xMid = _xMid.Slice(0, n * d);
         Linear(xMid, _attn, w.O, n, d, qd);
-        be.AddInPlace(xMid, x.Slice(0, n * d));
-        be.RmsNormForward(_xn, _rstd, xMid, w.PostNorm, n, d, _eps);
-        Linear(_gate, _xn, w.Gate, n, f, d);
-        Linear(_up, _xn, w.Up, n, f, d);
+        be.RmsNormForward(_xn, _rstd, xMid, w.PostNorm, n, d, _eps, residual: x.Slice(0, n * d));
+        var xn = Operand(_xn, n * d, w.Gate);
+        Project(_gate, xn, w.Gate, n, f, d);
+        Project(_up, xn, w.Up, n, f, d);
         be.SwiGluForward(_h.Slice(0, n * f), _gate.Slice(0, n * f), _up.Slice(0, n * f));
         var nx = next.Slice(0, n * d);
         Linear(nx, _h, w.Down, n, d, f);
@@ -486,18 +476,38 @@ public sealed class LlamaGenerator : IDisposable
     }
 
     /// <summary>
-    /// y[rows, outDim] = x · wᵀ with the weight in its compute precision: a bf16 weight (a bf16 model) multiplies
-    /// x rounded to bfloat16, as in training.
+    /// The input norm of a layer and its q, k and v projections (into <see cref="_q"/>, <paramref name="k"/> and
+    /// <paramref name="v"/>), with RoPE at <paramref name="positions"/> applied to q and k.
     /// </summary>
-    private void Linear(Tensor y, Tensor x, Tensor w, int rows, int outDim, int inDim)
+    private void QkvWithRope(Layer w, Tensor x, int n, Tensor k, Tensor v, Tensor positions)
     {
-        if (w.Type == DType.F32)
-        {
-            _be.MatMul(y, x, w, rows, outDim, inDim, transA: false, transB: true, accumulate: false);
-            return;
-        }
-        int count = rows * inDim;
-        _be.ToBf16(_operandBf16.Slice(0, count), x.Slice(0, count));
-        _be.MatMul(y, _operandBf16, w, rows, outDim, inDim, transA: false, transB: true, accumulate: false);
+        int d = _c.HiddenSize, hd = _c.HeadDim, hq = _c.NumAttentionHeads, hkv = _c.NumKeyValueHeads;
+        _be.RmsNormForward(_xn, _rstd, x, w.InputNorm, n, d, _eps);
+        var xn = Operand(_xn, n * d, w.Q);
+        Project(_q, xn, w.Q, n, hq * hd, d);
+        Project(k, xn, w.K, n, hkv * hd, d);
+        Project(v, xn, w.V, n, hkv * hd, d);
+        _be.Rope(_q, positions, _cos, _sin, n, hq, hd, MaxLength, inverse: false);
+        _be.Rope(k, positions, _cos, _sin, n, hkv, hd, MaxLength, inverse: false);
     }
+
+    /// <summary>
+    /// The operand a product with <paramref name="w"/> reads for the fp32 values x (their first
+    /// <paramref name="count"/>): x itself for an fp32 weight; for a bf16 weight (a bf16 model), x rounded to
+    /// bfloat16, as in training, into the one operand buffer (valid until the next call).
+    /// </summary>
+    private Tensor Operand(Tensor x, int count, Tensor w)
+    {
+        if (w.Type == DType.F32) return x;
+        _be.ToBf16(_operandBf16.Slice(0, count), x.Slice(0, count));
+        return _operandBf16;
+    }
+
+    /// <summary>y[rows, outDim] = op · wᵀ for an operand from <see cref="Operand"/>.</summary>
+    private void Project(Tensor y, Tensor op, Tensor w, int rows, int outDim, int inDim) =>
+        _be.MatMul(y, op, w, rows, outDim, inDim, transA: false, transB: true, accumulate: false);
+
+    /// <summary>y[rows, outDim] = x · wᵀ with the weight in its compute precision.</summary>
+    private void Linear(Tensor y, Tensor x, Tensor w, int rows, int outDim, int inDim) =>
+        Project(y, Operand(x, rows * inDim, w), w, rows, outDim, inDim);
 }
