@@ -212,26 +212,28 @@ public abstract class Backend : IDisposable
     /// lse: [batch, heads, seq] receives each query's log-sum-exp of scaled scores (kept for the backward pass).
     /// Query t of a sequence sees keys docStart[t] ≤ j ≤ t, where docStart (I32 [batch·seq], optional) marks
     /// where the query's document begins in a packed sequence; empty means plain causal (docStart = 0).
+    /// bf16: the products may take bf16 operands (q, k, v and the probabilities rounded to bfloat16, fp32
+    /// accumulation and softmax), as the bf16 precision does; a back-end without such a path computes in fp32.
     /// </summary>
     public void AttentionForward(Tensor o, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor docStart,
-        int batch, int seq, int heads, int kvHeads, int headDim, float scale)
+        int batch, int seq, int heads, int kvHeads, int headDim, float scale, bool bf16 = false)
     {
         CheckAttention(q, k, v, docStart, batch, seq, heads, kvHeads, headDim);
         F32(o, nameof(o)); F32(lse, nameof(lse));
         Need(o, (long)batch * seq * heads * headDim, nameof(o)); Need(lse, (long)batch * heads * seq, nameof(lse));
-        AttentionForwardCore(o, lse, q, k, v, docStart, batch, seq, heads, kvHeads, headDim, scale);
+        AttentionForwardCore(o, lse, q, k, v, docStart, batch, seq, heads, kvHeads, headDim, scale, bf16);
     }
 
-    /// <summary>Gradients of <see cref="AttentionForward"/>: dq, dk, dv are overwritten.</summary>
+    /// <summary>Gradients of <see cref="AttentionForward"/>: dq, dk, dv are overwritten (bf16: dO and dS rounded too).</summary>
     public void AttentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor dO, Tensor o, Tensor lse,
-        Tensor q, Tensor k, Tensor v, Tensor docStart, int batch, int seq, int heads, int kvHeads, int headDim, float scale)
+        Tensor q, Tensor k, Tensor v, Tensor docStart, int batch, int seq, int heads, int kvHeads, int headDim, float scale, bool bf16 = false)
     {
         CheckAttention(q, k, v, docStart, batch, seq, heads, kvHeads, headDim);
         long nq = (long)batch * seq * heads * headDim, nk = (long)batch * seq * kvHeads * headDim;
         F32(dq, nameof(dq)); F32(dk, nameof(dk)); F32(dv, nameof(dv)); F32(dO, nameof(dO)); F32(o, nameof(o)); F32(lse, nameof(lse));
         Need(dq, nq, nameof(dq)); Need(dO, nq, nameof(dO)); Need(o, nq, nameof(o));
         Need(dk, nk, nameof(dk)); Need(dv, nk, nameof(dv)); Need(lse, (long)batch * heads * seq, nameof(lse));
-        AttentionBackwardCore(dq, dk, dv, dO, o, lse, q, k, v, docStart, batch, seq, heads, kvHeads, headDim, scale);
+        AttentionBackwardCore(dq, dk, dv, dO, o, lse, q, k, v, docStart, batch, seq, heads, kvHeads, headDim, scale, bf16);
     }
 
     /// <summary>
@@ -392,10 +394,10 @@ public abstract class Backend : IDisposable
     protected abstract void RopeCore(Tensor x, Tensor positions, Tensor cos, Tensor sin, int n, int heads, int headDim, int maxPositions, bool inverse);
     /// <summary>Implementation of <see cref="AttentionForward"/>.</summary>
     protected abstract void AttentionForwardCore(Tensor o, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor docStart,
-        int batch, int seq, int heads, int kvHeads, int headDim, float scale);
+        int batch, int seq, int heads, int kvHeads, int headDim, float scale, bool bf16);
     /// <summary>Implementation of <see cref="AttentionBackward"/>.</summary>
     protected abstract void AttentionBackwardCore(Tensor dq, Tensor dk, Tensor dv, Tensor dO, Tensor o, Tensor lse,
-        Tensor q, Tensor k, Tensor v, Tensor docStart, int batch, int seq, int heads, int kvHeads, int headDim, float scale);
+        Tensor q, Tensor k, Tensor v, Tensor docStart, int batch, int seq, int heads, int kvHeads, int headDim, float scale, bool bf16);
     /// <summary>Implementation of <see cref="AttentionDecode"/>.</summary>
     protected abstract void AttentionDecodeCore(Tensor o, Tensor q, Tensor kCache, Tensor vCache,
         int batch, int queries, int keys, int cacheRows, int heads, int kvHeads, int headDim, float scale);

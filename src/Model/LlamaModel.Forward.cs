@@ -64,7 +64,7 @@ public sealed partial class LlamaModel
         be.MatMul(a.V, xn1, w.V.Compute, n, kvd, d, transA: false, transB: true, accumulate: false);
         be.Rope(a.Q, _act.Positions, _act.RopeCos, _act.RopeSin, n, hq, hd, Options.Seq, inverse: false);
         be.Rope(a.K, _act.Positions, _act.RopeCos, _act.RopeSin, n, hkv, hd, Options.Seq, inverse: false);
-        be.AttentionForward(a.Attn, a.Lse, a.Q, a.K, a.V, DocStartOrEmpty, _batch, _seq, hq, hkv, hd, _attnScale);
+        be.AttentionForward(a.Attn, a.Lse, a.Q, a.K, a.V, DocStartOrEmpty, _batch, _seq, hq, hkv, hd, _attnScale, bf16);
         var xMid = a.XMid.Slice(0, n * d);
         be.MatMul(xMid, Operand(a.Attn, a.AttnB, n * qd, w.O), w.O.Compute, n, d, qd, transA: false, transB: true, accumulate: false);
         be.RmsNormForward(bf16 ? default : a.Xn2, a.Rstd2, xMid, w.PostNorm.Value, n, d, eps, residual: x.Slice(0, n * d), yBf16: bf16 ? a.Xn2B : default);

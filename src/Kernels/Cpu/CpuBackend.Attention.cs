@@ -19,8 +19,9 @@ public sealed unsafe partial class CpuBackend
     }
 
     /// <inheritdoc/>
+    /// <remarks>bf16 is ignored: the CPU back-end (the reference) computes attention in fp32.</remarks>
     protected override void AttentionForwardCore(Tensor o, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor docStart,
-        int batch, int seq, int heads, int kvHeads, int headDim, float scale)
+        int batch, int seq, int heads, int kvHeads, int headDim, float scale, bool bf16)
     {
         var a = new AttentionArgs
         {
@@ -32,8 +33,9 @@ public sealed unsafe partial class CpuBackend
     }
 
     /// <inheritdoc/>
+    /// <remarks>bf16 is ignored, as in the forward pass.</remarks>
     protected override void AttentionBackwardCore(Tensor dq, Tensor dk, Tensor dv, Tensor dO, Tensor o, Tensor lse,
-        Tensor q, Tensor k, Tensor v, Tensor docStart, int batch, int seq, int heads, int kvHeads, int headDim, float scale)
+        Tensor q, Tensor k, Tensor v, Tensor docStart, int batch, int seq, int heads, int kvHeads, int headDim, float scale, bool bf16)
     {
         var a = new AttentionArgs
         {

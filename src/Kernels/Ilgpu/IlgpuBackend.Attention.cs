@@ -64,8 +64,13 @@ public sealed partial class IlgpuBackend
 
     /// <inheritdoc/>
     protected override void AttentionForwardCore(Tensor o, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor docStart,
-        int batch, int seq, int heads, int kvHeads, int headDim, float scale)
+        int batch, int seq, int heads, int kvHeads, int headDim, float scale, bool bf16)
     {
+        if (UsesTensorCoreAttention(bf16, headDim))
+        {
+            AttentionTcForward(o, lse, q, k, v, docStart, batch, seq, heads, kvHeads, scale);
+            return;
+        }
         var tiles = AttentionTiles(headDim, ForwardShared);
         var a = Args(batch, seq, heads, kvHeads, headDim, scale, !docStart.IsEmpty, tiles);
         long units = (long)batch * heads * ((seq + tiles.Q - 1) / tiles.Q);
@@ -75,12 +80,17 @@ public sealed partial class IlgpuBackend
 
     /// <inheritdoc/>
     protected override void AttentionBackwardCore(Tensor dq, Tensor dk, Tensor dv, Tensor dO, Tensor o, Tensor lse,
-        Tensor q, Tensor k, Tensor v, Tensor docStart, int batch, int seq, int heads, int kvHeads, int headDim, float scale)
+        Tensor q, Tensor k, Tensor v, Tensor docStart, int batch, int seq, int heads, int kvHeads, int headDim, float scale, bool bf16)
     {
         long rows = (long)batch * seq * heads;
         var delta = Scratch(rows);
         var da = Args(batch, seq, heads, kvHeads, headDim, scale, !docStart.IsEmpty, (1, 1));
         _attentionDelta(Config(TileGroups((rows + WarpsPerGroup - 1) / WarpsPerGroup)), delta, F(dO), F(o), da);
+        if (UsesTensorCoreAttention(bf16, headDim))
+        {
+            AttentionTcBackward(dq, dk, dv, dO, delta, lse, q, k, v, docStart, batch, seq, heads, kvHeads, scale);
+            return;
+        }
 
         var tq = AttentionTiles(headDim, DqShared);
         var aq = Args(batch, seq, heads, kvHeads, headDim, scale, !docStart.IsEmpty, tq);

@@ -381,6 +381,7 @@ public sealed partial class IlgpuBackend : Backend
         LoadRmsNorm();
         LoadRope();
         LoadAttention();
+        LoadAttentionTc();
         LoadDecode();
         LoadSwiGlu();
         LoadMatMul();

@@ -20,6 +20,9 @@ public static partial class SelfTest
         yield return Rope(13, 3, 10, 17, large: false, seed++);
         foreach (var (b, t, h, kv, hd, doc) in new[] { (1, 1, 2, 1, 8, false), (2, 5, 4, 2, 6, false), (1, 70, 4, 2, 16, true), (2, 33, 3, 3, 64, false), (1, 37, 2, 2, 128, true) })
             yield return Attention(b, t, h, kv, hd, doc, large: false, seed++);
+        // Tensor-core attention (bf16 operands; head dimension 64): tiles of 128 and 64 rows with ragged ends, GQA, documents.
+        foreach (var (b, t, h, kv, doc) in new[] { (1, 1, 2, 1, false), (2, 150, 4, 2, true), (1, 200, 2, 2, false) })
+            yield return Attention(b, t, h, kv, 64, doc, large: false, seed++, bf16: true);
         foreach (var (b, qn, keys, rows, h, kv, hd) in new[] { (2, 1, 1, 4, 2, 1, 8), (3, 1, 37, 40, 4, 2, 6), (2, 1, 70, 70, 8, 2, 64), (1, 33, 33, 41, 3, 3, 16), (2, 5, 29, 31, 4, 2, 128) })
             yield return AttentionDecode(b, qn, keys, rows, h, kv, hd, large: false, seed++);
         yield return SwiGlu(1001, large: false, seed++);
@@ -71,6 +74,8 @@ public static partial class SelfTest
         yield return MatMulBf16Fast(d, d, tokens, true, false, accumulate: true, seed++);
         yield return Attention(4, 1024, 12, 12, 64, false, large: true, seed++);
         yield return Attention(4, 1024, 12, 4, 64, true, large: true, seed++);
+        yield return Attention(4, 1024, 12, 12, 64, false, large: true, seed++, bf16: true);
+        yield return Attention(4, 1024, 12, 4, 64, true, large: true, seed++, bf16: true);
         yield return AttentionDecode(8, 1, 1023, 1024, 12, 12, 64, large: true, seed++);
         yield return AttentionDecode(1, 1024, 1024, 1024, 12, 4, 64, large: true, seed++);
         yield return RmsNorm(tokens, d, large: true, seed++);
@@ -181,8 +186,13 @@ public static partial class SelfTest
         };
     });
 
-    private static SelfTestCase Attention(int batch, int seq, int heads, int kvHeads, int hd, bool packed, bool large, int seed) =>
-        new("attention", S($"b{batch} t{seq} h{heads}/{kvHeads} d{hd}{(packed ? " docs" : "")}"), large, seed, rng =>
+    /// <summary>
+    /// Attention forward and backward; bf16: with bf16 products (the tensor-core kernels for head dimension 64 on the
+    /// ILGPU back-end), against the CPU back-end's fp32, within the bf16 tolerances (unit roundoff 2⁻⁹: 1e-2 forward,
+    /// 2e-2 for the gradients, which round dO and dS as well).
+    /// </summary>
+    private static SelfTestCase Attention(int batch, int seq, int heads, int kvHeads, int hd, bool packed, bool large, int seed, bool bf16 = false) =>
+        new("attention", S($"b{batch} t{seq} h{heads}/{kvHeads} d{hd}{(packed ? " docs" : "")}{(bf16 ? " bf16" : "")}"), large, seed, rng =>
         {
             long nq = (long)batch * seq * heads * hd, nk = (long)batch * seq * kvHeads * hd;
             var q = Randn(rng, nq); var k = Randn(rng, nk); var v = Randn(rng, nk); var dO = Randn(rng, nq);
@@ -212,11 +222,12 @@ public static partial class SelfTest
                 var be = c.Backend;
                 return
                 [
-                    new Step("attention forward", () => be.AttentionForward(o, lse, tq, tk, tv, td, batch, seq, heads, kvHeads, hd, scale), [o, lse], 1e-5, fwdFlops),
+                    new Step("attention forward", () => be.AttentionForward(o, lse, tq, tk, tv, td, batch, seq, heads, kvHeads, hd, scale, bf16), [o, lse],
+                        bf16 ? 1e-2 : 1e-5, fwdFlops),
                     // With one token the softmax is over a single key: dq and dk vanish (rounding noise only), so
                     // the three gradients are compared as one vector there.
-                    new Step("attention backward", () => be.AttentionBackward(dq, dk, dv, tdo, o, lse, tq, tk, tv, td, batch, seq, heads, kvHeads, hd, scale),
-                        [dq, dk, dv], 5e-5, 2.5 * fwdFlops, Combined: seq == 1),
+                    new Step("attention backward", () => be.AttentionBackward(dq, dk, dv, tdo, o, lse, tq, tk, tv, td, batch, seq, heads, kvHeads, hd, scale, bf16),
+                        [dq, dk, dv], bf16 ? 2e-2 : 5e-5, 2.5 * fwdFlops, Combined: seq == 1),
                 ];
             };
         });

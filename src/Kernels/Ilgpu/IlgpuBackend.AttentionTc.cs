@@ -1,0 +1,434 @@
+using System.Runtime.CompilerServices;
+using ILGPU;
+using ILGPU.Algorithms;
+using ILGPU.Runtime;
+
+namespace HftRuntime.Kernels.Ilgpu;
+
+/// <summary>
+/// Attention on tensor cores for the bf16 precision (head dimension 64): the same causal grouped-query attention with
+/// document starts as the fp32 kernels of IlgpuBackend.Attention.cs, but every product (QKᵀ, PV, and backward dOVᵀ,
+/// PᵀdO, dSᵀQ, dSK) is a warp-level <c>mma.sync m16n8k16</c> with bf16 operands and fp32 accumulation, as
+/// FlashAttention-2 does. q, k, v, dO and the probabilities P and dS are rounded to bf16 (nearest even) when they
+/// become mma operands; scores, the online softmax, the log-sum-exp, and the accumulators stay fp32.
+/// <para>
+/// Layout: each group of 8 warps owns 128 rows (queries for the forward and dQ kernels, keys for the dK/dV kernel),
+/// 16 per warp, held as A fragments in registers for the whole unit. The other side walks through shared memory in
+/// tiles of 64 rows × 64 dimensions, stored as packed bf16 pairs in rows of 32 + 4 uints ("[n][k pair]": the B
+/// operand of an mma reads pairs along k, and the padding spreads a warp's fragment reads over 32 banks). A tile is
+/// stored either along the head dimension ([row][d pair], for products over d) or transposed ([d][row pair], for
+/// products over rows). Scores come out of the mma as C fragments whose layout is the A layout of the next product,
+/// so P and dS never leave registers (the FlashAttention-2 register reuse). Row statistics of a C fragment are
+/// shared by the four lanes of a quad and reduced with two shuffles.
+/// </para>
+/// <para>
+/// Kernels: forward (one unit per (sequence, head, 128 queries); K and Vᵀ tiles), dQ (one unit per (sequence, head,
+/// 128 queries); K, Kᵀ and V tiles; dS = P∘(dP − D)), dK/dV (one unit per (sequence, kv head, 128 keys) over the
+/// query tiles of every head of its group; Q, Qᵀ, dO, dOᵀ tiles; it owns its rows of dk and dv, so nothing races).
+/// D = rowsum(dO∘O) comes from the fp32 delta kernel.
+/// </para>
+/// <para>
+/// On accelerators other than CUDA each mma is emulated with the PTX fragment layout (as in the bf16 GEMM: the lanes
+/// publish their registers to a per-warp scratch in dynamic shared memory, which the CUDA kernels do not request),
+/// so ILGPU's CPU accelerator checks the fragment indexing of the CUDA path.
+/// </para>
+/// </summary>
+public sealed partial class IlgpuBackend
+{
+    /// <summary>Head dimension of the tensor-core attention; rows per group (16 per warp); rows per shared tile.</summary>
+    internal const int TcHeadDim = 64, TcRows = 16 * WarpsPerGroup, TcTile = 64;
+
+    /// <summary>Shared row stride in uints (32 bf16 pairs + 4 of padding) and uints per shared tile.</summary>
+    private const int TcLd = TcHeadDim / 2 + 4, TcStage = TcTile * TcLd;
+
+    /// <summary>Scratch uints per warp of the mma emulation: 4 A and 2 B registers of 32 lanes.</summary>
+    private const int TcEmuWarp = 6 * WarpSize;
+
+    private const float Log2E = 1.4426950408889634f, Ln2 = 0.6931471805599453f;
+
+    /// <summary>Eight n8 C fragments: a warp's 16 × 64 block of fp32 accumulators (32 per lane).</summary>
+    internal struct C8
+    {
+        public CFrag J0, J1, J2, J3, J4, J5, J6, J7;
+    }
+
+    /// <summary>Four k16 A fragments: a warp's 16 × 64 block of bf16 operands (16 uints per lane).</summary>
+    internal struct A4
+    {
+        public AFrag K0, K1, K2, K3;
+    }
+
+    private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionArgs> _attentionTcForward = null!;
+    private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionArgs> _attentionTcDq = null!;
+    private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionArgs> _attentionTcDkDv = null!;
+
+    private void LoadAttentionTc()
+    {
+        _attentionTcForward = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionArgs>(AttentionTcForwardKernel);
+        _attentionTcDq = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionArgs>(AttentionTcDqKernel);
+        _attentionTcDkDv = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionArgs>(AttentionTcDkDvKernel);
+    }
+
+    /// <summary>Whether a bf16 attention of this head dimension runs on the tensor-core kernels.</summary>
+    internal static bool UsesTensorCoreAttention(bool bf16, int headDim) => bf16 && headDim == TcHeadDim;
+
+    /// <summary>Launch configuration of the tensor-core attention: elsewhere than on CUDA with the emulation's scratch.</summary>
+    private KernelConfig TcConfig(long units)
+    {
+        int groups = TileGroups(units);
+        if (_acc.AcceleratorType == AcceleratorType.Cuda) return Config(groups);
+        _acc.Bind();
+        return new KernelConfig(new Index1D(groups), new Index1D(GroupSize), SharedMemoryConfig.RequestDynamic<uint>(WarpsPerGroup * TcEmuWarp));
+    }
+
+    private void AttentionTcForward(Tensor o, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor docStart, int batch, int seq, int heads, int kvHeads, float scale)
+    {
+        var a = Args(batch, seq, heads, kvHeads, TcHeadDim, scale, !docStart.IsEmpty, (TcRows, TcTile));
+        long units = (long)batch * heads * ((seq + TcRows - 1) / TcRows);
+        _attentionTcForward(TcConfig(units), F(o), F(lse), F(q), F(k), F(v), IOrDummy(docStart), a);
+    }
+
+    private void AttentionTcBackward(Tensor dq, Tensor dk, Tensor dv, Tensor dO, ArrayView<float> delta, Tensor lse,
+        Tensor q, Tensor k, Tensor v, Tensor docStart, int batch, int seq, int heads, int kvHeads, float scale)
+    {
+        var aq = Args(batch, seq, heads, kvHeads, TcHeadDim, scale, !docStart.IsEmpty, (TcRows, TcTile));
+        long unitsQ = (long)batch * heads * ((seq + TcRows - 1) / TcRows);
+        _attentionTcDq(TcConfig(unitsQ), F(dq), F(dO), F(lse), delta, F(q), F(k), F(v), IOrDummy(docStart), aq);
+        var ak = Args(batch, seq, heads, kvHeads, TcHeadDim, scale, !docStart.IsEmpty, (TcTile, TcRows));
+        long unitsK = (long)batch * kvHeads * ((seq + TcRows - 1) / TcRows);
+        _attentionTcDkDv(TcConfig(unitsK), F(dk), F(dv), F(dO), F(lse), delta, F(q), F(k), F(v), IOrDummy(docStart), ak);
+    }
+
+    // ------------------------------------------------------------------ fragments and tiles
+
+    /// <summary>bf16(lo) in the low half, bf16(hi) in the high half.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static uint PackBf16(float lo, float hi) => RoundToBf16(lo) | (uint)RoundToBf16(hi) << 16;
+
+    /// <summary>Elements (row, d) and (row, d + 1) of a row-major fp32 matrix as a bf16 pair; zero for row ≥ rows.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static uint RowPair(ArrayView<float> x, long baseIdx, int ld, int row, int d, int rows)
+    {
+        if (row >= rows) return 0u;
+        long i = baseIdx + (long)row * ld + d;
+        return PackBf16(x[i], x[i + 1]);
+    }
+
+    /// <summary>
+    /// The A fragments of rows r, r + 8 (r = the warp's first row + lane/4) of a matrix with rows of head
+    /// dimension 64 at x[baseIdx + row·ld ..], rounded to bf16; zero for rows ≥ rows. t = lane mod 4.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static A4 LoadRowsA(ArrayView<float> x, long baseIdx, int ld, int r, int rows, int t)
+    {
+        A4 f;
+        f.K0 = RowsA(x, baseIdx, ld, r, rows, 2 * t);
+        f.K1 = RowsA(x, baseIdx, ld, r, rows, 2 * t + 16);
+        f.K2 = RowsA(x, baseIdx, ld, r, rows, 2 * t + 32);
+        f.K3 = RowsA(x, baseIdx, ld, r, rows, 2 * t + 48);
+        return f;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static AFrag RowsA(ArrayView<float> x, long baseIdx, int ld, int r, int rows, int d)
+    {
+        AFrag f;
+        f.A0 = RowPair(x, baseIdx, ld, r, d, rows);
+        f.A1 = RowPair(x, baseIdx, ld, r + 8, d, rows);
+        f.A2 = RowPair(x, baseIdx, ld, r, d + 8, rows);
+        f.A3 = RowPair(x, baseIdx, ld, r + 8, d + 8, rows);
+        return f;
+    }
+
+    /// <summary>
+    /// Stores rows r0 .. r0 + 63 of a row-major fp32 matrix (head dimension 64) into the shared tile s as
+    /// [row][d pair] bf16 pairs; zero for rows ≥ rows. Each thread stores 8 pairs; consecutive threads read
+    /// consecutive pairs of a row.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void LoadTileRows(ArrayView<uint> s, ArrayView<float> x, long baseIdx, int ld, int r0, int rows, int tid)
+    {
+        for (int i = 0; i < TcTile * TcHeadDim / 2 / GroupSize; i++)
+        {
+            int e = tid + i * GroupSize, r = e >> 5, dp = e & 31;
+            s[r * TcLd + dp] = RowPair(x, baseIdx, ld, r0 + r, 2 * dp, rows);
+        }
+    }
+
+    /// <summary>
+    /// Stores rows r0 .. r0 + 63 transposed into the shared tile s as [d][row pair] bf16 pairs (rows r, r + 1 at
+    /// one d); zero for rows ≥ rows. Consecutive threads read consecutive d of a row.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void LoadTileCols(ArrayView<uint> s, ArrayView<float> x, long baseIdx, int ld, int r0, int rows, int tid)
+    {
+        for (int i = 0; i < TcTile * TcHeadDim / 2 / GroupSize; i++)
+        {
+            int e = tid + i * GroupSize, d = e & (TcHeadDim - 1), rp = e >> 6, r = r0 + 2 * rp;
+            long idx = baseIdx + (long)r * ld + d;
+            float lo = r < rows ? x[idx] : 0f, hi = r + 1 < rows ? x[idx + ld] : 0f;
+            s[d * TcLd + rp] = PackBf16(lo, hi);
+        }
+    }
+
+    /// <summary>
+    /// c + A·B for the warp's 16 × 64 A block (registers) and the 64 × 64 shared tile s seen as B[k][n] = s[n][k]:
+    /// 8 n8 column fragments × 4 k16 steps. frag = (lane/4)·TcLd + lane mod 4 (plus the tile's offset).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static C8 Product(C8 c, A4 a, ArrayView<uint> s, int frag, int warp, int lane)
+    {
+        c.J0 = Dot4(c.J0, a, s, frag, warp, lane);
+        c.J1 = Dot4(c.J1, a, s, frag + 8 * TcLd, warp, lane);
+        c.J2 = Dot4(c.J2, a, s, frag + 16 * TcLd, warp, lane);
+        c.J3 = Dot4(c.J3, a, s, frag + 24 * TcLd, warp, lane);
+        c.J4 = Dot4(c.J4, a, s, frag + 32 * TcLd, warp, lane);
+        c.J5 = Dot4(c.J5, a, s, frag + 40 * TcLd, warp, lane);
+        c.J6 = Dot4(c.J6, a, s, frag + 48 * TcLd, warp, lane);
+        c.J7 = Dot4(c.J7, a, s, frag + 56 * TcLd, warp, lane);
+        return c;
+    }
+
+    /// <summary>One n8 column fragment over k = 64: four mma, the B fragments at pair columns 8·kk + t (+4).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static CFrag Dot4(CFrag c, A4 a, ArrayView<uint> s, int o, int warp, int lane)
+    {
+        c = MmaTc(c, a.K0, ReadB(s, o), warp, lane);
+        c = MmaTc(c, a.K1, ReadB(s, o + 8), warp, lane);
+        c = MmaTc(c, a.K2, ReadB(s, o + 16), warp, lane);
+        return MmaTc(c, a.K3, ReadB(s, o + 24), warp, lane);
+    }
+
+    /// <summary>One mma: the tensor-core instruction on CUDA, its emulation elsewhere (warp-collective there).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static CFrag MmaTc(CFrag c, AFrag a, BFrag b, int warp, int lane)
+    {
+        // A switch on the type, not `if (CudaAsm.IsSupported)`: see KStep in IlgpuBackend.MatMulBf16.cs.
+        switch (Accelerator.CurrentType)
+        {
+            case AcceleratorType.Cuda:
+                return Mma(c, a, b);
+            case AcceleratorType.CPU:
+            case AcceleratorType.OpenCL:
+            default:
+                var x = SharedMemory.GetDynamic<uint>().SubView(warp * TcEmuWarp, TcEmuWarp);
+                x[lane] = a.A0; x[lane + WarpSize] = a.A1; x[lane + 2 * WarpSize] = a.A2; x[lane + 3 * WarpSize] = a.A3;
+                x[lane + 4 * WarpSize] = b.B0; x[lane + 5 * WarpSize] = b.B1;
+                Warp.Barrier();
+                c = MmaEmulated(c, x, 0, 4 * WarpSize, lane);
+                Warp.Barrier();
+                return c;
+        }
+    }
+
+    /// <summary>The C fragments of a 16 × 64 block as the A fragments of the next product (bf16): n8 pairs (2kk, 2kk+1) → k16 step kk.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static A4 ToA(C8 c)
+    {
+        A4 a;
+        a.K0 = ToA(c.J0, c.J1);
+        a.K1 = ToA(c.J2, c.J3);
+        a.K2 = ToA(c.J4, c.J5);
+        a.K3 = ToA(c.J6, c.J7);
+        return a;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static AFrag ToA(CFrag lo, CFrag hi)
+    {
+        AFrag a;
+        a.A0 = PackBf16(lo.X0, lo.X1);
+        a.A1 = PackBf16(lo.X2, lo.X3);
+        a.A2 = PackBf16(hi.X0, hi.X1);
+        a.A3 = PackBf16(hi.X2, hi.X3);
+        return a;
+    }
+
+    /// <summary>Maximum over the quad (the four lanes holding one row of a C fragment).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float QuadMax(float v)
+    {
+        v = DeviceReduce.Max(v, Warp.ShuffleXor(v, 1));
+        return DeviceReduce.Max(v, Warp.ShuffleXor(v, 2));
+    }
+
+    /// <summary>Sum over the quad.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float QuadSum(float v)
+    {
+        v += Warp.ShuffleXor(v, 1);
+        return v + Warp.ShuffleXor(v, 2);
+    }
+
+    /// <summary>Maximum of a lane's values of the upper row (X0, X1) or the lower row (X2, X3) of the block.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float RowMax(C8 c, bool lower) => DeviceReduce.Max(
+        DeviceReduce.Max(DeviceReduce.Max(FragMax(c.J0, lower), FragMax(c.J1, lower)), DeviceReduce.Max(FragMax(c.J2, lower), FragMax(c.J3, lower))),
+        DeviceReduce.Max(DeviceReduce.Max(FragMax(c.J4, lower), FragMax(c.J5, lower)), DeviceReduce.Max(FragMax(c.J6, lower), FragMax(c.J7, lower))));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float FragMax(CFrag f, bool lower) => lower ? DeviceReduce.Max(f.X2, f.X3) : DeviceReduce.Max(f.X0, f.X1);
+
+    /// <summary>Sum of a lane's values of the upper or lower row of the block.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float RowSum(C8 c, bool lower) =>
+        FragSum(c.J0, lower) + FragSum(c.J1, lower) + FragSum(c.J2, lower) + FragSum(c.J3, lower)
+        + FragSum(c.J4, lower) + FragSum(c.J5, lower) + FragSum(c.J6, lower) + FragSum(c.J7, lower);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float FragSum(CFrag f, bool lower) => lower ? f.X2 + f.X3 : f.X0 + f.X1;
+
+    /// <summary>An element-wise operation on C fragments: x, y the fragments of n8 column col (0, 8, .. 56) of two blocks.</summary>
+    internal interface IFragMap
+    {
+        CFrag Apply(CFrag x, CFrag y, int col);
+    }
+
+    /// <summary>op applied to the eight column fragments of x (and y, for binary operations).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static C8 Map<T>(C8 x, C8 y, T op) where T : struct, IFragMap
+    {
+        x.J0 = op.Apply(x.J0, y.J0, 0); x.J1 = op.Apply(x.J1, y.J1, 8); x.J2 = op.Apply(x.J2, y.J2, 16); x.J3 = op.Apply(x.J3, y.J3, 24);
+        x.J4 = op.Apply(x.J4, y.J4, 32); x.J5 = op.Apply(x.J5, y.J5, 40); x.J6 = op.Apply(x.J6, y.J6, 48); x.J7 = op.Apply(x.J7, y.J7, 56);
+        return x;
+    }
+
+    /// <summary>Upper row (X0, X1) times Su, lower row (X2, X3) times Sl.</summary>
+    internal struct RowScale : IFragMap
+    {
+        public float Su, Sl;
+
+        public readonly CFrag Apply(CFrag x, CFrag y, int col)
+        {
+            x.X0 *= Su; x.X1 *= Su; x.X2 *= Sl; x.X3 *= Sl;
+            return x;
+        }
+    }
+
+    /// <summary>2^(x − Uu) in the upper row, 2^(x − Ul) in the lower one.</summary>
+    internal struct RowExp2 : IFragMap
+    {
+        public float Uu, Ul;
+
+        public readonly CFrag Apply(CFrag x, CFrag y, int col)
+        {
+            x.X0 = XMath.Exp2(x.X0 - Uu); x.X1 = XMath.Exp2(x.X1 - Uu);
+            x.X2 = XMath.Exp2(x.X2 - Ul); x.X3 = XMath.Exp2(x.X3 - Ul);
+            return x;
+        }
+    }
+
+    /// <summary>
+    /// Scores with queries as rows (Ru, Rl = Ru + 8 with first keys Fu, Fl) and keys as columns (Key + col, + 1):
+    /// x·Sl2 where the query sees the key, −∞ elsewhere.
+    /// </summary>
+    internal struct RowScores : IFragMap
+    {
+        public float Sl2;
+        public int Key, Ru, Fu, Rl, Fl, Seq;
+
+        public readonly CFrag Apply(CFrag x, CFrag y, int col)
+        {
+            int j = Key + col;
+            x.X0 = Sees(Ru, j, Fu, Seq) ? x.X0 * Sl2 : float.NegativeInfinity;
+            x.X1 = Sees(Ru, j + 1, Fu, Seq) ? x.X1 * Sl2 : float.NegativeInfinity;
+            x.X2 = Sees(Rl, j, Fl, Seq) ? x.X2 * Sl2 : float.NegativeInfinity;
+            x.X3 = Sees(Rl, j + 1, Fl, Seq) ? x.X3 * Sl2 : float.NegativeInfinity;
+            return x;
+        }
+    }
+
+    /// <summary>dS = P∘(dP − D) with queries as rows: x = P, y = dP, D = Du (upper row), Dl (lower row).</summary>
+    internal struct RowDs : IFragMap
+    {
+        public float Du, Dl;
+
+        public readonly CFrag Apply(CFrag x, CFrag y, int col)
+        {
+            x.X0 *= y.X0 - Du; x.X1 *= y.X1 - Du; x.X2 *= y.X2 - Dl; x.X3 *= y.X3 - Dl;
+            return x;
+        }
+    }
+
+    /// <summary>
+    /// Probabilities with keys as rows (Ku, Kl = Ku + 8) and queries as columns (Q0 + C0 + col, + 1, whose
+    /// log2-sum-exp and first key are at Lse2[C0 + col ..] and First[C0 + col ..]): 2^(x·Sl2 − lse2) where the query
+    /// sees the key, 0 elsewhere.
+    /// </summary>
+    internal struct ColProb : IFragMap
+    {
+        public float Sl2;
+        public int Ku, Kl, Q0, C0, Seq;
+        public ArrayView<float> Lse2;
+        public ArrayView<int> First;
+
+        public readonly CFrag Apply(CFrag x, CFrag y, int col)
+        {
+            int c = C0 + col, t = Q0 + c, f0 = First[c], f1 = First[c + 1];
+            float l0 = Lse2[c], l1 = Lse2[c + 1];
+            x.X0 = Sees(t, Ku, f0, Seq) ? XMath.Exp2(x.X0 * Sl2 - l0) : 0f;
+            x.X1 = Sees(t + 1, Ku, f1, Seq) ? XMath.Exp2(x.X1 * Sl2 - l1) : 0f;
+            x.X2 = Sees(t, Kl, f0, Seq) ? XMath.Exp2(x.X2 * Sl2 - l0) : 0f;
+            x.X3 = Sees(t + 1, Kl, f1, Seq) ? XMath.Exp2(x.X3 * Sl2 - l1) : 0f;
+            return x;
+        }
+    }
+
+    /// <summary>dSᵀ = Pᵀ∘(dPᵀ − D) with keys as rows: x = Pᵀ, y = dPᵀ, D of the column's query at Delta[C0 + col ..].</summary>
+    internal struct ColDs : IFragMap
+    {
+        public int C0;
+        public ArrayView<float> Delta;
+
+        public readonly CFrag Apply(CFrag x, CFrag y, int col)
+        {
+            int c = C0 + col;
+            float d0 = Delta[c], d1 = Delta[c + 1];
+            x.X0 *= y.X0 - d0; x.X1 *= y.X1 - d1; x.X2 *= y.X2 - d0; x.X3 *= y.X3 - d1;
+            return x;
+        }
+    }
+
+    /// <summary>
+    /// Writes a lane's share of a warp's 16 × 64 block times s: rows r, r + 8 (where below rows), columns
+    /// 8j + 2t, 8j + 2t + 1 of x[baseIdx + row·ld ..].
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreRows(ArrayView<float> x, long baseIdx, int ld, int r, int rows, int t, C8 c, float su, float sl)
+    {
+        StoreFragRows(x, baseIdx, ld, r, rows, 2 * t, c.J0, su, sl);
+        StoreFragRows(x, baseIdx, ld, r, rows, 2 * t + 8, c.J1, su, sl);
+        StoreFragRows(x, baseIdx, ld, r, rows, 2 * t + 16, c.J2, su, sl);
+        StoreFragRows(x, baseIdx, ld, r, rows, 2 * t + 24, c.J3, su, sl);
+        StoreFragRows(x, baseIdx, ld, r, rows, 2 * t + 32, c.J4, su, sl);
+        StoreFragRows(x, baseIdx, ld, r, rows, 2 * t + 40, c.J5, su, sl);
+        StoreFragRows(x, baseIdx, ld, r, rows, 2 * t + 48, c.J6, su, sl);
+        StoreFragRows(x, baseIdx, ld, r, rows, 2 * t + 56, c.J7, su, sl);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreFragRows(ArrayView<float> x, long baseIdx, int ld, int r, int rows, int d, CFrag f, float su, float sl)
+    {
+        if (r < rows)
+        {
+            long i = baseIdx + (long)r * ld + d;
+            x[i] = f.X0 * su;
+            x[i + 1] = f.X1 * su;
+        }
+        if (r + 8 < rows)
+        {
+            long i = baseIdx + (long)(r + 8) * ld + d;
+            x[i] = f.X2 * sl;
+            x[i + 1] = f.X3 * sl;
+        }
+    }
+
+    /// <summary>Whether query `query` (first visible key `first`) sees key `key`, in a sequence of `seq` tokens.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool Sees(int query, int key, int first, int seq) => query < seq && key <= query && key >= first;
+
+    /// <summary>The first key of query t, or int.MaxValue (nothing visible) past the sequence.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int FirstKeyOrNone(ArrayView<int> doc, AttentionArgs a, int b, int t) =>
+        t < a.Seq ? FirstKey(doc, a, b, t) : int.MaxValue;
+}

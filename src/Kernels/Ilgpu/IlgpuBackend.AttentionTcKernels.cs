@@ -1,0 +1,172 @@
+using ILGPU;
+using ILGPU.Algorithms;
+
+namespace HftRuntime.Kernels.Ilgpu;
+
+/// <summary>The three tensor-core attention kernels (see IlgpuBackend.AttentionTc.cs for the layout).</summary>
+public sealed partial class IlgpuBackend
+{
+    /// <summary>
+    /// o and lse for one (sequence, head, 128 queries) per unit: warp w holds queries 16w .. 16w + 15 as A fragments
+    /// and walks the visible 64-key tiles (K as [key][d pair], V as [d][key pair]) with an online softmax in base 2.
+    /// </summary>
+    [IlgpuKernel]
+    internal static void AttentionTcForwardKernel(ArrayView<float> o, ArrayView<float> lse, ArrayView<float> q, ArrayView<float> k,
+        ArrayView<float> v, ArrayView<int> doc, AttentionArgs a)
+    {
+        var ks = SharedMemory.Allocate<uint>(TcStage);
+        var vt = SharedMemory.Allocate<uint>(TcStage);
+        int tid = Group.IdxX, warp = tid >> 5, lane = tid & 31, t = lane & 3, frag = (lane >> 2) * TcLd + t;
+        int seq = a.Seq, group = a.Heads / a.KvHeads, ldq = a.Heads * TcHeadDim, ldk = a.KvHeads * TcHeadDim;
+        float sl2 = a.Scale * Log2E;
+        int qTiles = (seq + TcRows - 1) / TcRows, units = a.Batch * a.Heads * qTiles;
+        for (int u = Grid.IdxX; u < units; u += Grid.DimX)
+        {
+            int qt = u % qTiles, bh = u / qTiles, b = bh / a.Heads, h = bh - b * a.Heads;
+            int t0 = qt * TcRows, tEnd = DeviceReduce.Min(seq, t0 + TcRows), w0 = t0 + 16 * warp, ru = w0 + (lane >> 2), rl = ru + 8;
+            long qBase = (long)b * seq * ldq + h * TcHeadDim, kBase = (long)b * seq * ldk + h / group * TcHeadDim;
+            A4 qa = LoadRowsA(q, qBase, ldq, ru, seq, t);
+            var scores = new RowScores { Sl2 = sl2, Ru = ru, Fu = FirstKeyOrNone(doc, a, b, ru), Rl = rl, Fl = FirstKeyOrNone(doc, a, b, rl), Seq = seq };
+            float mu = float.NegativeInfinity, ml = float.NegativeInfinity, lu = 0f, ll = 0f;
+            C8 acc = default;
+            for (int j0 = MinFirstKey(doc, a, b, t0, tEnd) / TcTile * TcTile; j0 < tEnd; j0 += TcTile)
+            {
+                LoadTileRows(ks, k, kBase, ldk, j0, seq, tid);
+                LoadTileCols(vt, v, kBase, ldk, j0, seq, tid);
+                Group.Barrier();
+                if (w0 < seq && j0 <= w0 + 15) // some query of this warp sees a key of the tile (warp-uniform)
+                {
+                    scores.Key = j0 + 2 * t;
+                    C8 s = Map(Product(default, qa, ks, frag, warp, lane), default, scores);
+                    float nu = DeviceReduce.Max(mu, QuadMax(RowMax(s, false))), nl = DeviceReduce.Max(ml, QuadMax(RowMax(s, true)));
+                    // A row that has seen nothing yet keeps probabilities 0 (2^(−∞ − 0)) instead of NaN.
+                    float uu = nu == float.NegativeInfinity ? 0f : nu, ul = nl == float.NegativeInfinity ? 0f : nl;
+                    C8 p = Map(s, default, new RowExp2 { Uu = uu, Ul = ul });
+                    float au = XMath.Exp2(mu - uu), al = XMath.Exp2(ml - ul);
+                    lu = lu * au + RowSum(p, false);
+                    ll = ll * al + RowSum(p, true);
+                    mu = nu;
+                    ml = nl;
+                    acc = Product(Map(acc, default, new RowScale { Su = au, Sl = al }), ToA(p), vt, frag, warp, lane);
+                }
+                Group.Barrier();
+            }
+            lu = QuadSum(lu);
+            ll = QuadSum(ll);
+            StoreRows(o, qBase, ldq, ru, seq, t, acc, 1f / lu, 1f / ll);
+            long stat = ((long)b * a.Heads + h) * seq;
+            if (t == 0 && ru < seq) lse[stat + ru] = (mu + XMath.Log2(lu)) * Ln2;
+            if (t == 0 && rl < seq) lse[stat + rl] = (ml + XMath.Log2(ll)) * Ln2;
+        }
+    }
+
+    /// <summary>
+    /// dq for one (sequence, head, 128 queries) per unit: Q and dO as A fragments; per visible 64-key tile
+    /// P = 2^(S·scale·log2 e − lse·log2 e), dP = dO·Vᵀ, dS = P∘(dP − D), dQ += dS·K (K as [key][d pair] and
+    /// [d][key pair], V as [key][d pair]); dq = scale·dQ.
+    /// </summary>
+    [IlgpuKernel]
+    internal static void AttentionTcDqKernel(ArrayView<float> dq, ArrayView<float> dO, ArrayView<float> lse, ArrayView<float> delta,
+        ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<int> doc, AttentionArgs a)
+    {
+        var ks = SharedMemory.Allocate<uint>(TcStage);
+        var kt = SharedMemory.Allocate<uint>(TcStage);
+        var vs = SharedMemory.Allocate<uint>(TcStage);
+        int tid = Group.IdxX, warp = tid >> 5, lane = tid & 31, t = lane & 3, frag = (lane >> 2) * TcLd + t;
+        int seq = a.Seq, group = a.Heads / a.KvHeads, ldq = a.Heads * TcHeadDim, ldk = a.KvHeads * TcHeadDim;
+        float sl2 = a.Scale * Log2E;
+        int qTiles = (seq + TcRows - 1) / TcRows, units = a.Batch * a.Heads * qTiles;
+        for (int u = Grid.IdxX; u < units; u += Grid.DimX)
+        {
+            int qt = u % qTiles, bh = u / qTiles, b = bh / a.Heads, h = bh - b * a.Heads;
+            int t0 = qt * TcRows, tEnd = DeviceReduce.Min(seq, t0 + TcRows), w0 = t0 + 16 * warp, ru = w0 + (lane >> 2), rl = ru + 8;
+            long qBase = (long)b * seq * ldq + h * TcHeadDim, kBase = (long)b * seq * ldk + h / group * TcHeadDim;
+            long stat = ((long)b * a.Heads + h) * seq;
+            A4 qa = LoadRowsA(q, qBase, ldq, ru, seq, t), da = LoadRowsA(dO, qBase, ldq, ru, seq, t);
+            var scores = new RowScores { Sl2 = sl2, Ru = ru, Fu = FirstKeyOrNone(doc, a, b, ru), Rl = rl, Fl = FirstKeyOrNone(doc, a, b, rl), Seq = seq };
+            var exp = new RowExp2 { Uu = ru < seq ? lse[stat + ru] * Log2E : 0f, Ul = rl < seq ? lse[stat + rl] * Log2E : 0f };
+            var ds = new RowDs { Du = ru < seq ? delta[stat + ru] : 0f, Dl = rl < seq ? delta[stat + rl] : 0f };
+            C8 acc = default;
+            for (int j0 = MinFirstKey(doc, a, b, t0, tEnd) / TcTile * TcTile; j0 < tEnd; j0 += TcTile)
+            {
+                LoadTileRows(ks, k, kBase, ldk, j0, seq, tid);
+                LoadTileCols(kt, k, kBase, ldk, j0, seq, tid);
+                LoadTileRows(vs, v, kBase, ldk, j0, seq, tid);
+                Group.Barrier();
+                if (w0 < seq && j0 <= w0 + 15)
+                {
+                    scores.Key = j0 + 2 * t;
+                    C8 p = Map(Map(Product(default, qa, ks, frag, warp, lane), default, scores), default, exp);
+                    C8 dS = Map(p, Product(default, da, vs, frag, warp, lane), ds);
+                    acc = Product(acc, ToA(dS), kt, frag, warp, lane);
+                }
+                Group.Barrier();
+            }
+            StoreRows(dq, qBase, ldq, ru, seq, t, acc, a.Scale, a.Scale);
+        }
+    }
+
+    /// <summary>
+    /// dk, dv for one (sequence, kv head, 128 keys) per unit over the 64-query tiles of every head of its group: K and
+    /// V as A fragments; Pᵀ = 2^(K·Qᵀ·scale·log2 e − lse·log2 e), dV += Pᵀ·dO, dPᵀ = V·dOᵀ, dSᵀ = Pᵀ∘(dPᵀ − D),
+    /// dK += dSᵀ·Q (Q and dO as [query][d pair] and [d][query pair]; the tile's lse, D and first keys in shared);
+    /// dk = scale·dK.
+    /// </summary>
+    [IlgpuKernel]
+    internal static void AttentionTcDkDvKernel(ArrayView<float> dk, ArrayView<float> dv, ArrayView<float> dO, ArrayView<float> lse,
+        ArrayView<float> delta, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<int> doc, AttentionArgs a)
+    {
+        var qs = SharedMemory.Allocate<uint>(TcStage);
+        var qt = SharedMemory.Allocate<uint>(TcStage);
+        var dos = SharedMemory.Allocate<uint>(TcStage);
+        var dot = SharedMemory.Allocate<uint>(TcStage);
+        var lse2 = SharedMemory.Allocate<float>(TcTile);
+        var dl = SharedMemory.Allocate<float>(TcTile);
+        var first = SharedMemory.Allocate<int>(TcTile);
+        int tid = Group.IdxX, warp = tid >> 5, lane = tid & 31, t = lane & 3, frag = (lane >> 2) * TcLd + t;
+        int seq = a.Seq, group = a.Heads / a.KvHeads, ldq = a.Heads * TcHeadDim, ldk = a.KvHeads * TcHeadDim;
+        int kTiles = (seq + TcRows - 1) / TcRows, units = a.Batch * a.KvHeads * kTiles;
+        for (int u = Grid.IdxX; u < units; u += Grid.DimX)
+        {
+            int kTile = u % kTiles, bg = u / kTiles, b = bg / a.KvHeads, g = bg - b * a.KvHeads;
+            int k0 = kTile * TcRows, kEnd = DeviceReduce.Min(seq, k0 + TcRows), w0 = k0 + 16 * warp, ku = w0 + (lane >> 2);
+            long kBase = (long)b * seq * ldk + g * TcHeadDim;
+            A4 ka = LoadRowsA(k, kBase, ldk, ku, seq, t), va = LoadRowsA(v, kBase, ldk, ku, seq, t);
+            var prob = new ColProb { Sl2 = a.Scale * Log2E, Ku = ku, Kl = ku + 8, C0 = 2 * t, Seq = seq, Lse2 = lse2, First = first };
+            var ds = new ColDs { C0 = 2 * t, Delta = dl };
+            C8 dK = default, dV = default;
+            for (int h = g * group; h < (g + 1) * group; h++)
+            {
+                long qBase = (long)b * seq * ldq + h * TcHeadDim, stat = ((long)b * a.Heads + h) * seq;
+                for (int q0 = k0; q0 < seq; q0 += TcTile)
+                {
+                    if (MinFirstKey(doc, a, b, q0, DeviceReduce.Min(seq, q0 + TcTile)) >= kEnd) continue; // group-uniform
+                    LoadTileRows(qs, q, qBase, ldq, q0, seq, tid);
+                    LoadTileCols(qt, q, qBase, ldq, q0, seq, tid);
+                    LoadTileRows(dos, dO, qBase, ldq, q0, seq, tid);
+                    LoadTileCols(dot, dO, qBase, ldq, q0, seq, tid);
+                    if (tid < TcTile)
+                    {
+                        int tq = q0 + tid;
+                        bool ok = tq < seq;
+                        lse2[tid] = ok ? lse[stat + tq] * Log2E : 0f;
+                        dl[tid] = ok ? delta[stat + tq] : 0f;
+                        first[tid] = FirstKeyOrNone(doc, a, b, tq);
+                    }
+                    Group.Barrier();
+                    if (w0 < seq && q0 + TcTile - 1 >= w0) // some query of the tile sees a key of this warp (warp-uniform)
+                    {
+                        prob.Q0 = q0;
+                        C8 p = Map(Product(default, ka, qs, frag, warp, lane), default, prob);
+                        dV = Product(dV, ToA(p), dot, frag, warp, lane);
+                        C8 dS = Map(p, Product(default, va, dos, frag, warp, lane), ds);
+                        dK = Product(dK, ToA(dS), qt, frag, warp, lane);
+                    }
+                    Group.Barrier();
+                }
+            }
+            StoreRows(dk, kBase, ldk, ku, seq, t, dK, a.Scale, a.Scale);
+            StoreRows(dv, kBase, ldk, ku, seq, t, dV, 1f, 1f);
+        }
+    }
+}

@@ -1,0 +1,104 @@
+using System.Text.RegularExpressions;
+using HftRuntime.Kernels;
+using HftRuntime.Kernels.Cpu;
+using HftRuntime.Kernels.Ilgpu;
+using HftRuntime.Tests.Support;
+using ILGPU;
+using NUnit.Framework;
+using static HftRuntime.Tests.Support.Numerics;
+
+namespace HftRuntime.Tests.Ilgpu;
+
+/// <summary>
+/// The tensor-core attention (bf16 products, head dimension 64): which calls take it, how far it is from fp32, and
+/// its PTX for sm_90. Its accuracy on ragged tiles, GQA and documents is checked by the self-test's "bf16" attention
+/// cases in <see cref="IlgpuParityTests"/>.
+/// </summary>
+[TestFixture]
+public sealed class AttentionTcTests
+{
+    private IlgpuBackend _gpu = null!;
+    private CpuBackend _cpu = null!;
+
+    /// <summary>Creates the ILGPU CPU-accelerator back-end and the CPU reference.</summary>
+    [OneTimeSetUp]
+    public void SetUp()
+    {
+        _gpu = IlgpuBackend.CreateCpu();
+        _cpu = new CpuBackend(threads: 2);
+    }
+
+    /// <summary>Releases both back-ends.</summary>
+    [OneTimeTearDown]
+    public void TearDown()
+    {
+        _gpu.Dispose();
+        _cpu.Dispose();
+    }
+
+    /// <summary>Output and gradients of one attention forward and backward (b1, 2 heads on 1 kv head).</summary>
+    private static float[][] Run(Backend be, int seq, int hd, bool bf16)
+    {
+        const int heads = 2, kvHeads = 1;
+        var rng = new Random(11);
+        int nq = seq * heads * hd, nk = seq * kvHeads * hd;
+        var q = Randn(rng, nq); var k = Randn(rng, nk); var v = Randn(rng, nk); var dO = Randn(rng, nq);
+        using var h = new OpHarness(be);
+        var tq = h.Input(q); var tk = h.Input(k); var tv = h.Input(v); var tdo = h.Input(dO);
+        var o = h.Output(nq); var lse = h.Output(heads * seq); var dq = h.Output(nq); var dk = h.Output(nk); var dv = h.Output(nk);
+        h.Commit();
+        float scale = 1f / MathF.Sqrt(hd);
+        be.AttentionForward(o, lse, tq, tk, tv, default, 1, seq, heads, kvHeads, hd, scale, bf16);
+        be.AttentionBackward(dq, dk, dv, tdo, o, lse, tq, tk, tv, default, 1, seq, heads, kvHeads, hd, scale, bf16);
+        return [h.Read(o), h.Read(lse), h.Read(dq), h.Read(dk), h.Read(dv)];
+    }
+
+    /// <summary>
+    /// bf16 at head dimension 64 takes the tensor-core kernels: every output differs from fp32 by bf16 rounding (more
+    /// than 1e-4 relative, within the self-test's 1e-2 and 2e-2); without bf16, or at another head dimension, the fp32
+    /// kernels answer (within 1e-5). The CPU back-end ignores bf16.
+    /// </summary>
+    [Test]
+    public void Bf16AtHeadDimension64TakesTheTensorCores()
+    {
+        var want = Run(_cpu, 90, 64, bf16: false);
+        var tc = Run(_gpu, 90, 64, bf16: true);
+        string[] names = ["o", "lse", "dq", "dk", "dv"];
+        for (int i = 0; i < names.Length; i++)
+        {
+            double err = RelErr(tc[i], want[i]);
+            TestContext.Out.WriteLine($"{names[i]}: bf16 relative error {err:e2}");
+            if (names[i] != "lse") Assert.That(err, Is.GreaterThan(1e-4), $"{names[i]}: no bf16 rounding, so not the tensor-core path");
+            Assert.That(err, Is.LessThan(i < 2 ? 1e-2 : 2e-2), names[i]);
+        }
+        var fp32 = Run(_gpu, 90, 64, bf16: false);
+        for (int i = 0; i < names.Length; i++) Assert.That(RelErr(fp32[i], want[i]), Is.LessThan(1e-5), $"fp32 {names[i]}");
+        var other = Run(_gpu, 40, 32, bf16: true);
+        var otherWant = Run(_cpu, 40, 32, bf16: true);
+        for (int i = 0; i < names.Length; i++) Assert.That(RelErr(other[i], otherWant[i]), Is.LessThan(1e-5), $"head dimension 32 {names[i]}");
+        Assert.That(IlgpuBackend.UsesTensorCoreAttention(true, 64) && !IlgpuBackend.UsesTensorCoreAttention(true, 128) && !IlgpuBackend.UsesTensorCoreAttention(false, 64));
+    }
+
+    /// <summary>
+    /// The kernels' PTX for sm_90 at both optimisation levels: the CUDA branch alone (no emulation barriers, no dynamic
+    /// shared memory), 32 mma.sync per product of a 64-row tile (forward QKᵀ and PV: 64; dQ: 96; dK/dV: 128), the
+    /// static shared memory of their tiles, no f64, and the base-2 exponential as the hardware's ex2.
+    /// </summary>
+    [TestCase(nameof(IlgpuBackend.AttentionTcForwardKernel), OptimizationLevel.O2, 64, 2 * 64 * 36 * 4)]
+    [TestCase(nameof(IlgpuBackend.AttentionTcForwardKernel), OptimizationLevel.O1, 64, 2 * 64 * 36 * 4)]
+    [TestCase(nameof(IlgpuBackend.AttentionTcDqKernel), OptimizationLevel.O2, 96, 3 * 64 * 36 * 4)]
+    [TestCase(nameof(IlgpuBackend.AttentionTcDkDvKernel), OptimizationLevel.O2, 128, 4 * 64 * 36 * 4 + 3 * 64 * 4)]
+    public void PtxHoldsTheTensorCorePathAlone(string kernel, OptimizationLevel level, int mmas, int sharedBytes)
+    {
+        string ptx = Bf16Gemm.CompilePtx(kernel, level);
+        int found = Regex.Matches(ptx, @"\bmma\.sync\.aligned\.m16n8k16\.row\.col\.f32\.bf16\.bf16\.f32\b").Count;
+        TestContext.Out.WriteLine($"{kernel} {level}: mma.sync {found}, ex2 {Regex.Matches(ptx, @"\bex2\.").Count}, PTX {ptx.Length} chars");
+        Assert.That(found, Is.EqualTo(mmas));
+        Assert.That(ptx, Does.Not.Contain("bar.warp.sync"), "the emulation branch must be compiled out on CUDA");
+        Assert.That(ptx, Does.Not.Contain(".extern .shared"), "no dynamic shared memory on CUDA");
+        Assert.That(ptx, Does.Not.Match(@"\.f64\b"), "no double precision");
+        Assert.That(ptx, Does.Match(@"\bex2\.approx"), "exponentials on the special-function unit");
+        var shared = Regex.Matches(ptx, @"\.shared\s+\.align\s+\d+\s+\.b8\s+\w+\[(\d+)\];").Sum(x => int.Parse(x.Groups[1].Value));
+        Assert.That(shared, Is.EqualTo(sharedBytes), "static shared memory: the 64 × (32 + 4)-uint tiles (and the query statistics)");
+    }
+}
