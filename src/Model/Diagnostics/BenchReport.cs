@@ -28,10 +28,12 @@ public static class BenchReport
             sb.AppendLine().AppendLine(string.Format(inv, "Copy {0:F1} GB/s; masked AdamW {1:F1} GB/s ({2:P0} of copy).",
                 copy.GetValue<double>(), adamw.GetValue<double>(), adamw.GetValue<double>() / copy.GetValue<double>()));
         }
-        if (r["attention"] is JsonObject a)
+        foreach (var key in new[] { "attention", "attention_bf16" })
         {
-            sb.AppendLine(string.Format(inv, "Attention {0}: forward {1:F2} ms ({2:F2} TFLOP/s), backward {3:F2} ms ({4:F2} TFLOP/s).", a["shape"],
-                a["forward_ms"]!.GetValue<double>(), a["forward_tflops"]!.GetValue<double>(), a["backward_ms"]!.GetValue<double>(), a["backward_tflops"]!.GetValue<double>()));
+            if (r[key] is not JsonObject a) continue;
+            sb.AppendLine(string.Format(inv, "Attention {0} {1}: forward {2:F2} ms ({3:F2} TFLOP/s), backward {4:F2} ms ({5:F2} TFLOP/s).", a["shape"],
+                a["precision"]?.GetValue<string>() ?? "fp32", a["forward_ms"]!.GetValue<double>(), a["forward_tflops"]!.GetValue<double>(),
+                a["backward_ms"]!.GetValue<double>(), a["backward_tflops"]!.GetValue<double>()));
         }
         if (r["step"] is JsonArray steps)
         {

@@ -24,7 +24,7 @@ public sealed record BenchOptions(string? StepModel = null, bool Quick = false);
 /// and a full training step of the benchmark Llama with full fine-tuning and with HFT, each in fp32 and in bf16 mixed
 /// precision (ms, tokens/s, arena bytes, cost_bound). The JSON has the keys <c>card</c>, <c>gemm</c> (entries with
 /// <c>impl</c> ours-fp32, ours-bf16, ours-bf16-fast (CUDA), cublas-fp32, cublas-tf32), <c>copy_gbps</c>, <c>adamw_gbps</c>,
-/// <c>attention</c>, <c>step</c> (entries with <c>method</c> fft or hft and <c>precision</c> fp32 or bf16),
+/// <c>attention</c> (fp32; on a GPU also <c>attention_bf16</c>, the tensor-core kernels), <c>step</c> (entries with <c>method</c> fft or hft and <c>precision</c> fp32 or bf16),
 /// <c>hft_fft_ratio</c> (an object: precision → HFT ms / FFT ms), and the step model's <c>step_model</c>,
 /// <c>step_config</c> (its config.json), <c>step_batch</c>, <c>step_seq</c> and <c>step_frozen</c> (the tensors HFT
 /// froze). A measurement that throws is kept as an entry with an <c>error</c> instead of its figures
@@ -103,7 +103,9 @@ public static class Benchmarks
         report["adamw_bytes_per_param"] = 28;
         log?.Invoke($"adamw: {report["adamw_gbps"]!.GetValue<double>():F1} GB/s");
 
-        report["attention"] = Attention(backend, gpu ? (8, 1024, 12, 64) : (2, 512, 4, 64), repeats, log);
+        report["attention"] = Attention(backend, gpu ? (8, 1024, 12, 64) : (2, 512, 4, 64), repeats, log, bf16: false);
+        // bf16 products: the tensor-core kernels on a GPU (the CPU back-end computes attention in fp32 either way).
+        if (gpu) report["attention_bf16"] = Attention(backend, (8, 1024, 12, 64), repeats, log, bf16: true);
         checkpoint?.Invoke(report);
 
         string model = options.StepModel ?? (gpu ? "base" : "small");
@@ -215,7 +217,7 @@ public static class Benchmarks
         return times[repeats / 2];
     }
 
-    private static JsonObject Attention(Backend backend, (int B, int T, int H, int D) s, int repeats, Action<string>? log)
+    private static JsonObject Attention(Backend backend, (int B, int T, int H, int D) s, int repeats, Action<string>? log, bool bf16)
     {
         long nq = (long)s.B * s.T * s.H * s.D;
         float scale = 1f / MathF.Sqrt(s.D);
@@ -225,16 +227,16 @@ public static class Benchmarks
         void Init((Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, Tensor dq, Tensor dk, Tensor dv) t)
         {
             backend.Fill(t.q, 0.1f); backend.Fill(t.k, 0.2f); backend.Fill(t.v, 0.3f);
-            backend.AttentionForward(t.o, t.lse, t.q, t.k, t.v, default, s.B, s.T, s.H, s.H, s.D, scale);
+            backend.AttentionForward(t.o, t.lse, t.q, t.k, t.v, default, s.B, s.T, s.H, s.H, s.D, scale, bf16);
         }
-        double fwd = TimeOp(backend, repeats, Reserve, t => backend.AttentionForward(t.o, t.lse, t.q, t.k, t.v, default, s.B, s.T, s.H, s.H, s.D, scale), Init);
+        double fwd = TimeOp(backend, repeats, Reserve, t => backend.AttentionForward(t.o, t.lse, t.q, t.k, t.v, default, s.B, s.T, s.H, s.H, s.D, scale, bf16), Init);
         double bwd = TimeOp(backend, repeats, Reserve, t => backend.AttentionBackward(t.dq, t.dk, t.dv, t.o, t.o, t.lse, t.q, t.k, t.v, default,
-            s.B, s.T, s.H, s.H, s.D, scale), Init);
+            s.B, s.T, s.H, s.H, s.D, scale, bf16), Init);
         double flops = 2.0 * 2 * s.D * s.H * (s.T + 1) / 2.0 * s.B * s.T;
-        log?.Invoke($"attention: forward {fwd * 1e3:F2} ms, backward {bwd * 1e3:F2} ms");
+        log?.Invoke($"attention{(bf16 ? " bf16" : "")}: forward {fwd * 1e3:F2} ms, backward {bwd * 1e3:F2} ms");
         return new JsonObject
         {
-            ["shape"] = $"b{s.B} t{s.T} h{s.H} d{s.D} causal", ["forward_ms"] = fwd * 1e3, ["backward_ms"] = bwd * 1e3,
+            ["shape"] = $"b{s.B} t{s.T} h{s.H} d{s.D} causal", ["precision"] = bf16 ? "bf16" : "fp32", ["forward_ms"] = fwd * 1e3, ["backward_ms"] = bwd * 1e3,
             ["forward_tflops"] = flops / fwd / 1e12, ["backward_tflops"] = 2.5 * flops / bwd / 1e12,
         };
     }
