@@ -152,6 +152,30 @@ public sealed class BenchmarkTests
         Assert.That(text, Does.Contain("| bf16-pure | n/a | 0.700 |"));
     }
 
+    /// <summary>
+    /// Step entries that name their bf16 GEMM kernel (a CUDA run times bf16 with both) get their own label, ratio and
+    /// rows, compared with PyTorch's bf16.
+    /// </summary>
+    [Test]
+    public void StepsOfTheOtherBf16GemmKernelAreLabelledApart()
+    {
+        var report = _report.DeepClone().AsObject();
+        var steps = report["step"]!.AsArray();
+        foreach (var s in steps.Where(s => s!["precision"]!.GetValue<string>() == "bf16").ToList())
+        {
+            var fast = s!.DeepClone().AsObject();
+            fast["bf16_gemm"] = "fast";
+            fast["ms"] = s["ms"]!.GetValue<double>() / 4;
+            steps.Add(fast);
+        }
+        Assert.That(Benchmarks.StepLabel(steps.Last()), Is.EqualTo("bf16 fast-gemm"));
+        Assert.That(Benchmarks.StepLabel(steps.First()), Is.EqualTo("fp32"));
+        string markdown = BenchReport.Markdown(report);
+        Assert.That(markdown, Does.Contain("| fft | bf16 fast-gemm |").And.Contain("| hft | bf16 fast-gemm |").And.Contain("| fft | bf16 |"));
+        string text = BenchReport.Compare(report, TorchLike(sameFrozen: true));
+        Assert.That(text, Does.Match(@"\| fft \| bf16 fast-gemm \| [\d.]+ \| [\d.]+ \| 0\.125 \|"), "a quarter of our bf16 time against twice it");
+    }
+
     [Test]
     public void CompareNotesADifferentModelOrFrozenSet()
     {

@@ -42,9 +42,9 @@ public static class BenchReport
             foreach (var s in steps)
             {
                 if (s!["error"] is JsonNode error)
-                    sb.AppendLine($"| {s["method"]} | {s["precision"]} | failed: {error} | | | |");
+                    sb.AppendLine($"| {s["method"]} | {Benchmarks.StepLabel(s)} | failed: {error} | | | |");
                 else
-                    sb.AppendLine(string.Format(inv, "| {0} | {1} | {2:F1} | {3:N0} | {4:N0} | {5:F3} |", s["method"], s["precision"], s["ms"]!.GetValue<double>(),
+                    sb.AppendLine(string.Format(inv, "| {0} | {1} | {2:F1} | {3:N0} | {4:N0} | {5:F3} |", s["method"], Benchmarks.StepLabel(s), s["ms"]!.GetValue<double>(),
                         s["tokens_per_s"]!.GetValue<double>(), s["peak_bytes"]!.GetValue<long>(), s["cost_bound"]!.GetValue<double>()));
             }
             if (r["hft_fft_ratio"] is JsonObject ratios && ratios.Count > 0
@@ -108,7 +108,7 @@ public static class BenchReport
             var t = Find(torchSteps, s);
             string oursMs = s?["error"] is JsonNode e ? $"failed: {e}" : F(s?["ms"], "F1");
             string torchMs = t?["error"] is JsonNode te ? $"failed: {te}" : F(t?["ms"], "F1");
-            sb.AppendLine($"| {s?["method"]} | {s?["precision"]} | {oursMs} | {torchMs} | {Ratio(s?["ms"], t?["ms"])} | {F(s?["tokens_per_s"], "N0")} | {F(t?["tokens_per_s"], "N0")} | {Bytes(s?["peak_bytes"])} | {Bytes(t?["peak_bytes"])} | {Ratio(s?["peak_bytes"], t?["peak_bytes"])} |");
+            sb.AppendLine($"| {s?["method"]} | {Benchmarks.StepLabel(s)} | {oursMs} | {torchMs} | {Ratio(s?["ms"], t?["ms"])} | {F(s?["tokens_per_s"], "N0")} | {F(t?["tokens_per_s"], "N0")} | {Bytes(s?["peak_bytes"])} | {Bytes(t?["peak_bytes"])} | {Ratio(s?["peak_bytes"], t?["peak_bytes"])} |");
         }
         foreach (var t in torchSteps)
         {

@@ -131,17 +131,21 @@ public static class Benchmarks
         return report;
     }
 
-    /// <summary>HFT ms / FFT ms per precision, for the precisions that have both.</summary>
+    /// <summary>HFT ms / FFT ms per step label (precision, and the bf16 GEMM kernel where named), for the labels that have both.</summary>
     private static JsonObject Ratios(JsonArray steps)
     {
         var ratios = new JsonObject();
-        foreach (var p in StepPrecisions)
+        foreach (string label in steps.Select(s => StepLabel(s)).Distinct())
         {
-            if (StepMs(steps, "fft", p.Name()) is double fft && StepMs(steps, "hft", p.Name()) is double hft)
-                ratios[p.Name()] = hft / fft;
+            if (StepMs(steps, "fft", label) is double fft && StepMs(steps, "hft", label) is double hft)
+                ratios[label] = hft / fft;
         }
         return ratios;
     }
+
+    /// <summary>A step entry's precision, followed by "fast-gemm" or "simple-gemm" where the entry names its bf16 GEMM kernel.</summary>
+    public static string StepLabel(JsonNode? step) =>
+        step?["bf16_gemm"] is JsonNode g ? $"{step["precision"]} {g}-gemm" : step?["precision"]?.GetValue<string>() ?? "";
 
     /// <summary>The precisions of the training-step entries, in report order.</summary>
     public static IReadOnlyList<Precision> StepPrecisions { get; } = [Precision.Fp32, Precision.Bf16];
@@ -166,13 +170,13 @@ public static class Benchmarks
         if (report["step"] is JsonArray steps)
         {
             foreach (var st in steps)
-                if (st?["error"] is JsonNode e) errors.Add($"step {st["method"]} {st["precision"]}: {e}");
+                if (st?["error"] is JsonNode e) errors.Add($"step {st["method"]} {StepLabel(st)}: {e}");
         }
         return errors;
     }
 
-    private static double? StepMs(JsonArray steps, string method, string precision) =>
-        steps.FirstOrDefault(s => s?["method"]?.GetValue<string>() == method && s["precision"]?.GetValue<string>() == precision)?["ms"]?.GetValue<double>();
+    private static double? StepMs(JsonArray steps, string method, string label) =>
+        steps.FirstOrDefault(s => s?["method"]?.GetValue<string>() == method && StepLabel(s) == label)?["ms"]?.GetValue<double>();
 
     private static string Describe(Exception e) => $"{e.GetType().Name}: {e.Message}";
 
@@ -253,12 +257,21 @@ public static class Benchmarks
         var ids = new int[batch * seq];
         for (int i = 0; i < ids.Length; i++) ids[i] = rng.NextInt(config.VocabSize);
         var inputs = ModelInputs.FromLabels(ids, ids, batch, seq);
-        foreach (var precision in StepPrecisions)
+        // On CUDA, bf16 steps run once more with the other bf16 GEMM kernel of the ILGPU back-end (entries with
+        // "bf16_gemm"), so that one run shows which kernel trains faster.
+        var ilgpuCuda = backend.Name == "cuda" ? backend as IlgpuBackend : null;
+        var configurations = StepPrecisions.Select(p => (Precision: p, Variant: (Bf16GemmVariant?)null)).ToList();
+        if (ilgpuCuda is not null)
+            configurations.Add((Precision.Bf16, ilgpuCuda.Bf16GemmVariant == Bf16GemmVariant.Fast ? Bf16GemmVariant.Simple : Bf16GemmVariant.Fast));
+        foreach (var (precision, variant) in configurations)
         {
             foreach (var method in new[] { "fft", "hft" })
             {
                 var frozenHere = method == "fft" ? new HashSet<string>() : frozen;
                 var entry = new JsonObject { ["method"] = method, ["precision"] = precision.Name() };
+                if (variant is Bf16GemmVariant v) entry["bf16_gemm"] = v.ToString().ToLowerInvariant();
+                var savedVariant = ilgpuCuda?.Bf16GemmVariant ?? Bf16GemmVariant.Simple;
+                if (variant is Bf16GemmVariant selected) ilgpuCuda!.Bf16GemmVariant = selected;
                 try
                 {
                     using var model = LlamaModel.Create(backend, config, new LlamaModelOptions(batch, seq, frozenHere, Precision: precision,
@@ -284,12 +297,16 @@ public static class Benchmarks
                     entry["peak_bytes"] = model.Arena.ReservedBytes;
                     entry["cost_bound"] = LlamaCostModel.CostBound(config, seq, frozenHere);
                     entry["loss"] = loss;
-                    log?.Invoke($"step {method} {precision.Name()}: {ms:F1} ms, {batch * seq / (ms / 1e3):N0} tokens/s");
+                    log?.Invoke($"step {method} {StepLabel(entry)}: {ms:F1} ms, {batch * seq / (ms / 1e3):N0} tokens/s");
                 }
                 catch (Exception e) when (e is not OutOfMemoryException)
                 {
                     entry["error"] = Describe(e);
-                    log?.Invoke($"step {method} {precision.Name()}: {Describe(e)}");
+                    log?.Invoke($"step {method} {StepLabel(entry)}: {Describe(e)}");
+                }
+                finally
+                {
+                    if (ilgpuCuda is not null) ilgpuCuda.Bf16GemmVariant = savedVariant;
                 }
                 add(entry);
             }
