@@ -19,7 +19,7 @@ public sealed class TensorCoreAttentionModelTests
     [Test]
     public void Bf16LossAndGradientsMatchTheCpuBackend()
     {
-        // Two layers, heads of 64 (4 query heads on 2 kv heads), 2 × 70 tokens: query tiles of 128 and key tiles of 64
+        // Two layers, heads of 64 (4 query heads on 2 kv heads), 2 × 70 tokens: the 64-row query and key tiles
         // both end ragged.
         var config = new LlamaConfig { VocabSize = 96, HiddenSize = 256, IntermediateSize = 320, NumHiddenLayers = 2, NumAttentionHeads = 4, NumKeyValueHeads = 2, MaxPositionEmbeddings = 128 };
         Assert.That(IlgpuBackend.UsesTensorCoreAttention(true, config.HeadDim));

@@ -12,8 +12,10 @@ namespace HftRuntime.Kernels.Ilgpu;
 /// FlashAttention-2 does. q, k, v, dO and the probabilities P and dS are rounded to bf16 (nearest even) when they
 /// become mma operands; scores, the online softmax, the log-sum-exp, and the accumulators stay fp32.
 /// <para>
-/// Layout: each group of 8 warps owns 128 rows (queries for the forward and dQ kernels, keys for the dK/dV kernel),
-/// 16 per warp, held as A fragments in registers for the whole unit. The other side walks through shared memory in
+/// Layout: each group of 4 warps (128 threads, not the 256 of the other kernels: with 174 to 245 registers per
+/// thread two or three groups then share an SM, and one loads its next tile while another multiplies) owns 64 rows
+/// (queries for the forward and dQ kernels, keys for the dK/dV kernel), 16 per warp, held as A fragments in registers
+/// for the whole unit. The other side walks through shared memory in
 /// tiles of 64 rows × 64 dimensions, stored as packed bf16 pairs in rows of 32 + 4 uints ("[n][k pair]": the B
 /// operand of an mma reads pairs along k, and the padding spreads a warp's fragment reads over 32 banks). A tile is
 /// stored either along the head dimension ([row][d pair], for products over d) or transposed ([d][row pair], for
@@ -22,10 +24,11 @@ namespace HftRuntime.Kernels.Ilgpu;
 /// shared by the four lanes of a quad and reduced with two shuffles.
 /// </para>
 /// <para>
-/// Kernels: forward (one unit per (sequence, head, 128 queries); K and Vᵀ tiles), dQ (one unit per (sequence, head,
-/// 128 queries); K, Kᵀ and V tiles; dS = P∘(dP − D)), dK/dV (one unit per (sequence, kv head, 128 keys) over the
+/// Kernels: forward (one unit per (sequence, head, 64 queries); K and Vᵀ tiles), dQ (one unit per (sequence, head,
+/// 64 queries); K, Kᵀ and V tiles; dS = P∘(dP − D)), dK/dV (one unit per (sequence, kv head, 64 keys) over the
 /// query tiles of every head of its group; Q, Qᵀ, dO, dOᵀ tiles; it owns its rows of dk and dv, so nothing races).
-/// D = rowsum(dO∘O) comes from the fp32 delta kernel.
+/// Units with the most tiles start first (the last query tiles; the first key tiles), so that the causal
+/// imbalance does not leave a tail. D = rowsum(dO∘O) comes from the fp32 delta kernel.
 /// </para>
 /// <para>
 /// On accelerators other than CUDA each mma is emulated with the PTX fragment layout (as in the bf16 GEMM: the lanes
@@ -35,8 +38,11 @@ namespace HftRuntime.Kernels.Ilgpu;
 /// </summary>
 public sealed partial class IlgpuBackend
 {
-    /// <summary>Head dimension of the tensor-core attention; rows per group (16 per warp); rows per shared tile.</summary>
-    internal const int TcHeadDim = 64, TcRows = 16 * WarpsPerGroup, TcTile = 64;
+    /// <summary>
+    /// Head dimension of the tensor-core attention; warps and threads per group; rows per group (16 per warp); rows
+    /// per shared tile.
+    /// </summary>
+    internal const int TcHeadDim = 64, TcWarps = 4, TcGroup = TcWarps * WarpSize, TcRows = 16 * TcWarps, TcTile = 64;
 
     /// <summary>Shared row stride in uints (32 bf16 pairs + 4 of padding) and uints per shared tile.</summary>
     private const int TcLd = TcHeadDim / 2 + 4, TcStage = TcTile * TcLd;
@@ -72,13 +78,13 @@ public sealed partial class IlgpuBackend
     /// <summary>Whether a bf16 attention of this head dimension runs on the tensor-core kernels.</summary>
     internal static bool UsesTensorCoreAttention(bool bf16, int headDim) => bf16 && headDim == TcHeadDim;
 
-    /// <summary>Launch configuration of the tensor-core attention: elsewhere than on CUDA with the emulation's scratch.</summary>
+    /// <summary>Launch configuration of the tensor-core attention (groups of TcGroup threads): elsewhere than on CUDA with the emulation's scratch.</summary>
     private KernelConfig TcConfig(long units)
     {
         int groups = TileGroups(units);
-        if (_acc.AcceleratorType == AcceleratorType.Cuda) return Config(groups);
         _acc.Bind();
-        return new KernelConfig(new Index1D(groups), new Index1D(GroupSize), SharedMemoryConfig.RequestDynamic<uint>(WarpsPerGroup * TcEmuWarp));
+        if (_acc.AcceleratorType == AcceleratorType.Cuda) return new KernelConfig(groups, TcGroup);
+        return new KernelConfig(new Index1D(groups), new Index1D(TcGroup), SharedMemoryConfig.RequestDynamic<uint>(TcWarps * TcEmuWarp));
     }
 
     private void AttentionTcForward(Tensor o, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor docStart, int batch, int seq, int heads, int kvHeads, float scale)
@@ -142,15 +148,15 @@ public sealed partial class IlgpuBackend
 
     /// <summary>
     /// Stores rows r0 .. r0 + 63 of a row-major fp32 matrix (head dimension 64) into the shared tile s as
-    /// [row][d pair] bf16 pairs; zero for rows ≥ rows. Each thread stores 8 pairs; consecutive threads read
+    /// [row][d pair] bf16 pairs; zero for rows ≥ rows. Each thread stores 16 pairs; consecutive threads read
     /// consecutive pairs of a row.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void LoadTileRows(ArrayView<uint> s, ArrayView<float> x, long baseIdx, int ld, int r0, int rows, int tid)
     {
-        for (int i = 0; i < TcTile * TcHeadDim / 2 / GroupSize; i++)
+        for (int i = 0; i < TcTile * TcHeadDim / 2 / TcGroup; i++)
         {
-            int e = tid + i * GroupSize, r = e >> 5, dp = e & 31;
+            int e = tid + i * TcGroup, r = e >> 5, dp = e & 31;
             s[r * TcLd + dp] = RowPair(x, baseIdx, ld, r0 + r, 2 * dp, rows);
         }
     }
@@ -162,9 +168,9 @@ public sealed partial class IlgpuBackend
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void LoadTileCols(ArrayView<uint> s, ArrayView<float> x, long baseIdx, int ld, int r0, int rows, int tid)
     {
-        for (int i = 0; i < TcTile * TcHeadDim / 2 / GroupSize; i++)
+        for (int i = 0; i < TcTile * TcHeadDim / 2 / TcGroup; i++)
         {
-            int e = tid + i * GroupSize, d = e & (TcHeadDim - 1), rp = e >> 6, r = r0 + 2 * rp;
+            int e = tid + i * TcGroup, d = e & (TcHeadDim - 1), rp = e >> 6, r = r0 + 2 * rp;
             long idx = baseIdx + (long)r * ld + d;
             float lo = r < rows ? x[idx] : 0f, hi = r + 1 < rows ? x[idx + ld] : 0f;
             s[d * TcLd + rp] = PackBf16(lo, hi);

@@ -7,7 +7,7 @@ namespace HftRuntime.Kernels.Ilgpu;
 public sealed partial class IlgpuBackend
 {
     /// <summary>
-    /// o and lse for one (sequence, head, 128 queries) per unit: warp w holds queries 16w .. 16w + 15 as A fragments
+    /// o and lse for one (sequence, head, 64 queries) per unit: warp w holds queries 16w .. 16w + 15 as A fragments
     /// and walks the visible 64-key tiles (K as [key][d pair], V as [d][key pair]) with an online softmax in base 2.
     /// </summary>
     [IlgpuKernel]
@@ -22,7 +22,8 @@ public sealed partial class IlgpuBackend
         int qTiles = (seq + TcRows - 1) / TcRows, units = a.Batch * a.Heads * qTiles;
         for (int u = Grid.IdxX; u < units; u += Grid.DimX)
         {
-            int qt = u % qTiles, bh = u / qTiles, b = bh / a.Heads, h = bh - b * a.Heads;
+            // The last query tiles (the most keys) of every sequence and head first.
+            int bhs = a.Batch * a.Heads, qt = qTiles - 1 - u / bhs, bh = u % bhs, b = bh / a.Heads, h = bh - b * a.Heads;
             int t0 = qt * TcRows, tEnd = DeviceReduce.Min(seq, t0 + TcRows), w0 = t0 + 16 * warp, ru = w0 + (lane >> 2), rl = ru + 8;
             long qBase = (long)b * seq * ldq + h * TcHeadDim, kBase = (long)b * seq * ldk + h / group * TcHeadDim;
             A4 qa = LoadRowsA(q, qBase, ldq, ru, seq, t);
@@ -61,7 +62,7 @@ public sealed partial class IlgpuBackend
     }
 
     /// <summary>
-    /// dq for one (sequence, head, 128 queries) per unit: Q and dO as A fragments; per visible 64-key tile
+    /// dq for one (sequence, head, 64 queries) per unit: Q and dO as A fragments; per visible 64-key tile
     /// P = 2^(S·scale·log2 e − lse·log2 e), dP = dO·Vᵀ, dS = P∘(dP − D), dQ += dS·K (K as [key][d pair] and
     /// [d][key pair], V as [key][d pair]); dq = scale·dQ.
     /// </summary>
@@ -78,7 +79,8 @@ public sealed partial class IlgpuBackend
         int qTiles = (seq + TcRows - 1) / TcRows, units = a.Batch * a.Heads * qTiles;
         for (int u = Grid.IdxX; u < units; u += Grid.DimX)
         {
-            int qt = u % qTiles, bh = u / qTiles, b = bh / a.Heads, h = bh - b * a.Heads;
+            // The last query tiles (the most keys) of every sequence and head first.
+            int bhs = a.Batch * a.Heads, qt = qTiles - 1 - u / bhs, bh = u % bhs, b = bh / a.Heads, h = bh - b * a.Heads;
             int t0 = qt * TcRows, tEnd = DeviceReduce.Min(seq, t0 + TcRows), w0 = t0 + 16 * warp, ru = w0 + (lane >> 2), rl = ru + 8;
             long qBase = (long)b * seq * ldq + h * TcHeadDim, kBase = (long)b * seq * ldk + h / group * TcHeadDim;
             long stat = ((long)b * a.Heads + h) * seq;
@@ -107,7 +109,7 @@ public sealed partial class IlgpuBackend
     }
 
     /// <summary>
-    /// dk, dv for one (sequence, kv head, 128 keys) per unit over the 64-query tiles of every head of its group: K and
+    /// dk, dv for one (sequence, kv head, 64 keys) per unit over the 64-query tiles of every head of its group: K and
     /// V as A fragments; Pᵀ = 2^(K·Qᵀ·scale·log2 e − lse·log2 e), dV += Pᵀ·dO, dPᵀ = V·dOᵀ, dSᵀ = Pᵀ∘(dPᵀ − D),
     /// dK += dSᵀ·Q (Q and dO as [query][d pair] and [d][query pair]; the tile's lse, D and first keys in shared);
     /// dk = scale·dK.
@@ -128,7 +130,8 @@ public sealed partial class IlgpuBackend
         int kTiles = (seq + TcRows - 1) / TcRows, units = a.Batch * a.KvHeads * kTiles;
         for (int u = Grid.IdxX; u < units; u += Grid.DimX)
         {
-            int kTile = u % kTiles, bg = u / kTiles, b = bg / a.KvHeads, g = bg - b * a.KvHeads;
+            // The first key tiles (the most queries) of every sequence and kv head first.
+            int bgs = a.Batch * a.KvHeads, kTile = u / bgs, bg = u % bgs, b = bg / a.KvHeads, g = bg - b * a.KvHeads;
             int k0 = kTile * TcRows, kEnd = DeviceReduce.Min(seq, k0 + TcRows), w0 = k0 + 16 * warp, ku = w0 + (lane >> 2);
             long kBase = (long)b * seq * ldk + g * TcHeadDim;
             A4 ka = LoadRowsA(k, kBase, ldk, ku, seq, t), va = LoadRowsA(v, kBase, ldk, ku, seq, t);

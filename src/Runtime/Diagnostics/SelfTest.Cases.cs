@@ -20,7 +20,7 @@ public static partial class SelfTest
         yield return Rope(13, 3, 10, 17, large: false, seed++);
         foreach (var (b, t, h, kv, hd, doc) in new[] { (1, 1, 2, 1, 8, false), (2, 5, 4, 2, 6, false), (1, 70, 4, 2, 16, true), (2, 33, 3, 3, 64, false), (1, 37, 2, 2, 128, true) })
             yield return Attention(b, t, h, kv, hd, doc, large: false, seed++);
-        // Tensor-core attention (bf16 operands; head dimension 64): tiles of 128 and 64 rows with ragged ends, GQA, documents.
+        // Tensor-core attention (bf16 operands; head dimension 64): tiles of 64 rows with ragged ends, GQA, documents.
         foreach (var (b, t, h, kv, doc) in new[] { (1, 1, 2, 1, false), (2, 150, 4, 2, true), (1, 200, 2, 2, false) })
             yield return Attention(b, t, h, kv, 64, doc, large: false, seed++, bf16: true);
         foreach (var (b, qn, keys, rows, h, kv, hd) in new[] { (2, 1, 1, 4, 2, 1, 8), (3, 1, 37, 40, 4, 2, 6), (2, 1, 70, 70, 8, 2, 64), (1, 33, 33, 41, 3, 3, 16), (2, 5, 29, 31, 4, 2, 128) })
