@@ -214,23 +214,27 @@ public abstract class Backend : IDisposable
     /// where the query's document begins in a packed sequence; empty means plain causal (docStart = 0).
     /// bf16: the products may take bf16 operands (q, k, v and the probabilities rounded to bfloat16, fp32
     /// accumulation and softmax), as the bf16 precision does; a back-end without such a path computes in fp32.
+    /// q, k, v and o are F32, or BF16 where <see cref="TakesBf16AttentionInputs"/> says so (bf16 is then implied).
     /// </summary>
     public void AttentionForward(Tensor o, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor docStart,
         int batch, int seq, int heads, int kvHeads, int headDim, float scale, bool bf16 = false)
     {
         CheckAttention(q, k, v, docStart, batch, seq, heads, kvHeads, headDim);
-        F32(o, nameof(o)); F32(lse, nameof(lse));
+        AttentionOperand(o, nameof(o), headDim); F32(lse, nameof(lse));
         Need(o, (long)batch * seq * heads * headDim, nameof(o)); Need(lse, (long)batch * heads * seq, nameof(lse));
         AttentionForwardCore(o, lse, q, k, v, docStart, batch, seq, heads, kvHeads, headDim, scale, bf16);
     }
 
-    /// <summary>Gradients of <see cref="AttentionForward"/>: dq, dk, dv are overwritten (bf16: dO and dS rounded too).</summary>
+    /// <summary>
+    /// Gradients of <see cref="AttentionForward"/>: dq, dk, dv (F32) are overwritten (bf16: dO, O and dS rounded too);
+    /// dO, o, q, k, v may be BF16 as in the forward pass.
+    /// </summary>
     public void AttentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor dO, Tensor o, Tensor lse,
         Tensor q, Tensor k, Tensor v, Tensor docStart, int batch, int seq, int heads, int kvHeads, int headDim, float scale, bool bf16 = false)
     {
         CheckAttention(q, k, v, docStart, batch, seq, heads, kvHeads, headDim);
         long nq = (long)batch * seq * heads * headDim, nk = (long)batch * seq * kvHeads * headDim;
-        F32(dq, nameof(dq)); F32(dk, nameof(dk)); F32(dv, nameof(dv)); F32(dO, nameof(dO)); F32(o, nameof(o)); F32(lse, nameof(lse));
+        F32(dq, nameof(dq)); F32(dk, nameof(dk)); F32(dv, nameof(dv)); AttentionOperand(dO, nameof(dO), headDim); AttentionOperand(o, nameof(o), headDim); F32(lse, nameof(lse));
         Need(dq, nq, nameof(dq)); Need(dO, nq, nameof(dO)); Need(o, nq, nameof(o));
         Need(dk, nk, nameof(dk)); Need(dv, nk, nameof(dv)); Need(lse, (long)batch * heads * seq, nameof(lse));
         AttentionBackwardCore(dq, dk, dv, dO, o, lse, q, k, v, docStart, batch, seq, heads, kvHeads, headDim, scale, bf16);
@@ -419,11 +423,27 @@ public abstract class Backend : IDisposable
         Pos(batch, nameof(batch)); Pos(seq, nameof(seq)); Pos(heads, nameof(heads)); Pos(kvHeads, nameof(kvHeads)); Pos(headDim, nameof(headDim));
         if (heads % kvHeads != 0)
             throw new ArgumentException($"heads ({heads}) must be a multiple of kvHeads ({kvHeads})", nameof(kvHeads));
-        F32(q, nameof(q)); F32(k, nameof(k)); F32(v, nameof(v));
+        AttentionOperand(q, nameof(q), headDim); AttentionOperand(k, nameof(k), headDim); AttentionOperand(v, nameof(v), headDim);
         Need(q, (long)batch * seq * heads * headDim, nameof(q));
         Need(k, (long)batch * seq * kvHeads * headDim, nameof(k));
         Need(v, (long)batch * seq * kvHeads * headDim, nameof(v));
         if (!docStart.IsEmpty) { I32(docStart, nameof(docStart)); Need(docStart, (long)batch * seq, nameof(docStart)); }
+    }
+
+    /// <summary>
+    /// Whether <see cref="AttentionForward"/> and <see cref="AttentionBackward"/> take BF16 q, k, v, o and dO for
+    /// this head dimension (else they must be F32). The base back-end does not.
+    /// </summary>
+    public virtual bool TakesBf16AttentionInputs(int headDim) => false;
+
+    /// <summary>An attention operand: F32, or BF16 where <see cref="TakesBf16AttentionInputs"/>.</summary>
+    private void AttentionOperand(Tensor t, string what, int headDim)
+    {
+        Own(t, what);
+        if (t.Type == DType.F32 || (t.Type == DType.BF16 && TakesBf16AttentionInputs(headDim))) return;
+        throw new ArgumentException(TakesBf16AttentionInputs(headDim)
+            ? $"{what} '{t.Name}' must be F32 or BF16, is {t.Type}"
+            : $"{what} '{t.Name}' must be F32, is {t.Type} (back-end '{Name}' takes BF16 attention operands only where TakesBf16AttentionInputs, not at head dimension {headDim})", what);
     }
 
     private void Own(Tensor t, string what)

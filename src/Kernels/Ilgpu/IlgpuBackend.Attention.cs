@@ -25,7 +25,7 @@ public sealed partial class IlgpuBackend
     /// <summary>Shape and tiling of an attention launch.</summary>
     internal struct AttentionArgs
     {
-        public int Batch, Seq, Heads, KvHeads, HeadDim, BQ, BK, HasDoc;
+        public int Batch, Seq, Heads, KvHeads, HeadDim, BQ, BK, HasDoc, OutBf16;
         public float Scale;
     }
 
@@ -66,7 +66,7 @@ public sealed partial class IlgpuBackend
     protected override void AttentionForwardCore(Tensor o, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor docStart,
         int batch, int seq, int heads, int kvHeads, int headDim, float scale, bool bf16)
     {
-        if (UsesTensorCoreAttention(bf16, headDim))
+        if (UsesTensorCoreAttention(bf16 || AnyBf16(o, q, k, v), headDim))
         {
             AttentionTcForward(o, lse, q, k, v, docStart, batch, seq, heads, kvHeads, scale);
             return;
@@ -82,15 +82,15 @@ public sealed partial class IlgpuBackend
     protected override void AttentionBackwardCore(Tensor dq, Tensor dk, Tensor dv, Tensor dO, Tensor o, Tensor lse,
         Tensor q, Tensor k, Tensor v, Tensor docStart, int batch, int seq, int heads, int kvHeads, int headDim, float scale, bool bf16)
     {
+        if (UsesTensorCoreAttention(bf16 || AnyBf16(dO, o, q, k, v), headDim))
+        {
+            AttentionTcBackward(dq, dk, dv, dO, o, lse, q, k, v, docStart, batch, seq, heads, kvHeads, scale);
+            return;
+        }
         long rows = (long)batch * seq * heads;
         var delta = Scratch(rows);
         var da = Args(batch, seq, heads, kvHeads, headDim, scale, !docStart.IsEmpty, (1, 1));
         _attentionDelta(Config(TileGroups((rows + WarpsPerGroup - 1) / WarpsPerGroup)), delta, F(dO), F(o), da);
-        if (UsesTensorCoreAttention(bf16, headDim))
-        {
-            AttentionTcBackward(dq, dk, dv, dO, delta, lse, q, k, v, docStart, batch, seq, heads, kvHeads, scale);
-            return;
-        }
 
         var tq = AttentionTiles(headDim, DqShared);
         var aq = Args(batch, seq, heads, kvHeads, headDim, scale, !docStart.IsEmpty, tq);
@@ -104,6 +104,9 @@ public sealed partial class IlgpuBackend
         _attentionDkDv(Config(TileGroups(unitsK), DkDvShared(tk.Q, tk.K, headDim)),
             F(dk), F(dv), F(dO), F(lse), delta, F(q), F(k), F(v), IOrDummy(docStart), ak);
     }
+
+    private static bool AnyBf16(Tensor a, Tensor b, Tensor c, Tensor d, Tensor e = default) =>
+        a.Type == DType.BF16 || b.Type == DType.BF16 || c.Type == DType.BF16 || d.Type == DType.BF16 || (!e.IsEmpty && e.Type == DType.BF16);
 
     /// <summary>First key visible to query t of sequence b: docStart clamped to [0, t], or 0 without documents.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -9,8 +9,10 @@ namespace HftRuntime.Kernels.Ilgpu;
 /// Attention on tensor cores for the bf16 precision (head dimension 64): the same causal grouped-query attention with
 /// document starts as the fp32 kernels of IlgpuBackend.Attention.cs, but every product (QKᵀ, PV, and backward dOVᵀ,
 /// PᵀdO, dSᵀQ, dSK) is a warp-level <c>mma.sync m16n8k16</c> with bf16 operands and fp32 accumulation, as
-/// FlashAttention-2 does. q, k, v, dO and the probabilities P and dS are rounded to bf16 (nearest even) when they
-/// become mma operands; scores, the online softmax, the log-sum-exp, and the accumulators stay fp32.
+/// FlashAttention-2 does. The kernels read q, k, v, o and dO in bf16 (BF16 tensors as they are; F32 ones are rounded
+/// into scratch first) and round the probabilities P and dS (nearest even) where they become mma operands; scores,
+/// the online softmax, the log-sum-exp, D = rowsum(dO∘O) and the accumulators are fp32. The output is written in
+/// fp32, or in bf16 when o is a BF16 tensor.
 /// <para>
 /// Layout: each group of 4 warps (128 threads, not the 256 of the other kernels: with 174 to 245 registers per
 /// thread two or three groups then share an SM, and one loads its next tile while another multiplies) owns 64 rows
@@ -28,7 +30,7 @@ namespace HftRuntime.Kernels.Ilgpu;
 /// 64 queries); K, Kᵀ and V tiles; dS = P∘(dP − D)), dK/dV (one unit per (sequence, kv head, 64 keys) over the
 /// query tiles of every head of its group; Q, Qᵀ, dO, dOᵀ tiles; it owns its rows of dk and dv, so nothing races).
 /// Units with the most tiles start first (the last query tiles; the first key tiles), so that the causal
-/// imbalance does not leave a tail. D = rowsum(dO∘O) comes from the fp32 delta kernel.
+/// imbalance does not leave a tail. D comes from a delta kernel of its own (one warp per row).
 /// </para>
 /// <para>
 /// On accelerators other than CUDA each mma is emulated with the PTX fragment layout (as in the bf16 GEMM: the lanes
@@ -64,19 +66,25 @@ public sealed partial class IlgpuBackend
         public AFrag K0, K1, K2, K3;
     }
 
-    private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionArgs> _attentionTcForward = null!;
-    private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionArgs> _attentionTcDq = null!;
-    private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionArgs> _attentionTcDkDv = null!;
+    private Action<KernelConfig, ArrayView<float>, ArrayView<uint>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<uint>, ArrayView<int>, AttentionArgs> _attentionTcForward = null!;
+    private Action<KernelConfig, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, AttentionArgs> _attentionTcDelta = null!;
+    private Action<KernelConfig, ArrayView<float>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<uint>, ArrayView<int>, AttentionArgs> _attentionTcDq = null!;
+    private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<uint>, ArrayView<int>, AttentionArgs> _attentionTcDkDv = null!;
 
     private void LoadAttentionTc()
     {
-        _attentionTcForward = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionArgs>(AttentionTcForwardKernel);
-        _attentionTcDq = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionArgs>(AttentionTcDqKernel);
-        _attentionTcDkDv = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionArgs>(AttentionTcDkDvKernel);
+        _attentionTcForward = Load<ArrayView<float>, ArrayView<uint>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<uint>, ArrayView<int>, AttentionArgs>(AttentionTcForwardKernel);
+        _attentionTcDelta = Load<ArrayView<float>, ArrayView<uint>, ArrayView<uint>, AttentionArgs>(AttentionTcDeltaKernel);
+        _attentionTcDq = Load<ArrayView<float>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<uint>, ArrayView<int>, AttentionArgs>(AttentionTcDqKernel);
+        _attentionTcDkDv = Load<ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<uint>, ArrayView<int>, AttentionArgs>(AttentionTcDkDvKernel);
     }
 
     /// <summary>Whether a bf16 attention of this head dimension runs on the tensor-core kernels.</summary>
     internal static bool UsesTensorCoreAttention(bool bf16, int headDim) => bf16 && headDim == TcHeadDim;
+
+    /// <inheritdoc/>
+    /// <remarks>Head dimension 64: the tensor-core kernels read bf16 operands directly.</remarks>
+    public override bool TakesBf16AttentionInputs(int headDim) => headDim == TcHeadDim;
 
     /// <summary>Launch configuration of the tensor-core attention (groups of TcGroup threads): elsewhere than on CUDA with the emulation's scratch.</summary>
     private KernelConfig TcConfig(long units)
@@ -87,22 +95,66 @@ public sealed partial class IlgpuBackend
         return new KernelConfig(new Index1D(groups), new Index1D(TcGroup), SharedMemoryConfig.RequestDynamic<uint>(TcWarps * TcEmuWarp));
     }
 
-    private void AttentionTcForward(Tensor o, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor docStart, int batch, int seq, int heads, int kvHeads, float scale)
+    /// <summary>
+    /// The bf16 operands of the tensor-core kernels as uint pairs: a BF16 tensor as it is (it must start on a 4-byte
+    /// boundary), an F32 one rounded into the scratch buffer after its first <paramref name="reserved"/> floats
+    /// (which the caller uses; returned as <paramref name="head"/>).
+    /// </summary>
+    private ArrayView<uint>[] TcOperands(long reserved, out ArrayView<float> head, params Tensor[] operands)
     {
-        var a = Args(batch, seq, heads, kvHeads, TcHeadDim, scale, !docStart.IsEmpty, (TcRows, TcTile));
-        long units = (long)batch * heads * ((seq + TcRows - 1) / TcRows);
-        _attentionTcForward(TcConfig(units), F(o), F(lse), F(q), F(k), F(v), IOrDummy(docStart), a);
+        long floats = reserved;
+        foreach (var t in operands) if (t.Type == DType.F32) floats += (t.Count + 1) / 2;
+        var scratch = Scratch(floats);
+        head = scratch.SubView(0, Math.Max(reserved, 1));
+        var views = new ArrayView<uint>[operands.Length];
+        long offset = reserved;
+        for (int i = 0; i < operands.Length; i++)
+        {
+            var t = operands[i];
+            if (t.Type == DType.BF16)
+            {
+                views[i] = PairView(t, out bool aligned);
+                if (!aligned) throw new ArgumentException($"BF16 attention tensor '{t.Name}' must start on a 4-byte boundary", t.Name);
+                continue;
+            }
+            long half = (t.Count + 1) / 2;
+            var region = scratch.SubView(offset, half);
+            _toBf16(Config(StreamGroups(t.Count)), region.Cast<ushort>().SubView(0, t.Count), F(t));
+            views[i] = region.Cast<uint>();
+            offset += half;
+        }
+        return views;
     }
 
-    private void AttentionTcBackward(Tensor dq, Tensor dk, Tensor dv, Tensor dO, ArrayView<float> delta, Tensor lse,
+    private void AttentionTcForward(Tensor o, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor docStart, int batch, int seq, int heads, int kvHeads, float scale)
+    {
+        var ops = TcOperands(0, out _, q, k, v);
+        var a = Args(batch, seq, heads, kvHeads, TcHeadDim, scale, !docStart.IsEmpty, (TcRows, TcTile));
+        bool outBf16 = o.Type == DType.BF16;
+        a.OutBf16 = outBf16 ? 1 : 0;
+        var o16 = ops[0];
+        if (outBf16)
+        {
+            o16 = PairView(o, out bool aligned);
+            if (!aligned) throw new ArgumentException($"BF16 attention output '{o.Name}' must start on a 4-byte boundary", nameof(o));
+        }
+        long units = (long)batch * heads * ((seq + TcRows - 1) / TcRows);
+        _attentionTcForward(TcConfig(units), outBf16 ? _dummy.View.BaseView.Cast<float>() : F(o), o16, F(lse), ops[0], ops[1], ops[2], IOrDummy(docStart), a);
+    }
+
+    private void AttentionTcBackward(Tensor dq, Tensor dk, Tensor dv, Tensor dO, Tensor o, Tensor lse,
         Tensor q, Tensor k, Tensor v, Tensor docStart, int batch, int seq, int heads, int kvHeads, float scale)
     {
+        long rows = (long)batch * seq * heads;
+        var ops = TcOperands(rows, out var delta, dO, o, q, k, v);
+        var da = Args(batch, seq, heads, kvHeads, TcHeadDim, scale, !docStart.IsEmpty, (1, 1));
+        _attentionTcDelta(Config(TileGroups((rows + WarpsPerGroup - 1) / WarpsPerGroup)), delta, ops[0], ops[1], da);
         var aq = Args(batch, seq, heads, kvHeads, TcHeadDim, scale, !docStart.IsEmpty, (TcRows, TcTile));
         long unitsQ = (long)batch * heads * ((seq + TcRows - 1) / TcRows);
-        _attentionTcDq(TcConfig(unitsQ), F(dq), F(dO), F(lse), delta, F(q), F(k), F(v), IOrDummy(docStart), aq);
+        _attentionTcDq(TcConfig(unitsQ), F(dq), ops[0], F(lse), delta, ops[2], ops[3], ops[4], IOrDummy(docStart), aq);
         var ak = Args(batch, seq, heads, kvHeads, TcHeadDim, scale, !docStart.IsEmpty, (TcTile, TcRows));
         long unitsK = (long)batch * kvHeads * ((seq + TcRows - 1) / TcRows);
-        _attentionTcDkDv(TcConfig(unitsK), F(dk), F(dv), F(dO), F(lse), delta, F(q), F(k), F(v), IOrDummy(docStart), ak);
+        _attentionTcDkDv(TcConfig(unitsK), F(dk), F(dv), ops[0], F(lse), delta, ops[2], ops[3], ops[4], IOrDummy(docStart), ak);
     }
 
     // ------------------------------------------------------------------ fragments and tiles
@@ -111,21 +163,20 @@ public sealed partial class IlgpuBackend
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static uint PackBf16(float lo, float hi) => RoundToBf16(lo) | (uint)RoundToBf16(hi) << 16;
 
-    /// <summary>Elements (row, d) and (row, d + 1) of a row-major fp32 matrix as a bf16 pair; zero for row ≥ rows.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static uint RowPair(ArrayView<float> x, long baseIdx, int ld, int row, int d, int rows)
-    {
-        if (row >= rows) return 0u;
-        long i = baseIdx + (long)row * ld + d;
-        return PackBf16(x[i], x[i + 1]);
-    }
-
     /// <summary>
-    /// The A fragments of rows r, r + 8 (r = the warp's first row + lane/4) of a matrix with rows of head
-    /// dimension 64 at x[baseIdx + row·ld ..], rounded to bf16; zero for rows ≥ rows. t = lane mod 4.
+    /// Elements (row, d) and (row, d + 1), d even, of a row-major bf16 matrix seen as uint pairs (element (row, d) at
+    /// pair (baseIdx + row·ld + d) / 2; baseIdx and ld even); zero for row ≥ rows.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static A4 LoadRowsA(ArrayView<float> x, long baseIdx, int ld, int r, int rows, int t)
+    private static uint RowPair(ArrayView<uint> x, long baseIdx, int ld, int row, int d, int rows) =>
+        row < rows ? x[(baseIdx + (long)row * ld + d) >> 1] : 0u;
+
+    /// <summary>
+    /// The A fragments of rows r, r + 8 (r = the warp's first row + lane/4) of a bf16 matrix with rows of head
+    /// dimension 64 (see <see cref="RowPair"/>); zero for rows ≥ rows. t = lane mod 4.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static A4 LoadRowsA(ArrayView<uint> x, long baseIdx, int ld, int r, int rows, int t)
     {
         A4 f;
         f.K0 = RowsA(x, baseIdx, ld, r, rows, 2 * t);
@@ -136,7 +187,7 @@ public sealed partial class IlgpuBackend
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static AFrag RowsA(ArrayView<float> x, long baseIdx, int ld, int r, int rows, int d)
+    private static AFrag RowsA(ArrayView<uint> x, long baseIdx, int ld, int r, int rows, int d)
     {
         AFrag f;
         f.A0 = RowPair(x, baseIdx, ld, r, d, rows);
@@ -147,12 +198,12 @@ public sealed partial class IlgpuBackend
     }
 
     /// <summary>
-    /// Stores rows r0 .. r0 + 63 of a row-major fp32 matrix (head dimension 64) into the shared tile s as
-    /// [row][d pair] bf16 pairs; zero for rows ≥ rows. Each thread stores 16 pairs; consecutive threads read
-    /// consecutive pairs of a row.
+    /// Stores rows r0 .. r0 + 63 of a row-major bf16 matrix (head dimension 64) into the shared tile s as
+    /// [row][d pair]; zero for rows ≥ rows. Each thread copies 16 pairs; consecutive threads read consecutive pairs
+    /// of a row.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void LoadTileRows(ArrayView<uint> s, ArrayView<float> x, long baseIdx, int ld, int r0, int rows, int tid)
+    private static void LoadTileRows(ArrayView<uint> s, ArrayView<uint> x, long baseIdx, int ld, int r0, int rows, int tid)
     {
         for (int i = 0; i < TcTile * TcHeadDim / 2 / TcGroup; i++)
         {
@@ -162,18 +213,19 @@ public sealed partial class IlgpuBackend
     }
 
     /// <summary>
-    /// Stores rows r0 .. r0 + 63 transposed into the shared tile s as [d][row pair] bf16 pairs (rows r, r + 1 at
-    /// one d); zero for rows ≥ rows. Consecutive threads read consecutive d of a row.
+    /// Stores rows r0 .. r0 + 63 transposed into the shared tile s as [d][row pair] (rows r, r + 1 at one d); zero
+    /// for rows ≥ rows. Each thread reads the 2 × 2 block of rows r, r + 1 and dimensions d, d + 1 (two pairs) and
+    /// stores its transpose (two pairs), 8 blocks; consecutive threads read consecutive pairs of a row.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void LoadTileCols(ArrayView<uint> s, ArrayView<float> x, long baseIdx, int ld, int r0, int rows, int tid)
+    private static void LoadTileCols(ArrayView<uint> s, ArrayView<uint> x, long baseIdx, int ld, int r0, int rows, int tid)
     {
-        for (int i = 0; i < TcTile * TcHeadDim / 2 / TcGroup; i++)
+        for (int i = 0; i < TcTile * TcHeadDim / 4 / TcGroup; i++)
         {
-            int e = tid + i * TcGroup, d = e & (TcHeadDim - 1), rp = e >> 6, r = r0 + 2 * rp;
-            long idx = baseIdx + (long)r * ld + d;
-            float lo = r < rows ? x[idx] : 0f, hi = r + 1 < rows ? x[idx + ld] : 0f;
-            s[d * TcLd + rp] = PackBf16(lo, hi);
+            int e = tid + i * TcGroup, dp = e & 31, rp = e >> 5, r = r0 + 2 * rp;
+            uint lo = RowPair(x, baseIdx, ld, r, 2 * dp, rows), hi = RowPair(x, baseIdx, ld, r + 1, 2 * dp, rows);
+            s[2 * dp * TcLd + rp] = (lo & 0xFFFFu) | (hi << 16);
+            s[(2 * dp + 1) * TcLd + rp] = (lo >> 16) | (hi & 0xFFFF0000u);
         }
     }
 
@@ -396,36 +448,41 @@ public sealed partial class IlgpuBackend
     }
 
     /// <summary>
-    /// Writes a lane's share of a warp's 16 × 64 block times s: rows r, r + 8 (where below rows), columns
-    /// 8j + 2t, 8j + 2t + 1 of x[baseIdx + row·ld ..].
+    /// Writes a lane's share of a warp's 16 × 64 block, the upper row times su and the lower one times sl: rows r, r + 8
+    /// (where below rows), columns 8j + 2t, 8j + 2t + 1 of x[baseIdx + row·ld ..] in fp32, or, with bf16 != 0, of
+    /// the bf16 matrix x16 (as uint pairs; see <see cref="RowPair"/>).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StoreRows(ArrayView<float> x, long baseIdx, int ld, int r, int rows, int t, C8 c, float su, float sl)
+    private static void StoreRows(ArrayView<float> x, ArrayView<uint> x16, int bf16, long baseIdx, int ld, int r, int rows, int t, C8 c, float su, float sl)
     {
-        StoreFragRows(x, baseIdx, ld, r, rows, 2 * t, c.J0, su, sl);
-        StoreFragRows(x, baseIdx, ld, r, rows, 2 * t + 8, c.J1, su, sl);
-        StoreFragRows(x, baseIdx, ld, r, rows, 2 * t + 16, c.J2, su, sl);
-        StoreFragRows(x, baseIdx, ld, r, rows, 2 * t + 24, c.J3, su, sl);
-        StoreFragRows(x, baseIdx, ld, r, rows, 2 * t + 32, c.J4, su, sl);
-        StoreFragRows(x, baseIdx, ld, r, rows, 2 * t + 40, c.J5, su, sl);
-        StoreFragRows(x, baseIdx, ld, r, rows, 2 * t + 48, c.J6, su, sl);
-        StoreFragRows(x, baseIdx, ld, r, rows, 2 * t + 56, c.J7, su, sl);
+        StoreFragRows(x, x16, bf16, baseIdx, ld, r, rows, 2 * t, c.J0, su, sl);
+        StoreFragRows(x, x16, bf16, baseIdx, ld, r, rows, 2 * t + 8, c.J1, su, sl);
+        StoreFragRows(x, x16, bf16, baseIdx, ld, r, rows, 2 * t + 16, c.J2, su, sl);
+        StoreFragRows(x, x16, bf16, baseIdx, ld, r, rows, 2 * t + 24, c.J3, su, sl);
+        StoreFragRows(x, x16, bf16, baseIdx, ld, r, rows, 2 * t + 32, c.J4, su, sl);
+        StoreFragRows(x, x16, bf16, baseIdx, ld, r, rows, 2 * t + 40, c.J5, su, sl);
+        StoreFragRows(x, x16, bf16, baseIdx, ld, r, rows, 2 * t + 48, c.J6, su, sl);
+        StoreFragRows(x, x16, bf16, baseIdx, ld, r, rows, 2 * t + 56, c.J7, su, sl);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StoreFragRows(ArrayView<float> x, long baseIdx, int ld, int r, int rows, int d, CFrag f, float su, float sl)
+    private static void StoreFragRows(ArrayView<float> x, ArrayView<uint> x16, int bf16, long baseIdx, int ld, int r, int rows, int d, CFrag f, float su, float sl)
     {
-        if (r < rows)
+        if (r < rows) StorePair(x, x16, bf16, baseIdx + (long)r * ld + d, f.X0 * su, f.X1 * su);
+        if (r + 8 < rows) StorePair(x, x16, bf16, baseIdx + (long)(r + 8) * ld + d, f.X2 * sl, f.X3 * sl);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StorePair(ArrayView<float> x, ArrayView<uint> x16, int bf16, long i, float lo, float hi)
+    {
+        if (bf16 != 0)
         {
-            long i = baseIdx + (long)r * ld + d;
-            x[i] = f.X0 * su;
-            x[i + 1] = f.X1 * su;
+            x16[i >> 1] = PackBf16(lo, hi);
         }
-        if (r + 8 < rows)
+        else
         {
-            long i = baseIdx + (long)(r + 8) * ld + d;
-            x[i] = f.X2 * sl;
-            x[i + 1] = f.X3 * sl;
+            x[i] = lo;
+            x[i + 1] = hi;
         }
     }
 

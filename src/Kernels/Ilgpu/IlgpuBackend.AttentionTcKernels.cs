@@ -3,16 +3,43 @@ using ILGPU.Algorithms;
 
 namespace HftRuntime.Kernels.Ilgpu;
 
-/// <summary>The three tensor-core attention kernels (see IlgpuBackend.AttentionTc.cs for the layout).</summary>
+/// <summary>The tensor-core attention kernels (see IlgpuBackend.AttentionTc.cs for the layout); q, k, v, o and dO are bf16.</summary>
 public sealed partial class IlgpuBackend
 {
     /// <summary>
-    /// o and lse for one (sequence, head, 64 queries) per unit: warp w holds queries 16w .. 16w + 15 as A fragments
-    /// and walks the visible 64-key tiles (K as [key][d pair], V as [d][key pair]) with an online softmax in base 2.
+    /// delta[(b·heads + h)·seq + t] = Σ_d dO·O for each query row and head, from bf16 dO and O (head dimension 64: one
+    /// pair per lane); one warp per (row, head).
     /// </summary>
     [IlgpuKernel]
-    internal static void AttentionTcForwardKernel(ArrayView<float> o, ArrayView<float> lse, ArrayView<float> q, ArrayView<float> k,
-        ArrayView<float> v, ArrayView<int> doc, AttentionArgs a)
+    internal static void AttentionTcDeltaKernel(ArrayView<float> delta, ArrayView<uint> dO, ArrayView<uint> o, AttentionArgs a)
+    {
+        int lane = Warp.LaneIdx;
+        long rows = (long)a.Batch * a.Seq * a.Heads, warps = (long)Grid.DimX * (Group.DimX / WarpSize);
+        for (long w = (long)Grid.IdxX * (Group.DimX / WarpSize) + Warp.WarpIdx; w < rows; w += warps)
+        {
+            long i = w * (TcHeadDim / 2) + lane;
+            uint x = dO[i], y = o[i];
+            float s = Interop.IntAsFloat(x << 16) * Interop.IntAsFloat(y << 16) + Interop.IntAsFloat(x & 0xFFFF0000u) * Interop.IntAsFloat(y & 0xFFFF0000u);
+            for (int m = 16; m >= 1; m >>= 1) s += Warp.ShuffleXor(s, m);
+            if (lane == 0)
+            {
+                long bt = w / a.Heads;
+                int h = (int)(w - bt * a.Heads);
+                long b = bt / a.Seq;
+                int t = (int)(bt - b * a.Seq);
+                delta[(b * a.Heads + h) * a.Seq + t] = s;
+            }
+        }
+    }
+
+    /// <summary>
+    /// o and lse for one (sequence, head, 64 queries) per unit: warp w holds queries 16w .. 16w + 15 as A fragments
+    /// and walks the visible 64-key tiles (K as [key][d pair], V as [d][key pair]) with an online softmax in base 2.
+    /// q, k, v are bf16 (uint pairs); o is written in fp32, or with a.OutBf16 in bf16 to o16.
+    /// </summary>
+    [IlgpuKernel]
+    internal static void AttentionTcForwardKernel(ArrayView<float> o, ArrayView<uint> o16, ArrayView<float> lse, ArrayView<uint> q, ArrayView<uint> k,
+        ArrayView<uint> v, ArrayView<int> doc, AttentionArgs a)
     {
         var ks = SharedMemory.Allocate<uint>(TcStage);
         var vt = SharedMemory.Allocate<uint>(TcStage);
@@ -54,7 +81,7 @@ public sealed partial class IlgpuBackend
             }
             lu = QuadSum(lu);
             ll = QuadSum(ll);
-            StoreRows(o, qBase, ldq, ru, seq, t, acc, 1f / lu, 1f / ll);
+            StoreRows(o, o16, a.OutBf16, qBase, ldq, ru, seq, t, acc, 1f / lu, 1f / ll);
             long stat = ((long)b * a.Heads + h) * seq;
             if (t == 0 && ru < seq) lse[stat + ru] = (mu + XMath.Log2(lu)) * Ln2;
             if (t == 0 && rl < seq) lse[stat + rl] = (ml + XMath.Log2(ll)) * Ln2;
@@ -67,8 +94,8 @@ public sealed partial class IlgpuBackend
     /// [d][key pair], V as [key][d pair]); dq = scale·dQ.
     /// </summary>
     [IlgpuKernel]
-    internal static void AttentionTcDqKernel(ArrayView<float> dq, ArrayView<float> dO, ArrayView<float> lse, ArrayView<float> delta,
-        ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<int> doc, AttentionArgs a)
+    internal static void AttentionTcDqKernel(ArrayView<float> dq, ArrayView<uint> dO, ArrayView<float> lse, ArrayView<float> delta,
+        ArrayView<uint> q, ArrayView<uint> k, ArrayView<uint> v, ArrayView<int> doc, AttentionArgs a)
     {
         var ks = SharedMemory.Allocate<uint>(TcStage);
         var kt = SharedMemory.Allocate<uint>(TcStage);
@@ -104,7 +131,7 @@ public sealed partial class IlgpuBackend
                 }
                 Group.Barrier();
             }
-            StoreRows(dq, qBase, ldq, ru, seq, t, acc, a.Scale, a.Scale);
+            StoreRows(dq, q, 0, qBase, ldq, ru, seq, t, acc, a.Scale, a.Scale);
         }
     }
 
@@ -115,8 +142,8 @@ public sealed partial class IlgpuBackend
     /// dk = scale·dK.
     /// </summary>
     [IlgpuKernel]
-    internal static void AttentionTcDkDvKernel(ArrayView<float> dk, ArrayView<float> dv, ArrayView<float> dO, ArrayView<float> lse,
-        ArrayView<float> delta, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<int> doc, AttentionArgs a)
+    internal static void AttentionTcDkDvKernel(ArrayView<float> dk, ArrayView<float> dv, ArrayView<uint> dO, ArrayView<float> lse,
+        ArrayView<float> delta, ArrayView<uint> q, ArrayView<uint> k, ArrayView<uint> v, ArrayView<int> doc, AttentionArgs a)
     {
         var qs = SharedMemory.Allocate<uint>(TcStage);
         var qt = SharedMemory.Allocate<uint>(TcStage);
@@ -168,8 +195,8 @@ public sealed partial class IlgpuBackend
                     Group.Barrier();
                 }
             }
-            StoreRows(dk, kBase, ldk, ku, seq, t, dK, a.Scale, a.Scale);
-            StoreRows(dv, kBase, ldk, ku, seq, t, dV, 1f, 1f);
+            StoreRows(dk, k, 0, kBase, ldk, ku, seq, t, dK, a.Scale, a.Scale);
+            StoreRows(dv, v, 0, kBase, ldk, ku, seq, t, dV, 1f, 1f);
         }
     }
 }
