@@ -11,6 +11,8 @@ public sealed partial class LlamaModel
         public Tensor Rstd1, Xn1, Q, K, V, Attn, Lse, XMid, Rstd2, Xn2, Gate, Up, H;
         /// <summary>bf16 copies of the matrix-product inputs (bf16 precision only; else empty).</summary>
         public Tensor Xn1B, AttnB, Xn2B, HB;
+        /// <summary>bf16 q, k, v (after RoPE) for a back-end that takes bf16 attention operands (else empty).</summary>
+        public Tensor QB, KB, VB;
     }
 
     /// <summary>
@@ -19,7 +21,10 @@ public sealed partial class LlamaModel
     /// projection) is not kept: it goes to a shared scratch buffer instead. Without training, every layer shares one
     /// set and the residual stream alternates between two buffers. In bf16 precision the inputs of matrix products
     /// are kept as bf16 copies instead (the fp32 normed inputs and SwiGLU output then only pass through scratch), and
-    /// the backward pass rounds each output gradient into a bf16 scratch buffer before its two products.
+    /// the backward pass rounds each output gradient into a bf16 scratch buffer before its two products. Where the
+    /// back-end also takes bf16 attention operands (<see cref="Bf16Attention"/>), a layer keeps q, k, v and the
+    /// attention output in bf16 alone: the fp32 q, k, v only pass through scratch, and the attention writes its output
+    /// in bf16 directly.
     /// </summary>
     private sealed class Activations
     {
@@ -30,6 +35,8 @@ public sealed partial class LlamaModel
         public readonly Tensor DRes, DXn, DQ, DK, DV, DAttn, DH;
         public readonly Tensor FinalXnB, LogitsB, DResB, DGateB, DUpB, DQB, DKB, DVB;
         public readonly long Bytes;
+        /// <summary>bf16 precision on a back-end that takes bf16 q, k, v and o for this head dimension.</summary>
+        public readonly bool Bf16Attention;
 
         public Activations(DeviceArena arena, LlamaConfig c, LlamaModelOptions o, LayerWeights[] w)
         {
@@ -50,6 +57,9 @@ public sealed partial class LlamaModel
             Tensor B(string name, long count) => R(name, count, DType.BF16);
             Tensor scratchDB = default, scratchQB = default, scratchFB = default;
             if (bf16) { scratchDB = B("scratch.d.bf16", n * d); scratchQB = B("scratch.q.bf16", n * qd); scratchFB = B("scratch.f.bf16", n * f); }
+            Bf16Attention = bf16 && arena.Backend.TakesBf16AttentionInputs(c.HeadDim);
+            Tensor scratchQ = default, scratchK = default, scratchV = default;
+            if (Bf16Attention) { scratchQ = R("scratch.q", n * qd); scratchK = R("scratch.k", n * kvd); scratchV = R("scratch.v", n * kvd); }
             Residual = new Tensor[layers + 1];
             if (train) for (int l = 0; l <= layers; l++) Residual[l] = R($"residual.{l}", n * d);
             else
@@ -75,8 +85,9 @@ public sealed partial class LlamaModel
                 {
                     Rstd1 = R(p + "rstd1", n),
                     Xn1 = anyQkv && !bf16 ? R(p + "xn1", n * d) : scratchD,
-                    Q = R(p + "q", n * qd), K = R(p + "k", n * kvd), V = R(p + "v", n * kvd),
-                    Attn = R(p + "attn", n * qd), Lse = R(p + "lse", n * c.NumAttentionHeads),
+                    Q = Bf16Attention ? scratchQ : R(p + "q", n * qd), K = Bf16Attention ? scratchK : R(p + "k", n * kvd),
+                    V = Bf16Attention ? scratchV : R(p + "v", n * kvd),
+                    Attn = Bf16Attention ? default : R(p + "attn", n * qd), Lse = R(p + "lse", n * c.NumAttentionHeads),
                     XMid = R(p + "xmid", n * d), Rstd2 = R(p + "rstd2", n),
                     Xn2 = anyGateUp && !bf16 ? R(p + "xn2", n * d) : scratchD,
                     Gate = R(p + "gate", n * f), Up = R(p + "up", n * f),
@@ -85,7 +96,9 @@ public sealed partial class LlamaModel
                 if (bf16)
                 {
                     a.Xn1B = anyQkv ? B(p + "xn1.bf16", n * d) : scratchDB;
-                    a.AttnB = keepO ? B(p + "attn.bf16", n * qd) : scratchQB;
+                    // With bf16 attention the attention backward reads the bf16 output too.
+                    a.AttnB = keepO || (Bf16Attention && train) ? B(p + "attn.bf16", n * qd) : scratchQB;
+                    if (Bf16Attention) { a.QB = B(p + "q.bf16", n * qd); a.KB = B(p + "k.bf16", n * kvd); a.VB = B(p + "v.bf16", n * kvd); }
                     a.Xn2B = anyGateUp ? B(p + "xn2.bf16", n * d) : scratchDB;
                     a.HB = keepH ? B(p + "h.bf16", n * f) : scratchFB;
                 }

@@ -56,8 +56,11 @@ public sealed partial class LlamaModel
             if (w.O.Trainable) be.MatMul(w.O.Grad, dMid, Saved(a.Attn, a.AttnB, w.O), d, qd, n, transA: true, transB: false, accumulate: true);
             if (!needQkv) continue;
             be.MatMul(_act.DAttn, dMid, w.O.Compute, n, qd, d, transA: false, transB: false, accumulate: false);
-            be.AttentionBackward(_act.DQ, _act.DK, _act.DV, _act.DAttn, a.Attn, a.Lse, a.Q, a.K, a.V, DocStartOrEmpty,
-                _batch, _seq, hq, hkv, hd, _attnScale, Options.Precision == Precision.Bf16);
+            if (_act.Bf16Attention)
+                be.AttentionBackward(_act.DQ, _act.DK, _act.DV, _act.DAttn, a.AttnB, a.Lse, a.QB, a.KB, a.VB, DocStartOrEmpty, _batch, _seq, hq, hkv, hd, _attnScale, bf16: true);
+            else
+                be.AttentionBackward(_act.DQ, _act.DK, _act.DV, _act.DAttn, a.Attn, a.Lse, a.Q, a.K, a.V, DocStartOrEmpty,
+                    _batch, _seq, hq, hkv, hd, _attnScale, Options.Precision == Precision.Bf16);
             be.Rope(_act.DQ, _act.Positions, _act.RopeCos, _act.RopeSin, n, hq, hd, Options.Seq, inverse: true);
             be.Rope(_act.DK, _act.Positions, _act.RopeCos, _act.RopeSin, n, hkv, hd, Options.Seq, inverse: true);
             var dq = Operand(_act.DQ, _act.DQB, n * qd, w.Q);

@@ -64,9 +64,21 @@ public sealed partial class LlamaModel
         be.MatMul(a.V, xn1, w.V.Compute, n, kvd, d, transA: false, transB: true, accumulate: false);
         be.Rope(a.Q, _act.Positions, _act.RopeCos, _act.RopeSin, n, hq, hd, Options.Seq, inverse: false);
         be.Rope(a.K, _act.Positions, _act.RopeCos, _act.RopeSin, n, hkv, hd, Options.Seq, inverse: false);
-        be.AttentionForward(a.Attn, a.Lse, a.Q, a.K, a.V, DocStartOrEmpty, _batch, _seq, hq, hkv, hd, _attnScale, bf16);
         var xMid = a.XMid.Slice(0, n * d);
-        be.MatMul(xMid, Operand(a.Attn, a.AttnB, n * qd, w.O), w.O.Compute, n, d, qd, transA: false, transB: true, accumulate: false);
+        if (_act.Bf16Attention)
+        {
+            // q, k, v kept in bf16 alone; the attention writes its output in bf16, the operand of the o projection.
+            be.ToBf16(a.QB.Slice(0, n * qd), a.Q.Slice(0, n * qd));
+            be.ToBf16(a.KB.Slice(0, n * kvd), a.K.Slice(0, n * kvd));
+            be.ToBf16(a.VB.Slice(0, n * kvd), a.V.Slice(0, n * kvd));
+            be.AttentionForward(a.AttnB, a.Lse, a.QB, a.KB, a.VB, DocStartOrEmpty, _batch, _seq, hq, hkv, hd, _attnScale, bf16);
+            be.MatMul(xMid, a.AttnB, w.O.Compute, n, d, qd, transA: false, transB: true, accumulate: false);
+        }
+        else
+        {
+            be.AttentionForward(a.Attn, a.Lse, a.Q, a.K, a.V, DocStartOrEmpty, _batch, _seq, hq, hkv, hd, _attnScale, bf16);
+            be.MatMul(xMid, Operand(a.Attn, a.AttnB, n * qd, w.O), w.O.Compute, n, d, qd, transA: false, transB: true, accumulate: false);
+        }
         be.RmsNormForward(bf16 ? default : a.Xn2, a.Rstd2, xMid, w.PostNorm.Value, n, d, eps, residual: x.Slice(0, n * d), yBf16: bf16 ? a.Xn2B : default);
         var xn2 = bf16 ? a.Xn2B : a.Xn2;
         be.MatMul(a.Gate, xn2, w.Gate.Compute, n, f, d, transA: false, transB: true, accumulate: false);
