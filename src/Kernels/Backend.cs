@@ -271,23 +271,43 @@ public abstract class Backend : IDisposable
     /// <summary>h = silu(gate) · up, element-wise over gate.Count elements.</summary>
     /// <remarks>
     /// With <paramref name="hBf16"/> (BF16) the result is also written rounded to bfloat16, in the same pass (the
-    /// operand of a bf16 product); h may then be the empty tensor, when nothing needs the fp32 values.
+    /// operand of a bf16 product); h may then be the empty tensor, when nothing needs the fp32 values. With
+    /// <paramref name="gateBf16"/> and <paramref name="upBf16"/> (BF16, both or neither) the inputs are also written
+    /// rounded, for a bf16 backward pass.
     /// </remarks>
-    public void SwiGluForward(Tensor h, Tensor gate, Tensor up, Tensor hBf16 = default)
+    public void SwiGluForward(Tensor h, Tensor gate, Tensor up, Tensor hBf16 = default, Tensor gateBf16 = default, Tensor upBf16 = default)
     {
         F32(gate, nameof(gate)); F32(up, nameof(up)); Same(gate, up);
         OptionalOutputs(h, hBf16, gate.Count, nameof(h), nameof(hBf16));
-        SwiGluForwardCore(h, gate, up, hBf16);
+        if (gateBf16.IsEmpty != upBf16.IsEmpty) throw new ArgumentException("gateBf16 and upBf16 go together: give both or neither", nameof(gateBf16));
+        if (!gateBf16.IsEmpty)
+        {
+            OptionalOutputs(default, gateBf16, gate.Count, nameof(gate), nameof(gateBf16));
+            OptionalOutputs(default, upBf16, gate.Count, nameof(up), nameof(upBf16));
+        }
+        SwiGluForwardCore(h, gate, up, hBf16, gateBf16, upBf16);
     }
 
     /// <summary>
-    /// dGate, dUp from dh. dGate may alias gate and dUp may alias up (each element is read before it is written).
+    /// dGate, dUp from dh (F32). gate, up, dGate and dUp are all F32, or all BF16 (the bf16 precision: the inputs
+    /// widened, the gradients rounded). dGate may alias gate and dUp may alias up (each element is read before it is
+    /// written).
     /// </summary>
     public void SwiGluBackward(Tensor dGate, Tensor dUp, Tensor dh, Tensor gate, Tensor up)
     {
-        F32(dGate, nameof(dGate)); F32(dUp, nameof(dUp)); F32(dh, nameof(dh)); F32(gate, nameof(gate)); F32(up, nameof(up));
-        Same(dh, gate); Same(dh, up); Same(dh, dGate); Same(dh, dUp);
+        F32(dh, nameof(dh));
+        Own(gate, nameof(gate));
+        if (gate.Type != DType.F32 && gate.Type != DType.BF16) throw new ArgumentException($"gate '{gate.Name}' must be F32 or BF16, is {gate.Type}", nameof(gate));
+        Like(gate, dh, gate, nameof(gate)); Like(up, dh, gate, nameof(up)); Like(dGate, dh, gate, nameof(dGate)); Like(dUp, dh, gate, nameof(dUp));
         SwiGluBackwardCore(dGate, dUp, dh, gate, up);
+    }
+
+    /// <summary>t has the element type of <paramref name="typeOf"/> and the element count of <paramref name="countOf"/>.</summary>
+    private void Like(Tensor t, Tensor countOf, Tensor typeOf, string what)
+    {
+        Own(t, what);
+        if (t.Type != typeOf.Type) throw new ArgumentException($"{what} '{t.Name}' must be {typeOf.Type} like '{typeOf.Name}', is {t.Type}", what);
+        if (t.Count != countOf.Count) throw new ArgumentException($"{what} '{t.Name}' has {t.Count} elements but '{countOf.Name}' has {countOf.Count}", what);
     }
 
     // ------------------------------------------------------------------ matrix products
@@ -406,7 +426,7 @@ public abstract class Backend : IDisposable
     protected abstract void AttentionDecodeCore(Tensor o, Tensor q, Tensor kCache, Tensor vCache,
         int batch, int queries, int keys, int cacheRows, int heads, int kvHeads, int headDim, float scale);
     /// <summary>Implementation of <see cref="SwiGluForward"/>.</summary>
-    protected abstract void SwiGluForwardCore(Tensor h, Tensor gate, Tensor up, Tensor hBf16);
+    protected abstract void SwiGluForwardCore(Tensor h, Tensor gate, Tensor up, Tensor hBf16, Tensor gateBf16, Tensor upBf16);
     /// <summary>Implementation of <see cref="SwiGluBackward"/>.</summary>
     protected abstract void SwiGluBackwardCore(Tensor dGate, Tensor dUp, Tensor dh, Tensor gate, Tensor up);
     /// <summary>Implementation of <see cref="MatMul"/>.</summary>

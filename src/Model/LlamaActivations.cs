@@ -11,6 +11,8 @@ public sealed partial class LlamaModel
         public Tensor Rstd1, Xn1, Q, K, V, Attn, Lse, XMid, Rstd2, Xn2, Gate, Up, H;
         /// <summary>bf16 copies of the matrix-product inputs (bf16 precision only; else empty).</summary>
         public Tensor Xn1B, AttnB, Xn2B, HB;
+        /// <summary>The SwiGLU inputs in bf16 (bf16 precision only: the fp32 gate and up then pass through scratch).</summary>
+        public Tensor GateB, UpB;
         /// <summary>bf16 q, k, v (after RoPE) for a back-end that takes bf16 attention operands (else empty).</summary>
         public Tensor QB, KB, VB;
     }
@@ -20,8 +22,9 @@ public sealed partial class LlamaModel
     /// gradient would read (the normed input of frozen q/k/v or gate/up, the SwiGLU output of a frozen down
     /// projection) is not kept: it goes to a shared scratch buffer instead. Without training, every layer shares one
     /// set and the residual stream alternates between two buffers. In bf16 precision the inputs of matrix products
-    /// are kept as bf16 copies instead (the fp32 normed inputs and SwiGLU output then only pass through scratch), and
-    /// the backward pass rounds each output gradient into a bf16 scratch buffer before its two products. Where the
+    /// are kept as bf16 copies instead (the fp32 normed inputs and SwiGLU output then only pass through scratch), the
+    /// SwiGLU keeps its inputs in bf16 alone (its backward pass writes the bf16 gradients over them), and the
+    /// backward pass rounds each other output gradient into a bf16 scratch buffer before its two products. Where the
     /// back-end also takes bf16 attention operands (<see cref="Bf16Attention"/>), a layer keeps q, k, v and the
     /// attention output in bf16 alone: the fp32 q, k, v only pass through scratch, and the attention writes its output
     /// in bf16 directly.
@@ -33,7 +36,7 @@ public sealed partial class LlamaModel
         public readonly LayerActivations[] Layers;
         public readonly Tensor FinalRstd, FinalXn, Logits, RowLosses, LossScalar;
         public readonly Tensor DRes, DXn, DQ, DK, DV, DAttn, DH;
-        public readonly Tensor FinalXnB, LogitsB, DResB, DGateB, DUpB, DQB, DKB, DVB;
+        public readonly Tensor FinalXnB, LogitsB, DResB, DQB, DKB, DVB;
         public readonly long Bytes;
         /// <summary>bf16 precision on a back-end that takes bf16 q, k, v and o for this head dimension.</summary>
         public readonly bool Bf16Attention;
@@ -60,6 +63,8 @@ public sealed partial class LlamaModel
             Bf16Attention = bf16 && arena.Backend.TakesBf16AttentionInputs(c.HeadDim);
             Tensor scratchQ = default, scratchK = default, scratchV = default;
             if (Bf16Attention) { scratchQ = R("scratch.q", n * qd); scratchK = R("scratch.k", n * kvd); scratchV = R("scratch.v", n * kvd); }
+            Tensor scratchGate = default, scratchUp = default;
+            if (bf16) { scratchGate = R("scratch.gate", n * f); scratchUp = R("scratch.up", n * f); }
             Residual = new Tensor[layers + 1];
             if (train) for (int l = 0; l <= layers; l++) Residual[l] = R($"residual.{l}", n * d);
             else
@@ -90,7 +95,7 @@ public sealed partial class LlamaModel
                     Attn = Bf16Attention ? default : R(p + "attn", n * qd), Lse = R(p + "lse", n * c.NumAttentionHeads),
                     XMid = R(p + "xmid", n * d), Rstd2 = R(p + "rstd2", n),
                     Xn2 = anyGateUp && !bf16 ? R(p + "xn2", n * d) : scratchD,
-                    Gate = R(p + "gate", n * f), Up = R(p + "up", n * f),
+                    Gate = bf16 ? scratchGate : R(p + "gate", n * f), Up = bf16 ? scratchUp : R(p + "up", n * f),
                     H = keepH && !bf16 ? R(p + "h", n * f) : scratchF,
                 };
                 if (bf16)
@@ -101,6 +106,7 @@ public sealed partial class LlamaModel
                     if (Bf16Attention) { a.QB = B(p + "q.bf16", n * qd); a.KB = B(p + "k.bf16", n * kvd); a.VB = B(p + "v.bf16", n * kvd); }
                     a.Xn2B = anyGateUp ? B(p + "xn2.bf16", n * d) : scratchDB;
                     a.HB = keepH ? B(p + "h.bf16", n * f) : scratchFB;
+                    a.GateB = B(p + "gate.bf16", n * f); a.UpB = B(p + "up.bf16", n * f);
                 }
                 Layers[l] = a;
                 if (share) shared = a;
@@ -124,7 +130,6 @@ public sealed partial class LlamaModel
                 {
                     LogitsB = B("grad.logits.bf16", (long)o.LogitRows * c.VocabSize);
                     DResB = B("grad.residual.bf16", n * d);
-                    DGateB = B("grad.gate.bf16", n * f); DUpB = B("grad.up.bf16", n * f);
                     DQB = B("grad.q.bf16", n * qd); DKB = B("grad.k.bf16", n * kvd); DVB = B("grad.v.bf16", n * kvd);
                 }
             }

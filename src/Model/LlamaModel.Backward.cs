@@ -37,11 +37,11 @@ public sealed partial class LlamaModel
             var dOut = Operand(dRes, _act.DResB, n * d, w.Down);
             be.MatMul(dh, dOut, w.Down.Compute, n, f, d, transA: false, transB: false, accumulate: false);
             if (w.Down.Trainable) be.MatMul(w.Down.Grad, dOut, Saved(a.H, a.HB, w.Down), d, f, n, transA: true, transB: false, accumulate: true);
-            var dGate = a.Gate.Slice(0, n * f);
-            var dUp = a.Up.Slice(0, n * f);
-            be.SwiGluBackward(dGate, dUp, dh, dGate, dUp);
-            var dGateOp = Operand(dGate, _act.DGateB, n * f, w.Gate);
-            var dUpOp = Operand(dUp, _act.DUpB, n * f, w.Up);
+            // The gradients overwrite the SwiGLU inputs: in bf16 the bf16 inputs, giving the products' bf16 operands.
+            bool bf16 = Options.Precision == Precision.Bf16;
+            var dGateOp = (bf16 ? a.GateB : a.Gate).Slice(0, n * f);
+            var dUpOp = (bf16 ? a.UpB : a.Up).Slice(0, n * f);
+            be.SwiGluBackward(dGateOp, dUpOp, dh, dGateOp, dUpOp);
             be.MatMul(_act.DXn, dGateOp, w.Gate.Compute, n, d, f, transA: false, transB: false, accumulate: false);
             be.MatMul(_act.DXn, dUpOp, w.Up.Compute, n, d, f, transA: false, transB: false, accumulate: true);
             if (w.Gate.Trainable) be.MatMul(w.Gate.Grad, dGateOp, Saved(a.Xn2, a.Xn2B, w.Gate), f, d, n, transA: true, transB: false, accumulate: true);

@@ -83,7 +83,10 @@ public sealed partial class LlamaModel
         var xn2 = bf16 ? a.Xn2B : a.Xn2;
         be.MatMul(a.Gate, xn2, w.Gate.Compute, n, f, d, transA: false, transB: true, accumulate: false);
         be.MatMul(a.Up, xn2, w.Up.Compute, n, f, d, transA: false, transB: true, accumulate: false);
-        be.SwiGluForward(bf16 ? default : a.H.Slice(0, n * f), a.Gate.Slice(0, n * f), a.Up.Slice(0, n * f), bf16 ? a.HB.Slice(0, n * f) : default);
+        if (bf16)
+            be.SwiGluForward(default, a.Gate.Slice(0, n * f), a.Up.Slice(0, n * f), a.HB.Slice(0, n * f), a.GateB.Slice(0, n * f), a.UpB.Slice(0, n * f));
+        else
+            be.SwiGluForward(a.H.Slice(0, n * f), a.Gate.Slice(0, n * f), a.Up.Slice(0, n * f));
         var next = _act.Residual[l + 1].Slice(0, n * d);
         be.MatMul(next, bf16 ? a.HB : a.H, w.Down.Compute, n, d, f, transA: false, transB: true, accumulate: false);
         be.AddInPlace(next, xMid);

@@ -121,6 +121,35 @@ public abstract class BackendOpTests
         Assert.That(h.ReadBf16(only16), Is.EqualTo(h.ReadBf16(both16)));
     }
 
+    /// <summary>
+    /// bf16 SwiGLU: the forward pass also writes gate and up rounded; the backward pass from those bf16 inputs writes
+    /// bf16 gradients over them (in place, as the model does) that are the fp32 backward pass on the rounded inputs,
+    /// rounded. Mixed types are refused.
+    /// </summary>
+    [Test]
+    public void SwiGluInBf16KeepsRoundedInputsAndWritesRoundedGradients()
+    {
+        int count = 4099;
+        var rng = new Random(10);
+        var g = Randn(rng, count, 2); var u = Randn(rng, count); var r = Randn(rng, count);
+        var gr = g.Select(Bf16.Round).ToArray(); var ur = u.Select(Bf16.Round).ToArray();
+        using var h = H();
+        var tg = h.Input(g); var tu = h.Input(u); var tr = h.Input(r); var h16 = h.OutputBf16(count);
+        var g16 = h.OutputBf16(count); var u16 = h.OutputBf16(count);
+        var tgr = h.Input(gr); var tur = h.Input(ur);
+        h.Commit();
+        Backend.SwiGluForward(default, tg, tu, h16, g16, u16);
+        Assert.That(h.ReadBf16(g16), Is.EqualTo(g.Select(Bf16.FromFloat).ToArray()));
+        Assert.That(h.ReadBf16(u16), Is.EqualTo(u.Select(Bf16.FromFloat).ToArray()));
+        Backend.SwiGluBackward(g16, u16, tr, g16, u16);
+        Backend.SwiGluBackward(tgr, tur, tr, tgr, tur);
+        var wantG = h.Read(tgr); var wantU = h.Read(tur);
+        Assert.That(h.ReadBf16(g16), Is.EqualTo(wantG.Select(Bf16.FromFloat).ToArray()), "dGate");
+        Assert.That(h.ReadBf16(u16), Is.EqualTo(wantU.Select(Bf16.FromFloat).ToArray()), "dUp");
+        Assert.That(() => Backend.SwiGluBackward(g16, tu, tr, g16, tu), Throws.ArgumentException.With.Message.Contains("must be BF16 like"));
+        Assert.That(() => Backend.SwiGluForward(default, tg, tu, h16, g16, default), Throws.ArgumentException.With.Message.Contains("go together"));
+    }
+
     [TestCase(7, 3, 8, 10000.0)]
     [TestCase(5, 2, 16, 500000.0)]
     public void RopeRotatesHalvesAndItsInverseIsTheGradient(int n, int heads, int hd, double theta)

@@ -49,11 +49,11 @@ public sealed unsafe partial class CpuBackend
         }
     }
 
-    private static void WidenChunk(void* p, int s, int e)
+    private static void WidenChunk(void* p, int s, int e) => WidenRange(((ConvertArgs*)p)->H, ((ConvertArgs*)p)->F, s, e);
+
+    /// <summary>f[i] = h[i] widened (exact) for i in [s, e).</summary>
+    private static void WidenRange(ushort* h, float* f, int s, int e)
     {
-        var a = (ConvertArgs*)p;
-        float* f = a->F;
-        ushort* h = a->H;
         int i = s, w = Vector<ushort>.Count;
         for (; i <= e - w; i += w)
         {

@@ -4,14 +4,18 @@ namespace HftRuntime.Kernels.Cpu;
 
 public sealed unsafe partial class CpuBackend
 {
-    private struct SwiGluArgs { public float* H, G, U, Dg, Du; public ushort* H16; }
+    private struct SwiGluArgs { public float* H, G, U, Dg, Du; public ushort* H16, G16, U16, Dg16, Du16; }
 
     private const int SwiGluChunk = 1024;
 
     /// <inheritdoc/>
-    protected override void SwiGluForwardCore(Tensor h, Tensor gate, Tensor up, Tensor hBf16)
+    protected override void SwiGluForwardCore(Tensor h, Tensor gate, Tensor up, Tensor hBf16, Tensor gateBf16, Tensor upBf16)
     {
-        var a = new SwiGluArgs { H = h.IsEmpty ? null : F(h), G = F(gate), U = F(up), H16 = hBf16.IsEmpty ? null : H(hBf16) };
+        var a = new SwiGluArgs
+        {
+            H = h.IsEmpty ? null : F(h), G = F(gate), U = F(up), H16 = hBf16.IsEmpty ? null : H(hBf16),
+            G16 = gateBf16.IsEmpty ? null : H(gateBf16), U16 = upBf16.IsEmpty ? null : H(upBf16),
+        };
         _pool.For(gate.Count, 16 * SwiGluChunk, &SwiGluForwardChunk, &a);
     }
 
@@ -31,31 +35,59 @@ public sealed unsafe partial class CpuBackend
             TensorPrimitives.Multiply(g, sg, h);
             TensorPrimitives.Multiply(h, new ReadOnlySpan<float>(a->U + c, len), h);
             if (a->H16 != null) RoundRange(hp, a->H16 + c, 0, len);
+            if (a->G16 != null)
+            {
+                RoundRange(a->G + c, a->G16 + c, 0, len);
+                RoundRange(a->U + c, a->U16 + c, 0, len);
+            }
         }
     }
 
     /// <inheritdoc/>
     protected override void SwiGluBackwardCore(Tensor dGate, Tensor dUp, Tensor dh, Tensor gate, Tensor up)
     {
-        var a = new SwiGluArgs { H = F(dh), G = F(gate), U = F(up), Dg = F(dGate), Du = F(dUp) };
+        var a = gate.Type == DType.BF16
+            ? new SwiGluArgs { H = F(dh), G16 = H(gate), U16 = H(up), Dg16 = H(dGate), Du16 = H(dUp) }
+            : new SwiGluArgs { H = F(dh), G = F(gate), U = F(up), Dg = F(dGate), Du = F(dUp) };
         _pool.For(dh.Count, 16 * SwiGluChunk, &SwiGluBackwardChunk, &a);
     }
 
+    /// <summary>
+    /// The backward pass over [s, e). In bf16 (G16 set) gate and up are widened chunk by chunk and the gradients
+    /// rounded into Dg16 and Du16 (which may alias G16 and U16: a chunk is read before it is written).
+    /// </summary>
     private static void SwiGluBackwardChunk(void* p, int s, int e)
     {
         var a = (SwiGluArgs*)p;
-        Span<float> sig = stackalloc float[SwiGluChunk];
+        bool bf16 = a->G16 != null;
+        float* sig = stackalloc float[SwiGluChunk];
+        float* gw = stackalloc float[SwiGluChunk];
+        float* uw = stackalloc float[SwiGluChunk];
+        float* dgw = stackalloc float[SwiGluChunk];
+        float* duw = stackalloc float[SwiGluChunk];
         for (int c = s; c < e; c += SwiGluChunk)
         {
             int len = Math.Min(SwiGluChunk, e - c);
-            TensorPrimitives.Sigmoid(new ReadOnlySpan<float>(a->G + c, len), sig[..len]);
-            float* g = a->G + c, u = a->U + c, dh = a->H + c, dg = a->Dg + c, du = a->Du + c;
+            float* g = a->G + c, u = a->U + c, dg = a->Dg + c, du = a->Du + c;
+            if (bf16)
+            {
+                WidenRange(a->G16 + c, gw, 0, len);
+                WidenRange(a->U16 + c, uw, 0, len);
+                g = gw; u = uw; dg = dgw; du = duw;
+            }
+            TensorPrimitives.Sigmoid(new ReadOnlySpan<float>(g, len), new Span<float>(sig, len));
+            float* dh = a->H + c;
             for (int j = 0; j < len; j++)
             {
                 float gj = g[j], uj = u[j], sj = sig[j], dhj = dh[j];
                 float silu = gj * sj;
                 dg[j] = dhj * uj * sj * (1f + gj * (1f - sj));
                 du[j] = dhj * silu;
+            }
+            if (bf16)
+            {
+                RoundRange(dgw, a->Dg16 + c, 0, len);
+                RoundRange(duw, a->Du16 + c, 0, len);
             }
         }
     }

@@ -6,46 +6,74 @@ namespace HftRuntime.Kernels.Ilgpu;
 
 /// <summary>
 /// SwiGLU, element-wise: h = silu(gate)·up forward; the backward pass reads gate and up before it writes, so dGate
-/// may alias gate and dUp may alias up.
+/// may alias gate and dUp may alias up, in fp32 or (a kernel of its own) in bf16.
 /// </summary>
 public sealed partial class IlgpuBackend
 {
-    private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, long, int> _swigluForward = null!;
+    private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, long, int> _swigluForward = null!;
     private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> _swigluBackward = null!;
+    private Action<KernelConfig, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>> _swigluBackwardBf16 = null!;
 
     private void LoadSwiGlu()
     {
-        _swigluForward = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, long, int>(SwiGluForwardKernel);
+        _swigluForward = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, long, int>(SwiGluForwardKernel);
         _swigluBackward = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(SwiGluBackwardKernel);
+        _swigluBackwardBf16 = Load<ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>>(SwiGluBackwardBf16Kernel);
     }
 
     /// <inheritdoc/>
-    protected override void SwiGluForwardCore(Tensor h, Tensor gate, Tensor up, Tensor hBf16)
+    protected override void SwiGluForwardCore(Tensor h, Tensor gate, Tensor up, Tensor hBf16, Tensor gateBf16, Tensor upBf16)
     {
         if (gate.Count == 0) return;
-        int flags = (h.IsEmpty ? 0 : 1) | (hBf16.IsEmpty ? 0 : 2);
-        _swigluForward(Config(StreamGroups(gate.Count)), FOrDummy(h), F(gate), F(up), Bf16OrDummy(hBf16), gate.Count, flags);
+        int flags = (h.IsEmpty ? 0 : 1) | (hBf16.IsEmpty ? 0 : 2) | (gateBf16.IsEmpty ? 0 : 4);
+        _swigluForward(Config(StreamGroups(gate.Count)), FOrDummy(h), F(gate), F(up), Bf16OrDummy(hBf16), Bf16OrDummy(gateBf16), Bf16OrDummy(upBf16), gate.Count, flags);
     }
 
     /// <inheritdoc/>
     protected override void SwiGluBackwardCore(Tensor dGate, Tensor dUp, Tensor dh, Tensor gate, Tensor up)
     {
         if (dh.Count == 0) return;
-        _swigluBackward(Config(StreamGroups(dh.Count)), F(dGate), F(dUp), F(dh), F(gate), F(up));
+        if (gate.Type == DType.BF16)
+            _swigluBackwardBf16(Config(StreamGroups(dh.Count)), Bf16View(dGate), Bf16View(dUp), F(dh), Bf16View(gate), Bf16View(up));
+        else
+            _swigluBackward(Config(StreamGroups(dh.Count)), F(dGate), F(dUp), F(dh), F(gate), F(up));
     }
 
-    /// <summary>h = gate·σ(gate)·up over n elements: to h (flags bit 0) and rounded to bfloat16 to h16 (bit 1).</summary>
+    /// <summary>
+    /// h = gate·σ(gate)·up over n elements: to h (flags bit 0) and rounded to bfloat16 to h16 (bit 1); bit 2: gate and
+    /// up rounded to g16 and u16 as well.
+    /// </summary>
     [IlgpuKernel]
-    internal static void SwiGluForwardKernel(ArrayView<float> h, ArrayView<float> gate, ArrayView<float> up, ArrayView<ushort> h16, long n, int flags)
+    internal static void SwiGluForwardKernel(ArrayView<float> h, ArrayView<float> gate, ArrayView<float> up, ArrayView<ushort> h16,
+        ArrayView<ushort> g16, ArrayView<ushort> u16, long n, int flags)
     {
         long stride = (long)Grid.DimX * Group.DimX;
         for (long i = Grid.GlobalIndex.X; i < n; i += stride)
         {
-            float g = gate[i];
+            float g = gate[i], u = up[i];
             float s = 1f / (1f + XMath.Exp(-g));
-            float v = g * s * up[i];
+            float v = g * s * u;
             if ((flags & 1) != 0) h[i] = v;
             if ((flags & 2) != 0) h16[i] = RoundToBf16(v);
+            if ((flags & 4) != 0)
+            {
+                g16[i] = RoundToBf16(g);
+                u16[i] = RoundToBf16(u);
+            }
+        }
+    }
+
+    /// <summary>As <see cref="SwiGluBackwardKernel"/> with bf16 gate and up (widened) and bf16 gradients (rounded).</summary>
+    [IlgpuKernel]
+    internal static void SwiGluBackwardBf16Kernel(ArrayView<ushort> dGate, ArrayView<ushort> dUp, ArrayView<float> dh, ArrayView<ushort> gate, ArrayView<ushort> up)
+    {
+        long n = dh.Length, stride = (long)Grid.DimX * Group.DimX;
+        for (long i = Grid.GlobalIndex.X; i < n; i += stride)
+        {
+            float g = Interop.IntAsFloat((uint)gate[i] << 16), u = Interop.IntAsFloat((uint)up[i] << 16), d = dh[i];
+            float s = 1f / (1f + XMath.Exp(-g));
+            dGate[i] = RoundToBf16(d * u * s * (1f + g * (1f - s)));
+            dUp[i] = RoundToBf16(d * (g * s));
         }
     }
 

@@ -260,13 +260,17 @@ public static partial class SelfTest
         {
             var tg = c.In(g); var tu = c.In(u); var tdh = c.In(dh); var h = c.Out(n);
             var dg = c.Out(n); var du = c.Out(n); var h16 = c.OutBf16(n);
+            var g16 = c.OutBf16(n); var u16 = c.OutBf16(n); var dg16 = c.OutBf16(n); var du16 = c.OutBf16(n);
             var be = c.Backend;
             return
             [
                 new Step("swiglu forward", () => be.SwiGluForward(h, tg, tu), [h], 1e-5),
-                new Step("swiglu forward (bf16)", () => be.SwiGluForward(default, tg, tu, h16), [h16], 4e-3),
+                new Step("swiglu forward (bf16)", () => be.SwiGluForward(default, tg, tu, h16, g16, u16), [h16, g16, u16], 4e-3),
                 // In place, as the model runs it: dGate over gate, dUp over up (copies keep the inputs for the timing runs).
                 new Step("swiglu backward (in place)", () => { be.Copy(dg, tg); be.Copy(du, tu); be.SwiGluBackward(dg, du, tdh, dg, du); }, [dg, du], 1e-5),
+                // bf16: from the rounded inputs, gradients rounded (a last-bit difference of σ may move a gradient by one bf16 step).
+                new Step("swiglu backward (bf16)", () => { be.Copy(dg16, g16); be.Copy(du16, u16); be.SwiGluBackward(dg16, du16, tdh, dg16, du16); },
+                    [dg16, du16], 4e-3),
             ];
         };
     });
