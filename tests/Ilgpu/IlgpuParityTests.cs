@@ -211,6 +211,50 @@ public sealed class IlgpuParityTests
         Assert.That(h.Read(tp).AsSpan(20, 70).ToArray(), Is.EqualTo(p.AsSpan(20, 70).ToArray()));
     }
 
+    /// <summary>
+    /// AdamW goes in 16-byte quads between a segment's ragged ends: segments of 1 to 13 elements at every offset mod 4,
+    /// with gaps (left untouched), decay on some, a bf16 copy, are bit-identical to the CPU back-end; and the PTX loads
+    /// and stores in quads.
+    /// </summary>
+    [Test]
+    public void AdamWOverRaggedSegmentsIsBitIdenticalToTheCpuBackend()
+    {
+        var rng = new Random(21);
+        var segments = new List<int>();
+        int pos = 0;
+        for (int s = 0; s < 40; s++)
+        {
+            pos += rng.Next(3); // gaps of 0 to 2 elements
+            int len = 1 + rng.Next(13);
+            segments.AddRange([pos, len, s % 3 == 0 ? 1 : 0]);
+            pos += len;
+        }
+        segments.AddRange([pos + 1, 1000, 1]); // a long segment too
+        int count = pos + 1 + 1000 + 3;
+        var p = Randn(rng, count); var g = Randn(rng, count); var m = Randn(rng, count); var v = Randn(rng, count).Select(Math.Abs).ToArray();
+        var step = new AdamWStep(0.01f, 0.9f, 0.95f, 1e-8f, 0.1f, 3);
+        (float[], float[], float[], ushort[]) Run(Backend be)
+        {
+            using var h = new OpHarness(be);
+            var tp = h.Input(p); var tg = h.Input(g); var tm = h.Input(m); var tv = h.Input(v); var ts = h.Input(segments.ToArray());
+            var t16 = h.InputBf16(new ushort[count]);
+            h.Commit();
+            be.AdamW(tp, tg, tm, tv, ts, segments.Count / 3, step, default, paramBf16: t16);
+            return (h.Read(tp), h.Read(tm), h.Read(tv), h.ReadBf16(t16));
+        }
+        var (gp, gm, gv, g16) = Run(_gpu);
+        var (cp, cm, cv, c16) = Run(_cpu);
+        Assert.That(gp, Is.EqualTo(cp));
+        Assert.That(gm, Is.EqualTo(cm));
+        Assert.That(gv, Is.EqualTo(cv));
+        Assert.That(g16, Is.EqualTo(c16));
+        Assert.That(gp.Where((x, i) => x != p[i]).Count(), Is.GreaterThan(1000), "segments were updated");
+
+        string ptx = Bf16Gemm.CompilePtx(nameof(IlgpuBackend.AdamWKernel), ILGPU.OptimizationLevel.O2);
+        Assert.That(System.Text.RegularExpressions.Regex.Matches(ptx, @"\bld\.global\.v4\.f32\b").Count, Is.EqualTo(4), "p, g, m, v in quads");
+        Assert.That(System.Text.RegularExpressions.Regex.Matches(ptx, @"\bst\.global\.v4\.f32\b").Count, Is.EqualTo(3), "p, m, v in quads");
+    }
+
     /// <summary>Running the same GEMM (split and not), reduction and RMSNorm weight gradient twice gives the same bits.</summary>
     [Test]
     public void ResultsAreDeterministic()

@@ -8,7 +8,8 @@ namespace HftRuntime.Kernels.Ilgpu;
 /// AdamW over the trainable block in one launch: work units are (segment, chunk) pairs; a unit reads its segment
 /// (start, length, decay) from the device table and updates a strided share of it, with the formula and float
 /// order of the CPU back-end. Elements outside every segment are not touched; a segment reaching outside the block
-/// is clipped to it (the CPU back-end rejects it; a kernel must not fault).
+/// is clipped to it (the CPU back-end rejects it; a kernel must not fault). Memory-bound (28 bytes per element,
+/// 30 with the bf16 copy): loads and stores are 16 bytes wide where a segment allows.
 /// </summary>
 public sealed partial class IlgpuBackend
 {
@@ -19,6 +20,12 @@ public sealed partial class IlgpuBackend
     {
         public float Beta2, OneMinusBeta1, OneMinusBeta2, StepSize, Bc2Sqrt, Eps, DecayFactor;
         public int SegmentCount, Chunks, HasGradScale, HasBf16;
+    }
+
+    /// <summary>Four adjacent fp32 elements (a 16-byte load or store).</summary>
+    internal struct F4
+    {
+        public float X, Y, Z, W;
     }
 
     private void LoadAdamW() =>
@@ -35,17 +42,26 @@ public sealed partial class IlgpuBackend
             DecayFactor = 1f - step.Lr * step.WeightDecay,
             SegmentCount = segmentCount, Chunks = chunks, HasGradScale = gradScale.IsEmpty ? 0 : 1, HasBf16 = paramBf16.IsEmpty ? 0 : 1,
         };
+        // The kernel reads whole quads of 16 bytes (8 for the bf16 copy): the tensors must start on such boundaries.
+        foreach (var t in new[] { param, grad, m, v })
+            if (t.ByteOffset % 16 != 0) throw new ArgumentException($"AdamW tensor '{t.Name}' must start on a 16-byte boundary", t.Name);
+        if (!paramBf16.IsEmpty && paramBf16.ByteOffset % 8 != 0) throw new ArgumentException($"AdamW tensor '{paramBf16.Name}' must start on an 8-byte boundary", nameof(paramBf16));
         _adamw(Config(TileGroups((long)segmentCount * chunks)), F(param), F(grad), F(m), F(v), I(segments), FOrDummy(gradScale), Bf16OrDummy(paramBf16), a);
     }
 
     /// <summary>
     /// PyTorch's AdamW per element of each segment: p ·= 1 − lr·wd (decay segments); m = m + (1 − β1)(g − m);
-    /// v = β2·v + (1 − β2)·g²; p −= step_size · m / (sqrt(v) / sqrt(bc2) + eps), g scaled by gradScale[0] if given; with HasBf16 the new p rounded to bfloat16 goes to p16 as well.
+    /// v = β2·v + (1 − β2)·g²; p −= step_size · m / (sqrt(v) / sqrt(bc2) + eps), g scaled by gradScale[0] if given;
+    /// with HasBf16 the new p rounded to bfloat16 goes to p16 as well. The part of a segment between its first and
+    /// last multiple of 4 goes in 16-byte quads (the arrays seen as F4; p16 as 8-byte U2); its ragged ends (at most 3
+    /// elements each) element by element, by the segment's first chunk.
     /// </summary>
     [IlgpuKernel]
     internal static void AdamWKernel(ArrayView<float> p, ArrayView<float> g, ArrayView<float> m, ArrayView<float> v,
         ArrayView<int> segments, ArrayView<float> gradScale, ArrayView<ushort> p16, AdamWArgs a)
     {
+        var p4 = p.Cast<F4>(); var g4 = g.Cast<F4>(); var m4 = m.Cast<F4>(); var v4 = v.Cast<F4>();
+        var p16q = p16.Cast<U2>();
         float gs = a.HasGradScale != 0 ? gradScale[0] : 1f;
         long count = p.Length;
         int units = a.SegmentCount * a.Chunks;
@@ -57,17 +73,50 @@ public sealed partial class IlgpuBackend
             float decay = segments[3 * s + 2] != 0 ? a.DecayFactor : 1f;
             if (start < 0) start = 0;
             if (end > count) end = count;
-            for (long i = start + (long)chunk * GroupSize + Group.IdxX; i < end; i += stride)
+            if (start >= end) continue;
+            long q0 = (start + 3) >> 2, q1 = end >> 2; // whole quads [q0, q1)
+            if (q0 >= q1) q0 = q1 = end >> 2;
+            int t = Group.IdxX;
+            if (chunk == 0 && t < 8)
             {
-                float gi = g[i] * gs;
-                float mi = m[i] + a.OneMinusBeta1 * (gi - m[i]);
-                float vi = a.Beta2 * v[i] + a.OneMinusBeta2 * gi * gi;
-                m[i] = mi;
-                v[i] = vi;
-                float pi = p[i] * decay - mi / (XMath.Sqrt(vi) / a.Bc2Sqrt + a.Eps) * a.StepSize;
-                p[i] = pi;
-                if (a.HasBf16 != 0) p16[i] = RoundToBf16(pi);
+                // The ragged ends, at most 3 elements each: [start, 4·q0) by threads 0..3, [4·q1, end) by threads 4..7.
+                long i = t < 4 ? start + t : 4 * q1 + t - 4;
+                if (t < 4 ? i < 4 * q0 && i < end : i < end && i >= start)
+                {
+                    float pi = AdamWElement(p[i], g[i] * gs, ref m[i], ref v[i], decay, a);
+                    p[i] = pi;
+                    if (a.HasBf16 != 0) p16[i] = RoundToBf16(pi);
+                }
+            }
+            for (long j = q0 + (long)chunk * GroupSize + t; j < q1; j += stride)
+            {
+                F4 pq = p4[j], gq = g4[j], mq = m4[j], vq = v4[j];
+                pq.X = AdamWElement(pq.X, gq.X * gs, ref mq.X, ref vq.X, decay, a);
+                pq.Y = AdamWElement(pq.Y, gq.Y * gs, ref mq.Y, ref vq.Y, decay, a);
+                pq.Z = AdamWElement(pq.Z, gq.Z * gs, ref mq.Z, ref vq.Z, decay, a);
+                pq.W = AdamWElement(pq.W, gq.W * gs, ref mq.W, ref vq.W, decay, a);
+                m4[j] = mq;
+                v4[j] = vq;
+                p4[j] = pq;
+                if (a.HasBf16 != 0)
+                {
+                    U2 h;
+                    h.X = RoundToBf16(pq.X) | (uint)RoundToBf16(pq.Y) << 16;
+                    h.Y = RoundToBf16(pq.Z) | (uint)RoundToBf16(pq.W) << 16;
+                    p16q[j] = h;
+                }
             }
         }
+    }
+
+    /// <summary>One element's update (m and v in place); the new parameter.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static float AdamWElement(float pi, float gi, ref float m, ref float v, float decay, AdamWArgs a)
+    {
+        float mi = m + a.OneMinusBeta1 * (gi - m);
+        float vi = a.Beta2 * v + a.OneMinusBeta2 * gi * gi;
+        m = mi;
+        v = vi;
+        return pi * decay - mi / (XMath.Sqrt(vi) / a.Bc2Sqrt + a.Eps) * a.StepSize;
     }
 }
