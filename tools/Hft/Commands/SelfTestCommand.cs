@@ -44,7 +44,7 @@ internal static class SelfTestCommand
 
         o.WriteLine($"device    {backend.DeviceName} ({backend.Name})");
         o.WriteLine($"reference cpu back-end; {cases.Length} cases, {(large ? "small and training shapes" : "small shapes")}{(timings ? ", device times per call" : "")}");
-        o.WriteLine($"{"operation",-28}  {"shape",-26}  {"rel_err",9}  {"tol",7}  {"ms",9}  {"GFLOP/s",9}  result");
+        o.WriteLine($"{"operation",-32}  {"shape",-26}  {"rel_err",9}  {"tol",7}  {"ms",9}  {"GFLOP/s",9}  result");
         using var reference = new Kernels.Cpu.CpuBackend(threads);
         int total = 0, failed = 0;
         foreach (var c in cases)
@@ -75,6 +75,6 @@ internal static class SelfTestCommand
         string tol = r.Tolerance == 0 ? "exact" : r.Tolerance.ToString("0e+00", inv);
         string ms = r.Milliseconds is { } t ? t.ToString(t < 10 ? "0.000" : "0.0", inv) : "-";
         string gf = r.Gflops is { } g ? g.ToString("0.0", inv) : "-";
-        return string.Format(inv, "{0,-28}  {1,-26}  {2,9}  {3,7}  {4,9}  {5,9}  {6}", r.Operation, r.Shape, err, tol, ms, gf, r.Pass ? "ok" : "FAIL");
+        return string.Format(inv, "{0,-32}  {1,-26}  {2,9}  {3,7}  {4,9}  {5,9}  {6}", r.Operation, r.Shape, err, tol, ms, gf, r.Pass ? "ok" : "FAIL");
     }
 }
