@@ -193,16 +193,18 @@ public abstract class Backend : IDisposable
     /// <summary>
     /// Rotates x [n, heads, headDim] in place, Hugging Face's rotate-half layout (pairs i and i + headDim/2), by the
     /// angles of positions[i] taken from the tables cos/sin [maxPositions, headDim/2]. With
-    /// <paramref name="inverse"/> it rotates by the negative angle, which is the backward pass.
+    /// <paramref name="inverse"/> it rotates by the negative angle, which is the backward pass. With
+    /// <paramref name="xBf16"/> (BF16) the rotated values are also written rounded to bfloat16, in the same pass.
     /// </summary>
-    public void Rope(Tensor x, Tensor positions, Tensor cos, Tensor sin, int n, int heads, int headDim, int maxPositions, bool inverse)
+    public void Rope(Tensor x, Tensor positions, Tensor cos, Tensor sin, int n, int heads, int headDim, int maxPositions, bool inverse, Tensor xBf16 = default)
     {
         Pos(n, nameof(n)); Pos(heads, nameof(heads)); Pos(headDim, nameof(headDim)); Pos(maxPositions, nameof(maxPositions));
         if (headDim % 2 != 0) throw new ArgumentException($"headDim must be even for RoPE, got {headDim}", nameof(headDim));
         F32(x, nameof(x)); I32(positions, nameof(positions)); F32(cos, nameof(cos)); F32(sin, nameof(sin));
         Need(x, (long)n * heads * headDim, nameof(x)); Need(positions, n, nameof(positions));
         Need(cos, (long)maxPositions * headDim / 2, nameof(cos)); Need(sin, (long)maxPositions * headDim / 2, nameof(sin));
-        RopeCore(x, positions, cos, sin, n, heads, headDim, maxPositions, inverse);
+        if (!xBf16.IsEmpty) OptionalOutputs(default, xBf16, (long)n * heads * headDim, nameof(x), nameof(xBf16));
+        RopeCore(x, positions, cos, sin, n, heads, headDim, maxPositions, inverse, xBf16);
     }
 
     // ------------------------------------------------------------------ attention
@@ -415,7 +417,7 @@ public abstract class Backend : IDisposable
     /// <summary>Implementation of <see cref="RmsNormBackward"/>.</summary>
     protected abstract void RmsNormBackwardCore(Tensor dx, Tensor dw, Tensor dy, Tensor x, Tensor w, Tensor rstd, int n, int dim);
     /// <summary>Implementation of <see cref="Rope"/>.</summary>
-    protected abstract void RopeCore(Tensor x, Tensor positions, Tensor cos, Tensor sin, int n, int heads, int headDim, int maxPositions, bool inverse);
+    protected abstract void RopeCore(Tensor x, Tensor positions, Tensor cos, Tensor sin, int n, int heads, int headDim, int maxPositions, bool inverse, Tensor xBf16);
     /// <summary>Implementation of <see cref="AttentionForward"/>.</summary>
     protected abstract void AttentionForwardCore(Tensor o, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor docStart,
         int batch, int seq, int heads, int kvHeads, int headDim, float scale, bool bf16);

@@ -61,10 +61,11 @@ public sealed partial class LlamaModel
             else
                 be.AttentionBackward(_act.DQ, _act.DK, _act.DV, _act.DAttn, a.Attn, a.Lse, a.Q, a.K, a.V, DocStartOrEmpty,
                     _batch, _seq, hq, hkv, hd, _attnScale, Options.Precision == Precision.Bf16);
-            be.Rope(_act.DQ, _act.Positions, _act.RopeCos, _act.RopeSin, n, hq, hd, Options.Seq, inverse: true);
-            be.Rope(_act.DK, _act.Positions, _act.RopeCos, _act.RopeSin, n, hkv, hd, Options.Seq, inverse: true);
-            var dq = Operand(_act.DQ, _act.DQB, n * qd, w.Q);
-            var dk = Operand(_act.DK, _act.DKB, n * kvd, w.K);
+            // In bf16 the inverse rotation writes the products' bf16 operands in the same pass.
+            var dq = bf16 ? _act.DQB : _act.DQ;
+            var dk = bf16 ? _act.DKB : _act.DK;
+            be.Rope(_act.DQ, _act.Positions, _act.RopeCos, _act.RopeSin, n, hq, hd, Options.Seq, inverse: true, xBf16: bf16 ? dq.Slice(0, n * qd) : default);
+            be.Rope(_act.DK, _act.Positions, _act.RopeCos, _act.RopeSin, n, hkv, hd, Options.Seq, inverse: true, xBf16: bf16 ? dk.Slice(0, n * kvd) : default);
             var dv = Operand(_act.DV, _act.DVB, n * kvd, w.V);
             if (w.Q.Trainable) be.MatMul(w.Q.Grad, dq, Saved(a.Xn1, a.Xn1B, w.Q), qd, d, n, transA: true, transB: false, accumulate: true);
             if (w.K.Trainable) be.MatMul(w.K.Grad, dk, Saved(a.Xn1, a.Xn1B, w.K), kvd, d, n, transA: true, transB: false, accumulate: true);

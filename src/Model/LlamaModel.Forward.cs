@@ -62,14 +62,14 @@ public sealed partial class LlamaModel
         be.MatMul(a.Q, xn1, w.Q.Compute, n, qd, d, transA: false, transB: true, accumulate: false);
         be.MatMul(a.K, xn1, w.K.Compute, n, kvd, d, transA: false, transB: true, accumulate: false);
         be.MatMul(a.V, xn1, w.V.Compute, n, kvd, d, transA: false, transB: true, accumulate: false);
-        be.Rope(a.Q, _act.Positions, _act.RopeCos, _act.RopeSin, n, hq, hd, Options.Seq, inverse: false);
-        be.Rope(a.K, _act.Positions, _act.RopeCos, _act.RopeSin, n, hkv, hd, Options.Seq, inverse: false);
+        // With bf16 attention operands RoPE also writes the rotated q and k in bf16, kept alone for the backward pass.
+        bool bf16Attention = _act.Bf16Attention;
+        be.Rope(a.Q, _act.Positions, _act.RopeCos, _act.RopeSin, n, hq, hd, Options.Seq, inverse: false, xBf16: bf16Attention ? a.QB.Slice(0, n * qd) : default);
+        be.Rope(a.K, _act.Positions, _act.RopeCos, _act.RopeSin, n, hkv, hd, Options.Seq, inverse: false, xBf16: bf16Attention ? a.KB.Slice(0, n * kvd) : default);
         var xMid = a.XMid.Slice(0, n * d);
-        if (_act.Bf16Attention)
+        if (bf16Attention)
         {
-            // q, k, v kept in bf16 alone; the attention writes its output in bf16, the operand of the o projection.
-            be.ToBf16(a.QB.Slice(0, n * qd), a.Q.Slice(0, n * qd));
-            be.ToBf16(a.KB.Slice(0, n * kvd), a.K.Slice(0, n * kvd));
+            // The attention writes its output in bf16, the operand of the o projection.
             be.ToBf16(a.VB.Slice(0, n * kvd), a.V.Slice(0, n * kvd));
             be.AttentionForward(a.AttnB, a.Lse, a.QB, a.KB, a.VB, DocStartOrEmpty, _batch, _seq, hq, hkv, hd, _attnScale, bf16);
             be.MatMul(xMid, a.AttnB, w.O.Compute, n, d, qd, transA: false, transB: true, accumulate: false);

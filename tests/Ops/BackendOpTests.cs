@@ -161,13 +161,17 @@ public abstract class BackendOpTests
         var pos = RandInt(rng, n, maxPos);
         using var h = H();
         var tx = h.Input(x); var tr = h.Input(r); var tp = h.Input(pos); var tc = h.Input(cos); var ts = h.Input(sin);
+        var x16 = h.OutputBf16(n * heads * hd); var r16 = h.OutputBf16(n * heads * hd);
         h.Commit();
-        Backend.Rope(tx, tp, tc, ts, n, heads, hd, maxPos, inverse: false);
-        Backend.Rope(tr, tp, tc, ts, n, heads, hd, maxPos, inverse: true);
+        Backend.Rope(tx, tp, tc, ts, n, heads, hd, maxPos, inverse: false, xBf16: x16);
+        Backend.Rope(tr, tp, tc, ts, n, heads, hd, maxPos, inverse: true, xBf16: r16);
         double[] xd = D(x), cd = D(cos), sd = D(sin), rd = D(r);
         Assert.That(RelErr(h.Read(tx), Reference.Rope(xd, pos, cd, sd, n, heads, hd)), Is.LessThan(ForwardTolerance));
         var g = FiniteDifference(xd, () => Dot(Reference.Rope(xd, pos, cd, sd, n, heads, hd), rd));
         Assert.That(RelErr(h.Read(tr), g), Is.LessThan(GradientTolerance));
+        // The fused bf16 copies are the rotated values rounded.
+        Assert.That(h.ReadBf16(x16), Is.EqualTo(h.Read(tx).Select(Bf16.FromFloat).ToArray()));
+        Assert.That(h.ReadBf16(r16), Is.EqualTo(h.Read(tr).Select(Bf16.FromFloat).ToArray()));
     }
 
     [TestCase(2, 7, 4, 2, 6, false)]

@@ -2,12 +2,16 @@ namespace HftRuntime.Kernels.Cpu;
 
 public sealed unsafe partial class CpuBackend
 {
-    private struct RopeArgs { public float* X, Cos, Sin; public int* Pos; public int Heads, HeadDim, MaxPositions; public bool Inverse; }
+    private struct RopeArgs { public float* X, Cos, Sin; public int* Pos; public ushort* X16; public int Heads, HeadDim, MaxPositions; public bool Inverse; }
 
     /// <inheritdoc/>
-    protected override void RopeCore(Tensor x, Tensor positions, Tensor cos, Tensor sin, int n, int heads, int headDim, int maxPositions, bool inverse)
+    protected override void RopeCore(Tensor x, Tensor positions, Tensor cos, Tensor sin, int n, int heads, int headDim, int maxPositions, bool inverse, Tensor xBf16)
     {
-        var a = new RopeArgs { X = F(x), Cos = F(cos), Sin = F(sin), Pos = I(positions), Heads = heads, HeadDim = headDim, MaxPositions = maxPositions, Inverse = inverse };
+        var a = new RopeArgs
+        {
+            X = F(x), Cos = F(cos), Sin = F(sin), Pos = I(positions), X16 = xBf16.IsEmpty ? null : H(xBf16),
+            Heads = heads, HeadDim = headDim, MaxPositions = maxPositions, Inverse = inverse,
+        };
         for (int i = 0; i < n; i++)
             if ((uint)a.Pos[i] >= (uint)maxPositions)
                 throw new ArgumentOutOfRangeException(nameof(positions), a.Pos[i], $"position {a.Pos[i]} at row {i} is outside the RoPE table [0, {maxPositions})");
@@ -33,6 +37,8 @@ public sealed unsafe partial class CpuBackend
                     x[j + half] = x2 * cj + x1 * sj;
                 }
             }
+            int width = a->Heads * a->HeadDim;
+            if (a->X16 != null) RoundRange(row, a->X16 + (long)i * width, 0, width);
         }
     }
 }

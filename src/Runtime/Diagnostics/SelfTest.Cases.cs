@@ -177,11 +177,13 @@ public static partial class SelfTest
         {
             var tc = c.In(cos); var ts = c.In(sin); var tp = c.In(pos);
             var fwd = c.Out((long)n * heads * hd); var inv = c.Out((long)n * heads * hd); var tx = c.In(x);
+            var both = c.Out((long)n * heads * hd); var both16 = c.OutBf16((long)n * heads * hd);
             var be = c.Backend;
             return
             [
                 new Step("rope", () => { be.Copy(fwd, tx); be.Rope(fwd, tp, tc, ts, n, heads, hd, maxPos, inverse: false); }, [fwd], 1e-6),
                 new Step("rope inverse", () => { be.Copy(inv, tx); be.Rope(inv, tp, tc, ts, n, heads, hd, maxPos, inverse: true); }, [inv], 1e-6),
+                new Step("rope (bf16)", () => { be.Copy(both, tx); be.Rope(both, tp, tc, ts, n, heads, hd, maxPos, inverse: false, xBf16: both16); }, [both, both16], 4e-3),
             ];
         };
     });
