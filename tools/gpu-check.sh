@@ -44,7 +44,7 @@ timed() { # timed NAME WANT COMMAND...: run NAME under timeout (WANT seconds, or
 
 status=0
 run gpu nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || status=1
-timed selftest 75 "$HFT" selftest --device cuda || status=1
+timed selftest 90 "$HFT" selftest --device cuda || status=1
 cases=()
 for c in tests/fixtures/*/; do [ -f "$c/golden.json" ] && cases+=("${c%/}"); done
 if [ ${#cases[@]} -eq 0 ]; then
@@ -52,7 +52,7 @@ if [ ${#cases[@]} -eq 0 ]; then
 fi
 # Every reference case in one process per precision (the kernels compile once).
 for p in fp32 bf16; do
-  timed "verify-$p" 45 "$HFT" verify --device cuda --precision "$p" --golden "${cases[@]}" || status=1
+  timed "verify-$p" 40 "$HFT" verify --device cuda --precision "$p" --golden "${cases[@]}" || status=1
 done
 # cuBLAS for the comparison in hft bench: ILGPU.Algorithms loads libcublas.so.12; CUDA 13 ships libcublas.so.13.
 # (PyTorch runs with the LD_LIBRARY_PATH this script was given: the renamed link must not stand in for its cuBLAS.)
