@@ -125,19 +125,23 @@ public sealed class AttentionTcTests
     /// <summary>
     /// The kernels' PTX for sm_90 at both optimisation levels: the CUDA branch alone (no emulation barriers, no dynamic
     /// shared memory), 32 mma.sync per product of a 64-row tile (forward QKᵀ and PV: 64; dQ: 96; dK/dV: 128), the
-    /// static shared memory of their tiles, no f64, and the base-2 exponential as the hardware's ex2.
+    /// probabilities packed by cvt.rn.bf16x2, the static shared memory of their tiles, no f64, and the base-2
+    /// exponential as the hardware's ex2.
     /// </summary>
-    [TestCase(nameof(IlgpuBackend.AttentionTcForwardKernel), OptimizationLevel.O2, 64, 2 * 64 * 36 * 4)]
-    [TestCase(nameof(IlgpuBackend.AttentionTcForwardKernel), OptimizationLevel.O1, 64, 2 * 64 * 36 * 4)]
-    [TestCase(nameof(IlgpuBackend.AttentionTcDqKernel), OptimizationLevel.O2, 96, 3 * 64 * 36 * 4)]
-    [TestCase(nameof(IlgpuBackend.AttentionTcDkDvKernel), OptimizationLevel.O2, 128, 4 * 64 * 36 * 4 + 3 * 64 * 4)]
-    [TestCase(nameof(IlgpuBackend.AttentionTcDeltaKernel), OptimizationLevel.O2, 0, 0)]
-    public void PtxHoldsTheTensorCorePathAlone(string kernel, OptimizationLevel level, int mmas, int sharedBytes)
+    [TestCase(nameof(IlgpuBackend.AttentionTcForwardKernel), OptimizationLevel.O2, 64, 32, 2 * 64 * 36 * 4)]
+    [TestCase(nameof(IlgpuBackend.AttentionTcForwardKernel), OptimizationLevel.O1, 64, 32, 2 * 64 * 36 * 4)]
+    [TestCase(nameof(IlgpuBackend.AttentionTcDqKernel), OptimizationLevel.O2, 96, 16, 3 * 64 * 36 * 4)]
+    [TestCase(nameof(IlgpuBackend.AttentionTcDkDvKernel), OptimizationLevel.O2, 128, 32, 4 * 64 * 36 * 4 + 3 * 64 * 4)]
+    [TestCase(nameof(IlgpuBackend.AttentionTcDeltaKernel), OptimizationLevel.O2, 0, 0, 0)]
+    public void PtxHoldsTheTensorCorePathAlone(string kernel, OptimizationLevel level, int mmas, int packs, int sharedBytes)
     {
         string ptx = Bf16Gemm.CompilePtx(kernel, level);
         int found = Regex.Matches(ptx, @"\bmma\.sync\.aligned\.m16n8k16\.row\.col\.f32\.bf16\.bf16\.f32\b").Count;
-        TestContext.Out.WriteLine($"{kernel} {level}: mma.sync {found}, ex2 {Regex.Matches(ptx, @"\bex2\.").Count}, PTX {ptx.Length} chars");
+        int cvt = Regex.Matches(ptx, @"\bcvt\.rn\.bf16x2\.f32\b").Count;
+        TestContext.Out.WriteLine($"{kernel} {level}: mma.sync {found}, cvt.rn.bf16x2 {cvt}, ex2 {Regex.Matches(ptx, @"\bex2\.").Count}, PTX {ptx.Length} chars");
         Assert.That(found, Is.EqualTo(mmas));
+        // P and dS (and a bf16 output) become bf16 pairs in one instruction each: 16 pairs per 16 × 64 block.
+        Assert.That(cvt, Is.EqualTo(packs));
         Assert.That(ptx, Does.Not.Contain("bar.warp.sync"), "the emulation branch must be compiled out on CUDA");
         Assert.That(ptx, Does.Not.Contain(".extern .shared"), "no dynamic shared memory on CUDA");
         Assert.That(ptx, Does.Not.Match(@"\.f64\b"), "no double precision");

@@ -2,6 +2,7 @@ using System.Runtime.CompilerServices;
 using ILGPU;
 using ILGPU.Algorithms;
 using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
 
 namespace HftRuntime.Kernels.Ilgpu;
 
@@ -159,9 +160,26 @@ public sealed partial class IlgpuBackend
 
     // ------------------------------------------------------------------ fragments and tiles
 
-    /// <summary>bf16(lo) in the low half, bf16(hi) in the high half.</summary>
+    /// <summary>
+    /// bf16(lo) in the low half, bf16(hi) in the high half (nearest even): one <c>cvt.rn.bf16x2.f32</c> on CUDA, the
+    /// bit rounding of <see cref="RoundToBf16"/> elsewhere (the same result for every non-NaN value).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static uint PackBf16(float lo, float hi) => RoundToBf16(lo) | (uint)RoundToBf16(hi) << 16;
+    private static uint PackBf16(float lo, float hi)
+    {
+        switch (Accelerator.CurrentType)
+        {
+            case AcceleratorType.Cuda:
+                Ref<uint> d = 0u;
+                Input<float> a = hi, b = lo;
+                CudaAsm.EmitRef("cvt.rn.bf16x2.f32 %0, %1, %2;", ref d, ref a, ref b);
+                return d.Value;
+            case AcceleratorType.CPU:
+            case AcceleratorType.OpenCL:
+            default:
+                return RoundToBf16(lo) | (uint)RoundToBf16(hi) << 16;
+        }
+    }
 
     /// <summary>
     /// Elements (row, d) and (row, d + 1), d even, of a row-major bf16 matrix seen as uint pairs (element (row, d) at
