@@ -22,9 +22,13 @@ Each configuration runs --warmup steps, then --steps timed steps (torch.cuda.syn
 median, as in hft bench. Peak memory is torch.cuda.max_memory_allocated from model creation to the last step. Also
 times c = a @ b.T at the GEMM sizes of hft bench in fp32, TF32 and bf16 (cuBLAS through torch.matmul).
 
+Also times causal scaled_dot_product_attention forward and backward in fp32 and bf16 at the attention shape of hft
+bench (batch 8, 12 heads, 1024 tokens, head dimension 64).
+
 Writes JSON to OUT (after every configuration, so a run stopped by a timeout keeps what it measured) with the keys
 card, torch_version, transformers_version, model {name, config, batch, seq, parameters}, frozen, frozen_source,
-settings, gemm [{impl, m, n, k, tflops}], step [{method, precision, ms, ms_min, ms_max, tokens_per_s, peak_bytes,
+settings, gemm [{impl, m, n, k, tflops}], attention and attention_bf16 {shape, precision, forward_ms, backward_ms,
+forward_tflops, backward_tflops} (as hft bench writes them), step [{method, precision, ms, ms_min, ms_max, tokens_per_s, peak_bytes,
 trainable_parameters, loss} or {method, precision, error}], hft_fft_ratio {precision: hft ms / fft ms}, and prints a
 table. `hft bench --from bench.json --compare OUT` sets these figures beside ours.
 
@@ -213,6 +217,59 @@ def gemms(torch, device, sizes, repeats, log):
     return results
 
 
+# The attention shape of `hft bench` on a GPU (batch, heads, sequence, head dimension), causal, no GQA.
+ATTENTION_SHAPE = (8, 12, 1024, 64)
+
+
+def time_attention(torch, device, precision, repeats, log):
+    """torch.nn.functional.scaled_dot_product_attention (causal) forward and backward at ATTENTION_SHAPE, as hft bench
+    times ours: median ms of the forward, and of forward + backward minus the forward; TFLOP/s with the same counts."""
+    b, h, t, d = ATTENTION_SHAPE
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    entry = {"shape": f"b{b} t{t} h{h} d{d} causal", "precision": precision}
+    try:
+        g = torch.Generator(device=device).manual_seed(3)
+        q, k, v, do = (torch.randn(b, h, t, d, device=device, dtype=dtype, generator=g) for _ in range(4))
+        for x in (q, k, v):
+            x.requires_grad_(True)
+        sdpa = torch.nn.functional.scaled_dot_product_attention
+
+        def forward():
+            with torch.no_grad():
+                sdpa(q, k, v, is_causal=True)
+
+        def forward_backward():
+            q.grad = k.grad = v.grad = None
+            sdpa(q, k, v, is_causal=True).backward(do)
+
+        def median_ms(op):
+            op()
+            op()
+            sync(torch, device)
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                op()
+                sync(torch, device)
+                times.append((time.perf_counter() - t0) * 1e3)
+            return statistics.median(times)
+
+        fwd = median_ms(forward)
+        both = median_ms(forward_backward)
+        bwd = max(both - fwd, 1e-6)
+        flops = 2.0 * 2 * d * h * (t + 1) / 2.0 * b * t
+        entry.update({"forward_ms": fwd, "backward_ms": bwd, "forward_tflops": flops / fwd / 1e9,
+                      "backward_tflops": 2.5 * flops / bwd / 1e9})
+        log(f"attention {precision}: forward {fwd:.2f} ms, backward {bwd:.2f} ms")
+        del q, k, v, do
+    except Exception as e:  # noqa: BLE001 - recorded, the rest still runs
+        entry["error"] = f"{type(e).__name__}: {e}"[:500]
+        log(f"attention {precision}: {entry['error']}")
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return entry
+
+
 def run_step(torch, transformers, args, method, precision, frozen, ids, log):
     """One configuration: warm-up and timed optimizer steps; the step entry."""
     device = args.device
@@ -354,6 +411,10 @@ def main(argv):
     write(args.out, report)
 
     report["gemm"] = gemms(torch, args.device, args.gemm_sizes, args.gemm_repeats, log)
+    write(args.out, report)
+    # The same keys as hft bench: "attention" in fp32, "attention_bf16" in bf16.
+    report["attention"] = time_attention(torch, args.device, "fp32", args.gemm_repeats, log)
+    report["attention_bf16"] = time_attention(torch, args.device, "bf16", args.gemm_repeats, log)
     write(args.out, report)
 
     g = torch.Generator().manual_seed(2)

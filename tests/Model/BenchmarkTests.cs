@@ -131,6 +131,12 @@ public sealed class BenchmarkTests
             ["model"] = new JsonObject { ["config"] = _report["step_config"]!.DeepClone(), ["batch"] = _report["step_batch"]!.GetValue<int>(), ["seq"] = _report["step_seq"]!.GetValue<int>() },
             ["frozen"] = new JsonArray(frozen.Select(n => (JsonNode)n).ToArray()),
             ["gemm"] = gemm, ["step"] = steps,
+            ["attention"] = new JsonObject
+            {
+                ["shape"] = "b8 t1024 h12 d64 causal", ["precision"] = "fp32", ["forward_ms"] = 2 * _report["attention"]!["forward_ms"]!.GetValue<double>(),
+                ["backward_ms"] = 4 * _report["attention"]!["backward_ms"]!.GetValue<double>(),
+            },
+            ["attention_bf16"] = new JsonObject { ["shape"] = "b8 t1024 h12 d64 causal", ["precision"] = "bf16", ["error"] = "RuntimeError: no kernel" },
             ["hft_fft_ratio"] = new JsonObject { ["fp32"] = 0.9, ["bf16"] = 0.8, ["bf16-pure"] = 0.7 },
         };
     }
@@ -148,6 +154,8 @@ public sealed class BenchmarkTests
                 Assert.That(text, Does.Match($@"\| {m} \| {p} \| [\d.]+ \| [\d.]+ \| 0\.500 \| [\d,]+ \| [\d,]+ \| [\d,]+ \| [\d,]+ \| 0\.250 \|"));
         }
         Assert.That(text, Does.Contain("| fft | bf16-pure (PyTorch only) | | 12.5 |"));
+        Assert.That(text, Does.Match(@"\| b2 t512 h4 d64 causal \| fp32 \| [\d.]+ \| [\d.]+ \| 0\.500 \| [\d.]+ \| [\d.]+ \| 0\.250 \|"), "our attention beside PyTorch's");
+        Assert.That(text, Does.Contain("| bf16 | n/a | failed: RuntimeError: no kernel |"), "a CPU run has no bf16 attention; PyTorch's failure is shown");
         Assert.That(text, Does.Match(@"\| fp32 \| \d\.\d{3} \| 0\.900 \|"));
         Assert.That(text, Does.Contain("| bf16-pure | n/a | 0.700 |"));
     }

@@ -61,7 +61,8 @@ public static class BenchReport
     /// <summary>
     /// A markdown comparison of a report with the JSON that tools/pytorch_baseline.py writes (the same step model,
     /// batch and AdamW run by PyTorch and transformers): GEMM TFLOP/s of ours-fp32 and ours-bf16 against torch-fp32
-    /// and torch-bf16 (cuBLAS through torch.matmul) and cublas-tf32 against torch-tf32; per training-step method and
+    /// and torch-bf16 (cuBLAS through torch.matmul) and cublas-tf32 against torch-tf32; attention forward and backward
+    /// ms in fp32 and bf16 against scaled_dot_product_attention (ours/torch below 1: ours is faster); per training-step method and
     /// precision our ms/step and memory beside PyTorch's, with ours/torch ratios of the step time (below 1: ours is
     /// faster) and of the memory; PyTorch-only precisions (bf16-pure) follow with their figures alone; then both
     /// HFT/FFT ratios per precision. Notes where the models, batch or frozen tensors differ.
@@ -92,6 +93,20 @@ public static class BenchReport
             // PyTorch's bf16 product writes a bf16 c unless its torch.mm has out_dtype; ours writes fp32.
             string label = t?["c_dtype"] is JsonValue cd && cd.ToString() != "float32" ? $"{counterpart} (c {cd})" : counterpart;
             sb.AppendLine($"| {impl} | {g["m"]} | {(g["error"] is JsonNode e ? $"failed: {e}" : F(g["tflops"], "F2"))} | {label} | {F(t?["tflops"], "F2")} | {Ratio(g["tflops"], t?["tflops"])} |");
+        }
+
+        var attention = new[] { "attention", "attention_bf16" }.Where(key => ours[key] is JsonObject || torch[key] is JsonObject).ToList();
+        if (attention.Count > 0)
+        {
+            sb.AppendLine().AppendLine("| attention | precision | ours fwd ms | PyTorch fwd ms | fwd ours/torch | ours bwd ms | PyTorch bwd ms | bwd ours/torch |");
+            sb.AppendLine("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+            foreach (string key in attention)
+            {
+                JsonNode? o = ours[key], t = torch[key];
+                string precision = key == "attention_bf16" ? "bf16" : "fp32";
+                sb.AppendLine($"| {o?["shape"] ?? t?["shape"]} | {precision} | {F(o?["forward_ms"], "F2")} | {(t?["error"] is JsonNode te ? $"failed: {te}" : F(t?["forward_ms"], "F2"))} | " +
+                    $"{Ratio(o?["forward_ms"], t?["forward_ms"])} | {F(o?["backward_ms"], "F2")} | {F(t?["backward_ms"], "F2")} | {Ratio(o?["backward_ms"], t?["backward_ms"])} |");
+            }
         }
 
         sb.AppendLine().AppendLine(string.Format(inv, "Training step, {0} model, batch {1} × {2}; ours/torch below 1: ours is faster or smaller " +
