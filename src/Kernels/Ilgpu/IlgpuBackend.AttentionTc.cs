@@ -233,14 +233,18 @@ public sealed partial class IlgpuBackend
     /// <summary>
     /// Stores rows r0 .. r0 + 63 transposed into the shared tile s as [d][row pair] (rows r, r + 1 at one d); zero
     /// for rows ≥ rows. Each thread reads the 2 × 2 block of rows r, r + 1 and dimensions d, d + 1 (two pairs) and
-    /// stores its transpose (two pairs), 8 blocks; consecutive threads read consecutive pairs of a row.
+    /// stores its transpose (two pairs), 8 blocks. A warp's 32 blocks per step are 8 d pairs × 4 row pairs: its
+    /// loads are 8 whole 32-byte sectors (8 pairs of one row each), and its stores, at rows 2·dp of stride
+    /// 36, hit each bank at most twice (consecutive d pairs along a row would hit 4 banks 8 times each).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void LoadTileCols(ArrayView<uint> s, ArrayView<uint> x, long baseIdx, int ld, int r0, int rows, int tid)
     {
+        int lane = tid & 31, warp = tid >> 5;
         for (int i = 0; i < TcTile * TcHeadDim / 4 / TcGroup; i++)
         {
-            int e = tid + i * TcGroup, dp = e & 31, rp = e >> 5, r = r0 + 2 * rp;
+            int block = warp + i * TcWarps; // 0 .. 31: 4 groups of 8 d pairs × 8 groups of 4 row pairs
+            int dp = (block & 3) * 8 + (lane & 7), rp = (block >> 2) * 4 + (lane >> 3), r = r0 + 2 * rp;
             uint lo = RowPair(x, baseIdx, ld, r, 2 * dp, rows), hi = RowPair(x, baseIdx, ld, r + 1, 2 * dp, rows);
             s[2 * dp * TcLd + rp] = (lo & 0xFFFFu) | (hi << 16);
             s[(2 * dp + 1) * TcLd + rp] = (lo >> 16) | (hi & 0xFFFF0000u);
