@@ -167,6 +167,13 @@ public sealed partial class LlamaModel : ILanguageModel
     /// <summary>Bytes of the arena spent on saved activations and scratch.</summary>
     public long ActivationBytes => _act.Bytes;
 
+    /// <summary>
+    /// How attention computes: "bf16" where the precision is bf16 and the back-end takes bf16 attention operands for
+    /// this head dimension (the tensor-core kernels of the ILGPU back-end; q, k, v and the output kept in bf16), else
+    /// "fp32".
+    /// </summary>
+    public string AttentionPrecision => _act.Bf16Attention ? "bf16" : "fp32";
+
     /// <inheritdoc/>
     public int MaxBatch => Options.Batch;
 

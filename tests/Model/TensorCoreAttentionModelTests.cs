@@ -36,6 +36,7 @@ public sealed class TensorCoreAttentionModelTests
             using var model = LlamaModel.Create(be, config, new LlamaModelOptions(batch, seq, new HashSet<string> { "model.layers.0.self_attn.o_proj.weight" },
                 Optimizer: false, CheckpointActivations: checkpoint, Precision: Precision.Bf16));
             model.InitializeWeights(7);
+            Assert.That(model.AttentionPrecision, Is.EqualTo(be is IlgpuBackend ? "bf16" : "fp32"));
             model.SetInputs(inputs);
             model.ZeroGradients();
             model.Forward();

@@ -131,6 +131,7 @@ public sealed class TrainCommandTests
         Assert.That(code, Is.EqualTo(Program.ExitOk), err);
         var run = RunJson(whole);
         Assert.That(run["config"]!["precision"]!.GetValue<string>(), Is.EqualTo("bf16"));
+        Assert.That(run["attention_precision"]!.GetValue<string>(), Is.EqualTo("fp32"), "the CPU back-end computes attention in fp32");
         Assert.That(HftCli.Run(Args(fp32, "hft")).Code, Is.EqualTo(0));
         Assert.That(Losses(whole), Is.Not.EqualTo(Losses(fp32)), "bf16 arithmetic really ran");
         Assert.That(Losses(whole).Zip(Losses(fp32)).All(p => Math.Abs(p.First!.Value - p.Second!.Value) < 0.05 * p.Second!.Value), "and stays close to fp32");

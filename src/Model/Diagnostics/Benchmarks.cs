@@ -296,6 +296,7 @@ public static class Benchmarks
                     entry["tokens_per_s"] = batch * seq / (ms / 1e3);
                     entry["peak_bytes"] = model.Arena.ReservedBytes;
                     entry["cost_bound"] = LlamaCostModel.CostBound(config, seq, frozenHere);
+                    entry["attention_precision"] = model.AttentionPrecision;
                     entry["loss"] = loss;
                     log?.Invoke($"step {method} {StepLabel(entry)}: {ms:F1} ms, {batch * seq / (ms / 1e3):N0} tokens/s");
                 }

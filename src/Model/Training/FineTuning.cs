@@ -123,7 +123,7 @@ public static class FineTuning
         if (request.Precision != Precision.Fp32) fingerprint["precision"] = request.Precision.Name();
         double costBound = LlamaCostModel.CostBound(config, o.Seq, frozen);
         var s = model.Parameters;
-        log?.Invoke($"device {backend.DeviceName}");
+        log?.Invoke($"device {backend.DeviceName}, attention in {model.AttentionPrecision}");
         log?.Invoke(string.Format(CultureInfo.InvariantCulture, "{0} ({1}): {2:N0} of {3:N0} parameters trainable ({4} tensors frozen), cost bound {5:F3}, arena {6:F1} MiB",
             request.Method, request.Objective, s.TrainableCount, s.TrainableCount + s.FrozenCount, frozen.Count, costBound,
             (model.Arena.ReservedBytes + (reference?.Arena.ReservedBytes ?? 0)) / 1048576.0));
@@ -142,6 +142,7 @@ public static class FineTuning
             ["frozen"] = frozenNames,
             ["cost_bound"] = costBound,
             ["device"] = backend.DeviceName,
+            ["attention_precision"] = model.AttentionPrecision,
             ["data"] = data.Info.ToJson(),
             ["config"] = ResolvedConfig(request, tokenizer, data.Info.Sha256),
             ["model_config"] = JsonNode.Parse(config.ToJson()),
