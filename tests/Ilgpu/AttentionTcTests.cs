@@ -76,7 +76,40 @@ public sealed class AttentionTcTests
         var other = Run(_gpu, 40, 32, bf16: true);
         var otherWant = Run(_cpu, 40, 32, bf16: true);
         for (int i = 0; i < names.Length; i++) Assert.That(RelErr(other[i], otherWant[i]), Is.LessThan(1e-5), $"head dimension 32 {names[i]}");
-        Assert.That(IlgpuBackend.UsesTensorCoreAttention(true, 64) && !IlgpuBackend.UsesTensorCoreAttention(true, 128) && !IlgpuBackend.UsesTensorCoreAttention(false, 64));
+        Assert.That(_gpu.UsesTensorCoreAttention(true, 64) && !_gpu.UsesTensorCoreAttention(true, 128) && !_gpu.UsesTensorCoreAttention(false, 64));
+    }
+
+    /// <summary>
+    /// With <see cref="IlgpuBackend.TensorCoreAttention"/> off (HFT_BF16_ATTENTION=fp32) bf16 attention at head
+    /// dimension 64 runs on the fp32 kernels, BF16 operands are refused, and a bf16 model keeps fp32 attention.
+    /// </summary>
+    [Test]
+    public void TheTensorCoreAttentionCanBeTurnedOff()
+    {
+        Assert.That(_gpu.TensorCoreAttention, Is.EqualTo(IlgpuBackend.DefaultTensorCoreAttention));
+        string? saved = Environment.GetEnvironmentVariable("HFT_BF16_ATTENTION");
+        try
+        {
+            Environment.SetEnvironmentVariable("HFT_BF16_ATTENTION", " FP32 ");
+            Assert.That(IlgpuBackend.DefaultTensorCoreAttention, Is.False);
+            Environment.SetEnvironmentVariable("HFT_BF16_ATTENTION", null);
+            Assert.That(IlgpuBackend.DefaultTensorCoreAttention, Is.True);
+        }
+        finally { Environment.SetEnvironmentVariable("HFT_BF16_ATTENTION", saved); }
+
+        bool before = _gpu.TensorCoreAttention;
+        _gpu.TensorCoreAttention = false;
+        try
+        {
+            var want = Run(_cpu, 70, 64, bf16: false);
+            var got = Run(_gpu, 70, 64, bf16: true);
+            for (int i = 0; i < want.Length; i++) Assert.That(RelErr(got[i], want[i]), Is.LessThan(1e-5), $"output {i} in fp32");
+            Assert.That(_gpu.TakesBf16AttentionInputs(64), Is.False);
+            var config = new HftRuntime.Model.LlamaConfig { VocabSize = 32, HiddenSize = 128, IntermediateSize = 64, NumHiddenLayers = 1, NumAttentionHeads = 2 };
+            using var model = HftRuntime.Model.LlamaModel.Create(_gpu, config, new HftRuntime.Model.LlamaModelOptions(1, 8, Precision: HftRuntime.Runtime.Precision.Bf16));
+            Assert.That(model.AttentionPrecision, Is.EqualTo("fp32"));
+        }
+        finally { _gpu.TensorCoreAttention = before; }
     }
 
     /// <summary>

@@ -80,12 +80,24 @@ public sealed partial class IlgpuBackend
         _attentionTcDkDv = Load<ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<uint>, ArrayView<int>, AttentionArgs>(AttentionTcDkDvKernel);
     }
 
+    /// <summary>
+    /// Whether bf16 attention at head dimension 64 runs on the tensor-core kernels (the default) or, false, on the
+    /// fp32 kernels like every other head dimension. Initialised from HFT_BF16_ATTENTION ("fp32" turns it off: a
+    /// workaround should the tensor-core kernels misbehave on a card). Set it before creating models: a model
+    /// decides at creation whether it keeps its attention operands in bf16 (see <see cref="TakesBf16AttentionInputs"/>).
+    /// </summary>
+    public bool TensorCoreAttention { get; set; } = DefaultTensorCoreAttention;
+
+    /// <summary>HFT_BF16_ATTENTION as a setting: anything but "fp32" keeps the tensor-core attention on.</summary>
+    public static bool DefaultTensorCoreAttention =>
+        !string.Equals(Environment.GetEnvironmentVariable("HFT_BF16_ATTENTION")?.Trim(), "fp32", StringComparison.OrdinalIgnoreCase);
+
     /// <summary>Whether a bf16 attention of this head dimension runs on the tensor-core kernels.</summary>
-    internal static bool UsesTensorCoreAttention(bool bf16, int headDim) => bf16 && headDim == TcHeadDim;
+    internal bool UsesTensorCoreAttention(bool bf16, int headDim) => TensorCoreAttention && bf16 && headDim == TcHeadDim;
 
     /// <inheritdoc/>
-    /// <remarks>Head dimension 64: the tensor-core kernels read bf16 operands directly.</remarks>
-    public override bool TakesBf16AttentionInputs(int headDim) => headDim == TcHeadDim;
+    /// <remarks>Head dimension 64, unless <see cref="TensorCoreAttention"/> is off: the tensor-core kernels read bf16 operands directly.</remarks>
+    public override bool TakesBf16AttentionInputs(int headDim) => TensorCoreAttention && headDim == TcHeadDim;
 
     /// <summary>Launch configuration of the tensor-core attention (groups of TcGroup threads): elsewhere than on CUDA with the emulation's scratch.</summary>
     private KernelConfig TcConfig(long units)
