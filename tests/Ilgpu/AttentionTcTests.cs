@@ -15,27 +15,8 @@ namespace HftRuntime.Tests.Ilgpu;
 /// cases in <see cref="IlgpuParityTests"/>.
 /// </summary>
 [TestFixture]
-public sealed class AttentionTcTests
+public sealed class AttentionTcTests : IlgpuFixture
 {
-    private IlgpuBackend _gpu = null!;
-    private CpuBackend _cpu = null!;
-
-    /// <summary>Creates the ILGPU CPU-accelerator back-end and the CPU reference.</summary>
-    [OneTimeSetUp]
-    public void SetUp()
-    {
-        _gpu = IlgpuBackend.CreateCpu();
-        _cpu = new CpuBackend(threads: 2);
-    }
-
-    /// <summary>Releases both back-ends.</summary>
-    [OneTimeTearDown]
-    public void TearDown()
-    {
-        _gpu.Dispose();
-        _cpu.Dispose();
-    }
-
     /// <summary>Output and gradients of one attention forward and backward (b1, 2 heads on 1 kv head).</summary>
     private static float[][] Run(Backend be, int seq, int hd, bool bf16)
     {
@@ -61,8 +42,8 @@ public sealed class AttentionTcTests
     [Test]
     public void Bf16AtHeadDimension64TakesTheTensorCores()
     {
-        var want = Run(_cpu, 90, 64, bf16: false);
-        var tc = Run(_gpu, 90, 64, bf16: true);
+        var want = Run(Cpu, 90, 64, bf16: false);
+        var tc = Run(Gpu, 90, 64, bf16: true);
         string[] names = ["o", "lse", "dq", "dk", "dv"];
         for (int i = 0; i < names.Length; i++)
         {
@@ -71,12 +52,12 @@ public sealed class AttentionTcTests
             if (names[i] != "lse") Assert.That(err, Is.GreaterThan(1e-4), $"{names[i]}: no bf16 rounding, so not the tensor-core path");
             Assert.That(err, Is.LessThan(i < 2 ? 1e-2 : 2e-2), names[i]);
         }
-        var fp32 = Run(_gpu, 90, 64, bf16: false);
+        var fp32 = Run(Gpu, 90, 64, bf16: false);
         for (int i = 0; i < names.Length; i++) Assert.That(RelErr(fp32[i], want[i]), Is.LessThan(1e-5), $"fp32 {names[i]}");
-        var other = Run(_gpu, 40, 32, bf16: true);
-        var otherWant = Run(_cpu, 40, 32, bf16: true);
+        var other = Run(Gpu, 40, 32, bf16: true);
+        var otherWant = Run(Cpu, 40, 32, bf16: true);
         for (int i = 0; i < names.Length; i++) Assert.That(RelErr(other[i], otherWant[i]), Is.LessThan(1e-5), $"head dimension 32 {names[i]}");
-        Assert.That(_gpu.UsesTensorCoreAttention(true, 64) && !_gpu.UsesTensorCoreAttention(true, 128) && !_gpu.UsesTensorCoreAttention(false, 64));
+        Assert.That(Gpu.UsesTensorCoreAttention(true, 64) && !Gpu.UsesTensorCoreAttention(true, 128) && !Gpu.UsesTensorCoreAttention(false, 64));
     }
 
     /// <summary>
@@ -86,7 +67,7 @@ public sealed class AttentionTcTests
     [Test]
     public void TheTensorCoreAttentionCanBeTurnedOff()
     {
-        Assert.That(_gpu.TensorCoreAttention, Is.EqualTo(IlgpuBackend.DefaultTensorCoreAttention));
+        Assert.That(Gpu.TensorCoreAttention, Is.EqualTo(IlgpuBackend.DefaultTensorCoreAttention));
         string? saved = Environment.GetEnvironmentVariable("HFT_BF16_ATTENTION");
         try
         {
@@ -97,19 +78,19 @@ public sealed class AttentionTcTests
         }
         finally { Environment.SetEnvironmentVariable("HFT_BF16_ATTENTION", saved); }
 
-        bool before = _gpu.TensorCoreAttention;
-        _gpu.TensorCoreAttention = false;
+        bool before = Gpu.TensorCoreAttention;
+        Gpu.TensorCoreAttention = false;
         try
         {
-            var want = Run(_cpu, 70, 64, bf16: false);
-            var got = Run(_gpu, 70, 64, bf16: true);
+            var want = Run(Cpu, 70, 64, bf16: false);
+            var got = Run(Gpu, 70, 64, bf16: true);
             for (int i = 0; i < want.Length; i++) Assert.That(RelErr(got[i], want[i]), Is.LessThan(1e-5), $"output {i} in fp32");
-            Assert.That(_gpu.TakesBf16AttentionInputs(64), Is.False);
+            Assert.That(Gpu.TakesBf16AttentionInputs(64), Is.False);
             var config = new HftRuntime.Model.LlamaConfig { VocabSize = 32, HiddenSize = 128, IntermediateSize = 64, NumHiddenLayers = 1, NumAttentionHeads = 2 };
-            using var model = HftRuntime.Model.LlamaModel.Create(_gpu, config, new HftRuntime.Model.LlamaModelOptions(1, 8, Precision: HftRuntime.Runtime.Precision.Bf16));
+            using var model = HftRuntime.Model.LlamaModel.Create(Gpu, config, new HftRuntime.Model.LlamaModelOptions(1, 8, Precision: HftRuntime.Runtime.Precision.Bf16));
             Assert.That(model.AttentionPrecision, Is.EqualTo("fp32"));
         }
-        finally { _gpu.TensorCoreAttention = before; }
+        finally { Gpu.TensorCoreAttention = before; }
     }
 
     /// <summary>
@@ -127,7 +108,7 @@ public sealed class AttentionTcTests
         var doc = new int[seq];
         for (int t = 40; t < seq; t++) doc[t] = 40;
         float scale = 0.125f;
-        using var h = new OpHarness(_gpu);
+        using var h = new OpHarness(Gpu);
         var tq = h.Input(q); var tk = h.Input(k); var tv = h.Input(v); var tdo = h.Input(dO); var td = h.Input(doc);
         var bq = h.InputBf16(Array.ConvertAll(q, Bf16.FromFloat)); var bk = h.InputBf16(Array.ConvertAll(k, Bf16.FromFloat));
         var bv = h.InputBf16(Array.ConvertAll(v, Bf16.FromFloat)); var bdo = h.InputBf16(Array.ConvertAll(dO, Bf16.FromFloat));
@@ -135,23 +116,23 @@ public sealed class AttentionTcTests
         var dq = h.Output(nq); var dk = h.Output(nk); var dv = h.Output(nk);
         var dq16 = h.Output(nq); var dk16 = h.Output(nk); var dv16 = h.Output(nk); var o16Wide = h.Output(nq);
         h.Commit();
-        _gpu.AttentionForward(o, lse, tq, tk, tv, td, 1, seq, heads, kvHeads, hd, scale, bf16: true);
-        _gpu.AttentionForward(o16, lse16, bq, bk, bv, td, 1, seq, heads, kvHeads, hd, scale);
+        Gpu.AttentionForward(o, lse, tq, tk, tv, td, 1, seq, heads, kvHeads, hd, scale, bf16: true);
+        Gpu.AttentionForward(o16, lse16, bq, bk, bv, td, 1, seq, heads, kvHeads, hd, scale);
         Assert.That(h.ReadBf16(o16), Is.EqualTo(Array.ConvertAll(h.Read(o), Bf16.FromFloat)), "a BF16 output is the F32 one rounded");
         Assert.That(h.Read(lse16), Is.EqualTo(h.Read(lse)));
         // The backward pass from o16 (BF16) and from o16 widened (F32, rounded again: the same bits).
-        _gpu.Upload<float>(o16Wide, Array.ConvertAll(h.ReadBf16(o16), Bf16.ToFloat));
-        _gpu.AttentionBackward(dq, dk, dv, tdo, o16Wide, lse, tq, tk, tv, td, 1, seq, heads, kvHeads, hd, scale, bf16: true);
-        _gpu.AttentionBackward(dq16, dk16, dv16, bdo, o16, lse16, bq, bk, bv, td, 1, seq, heads, kvHeads, hd, scale);
+        Gpu.Upload<float>(o16Wide, Array.ConvertAll(h.ReadBf16(o16), Bf16.ToFloat));
+        Gpu.AttentionBackward(dq, dk, dv, tdo, o16Wide, lse, tq, tk, tv, td, 1, seq, heads, kvHeads, hd, scale, bf16: true);
+        Gpu.AttentionBackward(dq16, dk16, dv16, bdo, o16, lse16, bq, bk, bv, td, 1, seq, heads, kvHeads, hd, scale);
         Assert.That(h.Read(dq16), Is.EqualTo(h.Read(dq)));
         Assert.That(h.Read(dk16), Is.EqualTo(h.Read(dk)));
         Assert.That(h.Read(dv16), Is.EqualTo(h.Read(dv)));
 
-        Assert.That(_gpu.TakesBf16AttentionInputs(64) && !_gpu.TakesBf16AttentionInputs(32) && !_cpu.TakesBf16AttentionInputs(64));
-        using var c = new OpHarness(_cpu);
+        Assert.That(Gpu.TakesBf16AttentionInputs(64) && !Gpu.TakesBf16AttentionInputs(32) && !Cpu.TakesBf16AttentionInputs(64));
+        using var c = new OpHarness(Cpu);
         var cq = c.InputBf16(new ushort[nq], "q16"); var ck = c.Input(k); var cv = c.Input(v); var co = c.Output(nq); var cl = c.Output(heads * seq);
         c.Commit();
-        Assert.That(() => _cpu.AttentionForward(co, cl, cq, ck, cv, default, 1, seq, heads, kvHeads, hd, scale, bf16: true),
+        Assert.That(() => Cpu.AttentionForward(co, cl, cq, ck, cv, default, 1, seq, heads, kvHeads, hd, scale, bf16: true),
             Throws.ArgumentException.With.Message.Contains("q 'q16' must be F32, is BF16"));
     }
 

@@ -16,27 +16,8 @@ namespace HftRuntime.Tests.Ilgpu;
 /// fault on out-of-range ids, labels, positions, document starts and segments, and give the same bits twice.
 /// </summary>
 [TestFixture]
-public sealed class IlgpuParityTests
+public sealed class IlgpuParityTests : IlgpuFixture
 {
-    private IlgpuBackend _gpu = null!;
-    private CpuBackend _cpu = null!;
-
-    /// <summary>Creates the ILGPU CPU-accelerator back-end and the CPU reference.</summary>
-    [OneTimeSetUp]
-    public void SetUp()
-    {
-        _gpu = IlgpuBackend.CreateCpu();
-        _cpu = new CpuBackend(threads: 2);
-    }
-
-    /// <summary>Releases both back-ends.</summary>
-    [OneTimeTearDown]
-    public void TearDown()
-    {
-        _gpu.Dispose();
-        _cpu.Dispose();
-    }
-
     private static IEnumerable<string> SmallCases() => SelfTest.Cases(large: false).Select(c => c.Name);
 
     /// <summary>One self-test case: every checked output within its tolerance of the CPU back-end.</summary>
@@ -44,7 +25,7 @@ public sealed class IlgpuParityTests
     public void MatchesCpuBackend(string name)
     {
         var c = SelfTest.Cases(large: false).Single(x => x.Name == name);
-        var rows = c.Run(_gpu, _cpu, timings: false);
+        var rows = c.Run(Gpu, Cpu, timings: false);
         Assert.That(rows, Is.Not.Empty);
         foreach (var r in rows)
             Assert.That(r.RelativeError, Is.LessThanOrEqualTo(r.Tolerance), $"{r.Operation} {r.Shape}: relative error {r.RelativeError:e2} > {r.Tolerance:e0}");
@@ -67,7 +48,7 @@ public sealed class IlgpuParityTests
     [Test]
     public void TransfersOfMovableArraysSurviveGarbageCollections()
     {
-        using var arena = _gpu.CreateArena();
+        using var arena = Gpu.CreateArena();
         var t = arena.Reserve("t", 1024);
         arena.Commit();
         using var stop = new CancellationTokenSource();
@@ -88,9 +69,9 @@ public sealed class IlgpuParityTests
             {
                 var data = new float[1024];
                 for (int j = 0; j < data.Length; j++) data[j] = i + j;
-                _gpu.Upload<float>(t, data);
+                Gpu.Upload<float>(t, data);
                 var back = new float[1024];
-                _gpu.Download<float>(t, back);
+                Gpu.Download<float>(t, back);
                 if (!back.AsSpan().SequenceEqual(data)) bad++;
             }
         }
@@ -110,11 +91,11 @@ public sealed class IlgpuParityTests
         var rng = new Random(1);
         var table = Randn(rng, vocab * dim); var dy = Randn(rng, n * dim);
         int[] ids = [1, -1, 3, 2];
-        using var h = new OpHarness(_gpu);
+        using var h = new OpHarness(Gpu);
         var tt = h.Input(table); var ti = h.Input(ids); var y = h.Output(n * dim); var tdy = h.Input(dy); var dTable = h.Input(new float[vocab * dim]);
         h.Commit();
-        _gpu.EmbeddingForward(y, ti, tt, n, dim, vocab);
-        _gpu.EmbeddingBackward(dTable, ti, tdy, n, dim, vocab);
+        Gpu.EmbeddingForward(y, ti, tt, n, dim, vocab);
+        Gpu.EmbeddingBackward(dTable, ti, tdy, n, dim, vocab);
         var got = h.Read(y); var gotD = h.Read(dTable);
         for (int j = 0; j < dim; j++)
         {
@@ -138,14 +119,14 @@ public sealed class IlgpuParityTests
         int[] targets = [3, vocab, -7, 0];
         int[] cleaned = [3, Backend.IgnoreIndex, Backend.IgnoreIndex, 0];
         var scale = new float[] { 1f, 1f, 1f, 0.5f };
-        using var h = new OpHarness(_gpu);
+        using var h = new OpHarness(Gpu);
         var tl = h.Input(logits); var tt = h.Input(targets); var ts = h.Input(scale); var loss = h.Output(n);
         h.Commit();
-        _gpu.CrossEntropy(tl, tt, ts, loss, n, vocab, writeGradient: true);
-        using var r = new OpHarness(_cpu);
+        Gpu.CrossEntropy(tl, tt, ts, loss, n, vocab, writeGradient: true);
+        using var r = new OpHarness(Cpu);
         var rl = r.Input(logits); var rt = r.Input(cleaned); var rs = r.Input(scale); var rloss = r.Output(n);
         r.Commit();
-        _cpu.CrossEntropy(rl, rt, rs, rloss, n, vocab, writeGradient: true);
+        Cpu.CrossEntropy(rl, rt, rs, rloss, n, vocab, writeGradient: true);
         Assert.That(RelErr(h.Read(loss), r.Read(rloss)), Is.LessThan(1e-6));
         Assert.That(RelErr(h.Read(tl), r.Read(rl)), Is.LessThan(1e-6));
         Assert.That(h.Read(loss)[1], Is.Zero);
@@ -159,10 +140,10 @@ public sealed class IlgpuParityTests
         var (cos, sin) = Reference.RopeTables(maxPos, hd, 10000);
         var x = Randn(new Random(3), n * heads * hd);
         int[] pos = [2, 5, -1];
-        using var h = new OpHarness(_gpu);
+        using var h = new OpHarness(Gpu);
         var tx = h.Input(x); var tp = h.Input(pos); var tc = h.Input(cos); var ts = h.Input(sin);
         h.Commit();
-        _gpu.Rope(tx, tp, tc, ts, n, heads, hd, maxPos, inverse: false);
+        Gpu.Rope(tx, tp, tc, ts, n, heads, hd, maxPos, inverse: false);
         var got = h.Read(tx);
         var want = Reference.Rope(D(x), [2, 0, 0], D(cos), D(sin), n, heads, hd);
         Assert.That(RelErr(got.AsSpan(0, heads * hd), want.AsSpan(0, heads * hd)), Is.LessThan(1e-6));
@@ -187,7 +168,7 @@ public sealed class IlgpuParityTests
             be.AttentionForward(o, lse, tq, tk, tv, td, 1, seq, heads, heads, hd, 0.5f);
             return h.Read(o);
         }
-        Assert.That(RelErr(Run(_gpu, doc), Run(_cpu, clamped)), Is.LessThan(1e-6));
+        Assert.That(RelErr(Run(Gpu, doc), Run(Cpu, clamped)), Is.LessThan(1e-6));
     }
 
     /// <summary>A segment reaching outside the block is clipped to it; nothing outside is written.</summary>
@@ -199,14 +180,14 @@ public sealed class IlgpuParityTests
         var p = Randn(rng, count); var g = Randn(rng, count);
         int[] segments = [-10, 30, 1, 90, 50, 0];
         var step = new AdamWStep(0.01f, 0.9f, 0.95f, 1e-8f, 0.1f, 1);
-        using var h = new OpHarness(_gpu);
+        using var h = new OpHarness(Gpu);
         var tp = h.Input(p); var tg = h.Input(g); var tm = h.Input(new float[count]); var tv = h.Input(new float[count]); var ts = h.Input(segments);
         h.Commit();
-        _gpu.AdamW(tp, tg, tm, tv, ts, 2, step, default);
-        using var r = new OpHarness(_cpu);
+        Gpu.AdamW(tp, tg, tm, tv, ts, 2, step, default);
+        using var r = new OpHarness(Cpu);
         var rp = r.Input(p); var rg = r.Input(g); var rm = r.Input(new float[count]); var rv = r.Input(new float[count]); var rs = r.Input(new[] { 0, 20, 1, 90, 10, 0 });
         r.Commit();
-        _cpu.AdamW(rp, rg, rm, rv, rs, 2, step, default);
+        Cpu.AdamW(rp, rg, rm, rv, rs, 2, step, default);
         Assert.That(h.Read(tp), Is.EqualTo(r.Read(rp)));
         Assert.That(h.Read(tp).AsSpan(20, 70).ToArray(), Is.EqualTo(p.AsSpan(20, 70).ToArray()));
     }
@@ -242,8 +223,8 @@ public sealed class IlgpuParityTests
             be.AdamW(tp, tg, tm, tv, ts, segments.Count / 3, step, default, paramBf16: t16);
             return (h.Read(tp), h.Read(tm), h.Read(tv), h.ReadBf16(t16));
         }
-        var (gp, gm, gv, g16) = Run(_gpu);
-        var (cp, cm, cv, c16) = Run(_cpu);
+        var (gp, gm, gv, g16) = Run(Gpu);
+        var (cp, cm, cv, c16) = Run(Cpu);
         Assert.That(gp, Is.EqualTo(cp));
         Assert.That(gm, Is.EqualTo(cm));
         Assert.That(gv, Is.EqualTo(cv));
@@ -262,21 +243,21 @@ public sealed class IlgpuParityTests
         int m = 70, n = 45, k = 300;
         var rng = new Random(6);
         var a = Randn(rng, m * k); var b = Randn(rng, k * n); var x = Randn(rng, 20 * 33); var w = Randn(rng, 33);
-        using var h = new OpHarness(_gpu);
+        using var h = new OpHarness(Gpu);
         var ta = h.Input(a); var tb = h.Input(b); var c1 = h.Output(m * n); var c2 = h.Output(m * n); var c3 = h.Output(m * n);
         var tx = h.Input(x); var tw = h.Input(w); var y = h.Output(20 * 33); var rstd = h.Output(20);
         var dx = h.Input(new float[20 * 33]); var dw1 = h.Input(new float[33]); var dw2 = h.Input(new float[33]); var s1 = h.Output(1); var s2 = h.Output(1);
         h.Commit();
-        _gpu.MatMul(c1, ta, tb, m, n, k, true, false, false);
-        _gpu.MatMul(c2, ta, tb, m, n, k, true, false, false);
-        _gpu.ForceSplitK = 3;
-        try { _gpu.MatMul(c3, ta, tb, m, n, k, true, false, false); }
-        finally { _gpu.ForceSplitK = 0; }
-        _gpu.RmsNormForward(y, rstd, tx, tw, 20, 33, 1e-5f);
-        _gpu.RmsNormBackward(dx, dw1, tx, tx, tw, rstd, 20, 33);
-        _gpu.RmsNormBackward(dx, dw2, tx, tx, tw, rstd, 20, 33);
-        _gpu.SumSquares(s1, ta);
-        _gpu.SumSquares(s2, ta);
+        Gpu.MatMul(c1, ta, tb, m, n, k, true, false, false);
+        Gpu.MatMul(c2, ta, tb, m, n, k, true, false, false);
+        Gpu.ForceSplitK = 3;
+        try { Gpu.MatMul(c3, ta, tb, m, n, k, true, false, false); }
+        finally { Gpu.ForceSplitK = 0; }
+        Gpu.RmsNormForward(y, rstd, tx, tw, 20, 33, 1e-5f);
+        Gpu.RmsNormBackward(dx, dw1, tx, tx, tw, rstd, 20, 33);
+        Gpu.RmsNormBackward(dx, dw2, tx, tx, tw, rstd, 20, 33);
+        Gpu.SumSquares(s1, ta);
+        Gpu.SumSquares(s2, ta);
         Assert.That(h.Read(c2), Is.EqualTo(h.Read(c1)));
         Assert.That(RelErr(h.Read(c3), h.Read(c1)), Is.LessThan(1e-6));
         Assert.That(h.Read(dw2), Is.EqualTo(h.Read(dw1)));
@@ -297,12 +278,12 @@ public sealed class IlgpuParityTests
     [Test]
     public void BackendNamesItselfAndZeroesArenas()
     {
-        Assert.That(_gpu.Name, Is.EqualTo("ilgpu-cpu"));
-        Assert.That(_gpu.DeviceName, Does.Contain("CPU"));
-        using var arena = _gpu.CreateArena();
+        Assert.That(Gpu.Name, Is.EqualTo("ilgpu-cpu"));
+        Assert.That(Gpu.DeviceName, Does.Contain("CPU"));
+        using var arena = Gpu.CreateArena();
         var t = arena.Reserve("z", 1000);
         arena.Commit();
-        Assert.That(_gpu.ToArray<float>(t), Is.All.Zero);
+        Assert.That(Gpu.ToArray<float>(t), Is.All.Zero);
         Assert.That(arena, Is.InstanceOf<IlgpuArena>());
     }
 }

@@ -14,28 +14,18 @@ namespace HftRuntime.Tests.Ilgpu;
 /// and the kernels' PTX for sm_90.
 /// </summary>
 [TestFixture]
-public sealed class MatMulBf16FastTests
+public sealed class MatMulBf16FastTests : IlgpuFixture
 {
-    private IlgpuBackend _gpu = null!;
-
-    /// <summary>Creates the CPU-accelerator back-end with the fast variant selected.</summary>
-    [OneTimeSetUp]
-    public void SetUp() => _gpu = IlgpuBackend.CreateCpu();
-
-    /// <summary>Releases it.</summary>
-    [OneTimeTearDown]
-    public void TearDown() => _gpu.Dispose();
-
     /// <summary>Selects the fast variant for each test.</summary>
     [SetUp]
-    public void SelectFast() => _gpu.Bf16GemmVariant = Bf16GemmVariant.Fast;
+    public void SelectFast() => Gpu.Bf16GemmVariant = Bf16GemmVariant.Fast;
 
     /// <summary>Checks c (+)= op(a)·op(b) against float64 (<see cref="Bf16Gemm.Check"/>); returns whether the fast kernel ran (its launch counter moved).</summary>
     private bool Check(int m, int n, int k, bool transA, bool transB, bool accumulate, int offsetA = 0, int offsetB = 0, int seed = 1)
     {
-        long before = _gpu.Bf16FastLaunches;
-        Bf16Gemm.Check(_gpu, m, n, k, transA, transB, accumulate, offsetA, offsetB, seed);
-        return _gpu.Bf16FastLaunches != before;
+        long before = Gpu.Bf16FastLaunches;
+        Bf16Gemm.Check(Gpu, m, n, k, transA, transB, accumulate, offsetA, offsetB, seed);
+        return Gpu.Bf16FastLaunches != before;
     }
 
     /// <summary>
@@ -49,18 +39,18 @@ public sealed class MatMulBf16FastTests
         ushort[] a = Bf16Gemm.RandomBf16(rng, m * k), b = Bf16Gemm.RandomBf16(rng, k * n);
         float[] c0 = new float[m * n + offsetC];
         for (int i = 0; i < c0.Length; i++) c0[i] = (float)(rng.NextDouble() * 2 - 1);
-        using var arena = _gpu.CreateArena();
+        using var arena = Gpu.CreateArena();
         var ta = arena.Reserve("a", m * k, DType.BF16);
         var tb = arena.Reserve("b", k * n, DType.BF16);
         var tcAll = arena.Reserve("c", m * n + offsetC);
         arena.Commit();
-        _gpu.Upload<ushort>(ta, a);
-        _gpu.Upload<ushort>(tb, b);
-        _gpu.Upload<float>(tcAll, c0);
-        long before = _gpu.Bf16FastLaunches;
-        _gpu.MatMul(tcAll.Slice(offsetC, m * n), ta, tb, m, n, k, transA: false, transB: true, accumulate: true);
-        _gpu.Synchronize();
-        var got = _gpu.ToArray<float>(tcAll);
+        Gpu.Upload<ushort>(ta, a);
+        Gpu.Upload<ushort>(tb, b);
+        Gpu.Upload<float>(tcAll, c0);
+        long before = Gpu.Bf16FastLaunches;
+        Gpu.MatMul(tcAll.Slice(offsetC, m * n), ta, tb, m, n, k, transA: false, transB: true, accumulate: true);
+        Gpu.Synchronize();
+        var got = Gpu.ToArray<float>(tcAll);
         for (int i = 0; i < offsetC; i++) Assert.That(got[i], Is.EqualTo(c0[i]), $"float {i} before C");
         for (int i = 0; i < m; i++)
         {
@@ -76,7 +66,7 @@ public sealed class MatMulBf16FastTests
                 Assert.That(Math.Abs(got[offsetC + i * n + j] - sum), Is.LessThanOrEqualTo(1e-5 * scale), $"C offset {offsetC}: ({i}, {j})");
             }
         }
-        return _gpu.Bf16FastLaunches != before;
+        return Gpu.Bf16FastLaunches != before;
     }
 
     /// <summary>Full tiles in the NT form (one tile, several tiles in m and n, several k steps) run the fast kernel and match float64.</summary>
@@ -119,13 +109,13 @@ public sealed class MatMulBf16FastTests
     [TestCase(true, false, 16, 96)]
     public void SplitKMatchesFloat64(bool transA, bool transB, int splits, int k)
     {
-        _gpu.ForceSplitK = splits;
+        Gpu.ForceSplitK = splits;
         try
         {
             Assert.That(Check(128, 256, k, transA, transB, accumulate: false), Is.True, "the fast kernel should take this shape");
             Assert.That(Check(128, 256, k, transA, transB, accumulate: true, seed: 3), Is.True, "the fast kernel should take this shape");
         }
-        finally { _gpu.ForceSplitK = 0; }
+        finally { Gpu.ForceSplitK = 0; }
     }
 
     /// <summary>
@@ -171,14 +161,14 @@ public sealed class MatMulBf16FastTests
         Assert.That(Check(128, 256, 32, transA: false, transB: true, accumulate: false, offsetA: 8, offsetB: 16), Is.True, "operands on 16 bytes");
         Assert.That(CheckCOffset(1), Is.False, "C not on 8 bytes");
         Assert.That(CheckCOffset(2), Is.True, "C on 8 bytes");
-        _gpu.ForceSplitK = 2;
+        Gpu.ForceSplitK = 2;
         try
         {
             Assert.That(Check(128, 256, 64, transA: false, transB: true, accumulate: false), Is.True, "forced split k");
             Assert.That(Check(128, 128, 64, transA: true, transB: false, accumulate: true), Is.False, "forced split k, partial tile");
         }
-        finally { _gpu.ForceSplitK = 0; }
-        _gpu.Bf16GemmVariant = Bf16GemmVariant.Simple;
+        finally { Gpu.ForceSplitK = 0; }
+        Gpu.Bf16GemmVariant = Bf16GemmVariant.Simple;
         Assert.That(Check(128, 256, 32, transA: false, transB: true, accumulate: false), Is.False, "the simple variant selected");
         Assert.That(Check(128, 256, 32, transA: true, transB: false, accumulate: false), Is.False, "the simple variant selected, TN");
     }

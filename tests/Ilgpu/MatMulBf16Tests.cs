@@ -14,20 +14,10 @@ namespace HftRuntime.Tests.Ilgpu;
 /// Plus the emulation's fragment table against the PTX ISA's, and the kernel's PTX for sm_90.
 /// </summary>
 [TestFixture]
-public sealed class MatMulBf16Tests
+public sealed class MatMulBf16Tests : IlgpuFixture
 {
-    private IlgpuBackend _gpu = null!;
-
-    /// <summary>Creates the CPU-accelerator back-end.</summary>
-    [OneTimeSetUp]
-    public void SetUp() => _gpu = IlgpuBackend.CreateCpu();
-
-    /// <summary>Releases it.</summary>
-    [OneTimeTearDown]
-    public void TearDown() => _gpu.Dispose();
-
     private void Check(int m, int n, int k, bool transA, bool transB, bool accumulate, int offsetA = 0, int offsetB = 0, int seed = 1) =>
-        Bf16Gemm.Check(_gpu, m, n, k, transA, transB, accumulate, offsetA, offsetB, seed);
+        Bf16Gemm.Check(Gpu, m, n, k, transA, transB, accumulate, offsetA, offsetB, seed);
 
     /// <summary>Edge shapes in the three forms training uses: Y = X·Wᵀ (NT), dX = dY·W (NN), dW += dYᵀ·X (TN), and TT.</summary>
     [TestCase(1, 1, 1)]
@@ -64,14 +54,14 @@ public sealed class MatMulBf16Tests
     [TestCase(5, 7, 200, 16)]
     public void SplitKMatchesFloat64(int m, int n, int k, int splits)
     {
-        _gpu.ForceSplitK = splits;
+        Gpu.ForceSplitK = splits;
         try
         {
             Check(m, n, k, transA: true, transB: false, accumulate: true);
             Check(m, n, k, transA: true, transB: false, accumulate: false);
             Check(m, n, k, transA: false, transB: true, accumulate: false);
         }
-        finally { _gpu.ForceSplitK = 0; }
+        finally { Gpu.ForceSplitK = 0; }
     }
 
     /// <summary>
