@@ -106,7 +106,7 @@ internal static class DeviceReduce
 
     /// <summary>Butterfly sum over the warp: every lane gets the same value.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float XorSum(float v)
+    internal static float XorSum(float v)
     {
         v += Warp.ShuffleXor(v, 16);
         v += Warp.ShuffleXor(v, 8);

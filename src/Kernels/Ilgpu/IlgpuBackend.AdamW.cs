@@ -43,10 +43,14 @@ public sealed partial class IlgpuBackend
             SegmentCount = segmentCount, Chunks = chunks, HasGradScale = gradScale.IsEmpty ? 0 : 1, HasBf16 = paramBf16.IsEmpty ? 0 : 1,
         };
         // The kernel reads whole quads of 16 bytes (8 for the bf16 copy): the tensors must start on such boundaries.
-        foreach (var t in new[] { param, grad, m, v })
-            if (t.ByteOffset % 16 != 0) throw new ArgumentException($"AdamW tensor '{t.Name}' must start on a 16-byte boundary", t.Name);
-        if (!paramBf16.IsEmpty && paramBf16.ByteOffset % 8 != 0) throw new ArgumentException($"AdamW tensor '{paramBf16.Name}' must start on an 8-byte boundary", nameof(paramBf16));
+        Aligned(param, 16); Aligned(grad, 16); Aligned(m, 16); Aligned(v, 16);
+        if (!paramBf16.IsEmpty) Aligned(paramBf16, 8);
         _adamw(Config(TileGroups((long)segmentCount * chunks)), F(param), F(grad), F(m), F(v), I(segments), FOrDummy(gradScale), Bf16OrDummy(paramBf16), a);
+    }
+
+    private static void Aligned(Tensor t, int bytes)
+    {
+        if (t.ByteOffset % bytes != 0) throw new ArgumentException($"AdamW tensor '{t.Name}' must start on a {bytes}-byte boundary", t.Name);
     }
 
     /// <summary>

@@ -108,6 +108,20 @@ public sealed partial class IlgpuBackend
     private static bool AnyBf16(Tensor a, Tensor b, Tensor c, Tensor d, Tensor e = default) =>
         a.Type == DType.BF16 || b.Type == DType.BF16 || c.Type == DType.BF16 || d.Type == DType.BF16 || (!e.IsEmpty && e.Type == DType.BF16);
 
+    /// <summary>
+    /// Where the statistics (lse, D) of row w of a [batch·seq, heads] query layout live: (b·heads + h)·seq + t for
+    /// w = (b·seq + t)·heads + h.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static long StatIndex(long w, AttentionArgs a)
+    {
+        long bt = w / a.Heads;
+        int h = (int)(w - bt * a.Heads);
+        long b = bt / a.Seq;
+        int t = (int)(bt - b * a.Seq);
+        return (b * a.Heads + h) * a.Seq + t;
+    }
+
     /// <summary>First key visible to query t of sequence b: docStart clamped to [0, t], or 0 without documents.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static int FirstKey(ArrayView<int> doc, AttentionArgs a, int b, int t)
@@ -273,14 +287,7 @@ public sealed partial class IlgpuBackend
             float s = 0f;
             for (int d = lane; d < hd; d += WarpSize) s += dO[off + d] * o[off + d];
             s = DeviceReduce.WarpSum(s, shared);
-            if (lane == 0)
-            {
-                long bt = w / a.Heads;
-                int h = (int)(w - bt * a.Heads);
-                long b = bt / a.Seq;
-                int t = (int)(bt - b * a.Seq);
-                delta[(b * a.Heads + h) * a.Seq + t] = s;
-            }
+            if (lane == 0) delta[StatIndex(w, a)] = s;
         }
     }
 

@@ -520,6 +520,46 @@ public sealed partial class IlgpuBackend
         }
     }
 
+    /// <summary>
+    /// One unit of the forward and dQ kernels, 64 queries of one (sequence B, head H): its rows T0 .. TEnd − 1, the
+    /// warp's first row W0, this lane's rows Ru and Rl = Ru + 8, where the unit's queries (QBase) and keys (KBase)
+    /// start, its statistics' offset (Stat, in lse and D), the first key tile any of its queries sees (KFirst), and
+    /// the score masking of this lane's rows.
+    /// </summary>
+    internal struct QueryUnit
+    {
+        public int B, H, T0, TEnd, W0, Ru, Rl, KFirst;
+        public long QBase, KBase, Stat;
+        public RowScores Scores;
+
+        /// <summary>Whether some query of the warp sees a key of the tile at j0 (warp-uniform).</summary>
+        public readonly bool WarpSees(int j0, int seq) => W0 < seq && j0 <= W0 + 15;
+    }
+
+    /// <summary>Unit u of <paramref name="qTiles"/> query tiles per (sequence, head); the last tiles (the most keys) of every sequence and head first.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static QueryUnit QueryUnitOf(int u, int qTiles, int warp, int lane, ArrayView<int> doc, AttentionArgs a)
+    {
+        int bhs = a.Batch * a.Heads, qt = qTiles - 1 - u / bhs, bh = u % bhs, seq = a.Seq;
+        QueryUnit q;
+        q.B = bh / a.Heads;
+        q.H = bh - q.B * a.Heads;
+        q.T0 = qt * TcRows;
+        q.TEnd = DeviceReduce.Min(seq, q.T0 + TcRows);
+        q.W0 = q.T0 + 16 * warp;
+        q.Ru = q.W0 + (lane >> 2);
+        q.Rl = q.Ru + 8;
+        q.KFirst = MinFirstKey(doc, a, q.B, q.T0, q.TEnd) / TcTile * TcTile;
+        q.QBase = (long)q.B * seq * a.Heads * TcHeadDim + q.H * TcHeadDim;
+        q.KBase = (long)q.B * seq * a.KvHeads * TcHeadDim + q.H / (a.Heads / a.KvHeads) * TcHeadDim;
+        q.Stat = ((long)q.B * a.Heads + q.H) * seq;
+        q.Scores = new RowScores
+        {
+            Sl2 = a.Scale * Log2E, Ru = q.Ru, Fu = FirstKeyOrNone(doc, a, q.B, q.Ru), Rl = q.Rl, Fl = FirstKeyOrNone(doc, a, q.B, q.Rl), Seq = seq,
+        };
+        return q;
+    }
+
     /// <summary>Whether query `query` (first visible key `first`) sees key `key`, in a sequence of `seq` tokens.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static bool Sees(int query, int key, int first, int seq) => query < seq && key <= query && key >= first;

@@ -19,16 +19,8 @@ public sealed partial class IlgpuBackend
         {
             long i = w * (TcHeadDim / 2) + lane;
             uint x = dO[i], y = o[i];
-            float s = Interop.IntAsFloat(x << 16) * Interop.IntAsFloat(y << 16) + Interop.IntAsFloat(x & 0xFFFF0000u) * Interop.IntAsFloat(y & 0xFFFF0000u);
-            for (int m = 16; m >= 1; m >>= 1) s += Warp.ShuffleXor(s, m);
-            if (lane == 0)
-            {
-                long bt = w / a.Heads;
-                int h = (int)(w - bt * a.Heads);
-                long b = bt / a.Seq;
-                int t = (int)(bt - b * a.Seq);
-                delta[(b * a.Heads + h) * a.Seq + t] = s;
-            }
+            float s = DeviceReduce.XorSum(Interop.IntAsFloat(x << 16) * Interop.IntAsFloat(y << 16) + Interop.IntAsFloat(x & 0xFFFF0000u) * Interop.IntAsFloat(y & 0xFFFF0000u));
+            if (lane == 0) delta[StatIndex(w, a)] = s;
         }
     }
 
@@ -44,25 +36,21 @@ public sealed partial class IlgpuBackend
         var ks = SharedMemory.Allocate<uint>(TcStage);
         var vt = SharedMemory.Allocate<uint>(TcStage);
         int tid = Group.IdxX, warp = tid >> 5, lane = tid & 31, t = lane & 3, frag = (lane >> 2) * TcLd + t;
-        int seq = a.Seq, group = a.Heads / a.KvHeads, ldq = a.Heads * TcHeadDim, ldk = a.KvHeads * TcHeadDim;
-        float sl2 = a.Scale * Log2E;
+        int seq = a.Seq, ldq = a.Heads * TcHeadDim, ldk = a.KvHeads * TcHeadDim;
         int qTiles = (seq + TcRows - 1) / TcRows, units = a.Batch * a.Heads * qTiles;
         for (int u = Grid.IdxX; u < units; u += Grid.DimX)
         {
-            // The last query tiles (the most keys) of every sequence and head first.
-            int bhs = a.Batch * a.Heads, qt = qTiles - 1 - u / bhs, bh = u % bhs, b = bh / a.Heads, h = bh - b * a.Heads;
-            int t0 = qt * TcRows, tEnd = DeviceReduce.Min(seq, t0 + TcRows), w0 = t0 + 16 * warp, ru = w0 + (lane >> 2), rl = ru + 8;
-            long qBase = (long)b * seq * ldq + h * TcHeadDim, kBase = (long)b * seq * ldk + h / group * TcHeadDim;
-            A4 qa = LoadRowsA(q, qBase, ldq, ru, seq, t);
-            var scores = new RowScores { Sl2 = sl2, Ru = ru, Fu = FirstKeyOrNone(doc, a, b, ru), Rl = rl, Fl = FirstKeyOrNone(doc, a, b, rl), Seq = seq };
+            var unit = QueryUnitOf(u, qTiles, warp, lane, doc, a);
+            A4 qa = LoadRowsA(q, unit.QBase, ldq, unit.Ru, seq, t);
+            var scores = unit.Scores;
             float mu = float.NegativeInfinity, ml = float.NegativeInfinity, lu = 0f, ll = 0f;
             C8 acc = default;
-            for (int j0 = MinFirstKey(doc, a, b, t0, tEnd) / TcTile * TcTile; j0 < tEnd; j0 += TcTile)
+            for (int j0 = unit.KFirst; j0 < unit.TEnd; j0 += TcTile)
             {
-                LoadTileRows(ks, k, kBase, ldk, j0, seq, tid);
-                LoadTileCols(vt, v, kBase, ldk, j0, seq, tid);
+                LoadTileRows(ks, k, unit.KBase, ldk, j0, seq, tid);
+                LoadTileCols(vt, v, unit.KBase, ldk, j0, seq, tid);
                 Group.Barrier();
-                if (w0 < seq && j0 <= w0 + 15) // some query of this warp sees a key of the tile (warp-uniform)
+                if (unit.WarpSees(j0, seq))
                 {
                     scores.Key = j0 + 2 * t;
                     C8 s = Map(Product(default, qa, ks, frag, warp, lane), default, scores);
@@ -81,10 +69,9 @@ public sealed partial class IlgpuBackend
             }
             lu = QuadSum(lu);
             ll = QuadSum(ll);
-            StoreRows(o, o16, a.OutBf16, qBase, ldq, ru, seq, t, acc, 1f / lu, 1f / ll);
-            long stat = ((long)b * a.Heads + h) * seq;
-            if (t == 0 && ru < seq) lse[stat + ru] = (mu + XMath.Log2(lu)) * Ln2;
-            if (t == 0 && rl < seq) lse[stat + rl] = (ml + XMath.Log2(ll)) * Ln2;
+            StoreRows(o, o16, a.OutBf16, unit.QBase, ldq, unit.Ru, seq, t, acc, 1f / lu, 1f / ll);
+            if (t == 0 && unit.Ru < seq) lse[unit.Stat + unit.Ru] = (mu + XMath.Log2(lu)) * Ln2;
+            if (t == 0 && unit.Rl < seq) lse[unit.Stat + unit.Rl] = (ml + XMath.Log2(ll)) * Ln2;
         }
     }
 
@@ -101,28 +88,24 @@ public sealed partial class IlgpuBackend
         var kt = SharedMemory.Allocate<uint>(TcStage);
         var vs = SharedMemory.Allocate<uint>(TcStage);
         int tid = Group.IdxX, warp = tid >> 5, lane = tid & 31, t = lane & 3, frag = (lane >> 2) * TcLd + t;
-        int seq = a.Seq, group = a.Heads / a.KvHeads, ldq = a.Heads * TcHeadDim, ldk = a.KvHeads * TcHeadDim;
-        float sl2 = a.Scale * Log2E;
+        int seq = a.Seq, ldq = a.Heads * TcHeadDim, ldk = a.KvHeads * TcHeadDim;
         int qTiles = (seq + TcRows - 1) / TcRows, units = a.Batch * a.Heads * qTiles;
         for (int u = Grid.IdxX; u < units; u += Grid.DimX)
         {
-            // The last query tiles (the most keys) of every sequence and head first.
-            int bhs = a.Batch * a.Heads, qt = qTiles - 1 - u / bhs, bh = u % bhs, b = bh / a.Heads, h = bh - b * a.Heads;
-            int t0 = qt * TcRows, tEnd = DeviceReduce.Min(seq, t0 + TcRows), w0 = t0 + 16 * warp, ru = w0 + (lane >> 2), rl = ru + 8;
-            long qBase = (long)b * seq * ldq + h * TcHeadDim, kBase = (long)b * seq * ldk + h / group * TcHeadDim;
-            long stat = ((long)b * a.Heads + h) * seq;
-            A4 qa = LoadRowsA(q, qBase, ldq, ru, seq, t), da = LoadRowsA(dO, qBase, ldq, ru, seq, t);
-            var scores = new RowScores { Sl2 = sl2, Ru = ru, Fu = FirstKeyOrNone(doc, a, b, ru), Rl = rl, Fl = FirstKeyOrNone(doc, a, b, rl), Seq = seq };
-            var exp = new RowExp2 { Uu = ru < seq ? lse[stat + ru] * Log2E : 0f, Ul = rl < seq ? lse[stat + rl] * Log2E : 0f };
-            var ds = new RowDs { Du = ru < seq ? delta[stat + ru] : 0f, Dl = rl < seq ? delta[stat + rl] : 0f };
+            var unit = QueryUnitOf(u, qTiles, warp, lane, doc, a);
+            int ru = unit.Ru, rl = unit.Rl;
+            A4 qa = LoadRowsA(q, unit.QBase, ldq, ru, seq, t), da = LoadRowsA(dO, unit.QBase, ldq, ru, seq, t);
+            var scores = unit.Scores;
+            var exp = new RowExp2 { Uu = ru < seq ? lse[unit.Stat + ru] * Log2E : 0f, Ul = rl < seq ? lse[unit.Stat + rl] * Log2E : 0f };
+            var ds = new RowDs { Du = ru < seq ? delta[unit.Stat + ru] : 0f, Dl = rl < seq ? delta[unit.Stat + rl] : 0f };
             C8 acc = default;
-            for (int j0 = MinFirstKey(doc, a, b, t0, tEnd) / TcTile * TcTile; j0 < tEnd; j0 += TcTile)
+            for (int j0 = unit.KFirst; j0 < unit.TEnd; j0 += TcTile)
             {
-                LoadTileRows(ks, k, kBase, ldk, j0, seq, tid);
-                LoadTileCols(kt, k, kBase, ldk, j0, seq, tid);
-                LoadTileRows(vs, v, kBase, ldk, j0, seq, tid);
+                LoadTileRows(ks, k, unit.KBase, ldk, j0, seq, tid);
+                LoadTileCols(kt, k, unit.KBase, ldk, j0, seq, tid);
+                LoadTileRows(vs, v, unit.KBase, ldk, j0, seq, tid);
                 Group.Barrier();
-                if (w0 < seq && j0 <= w0 + 15)
+                if (unit.WarpSees(j0, seq))
                 {
                     scores.Key = j0 + 2 * t;
                     C8 p = Map(Map(Product(default, qa, ks, frag, warp, lane), default, scores), default, exp);
@@ -131,7 +114,7 @@ public sealed partial class IlgpuBackend
                 }
                 Group.Barrier();
             }
-            StoreRows(dq, q, 0, qBase, ldq, ru, seq, t, acc, a.Scale, a.Scale);
+            StoreRows(dq, q, 0, unit.QBase, ldq, ru, seq, t, acc, a.Scale, a.Scale);
         }
     }
 
