@@ -15,6 +15,8 @@ public sealed partial class LlamaModel
         public Tensor GateB, UpB;
         /// <summary>bf16 q, k, v (after RoPE) for a back-end that takes bf16 attention operands (else empty).</summary>
         public Tensor QB, KB, VB;
+        /// <summary>What attention reads (q, k, v) and writes (o): QB, KB, VB, AttnB with bf16 attention, else Q, K, V, Attn.</summary>
+        public Tensor AttnQ, AttnK, AttnV, AttnO;
     }
 
     /// <summary>
@@ -108,6 +110,7 @@ public sealed partial class LlamaModel
                     a.HB = keepH ? B(p + "h.bf16", n * f) : scratchFB;
                     a.GateB = B(p + "gate.bf16", n * f); a.UpB = B(p + "up.bf16", n * f);
                 }
+                (a.AttnQ, a.AttnK, a.AttnV, a.AttnO) = Bf16Attention ? (a.QB, a.KB, a.VB, a.AttnB) : (a.Q, a.K, a.V, a.Attn);
                 Layers[l] = a;
                 if (share) shared = a;
             }

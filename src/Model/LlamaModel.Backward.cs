@@ -56,11 +56,8 @@ public sealed partial class LlamaModel
             if (w.O.Trainable) be.MatMul(w.O.Grad, dMid, Saved(a.Attn, a.AttnB, w.O), d, qd, n, transA: true, transB: false, accumulate: true);
             if (!needQkv) continue;
             be.MatMul(_act.DAttn, dMid, w.O.Compute, n, qd, d, transA: false, transB: false, accumulate: false);
-            if (_act.Bf16Attention)
-                be.AttentionBackward(_act.DQ, _act.DK, _act.DV, _act.DAttn, a.AttnB, a.Lse, a.QB, a.KB, a.VB, DocStartOrEmpty, _batch, _seq, hq, hkv, hd, _attnScale, bf16: true);
-            else
-                be.AttentionBackward(_act.DQ, _act.DK, _act.DV, _act.DAttn, a.Attn, a.Lse, a.Q, a.K, a.V, DocStartOrEmpty,
-                    _batch, _seq, hq, hkv, hd, _attnScale, Options.Precision == Precision.Bf16);
+            be.AttentionBackward(_act.DQ, _act.DK, _act.DV, _act.DAttn, a.AttnO, a.Lse, a.AttnQ, a.AttnK, a.AttnV, DocStartOrEmpty,
+                _batch, _seq, hq, hkv, hd, _attnScale, bf16);
             // In bf16 the inverse rotation writes the products' bf16 operands in the same pass.
             var dq = bf16 ? _act.DQB : _act.DQ;
             var dk = bf16 ? _act.DKB : _act.DK;

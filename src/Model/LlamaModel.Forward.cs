@@ -66,19 +66,12 @@ public sealed partial class LlamaModel
         bool bf16Attention = _act.Bf16Attention;
         be.Rope(a.Q, _act.Positions, _act.RopeCos, _act.RopeSin, n, hq, hd, Options.Seq, inverse: false, xBf16: bf16Attention ? a.QB.Slice(0, n * qd) : default);
         be.Rope(a.K, _act.Positions, _act.RopeCos, _act.RopeSin, n, hkv, hd, Options.Seq, inverse: false, xBf16: bf16Attention ? a.KB.Slice(0, n * kvd) : default);
+        if (bf16Attention) be.ToBf16(a.VB.Slice(0, n * kvd), a.V.Slice(0, n * kvd));
+        be.AttentionForward(a.AttnO, a.Lse, a.AttnQ, a.AttnK, a.AttnV, DocStartOrEmpty, _batch, _seq, hq, hkv, hd, _attnScale, bf16);
         var xMid = a.XMid.Slice(0, n * d);
-        if (bf16Attention)
-        {
-            // The attention writes its output in bf16, the operand of the o projection.
-            be.ToBf16(a.VB.Slice(0, n * kvd), a.V.Slice(0, n * kvd));
-            be.AttentionForward(a.AttnB, a.Lse, a.QB, a.KB, a.VB, DocStartOrEmpty, _batch, _seq, hq, hkv, hd, _attnScale, bf16);
-            be.MatMul(xMid, a.AttnB, w.O.Compute, n, d, qd, transA: false, transB: true, accumulate: false);
-        }
-        else
-        {
-            be.AttentionForward(a.Attn, a.Lse, a.Q, a.K, a.V, DocStartOrEmpty, _batch, _seq, hq, hkv, hd, _attnScale, bf16);
-            be.MatMul(xMid, Operand(a.Attn, a.AttnB, n * qd, w.O), w.O.Compute, n, d, qd, transA: false, transB: true, accumulate: false);
-        }
+        // With bf16 attention its output already is the o projection's bf16 operand.
+        var attn = bf16Attention ? a.AttnB : Operand(a.Attn, a.AttnB, n * qd, w.O);
+        be.MatMul(xMid, attn, w.O.Compute, n, d, qd, transA: false, transB: true, accumulate: false);
         be.RmsNormForward(bf16 ? default : a.Xn2, a.Rstd2, xMid, w.PostNorm.Value, n, d, eps, residual: x.Slice(0, n * d), yBf16: bf16 ? a.Xn2B : default);
         var xn2 = bf16 ? a.Xn2B : a.Xn2;
         be.MatMul(a.Gate, xn2, w.Gate.Compute, n, f, d, transA: false, transB: true, accumulate: false);

@@ -103,8 +103,7 @@ public static class BenchReport
             foreach (string key in attention)
             {
                 JsonNode? o = ours[key], t = torch[key];
-                string precision = key == "attention_bf16" ? "bf16" : "fp32";
-                sb.AppendLine($"| {o?["shape"] ?? t?["shape"]} | {precision} | {F(o?["forward_ms"], "F2")} | {(t?["error"] is JsonNode te ? $"failed: {te}" : F(t?["forward_ms"], "F2"))} | " +
+                sb.AppendLine($"| {o?["shape"] ?? t?["shape"]} | {o?["precision"] ?? t?["precision"]} | {F(o?["forward_ms"], "F2")} | {(t?["error"] is JsonNode te ? $"failed: {te}" : F(t?["forward_ms"], "F2"))} | " +
                     $"{Ratio(o?["forward_ms"], t?["forward_ms"])} | {F(o?["backward_ms"], "F2")} | {F(t?["backward_ms"], "F2")} | {Ratio(o?["backward_ms"], t?["backward_ms"])} |");
             }
         }
