@@ -1,0 +1,379 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+
+namespace HftRuntime.Tests.Support;
+
+/// <summary>
+/// Runs one entry of a PTX module, thread by thread, for the subset of PTX that <c>WgmmaGemmPtx</c> writes: integer
+/// and f32 arithmetic, predicates and branches, <c>ld.param</c>, <c>ld/st.global.v2.f32</c>, <c>cp.async</c> with its
+/// groups (a copy lands only when a <c>cp.async.wait_group</c> of its thread lets it, so a missing wait shows), block
+/// barriers, and <c>wgmma.mma_async</c> m64nNk16 f32 += bf16·bf16 from shared-memory descriptors with the 128-byte
+/// swizzle, run when all 128 threads of a warpgroup reach it, with the same descriptors required of all of them.
+/// Global and shared accesses are bounds-checked. The descriptor and fragment semantics are PTX's documented ones
+/// (CUTLASS's canonical layouts): this checks that the generated code puts and finds every element where it intends,
+/// not what the hardware does.
+/// </summary>
+internal sealed class PtxInterpreter
+{
+    /// <summary>Where the global memory starts (above 4 GiB, so that a truncated address is out of bounds).</summary>
+    public const ulong GlobalBase = 0x1_0000_0000;
+
+    /// <summary>The shared address of the dynamic shared array (not 1 KiB-aligned, so that the code must align it).</summary>
+    public const uint SharedSymbolAddress = 48;
+
+    private enum Op
+    {
+        LdParam, Cvta, Mov, MovPack, Add, Sub, MulLo, MulWide, Div, Rem, Min, Shl, Shr, And, Or, Xor, Cvt, Setp, Bra,
+        CpAsync, CpCommit, CpWait, Nop, Bar, Wgmma, WgmmaWait, StGlobal, LdGlobal, AddF, Ret,
+    }
+
+    private sealed record Ins(Op Op, int Guard, bool GuardNeg, string[] Args, string Type, string Text);
+
+    private readonly List<Ins> _code = [];
+    private readonly Dictionary<string, int> _labels = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, int> _regs = new(StringComparer.Ordinal);
+    private readonly string[] _params;
+
+    /// <summary>Global memory (at <see cref="GlobalBase"/>).</summary>
+    public byte[] Global { get; }
+
+    /// <summary>Instructions executed by all threads so far.</summary>
+    public long Executed { get; private set; }
+
+    public PtxInterpreter(string module, string entry, string[] parameters, int globalBytes)
+    {
+        _params = parameters;
+        Global = new byte[globalBytes];
+        var m = Regex.Match(module, @"\.entry\s+" + Regex.Escape(entry) + @"\((?s:.*?)\)(?s:.*?)\{(?<body>(?s:.*?))\n\}");
+        if (!m.Success) throw new ArgumentException($"entry {entry} not found");
+        foreach (var raw in m.Groups["body"].Value.Split('\n'))
+        {
+            string line = raw.Trim();
+            if (line.Length == 0 || line.StartsWith(".reg", StringComparison.Ordinal)) continue;
+            if (line.EndsWith(':')) { _labels[line[..^1]] = _code.Count; continue; }
+            _code.Add(Parse(line.TrimEnd(';')));
+        }
+    }
+
+    private Ins Parse(string text)
+    {
+        int guard = -1;
+        bool neg = false;
+        string s = text;
+        if (s.StartsWith('@'))
+        {
+            int sp = s.IndexOf(' ');
+            string g = s[1..sp];
+            neg = g.StartsWith('!');
+            guard = Reg(g.TrimStart('!'));
+            s = s[(sp + 1)..].Trim();
+        }
+        int space = s.IndexOf(' ');
+        string opcode = space < 0 ? s : s[..space];
+        string rest = space < 0 ? "" : s[(space + 1)..];
+        var args = SplitArgs(rest);
+        string type = opcode[(opcode.LastIndexOf('.') + 1)..];
+        Op op = opcode switch
+        {
+            _ when opcode.StartsWith("ld.param", StringComparison.Ordinal) => Op.LdParam,
+            _ when opcode.StartsWith("cvta.to.global", StringComparison.Ordinal) => Op.Cvta,
+            "mov.b64" when args[1].StartsWith('{') => Op.MovPack,
+            _ when opcode.StartsWith("mov.", StringComparison.Ordinal) => Op.Mov,
+            _ when opcode.StartsWith("add.f32", StringComparison.Ordinal) => Op.AddF,
+            _ when opcode.StartsWith("add.", StringComparison.Ordinal) => Op.Add,
+            _ when opcode.StartsWith("sub.", StringComparison.Ordinal) => Op.Sub,
+            _ when opcode.StartsWith("mul.lo.", StringComparison.Ordinal) => Op.MulLo,
+            _ when opcode.StartsWith("mul.wide.u32", StringComparison.Ordinal) => Op.MulWide,
+            _ when opcode.StartsWith("div.u32", StringComparison.Ordinal) => Op.Div,
+            _ when opcode.StartsWith("rem.u32", StringComparison.Ordinal) => Op.Rem,
+            _ when opcode.StartsWith("min.u32", StringComparison.Ordinal) => Op.Min,
+            _ when opcode.StartsWith("shl.", StringComparison.Ordinal) => Op.Shl,
+            _ when opcode.StartsWith("shr.u", StringComparison.Ordinal) => Op.Shr,
+            _ when opcode.StartsWith("and.", StringComparison.Ordinal) => Op.And,
+            _ when opcode.StartsWith("or.", StringComparison.Ordinal) => Op.Or,
+            _ when opcode.StartsWith("xor.", StringComparison.Ordinal) => Op.Xor,
+            "cvt.u64.u32" => Op.Cvt,
+            _ when opcode.StartsWith("setp.", StringComparison.Ordinal) && opcode.EndsWith(".u32", StringComparison.Ordinal) => Op.Setp,
+            "bra" or "bra.uni" => Op.Bra,
+            "cp.async.cg.shared.global" => Op.CpAsync,
+            "cp.async.commit_group" => Op.CpCommit,
+            "cp.async.wait_group" => Op.CpWait,
+            "fence.proxy.async.shared::cta" or "wgmma.fence.sync.aligned" or "wgmma.commit_group.sync.aligned" => Op.Nop,
+            "bar.sync" => Op.Bar,
+            _ when opcode.StartsWith("wgmma.mma_async.sync.aligned.m64n", StringComparison.Ordinal) && opcode.EndsWith(".f32.bf16.bf16", StringComparison.Ordinal) => Op.Wgmma,
+            "wgmma.wait_group.sync.aligned" => Op.WgmmaWait,
+            "st.global.v2.f32" => Op.StGlobal,
+            "ld.global.v2.f32" => Op.LdGlobal,
+            "ret" => Op.Ret,
+            _ => throw new NotSupportedException($"PTX interpreter: unsupported instruction '{text}'"),
+        };
+        if (op == Op.Setp) type = opcode.Split('.')[1]; // the comparison
+        if (op == Op.Wgmma) type = Regex.Match(opcode, @"m64n(\d+)k16").Groups[1].Value;
+        foreach (var a in args) foreach (Match r in Regex.Matches(a, @"%[A-Za-z_][A-Za-z0-9_]*")) if (!IsSpecial(r.Value)) Reg(r.Value);
+        return new Ins(op, guard, neg, args, type, text);
+    }
+
+    private static bool IsSpecial(string name) => name is "%tid" or "%ctaid" or "%ntid" or "%nctaid";
+
+    private int Reg(string name)
+    {
+        if (!_regs.TryGetValue(name, out int i)) _regs[name] = i = _regs.Count;
+        return i;
+    }
+
+    private static string[] SplitArgs(string s)
+    {
+        var list = new List<string>();
+        int depth = 0, start = 0;
+        for (int i = 0; i < s.Length; i++)
+        {
+            if (s[i] is '{' or '[') depth++;
+            else if (s[i] is '}' or ']') depth--;
+            else if (s[i] == ',' && depth == 0) { list.Add(s[start..i].Trim()); start = i + 1; }
+        }
+        if (s.Trim().Length > 0) list.Add(s[start..].Trim());
+        return [.. list];
+    }
+
+    private sealed class Thread
+    {
+        public ulong[] R = null!;
+        public int Pc, Tid;
+        public bool Done, AtBarrier, AtWgmma;
+        public readonly List<(uint Shared, ulong Global)> Open = [];
+        public readonly Queue<List<(uint Shared, ulong Global)>> Pending = new();
+    }
+
+    /// <summary>
+    /// Runs blocks 0 .. <paramref name="grid"/> − 1 of <paramref name="threads"/> threads, one after another, with
+    /// <paramref name="sharedBytes"/> of dynamic shared memory each; <paramref name="args"/> in parameter order.
+    /// </summary>
+    public void Run(int grid, int threads, int sharedBytes, ulong[] args)
+    {
+        for (int block = 0; block < grid; block++) RunBlock(block, grid, threads, sharedBytes, args);
+    }
+
+    private void RunBlock(int block, int grid, int threads, int sharedBytes, ulong[] args)
+    {
+        var shared = new byte[SharedSymbolAddress + sharedBytes];
+        var ts = new Thread[threads];
+        for (int i = 0; i < threads; i++) ts[i] = new Thread { R = new ulong[_regs.Count], Tid = i };
+        while (true)
+        {
+            bool ran = false;
+            foreach (var t in ts)
+                if (!t.Done && !t.AtBarrier && !t.AtWgmma) { Step(t, block, grid, threads, shared, args); ran = true; }
+            if (ts.All(t => t.Done)) return;
+            // Warpgroups whose 128 threads all wait at the same wgmma run it.
+            for (int w = 0; w * 128 < threads; w++)
+            {
+                var group = ts.Skip(w * 128).Take(128).ToArray();
+                if (group.All(t => t.AtWgmma) && group.All(t => t.Pc == group[0].Pc))
+                {
+                    Wgmma(_code[group[0].Pc], group, shared);
+                    foreach (var t in group) { t.AtWgmma = false; t.Pc++; }
+                    ran = true;
+                }
+            }
+            var live = ts.Where(t => !t.Done).ToArray();
+            if (live.All(t => t.AtBarrier))
+            {
+                foreach (var t in live) { t.AtBarrier = false; t.Pc++; }
+                ran = true;
+            }
+            else if (ts.Any(t => t.Done) && live.Any(t => t.AtBarrier))
+                throw new InvalidOperationException("PTX interpreter: a barrier that exited threads never reach");
+            if (!ran) throw new InvalidOperationException("PTX interpreter: deadlock (threads wait at different barriers or wgmma)");
+        }
+    }
+
+    /// <summary>Runs one thread until it exits or waits at a barrier or a wgmma.</summary>
+    private void Step(Thread t, int block, int grid, int threads, byte[] shared, ulong[] args)
+    {
+        while (true)
+        {
+            var ins = _code[t.Pc];
+            Executed++;
+            if (ins.Guard >= 0 && (t.R[ins.Guard] != 0) == ins.GuardNeg) { t.Pc++; continue; }
+            string[] a = ins.Args;
+            switch (ins.Op)
+            {
+                case Op.LdParam:
+                    {
+                        string name = a[1].Trim('[', ']');
+                        int idx = Array.IndexOf(_params, name);
+                        if (idx < 0) throw new InvalidOperationException($"unknown parameter {name}");
+                        Set(t, a[0], ins.Type == "u32" ? (uint)args[idx] : args[idx]);
+                        break;
+                    }
+                case Op.Cvta: Set(t, a[0], Val(t, a[1], block, grid, threads)); break;
+                case Op.Mov: Set(t, a[0], Mask(Val(t, a[1], block, grid, threads), ins.Type)); break;
+                case Op.MovPack:
+                    {
+                        var parts = a[1].Trim('{', '}').Split(',').Select(x => x.Trim()).ToArray();
+                        Set(t, a[0], (uint)Val(t, parts[0], block, grid, threads) | ((ulong)(uint)Val(t, parts[1], block, grid, threads) << 32));
+                        break;
+                    }
+                case Op.Add: Bin(t, a, ins.Type, block, grid, threads, (x, y) => x + y); break;
+                case Op.Sub: Bin(t, a, ins.Type, block, grid, threads, (x, y) => x - y); break;
+                case Op.MulLo: Bin(t, a, ins.Type, block, grid, threads, (x, y) => x * y); break;
+                case Op.Div: Bin(t, a, ins.Type, block, grid, threads, (x, y) => (uint)x / (uint)y); break;
+                case Op.Rem: Bin(t, a, ins.Type, block, grid, threads, (x, y) => (uint)x % (uint)y); break;
+                case Op.Min: Bin(t, a, ins.Type, block, grid, threads, (x, y) => Math.Min((uint)x, (uint)y)); break;
+                case Op.Shl: Bin(t, a, ins.Type, block, grid, threads, (x, y) => x << (int)y); break;
+                case Op.Shr: Bin(t, a, ins.Type, block, grid, threads, (x, y) => (uint)x >> (int)y); break;
+                case Op.And: Bin(t, a, ins.Type, block, grid, threads, (x, y) => x & y); break;
+                case Op.Or: Bin(t, a, ins.Type, block, grid, threads, (x, y) => x | y); break;
+                case Op.Xor: Bin(t, a, ins.Type, block, grid, threads, (x, y) => x ^ y); break;
+                case Op.MulWide: Set(t, a[0], (ulong)(uint)Val(t, a[1], block, grid, threads) * (uint)Val(t, a[2], block, grid, threads)); break;
+                case Op.Cvt: Set(t, a[0], (uint)Val(t, a[1], block, grid, threads)); break;
+                case Op.Setp:
+                    {
+                        uint x = (uint)Val(t, a[1], block, grid, threads), y = (uint)Val(t, a[2], block, grid, threads);
+                        bool r = ins.Type switch { "lt" => x < y, "ge" => x >= y, "eq" => x == y, "ne" => x != y, _ => throw new NotSupportedException(ins.Text) };
+                        Set(t, a[0], r ? 1UL : 0UL);
+                        break;
+                    }
+                case Op.Bra: t.Pc = _labels[a[0]]; continue;
+                case Op.CpAsync:
+                    {
+                        if (a[2] != "16") throw new NotSupportedException(ins.Text);
+                        t.Open.Add(((uint)Address(t, a[0]), Address(t, a[1])));
+                        break;
+                    }
+                case Op.CpCommit: t.Pending.Enqueue([.. t.Open]); t.Open.Clear(); break;
+                case Op.CpWait:
+                    {
+                        int allowed = int.Parse(a[0], CultureInfo.InvariantCulture);
+                        while (t.Pending.Count > allowed)
+                            foreach (var (s, g) in t.Pending.Dequeue())
+                                Array.Copy(Global, Checked(g - GlobalBase, 16, Global.Length, "global"), shared, Checked(s, 16, shared.Length, "shared"), 16);
+                        break;
+                    }
+                case Op.Nop: case Op.WgmmaWait: break;
+                case Op.Bar: t.AtBarrier = true; return;
+                case Op.Wgmma: t.AtWgmma = true; return;
+                case Op.StGlobal:
+                    {
+                        long at = Checked(Address(t, a[0]) - GlobalBase, 8, Global.Length, "global");
+                        var v = a[1].Trim('{', '}').Split(',').Select(x => (uint)t.R[_regs[x.Trim()]]).ToArray();
+                        BitConverter.TryWriteBytes(Global.AsSpan((int)at), v[0]);
+                        BitConverter.TryWriteBytes(Global.AsSpan((int)at + 4), v[1]);
+                        break;
+                    }
+                case Op.LdGlobal:
+                    {
+                        long at = Checked(Address(t, a[1]) - GlobalBase, 8, Global.Length, "global");
+                        var regs = a[0].Trim('{', '}').Split(',').Select(x => _regs[x.Trim()]).ToArray();
+                        t.R[regs[0]] = BitConverter.ToUInt32(Global, (int)at);
+                        t.R[regs[1]] = BitConverter.ToUInt32(Global, (int)at + 4);
+                        break;
+                    }
+                case Op.AddF:
+                    {
+                        float x = BitConverter.UInt32BitsToSingle((uint)t.R[_regs[a[1]]]), y = BitConverter.UInt32BitsToSingle((uint)t.R[_regs[a[2]]]);
+                        Set(t, a[0], BitConverter.SingleToUInt32Bits(x + y));
+                        break;
+                    }
+                case Op.Ret: t.Done = true; return;
+            }
+            t.Pc++;
+        }
+    }
+
+    private static long Checked(ulong offset, int bytes, int length, string space)
+    {
+        if (offset > (ulong)(length - bytes)) throw new InvalidOperationException($"PTX interpreter: {space} access of {bytes} bytes at offset {offset} is out of bounds ({length})");
+        return (long)offset;
+    }
+
+    private void Bin(Thread t, string[] a, string type, int block, int grid, int threads, Func<ulong, ulong, ulong> f) =>
+        Set(t, a[0], Mask(f(Val(t, a[1], block, grid, threads), Val(t, a[2], block, grid, threads)), type));
+
+    private static ulong Mask(ulong v, string type) => type is "u64" or "b64" or "s64" ? v : (uint)v;
+
+    private void Set(Thread t, string reg, ulong v) => t.R[_regs[reg]] = v;
+
+    private ulong Val(Thread t, string s, int block, int grid, int threads)
+    {
+        if (s.StartsWith('%'))
+            return s switch
+            {
+                "%tid.x" => (ulong)t.Tid,
+                "%ctaid.x" => (ulong)block,
+                "%ntid.x" => (ulong)threads,
+                "%nctaid.x" => (ulong)grid,
+                _ => t.R[_regs[s]],
+            };
+        if (s.StartsWith("0f", StringComparison.Ordinal)) return uint.Parse(s[2..], NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+        if (s == "hft_wgmma_smem") return SharedSymbolAddress;
+        return (ulong)long.Parse(s, CultureInfo.InvariantCulture);
+    }
+
+    /// <summary>The address of a [reg] or [reg+offset] operand.</summary>
+    private ulong Address(Thread t, string s)
+    {
+        var m = Regex.Match(s, @"^\[(?<r>%[A-Za-z_0-9]+)(\+(?<o>-?\d+))?\]$");
+        if (!m.Success) throw new NotSupportedException($"address {s}");
+        ulong off = m.Groups["o"].Success ? (ulong)long.Parse(m.Groups["o"].Value, CultureInfo.InvariantCulture) : 0;
+        return t.R[_regs[m.Groups["r"].Value]] + off;
+    }
+
+    /// <summary>
+    /// D[64, N] += A[64, 16]·B[N, 16]ᵀ for the warpgroup: A and B read from their descriptors (K-major, or MN-major
+    /// where the transpose immediate is 1), D from the threads' accumulators (warp w rows 16w + g and + 8, columns
+    /// 8j + 2t and + 1 in registers 4j .. 4j + 3).
+    /// </summary>
+    private void Wgmma(Ins ins, Thread[] group, byte[] shared)
+    {
+        int n = int.Parse(ins.Type, CultureInfo.InvariantCulture);
+        var d = ins.Args[0].Trim('{', '}').Split(',').Select(x => _regs[x.Trim()]).ToArray();
+        if (d.Length != n / 2) throw new InvalidOperationException($"wgmma m64n{n}k16 needs {n / 2} accumulators, has {d.Length}");
+        int descA = _regs[ins.Args[1]], descB = _regs[ins.Args[2]];
+        if (ins.Args[4] != "1" || ins.Args[5] != "1") throw new NotSupportedException("wgmma scales other than 1");
+        bool transA = ins.Args[6] == "1", transB = ins.Args[7] == "1";
+        ulong da = group[0].R[descA], db = group[0].R[descB];
+        foreach (var t in group)
+        {
+            if (t.R[descA] != da || t.R[descB] != db) throw new InvalidOperationException($"wgmma: thread {t.Tid} has other descriptors than thread {group[0].Tid}");
+            if (t.R[_regs[ins.Args[3]]] == 0) throw new NotSupportedException("wgmma with scale-d false");
+        }
+        var am = Operand(da, transA, 64, shared);
+        var bm = Operand(db, transB, n, shared);
+        foreach (var t in group)
+        {
+            int warp = (t.Tid & 127) >> 5, lane = t.Tid & 31, g = lane >> 2, q = lane & 3;
+            for (int r = 0; r < d.Length; r++)
+            {
+                int row = 16 * warp + g + ((r & 2) != 0 ? 8 : 0), col = 8 * (r >> 2) + 2 * q + (r & 1);
+                float acc = BitConverter.UInt32BitsToSingle((uint)t.R[d[r]]);
+                for (int k = 0; k < 16; k++) acc += am[row, k] * bm[col, k];
+                t.R[d[r]] = BitConverter.SingleToUInt32Bits(acc);
+            }
+        }
+    }
+
+    /// <summary>
+    /// The rows × 16 bf16 operand of a descriptor with the 128-byte swizzle: element (i, k) at start + (i mod 8)·128 +
+    /// (i / 8)·SBO + 2k (K-major), or start + 2(i mod 64) + (i / 64)·LBO + (k mod 8)·128 + (k / 8)·SBO (MN-major);
+    /// then bits 4..6 of the shared address XOR bits 7..9.
+    /// </summary>
+    private static float[,] Operand(ulong desc, bool mnMajor, int rows, byte[] shared)
+    {
+        if (desc >> 62 != 1) throw new NotSupportedException("descriptor without the 128-byte swizzle");
+        if (((desc >> 49) & 7) != 0) throw new NotSupportedException("descriptor with a base offset");
+        ulong start = (desc & 0x3FFF) << 4, lbo = ((desc >> 16) & 0x3FFF) << 4, sbo = ((desc >> 32) & 0x3FFF) << 4;
+        var x = new float[rows, 16];
+        for (int i = 0; i < rows; i++)
+            for (int k = 0; k < 16; k++)
+            {
+                ulong addr = mnMajor
+                    ? start + (ulong)(2 * (i % 64)) + (ulong)(i / 64) * lbo + (ulong)(k % 8 * 128) + (ulong)(k / 8) * sbo
+                    : start + (ulong)(i % 8 * 128) + (ulong)(i / 8) * sbo + (ulong)(2 * k);
+                addr ^= ((addr >> 7) & 7) << 4;
+                long at = Checked(addr, 2, shared.Length, "shared (wgmma)");
+                x[i, k] = BitConverter.UInt32BitsToSingle((uint)BitConverter.ToUInt16(shared, (int)at) << 16);
+            }
+        return x;
+    }
+}
