@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Fetches NVIDIA's ptxas (CUDA 11.8, from Debian bookworm's non-free nvidia-cuda-toolkit package) into .tools/cuda
-# and prints its path; prints nothing and exits 1 where apt cannot get it. The tests use it (HFT_PTXAS) to check that
-# every kernel assembles for sm_90 without a stack frame; without it that test is inconclusive. Needs apt (root).
+# Fetches NVIDIA's ptxas into .tools/cuda and prints its path: CUDA 12.4's (Debian trixie's non-free
+# nvidia-cuda-toolkit package), which assembles sm_90a (the wgmma GEMM), else CUDA 11.8's (bookworm's), which
+# assembles sm_90 only; prints nothing and exits 1 where apt cannot get either. The tests use it (HFT_PTXAS) to check
+# that every kernel assembles without a stack frame; without it those tests are inconclusive. Needs apt (root).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 dest=.tools/cuda
@@ -9,16 +10,17 @@ if [ -x "$dest/usr/bin/ptxas" ]; then echo "$PWD/$dest/usr/bin/ptxas"; exit 0; f
 command -v apt-get >/dev/null || exit 1
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/lists/partial" "$work/archives/partial"
-cat > "$work/sources.list" <<'LIST'
-deb http://deb.debian.org/debian bookworm non-free
-LIST
-opts=(-o "Dir::Etc::SourceList=$work/sources.list" -o "Dir::Etc::SourceParts=-" -o "Dir::State::Lists=$work/lists"
-      -o "Dir::Cache::Archives=$work/archives" -o "APT::Sandbox::User=root" -qq)
-timeout 120 apt-get "${opts[@]}" update >/dev/null 2>&1 || exit 1
-( cd "$work" && timeout 300 apt-get "${opts[@]}" download nvidia-cuda-toolkit >/dev/null 2>&1 ) || exit 1
-mkdir -p "$dest"
-dpkg-deb -x "$work"/nvidia-cuda-toolkit_*.deb "$work/x" || exit 1
-mkdir -p "$dest/usr/bin" && cp "$work/x/usr/bin/ptxas" "$dest/usr/bin/ptxas" || exit 1
-"$dest/usr/bin/ptxas" --version >/dev/null 2>&1 || exit 1
+fetch() { # $1: Debian release
+    rm -rf "$work/lists" "$work/archives" "$work/x"
+    mkdir -p "$work/lists/partial" "$work/archives/partial"
+    echo "deb http://deb.debian.org/debian $1 non-free" > "$work/sources.list"
+    local opts=(-o "Dir::Etc::SourceList=$work/sources.list" -o "Dir::Etc::SourceParts=-" -o "Dir::State::Lists=$work/lists"
+        -o "Dir::Cache::Archives=$work/archives" -o "APT::Sandbox::User=root" -qq)
+    timeout 120 apt-get "${opts[@]}" update >/dev/null 2>&1 || return 1
+    ( cd "$work" && rm -f ./*.deb && timeout 300 apt-get "${opts[@]}" download nvidia-cuda-toolkit >/dev/null 2>&1 ) || return 1
+    dpkg-deb -x "$work"/nvidia-cuda-toolkit_*.deb "$work/x" || return 1
+    mkdir -p "$dest/usr/bin" && cp "$work/x/usr/bin/ptxas" "$dest/usr/bin/ptxas" || return 1
+    "$dest/usr/bin/ptxas" --version >/dev/null 2>&1
+}
+fetch trixie || fetch bookworm || exit 1
 echo "$PWD/$dest/usr/bin/ptxas"

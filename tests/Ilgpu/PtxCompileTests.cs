@@ -116,6 +116,27 @@ public sealed class PtxCompileTests
     }
 
     /// <summary>
+    /// With ptxas 12.0 or newer (sm_90a needs it), the wgmma GEMM's module assembles for sm_90a; no entry keeps a
+    /// stack frame or spills, and ptxas does not serialize its wgmma (a warning it prints when it must).
+    /// </summary>
+    [Test]
+    public void PtxasAssemblesTheWgmmaModuleForSm90a()
+    {
+        string? ptxas = Environment.GetEnvironmentVariable("HFT_PTXAS");
+        if (string.IsNullOrEmpty(ptxas) || !File.Exists(ptxas)) Assert.Inconclusive("no ptxas (set HFT_PTXAS)");
+        var m = Regex.Match(RunTool(ptxas, "--version").Output, @"release (\d+)\.");
+        if (!m.Success || int.Parse(m.Groups[1].Value) < 12) Assert.Inconclusive("sm_90a needs ptxas 12.0 or newer");
+        string file = Path.Combine(Path.GetTempPath(), $"hft-wgmma-{Environment.ProcessId}.ptx");
+        File.WriteAllText(file, WgmmaGemmPtx.Module);
+        var (code, output) = RunTool(ptxas, $"-arch=sm_90a -v \"{file}\" -o \"{file}.cubin\"");
+        TestContext.Out.WriteLine(output);
+        Assert.That(code, Is.Zero, output);
+        Assert.That(Regex.Matches(output, @"Compiling entry function").Count, Is.EqualTo(3), output);
+        Assert.That(Regex.Matches(output, @"0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads").Count, Is.EqualTo(3), output);
+        Assert.That(output, Does.Not.Contain("serializ"), output);
+    }
+
+    /// <summary>
     /// The newest PTX ISA a ptxas release reads (ILGPU writes 8.8; our kernels need no more than 7.8): 11.8 reads 7.8,
     /// 12.0 to 12.4 read 8.0 to 8.4, 12.5 and 12.6 8.5, 12.8 8.7, 12.9 and later 8.8.
     /// </summary>

@@ -7,10 +7,11 @@ namespace HftRuntime.Tests.Ilgpu;
 
 /// <summary>
 /// The wgmma GEMM's PTX (sm_90a, no GPU here): run through <see cref="PtxInterpreter"/> against float64 for each form,
-/// with k steps fewer than, equal to and more than the pipeline's stages, split k and accumulation; and its shape.
+/// with k steps fewer than, equal to and more than the pipeline's stages, split k and accumulation; its shape; and the
+/// dispatch where no sm_90 device is (the simple kernel, still right).
 /// </summary>
 [TestFixture]
-public class WgmmaGemmTests
+public class WgmmaGemmTests : IlgpuFixture
 {
     [TestCase(false, true, 128, 256, 384, false, 1, TestName = "NT, 6 k steps (the stage ring wraps)")]
     [TestCase(false, true, 256, 512, 64, true, 1, TestName = "NT, 4 tiles, 1 k step, accumulate")]
@@ -56,6 +57,25 @@ public class WgmmaGemmTests
                     if (ratio > worst) { worst = ratio; where = $"slice {z} ({i}, {j}): {got[at]} against {sum}"; }
                 }
         Assert.That(worst, Is.LessThanOrEqualTo(1.0), where);
+    }
+
+    /// <summary>
+    /// On a device that cannot run it (here ILGPU's CPU accelerator) the wgmma variant runs the simple kernel, right,
+    /// and says why; the module is never launched.
+    /// </summary>
+    [Test]
+    public void WithoutAnSm90DeviceTheSimpleKernelRuns()
+    {
+        var saved = Gpu.Bf16GemmVariant;
+        Gpu.Bf16GemmVariant = Bf16GemmVariant.Wgmma;
+        try
+        {
+            Bf16Gemm.Check(Gpu, 128, 256, 64, transA: false, transB: true, accumulate: false);
+            Bf16Gemm.Check(Gpu, 128, 256, 64, transA: true, transB: false, accumulate: true);
+            Assert.That(Gpu.WgmmaLaunches, Is.Zero);
+            Assert.That(Gpu.WgmmaStatus, Is.EqualTo("unavailable: needs a CUDA device"));
+        }
+        finally { Gpu.Bf16GemmVariant = saved; }
     }
 
     private static long Align(long bytes) => (bytes + 255) / 256 * 256;

@@ -43,6 +43,13 @@ public sealed class IlgpuArena : DeviceArena
         return _buffer.View.SubView(t.ByteOffset, t.Bytes);
     }
 
+    /// <summary>The device address of a tensor's first byte (for kernels launched through the driver API).</summary>
+    internal IntPtr DeviceAddress(Tensor t)
+    {
+        if (_buffer is null) throw new ObjectDisposedException(nameof(IlgpuArena), "arena is not committed or was disposed");
+        return _buffer.NativePtr + checked((nint)t.ByteOffset);
+    }
+
     /// <summary>An F32 tensor as a float view.</summary>
     internal ArrayView<float> F32(Tensor t) => Bytes(t).Cast<float>();
 

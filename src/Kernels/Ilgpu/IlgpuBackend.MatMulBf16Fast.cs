@@ -15,6 +15,13 @@ public enum Bf16GemmVariant
     /// tiles, see <see cref="IlgpuBackend.AcceptsBf16Fast"/>); the simple kernel everywhere else.
     /// </summary>
     Fast,
+
+    /// <summary>
+    /// The wgmma kernel (<see cref="WgmmaGemmPtx"/>: sm_90a, so H100 and H200 only) where it applies (NT, NN and TN
+    /// forms, m a multiple of 128, n of 256, k of 64, see <see cref="IlgpuBackend.AcceptsWgmma"/>), each form checked
+    /// against the simple kernel on its first use and left for good if it disagrees; the simple kernel everywhere else.
+    /// </summary>
+    Wgmma,
 }
 
 /// <summary>
@@ -70,11 +77,17 @@ public sealed partial class IlgpuBackend
     /// </summary>
     public Bf16GemmVariant Bf16GemmVariant { get; set; } = DefaultBf16GemmVariant;
 
-    /// <summary>HFT_BF16_GEMM as a variant: "fast" selects <see cref="Bf16GemmVariant.Fast"/>, anything else the simple kernel.</summary>
+    /// <summary>
+    /// HFT_BF16_GEMM as a variant: "fast" selects <see cref="Bf16GemmVariant.Fast"/>, "wgmma"
+    /// <see cref="Bf16GemmVariant.Wgmma"/>, anything else the simple kernel.
+    /// </summary>
     public static Bf16GemmVariant DefaultBf16GemmVariant =>
-        string.Equals(Environment.GetEnvironmentVariable("HFT_BF16_GEMM")?.Trim(), "fast", StringComparison.OrdinalIgnoreCase)
-            ? Bf16GemmVariant.Fast
-            : Bf16GemmVariant.Simple;
+        Environment.GetEnvironmentVariable("HFT_BF16_GEMM")?.Trim().ToLowerInvariant() switch
+        {
+            "fast" => Bf16GemmVariant.Fast,
+            "wgmma" => Bf16GemmVariant.Wgmma,
+            _ => Bf16GemmVariant.Simple,
+        };
 
     /// <summary>Launches of the fast bf16 kernel so far (the tests check the dispatch with it).</summary>
     internal long Bf16FastLaunches => Interlocked.Read(ref _bf16FastLaunches);

@@ -211,6 +211,7 @@ public sealed partial class IlgpuBackend : Backend
         _acc.DefaultStream.Synchronize();
         _scratch?.Dispose();
         _dummy.Dispose();
+        _wgmma?.Dispose();
         if (_ownsAccelerator)
         {
             var context = _acc.Context;

@@ -23,7 +23,7 @@ public sealed record BenchOptions(string? StepModel = null, bool Quick = false);
 /// tensor-op mode), the copy bandwidth of the device, the masked AdamW's bandwidth, attention forward and backward,
 /// and a full training step of the benchmark Llama with full fine-tuning and with HFT, each in fp32 and in bf16 mixed
 /// precision (ms, tokens/s, arena bytes, cost_bound). The JSON has the keys <c>card</c>, <c>gemm</c> (entries with
-/// <c>impl</c> ours-fp32, ours-bf16, ours-bf16-fast (CUDA), cublas-fp32, cublas-tf32), <c>copy_gbps</c>, <c>adamw_gbps</c>,
+/// <c>impl</c> ours-fp32, ours-bf16, ours-bf16-fast and ours-bf16-wgmma (CUDA), cublas-fp32, cublas-tf32; on CUDA also <c>wgmma</c>, its status), <c>copy_gbps</c>, <c>adamw_gbps</c>,
 /// <c>attention</c> (fp32; on a GPU also <c>attention_bf16</c>, the tensor-core kernels), <c>step</c> (entries with <c>method</c> fft or hft and <c>precision</c> fp32 or bf16),
 /// <c>hft_fft_ratio</c> (an object: precision → HFT ms / FFT ms), and the step model's <c>step_model</c>,
 /// <c>step_config</c> (its config.json), <c>step_batch</c>, <c>step_seq</c> and <c>step_frozen</c> (the tensors HFT
@@ -54,20 +54,25 @@ public static class Benchmarks
         int[] sizes = gpu ? (options.Quick ? [1024, 4096] : [1024, 2048, 4096, 8192]) : (options.Quick ? [256] : [512, 1024, 2048]);
         var gemm = new JsonArray();
         // On CUDA the bf16 GEMM is timed with each variant of the ILGPU back-end: "ours-bf16" the simple kernel,
-        // "ours-bf16-fast" the fast one (see Bf16GemmVariant); the selection is restored afterwards.
+        // "ours-bf16-fast" the fast one, "ours-bf16-wgmma" the wgmma one (see Bf16GemmVariant; an entry with an error
+        // where that kernel did not run); the selection is restored afterwards.
         var ilgpuCuda = gpu ? backend as IlgpuBackend : null;
-        foreach (var (type, impl) in new[] { (DType.F32, "ours-fp32"), (DType.BF16, "ours-bf16"), (DType.BF16, "ours-bf16-fast") })
+        var impls = new[] { (DType.F32, "ours-fp32", Bf16GemmVariant.Simple), (DType.BF16, "ours-bf16", Bf16GemmVariant.Simple),
+            (DType.BF16, "ours-bf16-fast", Bf16GemmVariant.Fast), (DType.BF16, "ours-bf16-wgmma", Bf16GemmVariant.Wgmma) };
+        foreach (var (type, impl, variant) in impls)
         {
-            if (impl == "ours-bf16-fast" && ilgpuCuda is null) continue;
+            if (variant != Bf16GemmVariant.Simple && ilgpuCuda is null) continue;
             var savedVariant = ilgpuCuda?.Bf16GemmVariant ?? Bf16GemmVariant.Simple;
-            if (ilgpuCuda is not null && type == DType.BF16)
-                ilgpuCuda.Bf16GemmVariant = impl == "ours-bf16-fast" ? Bf16GemmVariant.Fast : Bf16GemmVariant.Simple;
+            if (ilgpuCuda is not null && type == DType.BF16) ilgpuCuda.Bf16GemmVariant = variant;
             foreach (int s in sizes)
             {
                 var entry = new JsonObject { ["impl"] = impl, ["m"] = s, ["n"] = s, ["k"] = s };
                 try
                 {
+                    long launches = ilgpuCuda?.WgmmaLaunches ?? 0;
                     double t = TimeGemm(backend, type, s, s, s, repeats);
+                    if (variant == Bf16GemmVariant.Wgmma && ilgpuCuda!.WgmmaLaunches == launches)
+                        throw new InvalidOperationException("the wgmma kernel did not run: " + ilgpuCuda!.WgmmaStatus);
                     entry["tflops"] = 2.0 * s * s * s / t / 1e12;
                     log?.Invoke($"gemm {impl} {s}^3: {2.0 * s * s * s / t / 1e12:F2} TFLOP/s");
                 }
@@ -83,6 +88,7 @@ public static class Benchmarks
         if (gpu && backend is IlgpuBackend ib && ib.Accelerator is CudaAccelerator cuda)
             foreach (var entry in CuBlasGemm(cuda, sizes, repeats, log)) gemm.Add(entry);
         report["gemm"] = gemm;
+        if (ilgpuCuda is not null) report["wgmma"] = ilgpuCuda.WgmmaStatus;
         checkpoint?.Invoke(report);
 
         long copyFloats = gpu ? 64L << 20 : 8L << 20;
@@ -257,12 +263,15 @@ public static class Benchmarks
         var ids = new int[batch * seq];
         for (int i = 0; i < ids.Length; i++) ids[i] = rng.NextInt(config.VocabSize);
         var inputs = ModelInputs.FromLabels(ids, ids, batch, seq);
-        // On CUDA, bf16 steps run once more with the other bf16 GEMM kernel of the ILGPU back-end (entries with
-        // "bf16_gemm"), so that one run shows which kernel trains faster.
+        // On CUDA, bf16 steps run once more with each other bf16 GEMM kernel of the ILGPU back-end (entries with
+        // "bf16_gemm"; wgmma only where its module loaded and a form passed its check), so that one run shows which
+        // kernel trains faster.
         var ilgpuCuda = backend.Name == "cuda" ? backend as IlgpuBackend : null;
         var configurations = StepPrecisions.Select(p => (Precision: p, Variant: (Bf16GemmVariant?)null)).ToList();
         if (ilgpuCuda is not null)
-            configurations.Add((Precision.Bf16, ilgpuCuda.Bf16GemmVariant == Bf16GemmVariant.Fast ? Bf16GemmVariant.Simple : Bf16GemmVariant.Fast));
+            foreach (var other in new[] { Bf16GemmVariant.Simple, Bf16GemmVariant.Fast, Bf16GemmVariant.Wgmma })
+                if (other != ilgpuCuda.Bf16GemmVariant && (other != Bf16GemmVariant.Wgmma || ilgpuCuda.WgmmaStatus.Contains("checked", StringComparison.Ordinal)))
+                    configurations.Add((Precision.Bf16, other));
         foreach (var (precision, variant) in configurations)
         {
             foreach (var method in new[] { "fft", "hft" })

@@ -65,13 +65,22 @@ public static partial class SelfTest
         yield return MatMul(vocab, d, tokens, true, false, accumulate: true, large: true, seed++, bf16: true);
         // The same products on the fast bf16 kernel of the ILGPU back-end (forced; it takes the NT form with full tiles
         // and leaves the other forms to the simple kernel, so those cases check the dispatch too).
-        yield return MatMulBf16Fast(4096, 4096, 4096, false, true, accumulate: false, seed++);
-        yield return MatMulBf16Fast(tokens, d, d, false, true, accumulate: false, seed++);
-        yield return MatMulBf16Fast(tokens, f, d, false, true, accumulate: false, seed++);
-        yield return MatMulBf16Fast(tokens, d, f, false, true, accumulate: false, seed++);
-        yield return MatMulBf16Fast(tokens, vocab, d, false, true, accumulate: false, seed++);
-        yield return MatMulBf16Fast(tokens, d, f, false, false, accumulate: false, seed++);
-        yield return MatMulBf16Fast(d, d, tokens, true, false, accumulate: true, seed++);
+        yield return MatMulBf16Variant(Bf16GemmVariant.Fast, 4096, 4096, 4096, false, true, accumulate: false, seed++);
+        yield return MatMulBf16Variant(Bf16GemmVariant.Fast, tokens, d, d, false, true, accumulate: false, seed++);
+        yield return MatMulBf16Variant(Bf16GemmVariant.Fast, tokens, f, d, false, true, accumulate: false, seed++);
+        yield return MatMulBf16Variant(Bf16GemmVariant.Fast, tokens, d, f, false, true, accumulate: false, seed++);
+        yield return MatMulBf16Variant(Bf16GemmVariant.Fast, tokens, vocab, d, false, true, accumulate: false, seed++);
+        yield return MatMulBf16Variant(Bf16GemmVariant.Fast, tokens, d, f, false, false, accumulate: false, seed++);
+        yield return MatMulBf16Variant(Bf16GemmVariant.Fast, d, d, tokens, true, false, accumulate: true, seed++);
+        // And on the wgmma kernel (forced; sm_90 only, the simple kernel elsewhere): every form of the training shapes.
+        yield return MatMulBf16Variant(Bf16GemmVariant.Wgmma, 4096, 4096, 4096, false, true, accumulate: false, seed++);
+        yield return MatMulBf16Variant(Bf16GemmVariant.Wgmma, tokens, d, d, false, true, accumulate: false, seed++);
+        yield return MatMulBf16Variant(Bf16GemmVariant.Wgmma, tokens, f, d, false, true, accumulate: false, seed++);
+        yield return MatMulBf16Variant(Bf16GemmVariant.Wgmma, tokens, vocab, d, false, true, accumulate: false, seed++);
+        yield return MatMulBf16Variant(Bf16GemmVariant.Wgmma, tokens, d, f, false, false, accumulate: false, seed++);
+        yield return MatMulBf16Variant(Bf16GemmVariant.Wgmma, tokens, d, vocab, false, false, accumulate: false, seed++);
+        yield return MatMulBf16Variant(Bf16GemmVariant.Wgmma, d, d, tokens, true, false, accumulate: true, seed++);
+        yield return MatMulBf16Variant(Bf16GemmVariant.Wgmma, vocab, d, tokens, true, false, accumulate: true, seed++);
         yield return Attention(4, 1024, 12, 12, 64, false, large: true, seed++);
         yield return Attention(4, 1024, 12, 4, 64, true, large: true, seed++);
         yield return Attention(4, 1024, 12, 12, 64, false, large: true, seed++, bf16: true);
@@ -295,13 +304,14 @@ public static partial class SelfTest
             forceSplit > 0 ? be => { if (be is IlgpuBackend ib) ib.ForceSplitK = 0; } : null);
 
     /// <summary>
-    /// A large bf16 product with <see cref="IlgpuBackend.Bf16GemmVariant"/> forced to <see cref="Bf16GemmVariant.Fast"/>
-    /// on an ILGPU device (restored afterwards); other back-ends run it as a plain bf16 product.
+    /// A large bf16 product with <see cref="IlgpuBackend.Bf16GemmVariant"/> forced to <paramref name="variant"/> on an
+    /// ILGPU device (restored afterwards); other back-ends run it as a plain bf16 product.
     /// </summary>
-    private static SelfTestCase MatMulBf16Fast(int m, int n, int k, bool transA, bool transB, bool accumulate, int seed)
+    private static SelfTestCase MatMulBf16Variant(Bf16GemmVariant variant, int m, int n, int k, bool transA, bool transB, bool accumulate, int seed)
     {
         var saved = Bf16GemmVariant.Simple;
-        return new("matmul bf16 fast", S($"{m}x{n}x{k} {(transA ? 'T' : 'N')}{(transB ? 'T' : 'N')}{(accumulate ? " acc" : "")}"),
+        string name = "matmul bf16 " + variant.ToString().ToLowerInvariant();
+        return new(name, S($"{m}x{n}x{k} {(transA ? 'T' : 'N')}{(transB ? 'T' : 'N')}{(accumulate ? " acc" : "")}"),
             large: true, seed, rng =>
             {
                 var a = Randn(rng, (long)m * k); var b = Randn(rng, (long)k * n); var c0 = accumulate ? Randn(rng, (long)m * n) : null;
@@ -310,10 +320,10 @@ public static partial class SelfTest
                     var ta = c.InBf16(a); var tb = c.InBf16(b);
                     var tc = c0 is null ? c.Out((long)m * n) : c.In(c0);
                     var be = c.Backend;
-                    return [new Step("matmul bf16 fast", () => be.MatMul(tc, ta, tb, m, n, k, transA, transB, accumulate), [tc], k >= 2048 ? 5e-5 : 1e-5, 2.0 * m * n * k)];
+                    return [new Step(name, () => be.MatMul(tc, ta, tb, m, n, k, transA, transB, accumulate), [tc], k >= 2048 ? 5e-5 : 1e-5, 2.0 * m * n * k)];
                 };
             },
-            be => { if (be is IlgpuBackend ib) { saved = ib.Bf16GemmVariant; ib.Bf16GemmVariant = Bf16GemmVariant.Fast; } },
+            be => { if (be is IlgpuBackend ib) { saved = ib.Bf16GemmVariant; ib.Bf16GemmVariant = variant; } },
             be => { if (be is IlgpuBackend ib) ib.Bf16GemmVariant = saved; });
     }
 
