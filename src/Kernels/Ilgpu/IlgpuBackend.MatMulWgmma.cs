@@ -10,6 +10,7 @@ public sealed partial class IlgpuBackend
     private WgmmaGemm? _wgmma;
     private string? _wgmmaUnavailable;
     private readonly string?[] _wgmmaForm = new string?[WgmmaForms];
+    private readonly bool[] _wgmmaSwapped = new bool[WgmmaForms];
     private long _wgmmaLaunches;
 
     /// <summary>Launches of the wgmma kernel so far.</summary>
@@ -43,16 +44,17 @@ public sealed partial class IlgpuBackend
     {
         if (Bf16GemmVariant != Bf16GemmVariant.Wgmma || !AcceptsWgmma(c, a, b, m, n, k, transA, transB)) return false;
         if (WgmmaModule() is not { } gemm || !WgmmaFormChecked(transA, transB)) return false;
+        bool swapped = _wgmmaSwapped[WgmmaForm(transA, transB)];
         int tilesM = m / WgmmaGemmPtx.TileM, tilesN = n / WgmmaGemmPtx.TileN;
         long tiles = (long)tilesM * tilesN;
         var (splits, kPer) = SplitPlan(tiles, (long)m * n, k, WgmmaGemmPtx.TileK);
         IntPtr pa = Address(a), pb = Address(b);
         if (splits == 1)
-            gemm.Launch(transA, transB, (int)tiles, Address(c), pa, pb, m, n, k, accumulate, tilesM, tilesN, kPer, m * n);
+            gemm.Launch(transA, transB, (int)tiles, Address(c), pa, pb, m, n, k, accumulate, tilesM, tilesN, kPer, m * n, swapped);
         else
         {
             var partials = Scratch((long)splits * m * n);
-            gemm.Launch(transA, transB, (int)(tiles * splits), _scratch!.NativePtr, pa, pb, m, n, k, false, tilesM, tilesN, kPer, m * n);
+            gemm.Launch(transA, transB, (int)(tiles * splits), _scratch!.NativePtr, pa, pb, m, n, k, false, tilesM, tilesN, kPer, m * n, swapped);
             _matmulSplitReduce(Config(StreamGroups((long)m * n)), F(c).SubView(0, (long)m * n), partials, splits, accumulate ? 1 : 0);
         }
         Interlocked.Increment(ref _wgmmaLaunches);
@@ -90,15 +92,19 @@ public sealed partial class IlgpuBackend
         return _wgmma;
     }
 
+    private static int WgmmaForm(bool transA, bool transB) => transA ? 2 : transB ? 0 : 1;
+
     /// <summary>
     /// Whether a form passed its check: on first use, a 256×512×320 product (two tiles each way, five k steps, through
     /// the stage ring) from random bf16 operands against the simple kernel, within 1e-4 of the largest magnitude (the
-    /// two sum the same exact products in another order). A failure is reported once on stderr and kept.
+    /// two sum the same exact products in another order). A form with an MN-major operand (NN, TN) that fails is
+    /// tried once more with the descriptors' two byte offsets exchanged (<see cref="WgmmaGemmPtx.DescriptorBits"/>)
+    /// and keeps that where it passes. A failure is reported once on stderr and kept.
     /// </summary>
     private bool WgmmaFormChecked(bool transA, bool transB)
     {
-        int form = transA ? 2 : transB ? 0 : 1;
-        if (_wgmmaForm[form] is { } done) return done == "checked";
+        int form = WgmmaForm(transA, transB);
+        if (_wgmmaForm[form] is { } done) return done.StartsWith("checked", StringComparison.Ordinal);
         const int m = 256, n = 512, k = 320;
         var rng = new Random(20261126 + form);
         var a = new ushort[m * k];
@@ -114,24 +120,38 @@ public sealed partial class IlgpuBackend
         Upload<ushort>(ta, a);
         Upload<ushort>(tb, b);
         MatMulBf16Simple(want, ta, tb, m, n, k, transA, transB, accumulate: false);
-        _wgmma!.Launch(transA, transB, (m / WgmmaGemmPtx.TileM) * (n / WgmmaGemmPtx.TileN), Address(got), Address(ta), Address(tb),
-            m, n, k, false, m / WgmmaGemmPtx.TileM, n / WgmmaGemmPtx.TileN, k, m * n);
-        float[] w = ToArray<float>(want), g = ToArray<float>(got);
-        double scale = w.Max(Math.Abs), worst = 0;
-        int at = 0;
-        for (int i = 0; i < w.Length; i++)
+        float[] w = ToArray<float>(want);
+        string name = transA ? "TN" : transB ? "NT" : "NN", first = "";
+        foreach (bool swapped in transA || !transB ? new[] { false, true } : [false])
         {
-            double e = Math.Abs(w[i] - g[i]);
+            Fill(got, float.NaN);
+            _wgmma!.Launch(transA, transB, (m / WgmmaGemmPtx.TileM) * (n / WgmmaGemmPtx.TileN), Address(got), Address(ta), Address(tb),
+                m, n, k, false, m / WgmmaGemmPtx.TileM, n / WgmmaGemmPtx.TileN, k, m * n, swapped);
+            string? mismatch = Mismatch(w, ToArray<float>(got), n);
+            if (mismatch is null)
+            {
+                _wgmmaSwapped[form] = swapped;
+                _wgmmaForm[form] = swapped ? "checked (descriptor byte offsets exchanged)" : "checked";
+                return true;
+            }
+            if (!swapped) first = mismatch;
+            else first += $"; with the byte offsets exchanged: {mismatch}";
+        }
+        _wgmmaForm[form] = "failed: " + first;
+        Console.Error.WriteLine($"warning: the wgmma bf16 GEMM ({name}) disagrees with the simple kernel ({first}); that form uses the simple kernel");
+        return false;
+    }
+
+    /// <summary>Where <paramref name="got"/> differs from <paramref name="want"/> by more than 1e-4 of want's largest magnitude (null: nowhere).</summary>
+    private static string? Mismatch(float[] want, float[] got, int n)
+    {
+        double scale = want.Max(Math.Abs), worst = 0;
+        int at = -1;
+        for (int i = 0; i < want.Length; i++)
+        {
+            double e = Math.Abs(want[i] - got[i]);
             if (!(e <= worst)) { worst = double.IsNaN(e) ? double.PositiveInfinity : e; at = i; }
         }
-        string name = transA ? "TN" : transB ? "NT" : "NN";
-        if (worst <= 1e-4 * scale)
-        {
-            _wgmmaForm[form] = "checked";
-            return true;
-        }
-        _wgmmaForm[form] = $"failed: element ({at / n}, {at % n}) is {g[at]}, the simple kernel gives {w[at]}";
-        Console.Error.WriteLine($"warning: the wgmma bf16 GEMM ({name}) disagrees with the simple kernel ({_wgmmaForm[form]}); that form uses the simple kernel");
-        return false;
+        return at >= 0 && worst > 1e-4 * scale ? $"element ({at / n}, {at % n}) is {got[at]}, the simple kernel gives {want[at]}" : null;
     }
 }

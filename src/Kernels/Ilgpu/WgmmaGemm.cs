@@ -70,18 +70,21 @@ internal sealed class WgmmaGemm : IDisposable
 
     /// <summary>
     /// Queues c (+)= op(a)·op(b) on the default stream: <paramref name="grid"/> blocks over tilesM × tilesN tiles and
-    /// the k slices of <paramref name="kPer"/>; slice z writes at c + z·<paramref name="slice"/> floats.
+    /// the k slices of <paramref name="kPer"/>; slice z writes at c + z·<paramref name="slice"/> floats. The MN-major
+    /// operands' descriptors take <see cref="WgmmaGemmPtx.DescriptorBits"/> with <paramref name="swappedStrides"/>.
     /// </summary>
     public void Launch(bool transA, bool transB, int grid, IntPtr c, IntPtr a, IntPtr b, int m, int n, int k, bool accumulate,
-        int tilesM, int tilesN, int kPer, int slice)
+        int tilesM, int tilesN, int kPer, int slice, bool swappedStrides = false)
     {
         var function = _functions[WgmmaGemmPtx.EntryOf(transA, transB)];
-        const int count = 11;
+        var (aLo, aHi) = WgmmaGemmPtx.DescriptorBits(kMajor: !transA, swappedStrides);
+        var (bLo, bHi) = WgmmaGemmPtx.DescriptorBits(kMajor: transB, swappedStrides);
+        int count = WgmmaGemmPtx.Parameters.Length;
         var values = Marshal.AllocHGlobal(count * 8);
         var pointers = Marshal.AllocHGlobal(count * IntPtr.Size);
         try
         {
-            long[] args = [c.ToInt64(), a.ToInt64(), b.ToInt64(), m, n, k, accumulate ? 1 : 0, tilesM, tilesN, kPer, slice];
+            long[] args = [c.ToInt64(), a.ToInt64(), b.ToInt64(), m, n, k, accumulate ? 1 : 0, tilesM, tilesN, kPer, slice, aLo, aHi, bLo, bHi];
             for (int i = 0; i < count; i++)
             {
                 var slot = values + i * 8;

@@ -50,8 +50,25 @@ public static class WgmmaGemmPtx
     /// <summary>The entry names of the three forms.</summary>
     public const string EntryNT = "hft_wgmma_bf16_nt", EntryNN = "hft_wgmma_bf16_nn", EntryTN = "hft_wgmma_bf16_tn";
 
-    /// <summary>The parameters of every entry, in order: c, a, b (u64), m, n, k, acc, tilesM, tilesN, kPer, slice (u32).</summary>
-    public static readonly string[] Parameters = ["p_c", "p_a", "p_b", "p_m", "p_n", "p_k", "p_acc", "p_tiles_m", "p_tiles_n", "p_kper", "p_slice"];
+    /// <summary>
+    /// The parameters of every entry, in order: c, a, b (u64), m, n, k, acc, tilesM, tilesN, kPer, slice, and the
+    /// constant bits of the a and b descriptors, low and high words (u32; see <see cref="DescriptorBits"/>).
+    /// </summary>
+    public static readonly string[] Parameters = ["p_c", "p_a", "p_b", "p_m", "p_n", "p_k", "p_acc", "p_tiles_m", "p_tiles_n", "p_kper", "p_slice",
+        "p_desc_a_lo", "p_desc_a_hi", "p_desc_b_lo", "p_desc_b_hi"];
+
+    /// <summary>
+    /// The constant bits of a shared-memory descriptor (the 128-byte swizzle, the leading and stride byte offsets; the
+    /// kernel adds the start address) for a K-major operand (leading offset 16, unused; stride 1024 between 8-row
+    /// groups) or an MN-major one: leading offset 8192 between the 64-wide blocks and stride 1024 between 8-k groups,
+    /// as CUTLASS's canonical layouts have it, or with <paramref name="swapped"/> the two exchanged (the other reading
+    /// of PTX's text, which <see cref="IlgpuBackend"/> tries when a form fails its check the first way).
+    /// </summary>
+    public static (uint Lo, uint Hi) DescriptorBits(bool kMajor, bool swapped)
+    {
+        (int lbo, int sbo) = kMajor ? (16, 1024) : swapped ? (1024, 8192) : (8192, 1024);
+        return ((uint)(lbo >> 4) << 16, (uint)(sbo >> 4) | (1u << 30));
+    }
 
     private static readonly Lazy<string> _module = new(Build);
 
@@ -103,7 +120,8 @@ public static class WgmmaGemmPtx
     // Registers (u32): 0 tid, 1 wg, 2 warp in wg, 3 g, 4 t, 5 m, 6 n, 7 k, 8 acc, 9 tilesM, 10 tilesN, 11 kPer, 12 slice,
     // 13 tn, 14 tm, 15 z, 16 m0, 17 n0, 18 kBegin, 19 steps, 20 kt (compute step), 21 kl (load step), 22 smem (aligned),
     // 23 shared a base, 24 shared b base, 25 a offset of this thread's chunks, 26 b offset, 27..35 temporaries,
-    // 36 descriptor high half, 37 a descriptor low, 38 b descriptor low, 39 a descriptor low constant bits, 40 b's.
+    // 36 a descriptor high word, 37 a descriptor low, 38 b descriptor low, 39 a descriptor low constant bits, 40 b's,
+    // 41 b descriptor high word.
     // Registers (u64): 0 c, 1 a, 2 b, 3 next a chunk, 4 next b chunk, 5 a stride between a thread's chunks, 6 b's,
     // 7 a step (one k step), 8 b step, 9..12 temporaries, 13 a descriptor, 14 b descriptor, 15 c row g, 16 c row g + 8.
     private static void Prologue(Emitter e, bool aKMajor, bool bKMajor)
@@ -113,7 +131,11 @@ public static class WgmmaGemmPtx
             e.Ins($"ld.param.u64 %q{i}, [{Parameters[i]}]");
             e.Ins($"cvta.to.global.u64 %q{i}, %q{i}");
         }
-        for (int i = 3; i < Parameters.Length; i++) e.Ins($"ld.param.u32 %u{i + 2}, [{Parameters[i]}]");
+        for (int i = 3; i < 11; i++) e.Ins($"ld.param.u32 %u{i + 2}, [{Parameters[i]}]");
+        e.Ins("ld.param.u32 %u39, [p_desc_a_lo]");
+        e.Ins("ld.param.u32 %u36, [p_desc_a_hi]");
+        e.Ins("ld.param.u32 %u40, [p_desc_b_lo]");
+        e.Ins("ld.param.u32 %u41, [p_desc_b_hi]");
         e.Ins("mov.u32 %u0, %tid.x");
         e.Ins("shr.u32 %u1, %u0, 7");
         e.Ins("shr.u32 %u2, %u0, 5");
@@ -144,11 +166,6 @@ public static class WgmmaGemmPtx
         e.Ins($"add.u32 %u24, %u22, {Stages * StageBytesA}");
         OperandPlan(e, isA: true, kMajor: aKMajor);
         OperandPlan(e, isA: false, kMajor: bKMajor);
-        // Descriptor constant bits: leading byte offset (16 bytes, unused, for K-major; 8192 between the 64-wide
-        // blocks for MN-major), stride byte offset 1024 and the 128-byte swizzle.
-        e.Ins($"mov.u32 %u39, {(aKMajor ? 1 : 8192 >> 4) << 16}");
-        e.Ins($"mov.u32 %u40, {(bKMajor ? 1 : 8192 >> 4) << 16}");
-        e.Ins($"mov.u32 %u36, {(1024 >> 4) | (1 << 30)}");
         for (int i = 0; i < 128; i++) e.Ins($"mov.f32 %d{i}, 0f00000000");
         e.Ins("mov.u32 %u20, 0");
         e.Ins("mov.u32 %u21, 0");
@@ -280,7 +297,7 @@ public static class WgmmaGemmPtx
             e.Ins($"add.u32 %u28, %u37, {kk * (aKMajor ? 32 : 2048) >> 4}");
             e.Ins("mov.b64 %q13, {%u28, %u36}");
             e.Ins($"add.u32 %u29, %u38, {kk * (bKMajor ? 32 : 2048) >> 4}");
-            e.Ins("mov.b64 %q14, {%u29, %u36}");
+            e.Ins("mov.b64 %q14, {%u29, %u41}");
             e.Ins($"wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {{{acc}}}, %q13, %q14, %p_one, 1, 1, {(aKMajor ? 0 : 1)}, {(bKMajor ? 0 : 1)}");
         }
         e.Ins("wgmma.commit_group.sync.aligned");
