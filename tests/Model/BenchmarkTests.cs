@@ -184,6 +184,28 @@ public sealed class BenchmarkTests
         Assert.That(text, Does.Match(@"\| fft \| bf16 fast-gemm \| [\d.]+ \| [\d.]+ \| 0\.125 \|"), "a quarter of our bf16 time against twice it");
     }
 
+    /// <summary>
+    /// A CUDA report's other bf16 GEMM kernels (a wgmma entry here) are compared with torch-bf16 like ours-bf16, a
+    /// failed one shows its error, and the wgmma status is printed.
+    /// </summary>
+    [Test]
+    public void EveryBf16GemmKernelIsComparedAndTheWgmmaStatusShown()
+    {
+        var report = _report.DeepClone().AsObject();
+        var gemm = report["gemm"]!.AsArray();
+        var bf16 = gemm.First(g => g!["impl"]!.GetValue<string>() == "ours-bf16")!;
+        var wgmma = bf16.DeepClone().AsObject();
+        wgmma["impl"] = "ours-bf16-wgmma";
+        wgmma["tflops"] = bf16["tflops"]!.GetValue<double>() * 2;
+        gemm.Add(wgmma);
+        gemm.Add(new JsonObject { ["impl"] = "ours-bf16-fast", ["m"] = 256, ["n"] = 256, ["k"] = 256, ["error"] = "boom" });
+        report["wgmma"] = "NT checked; NN failed: element (0, 1) is 2, the simple kernel gives 1; TN unchecked";
+        string text = BenchReport.Compare(report, TorchLike(sameFrozen: true));
+        Assert.That(text, Does.Match(@"\| ours-bf16-wgmma \| 256 \| [\d.]+ \| torch-bf16 \| [\d.]+ \| 4\.000 \|"));
+        Assert.That(text, Does.Contain("| ours-bf16-fast | 256 | failed: boom | torch-bf16 |"));
+        Assert.That(BenchReport.Markdown(report), Does.Contain("wgmma kernel: NT checked; NN failed: element (0, 1) is 2, the simple kernel gives 1; TN unchecked."));
+    }
+
     [Test]
     public void CompareNotesADifferentModelOrFrozenSet()
     {

@@ -92,9 +92,15 @@ public sealed partial class IlgpuBackend
         MatMulBf16Simple(c, a, b, m, n, k, transA, transB, accumulate);
     }
 
+    /// <summary>Products the simple bf16 kernel computed so far (where another variant is selected: those it refused).</summary>
+    public long Bf16SimpleLaunches => Interlocked.Read(ref _bf16SimpleLaunches);
+
+    private long _bf16SimpleLaunches;
+
     /// <summary>c[m, n] (+)= op(a)·op(b) by the simple kernel, whatever the variant.</summary>
     private void MatMulBf16Simple(Tensor c, Tensor a, Tensor b, int m, int n, int k, bool transA, bool transB, bool accumulate)
     {
+        Interlocked.Increment(ref _bf16SimpleLaunches);
         var (tilesM, tilesN, tiles, splits, kPer) = TilePlan(m, n, k, Bf16Tile, Bf16TileK);
         var a2 = PairView(a, out bool alignedA);
         var b2 = PairView(b, out bool alignedB);

@@ -62,7 +62,7 @@ public static class BenchReport
     /// <summary>
     /// A markdown comparison of a report with the JSON that tools/pytorch_baseline.py writes (the same step model,
     /// batch and AdamW run by PyTorch and transformers): GEMM TFLOP/s of ours-fp32 and ours-bf16 against torch-fp32
-    /// and torch-bf16 (cuBLAS through torch.matmul) and cublas-tf32 against torch-tf32; attention forward and backward
+    /// and each ours-bf16 kernel against torch-bf16 (cuBLAS through torch.matmul) and cublas-tf32 against torch-tf32; attention forward and backward
     /// ms in fp32 and bf16 against scaled_dot_product_attention (ours/torch below 1: ours is faster); per training-step method and
     /// precision our ms/step and memory beside PyTorch's, with ours/torch ratios of the step time (below 1: ours is
     /// faster) and of the memory; PyTorch-only precisions (bf16-pure) follow with their figures alone; then both
@@ -87,7 +87,13 @@ public static class BenchReport
         foreach (var g in ours["gemm"] as JsonArray ?? [])
         {
             string impl = g?["impl"]?.GetValue<string>() ?? "";
-            string? counterpart = impl switch { "ours-fp32" => "torch-fp32", "ours-bf16" => "torch-bf16", "cublas-tf32" => "torch-tf32", _ => null };
+            string? counterpart = impl switch
+            {
+                "ours-fp32" => "torch-fp32",
+                _ when impl.StartsWith("ours-bf16", StringComparison.Ordinal) => "torch-bf16", // each of our bf16 kernels
+                "cublas-tf32" => "torch-tf32",
+                _ => null,
+            };
             if (counterpart is null || g!["m"] is null) continue;
             var t = torchGemm.FirstOrDefault(x => x?["impl"]?.GetValue<string>() == counterpart && x["m"]?.GetValue<int>() == g["m"]!.GetValue<int>()
                 && x["n"]?.GetValue<int>() == g["n"]!.GetValue<int>() && x["k"]?.GetValue<int>() == g["k"]!.GetValue<int>());

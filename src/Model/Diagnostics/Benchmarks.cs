@@ -299,6 +299,14 @@ public static class Benchmarks
                         if (i >= 0) times[i] = sw.Elapsed.TotalMilliseconds;
                     }
                     if (!float.IsFinite(loss)) throw new InvalidOperationException($"the loss is {loss}");
+                    // Which bf16 products the selected kernel refused (shapes, forms): the simple kernel's share of a step.
+                    if (ilgpuCuda is not null && precision == Precision.Bf16)
+                    {
+                        long before = ilgpuCuda.Bf16SimpleLaunches;
+                        step.Begin();
+                        step.Finish(1e-4f, step.ForwardBackward(inputs));
+                        entry["simple_gemm_per_step"] = ilgpuCuda.Bf16SimpleLaunches - before;
+                    }
                     Array.Sort(times);
                     double ms = times[repeats / 2];
                     entry["ms"] = ms;
