@@ -84,7 +84,7 @@ internal sealed class WgmmaGemm : IDisposable
         var pointers = Marshal.AllocHGlobal(count * IntPtr.Size);
         try
         {
-            long[] args = [c.ToInt64(), a.ToInt64(), b.ToInt64(), m, n, k, accumulate ? 1 : 0, tilesM, tilesN, kPer, slice, aLo, aHi, bLo, bHi];
+            long[] args = [c.ToInt64(), a.ToInt64(), b.ToInt64(), m, n, k, accumulate ? 1 : 0, tilesM, tilesN, kPer, slice, aLo, aHi, bLo, bHi, WgmmaGemmPtx.Group];
             for (int i = 0; i < count; i++)
             {
                 var slot = values + i * 8;

@@ -52,10 +52,14 @@ public static class WgmmaGemmPtx
 
     /// <summary>
     /// The parameters of every entry, in order: c, a, b (u64), m, n, k, acc, tilesM, tilesN, kPer, slice, and the
-    /// constant bits of the a and b descriptors, low and high words (u32; see <see cref="DescriptorBits"/>).
+    /// constant bits of the a and b descriptors, low and high words (u32; see <see cref="DescriptorBits"/>), and the
+    /// tile rows per band of the blocks' order (u32; <see cref="Group"/>).
     /// </summary>
     public static readonly string[] Parameters = ["p_c", "p_a", "p_b", "p_m", "p_n", "p_k", "p_acc", "p_tiles_m", "p_tiles_n", "p_kper", "p_slice",
-        "p_desc_a_lo", "p_desc_a_hi", "p_desc_b_lo", "p_desc_b_hi"];
+        "p_desc_a_lo", "p_desc_a_hi", "p_desc_b_lo", "p_desc_b_hi", "p_group"];
+
+    /// <summary>Tile rows per band of the blocks' order (see <c>p_group</c>): 16 covers the 134M model's loss-chunk rows (2048) in one band.</summary>
+    public const int Group = 16;
 
     /// <summary>
     /// The constant bits of a shared-memory descriptor (the 128-byte swizzle, the leading and stride byte offsets; the
@@ -121,7 +125,7 @@ public static class WgmmaGemmPtx
     // 13 tn, 14 tm, 15 z, 16 m0, 17 n0, 18 kBegin, 19 steps, 20 kt (compute step), 21 kl (load step), 22 smem (aligned),
     // 23 shared a base, 24 shared b base, 25 a offset of this thread's chunks, 26 b offset, 27..35 temporaries,
     // 36 a descriptor high word, 37 a descriptor low, 38 b descriptor low, 39 a descriptor low constant bits, 40 b's,
-    // 41 b descriptor high word.
+    // 41 b descriptor high word, 42 group, 43..46 temporaries of the tile order.
     // Registers (u64): 0 c, 1 a, 2 b, 3 next a chunk, 4 next b chunk, 5 a stride between a thread's chunks, 6 b's,
     // 7 a step (one k step), 8 b step, 9..12 temporaries, 13 a descriptor, 14 b descriptor, 15 c row g, 16 c row g + 8.
     private static void Prologue(Emitter e, bool aKMajor, bool bKMajor)
@@ -136,6 +140,7 @@ public static class WgmmaGemmPtx
         e.Ins("ld.param.u32 %u36, [p_desc_a_hi]");
         e.Ins("ld.param.u32 %u40, [p_desc_b_lo]");
         e.Ins("ld.param.u32 %u41, [p_desc_b_hi]");
+        e.Ins("ld.param.u32 %u42, [p_group]");
         e.Ins("mov.u32 %u0, %tid.x");
         e.Ins("shr.u32 %u1, %u0, 7");
         e.Ins("shr.u32 %u2, %u0, 5");
@@ -143,12 +148,21 @@ public static class WgmmaGemmPtx
         e.Ins("and.b32 %u27, %u0, 31");
         e.Ins("shr.u32 %u3, %u27, 2");
         e.Ins("and.b32 %u4, %u27, 3");
-        // Tile and k slice of this block: tn fastest, then tm, then z.
+        // Tile and k slice of this block: z slowest; within a slice, bands of `group` tile rows, each covered column
+        // by column (tm fastest), so that the blocks running together share their b tiles and few rows of a.
         e.Ins("mov.u32 %u27, %ctaid.x");
-        e.Ins("rem.u32 %u13, %u27, %u10");
-        e.Ins("div.u32 %u27, %u27, %u10");
-        e.Ins("rem.u32 %u14, %u27, %u9");
-        e.Ins("div.u32 %u15, %u27, %u9");
+        e.Ins("mul.lo.u32 %u43, %u9, %u10");
+        e.Ins("div.u32 %u15, %u27, %u43");
+        e.Ins("rem.u32 %u27, %u27, %u43");
+        e.Ins("mul.lo.u32 %u44, %u42, %u10");
+        e.Ins("div.u32 %u45, %u27, %u44");
+        e.Ins("rem.u32 %u27, %u27, %u44");
+        e.Ins("mul.lo.u32 %u46, %u45, %u42");
+        e.Ins("sub.u32 %u43, %u9, %u46");
+        e.Ins("min.u32 %u43, %u43, %u42");
+        e.Ins("rem.u32 %u14, %u27, %u43");
+        e.Ins("add.u32 %u14, %u14, %u46");
+        e.Ins("div.u32 %u13, %u27, %u43");
         e.Ins($"mul.lo.u32 %u16, %u14, {TileM}");
         e.Ins($"mul.lo.u32 %u17, %u13, {TileN}");
         e.Ins("mul.lo.u32 %u18, %u15, %u11");
