@@ -19,8 +19,12 @@ public class WgmmaGemmTests : IlgpuFixture
     [TestCase(false, false, 128, 512, 320, false, 1, TestName = "NN, 5 k steps")]
     [TestCase(true, false, 128, 256, 448, false, 1, TestName = "TN, 7 k steps")]
     [TestCase(true, false, 256, 256, 320, false, 2, TestName = "TN, split k into 192 + 128")]
-    public void MatchesFloat64(bool transA, bool transB, int m, int n, int k, bool accumulate, int splits) =>
+    public void MatchesFloat64(bool transA, bool transB, int m, int n, int k, bool accumulate, int splits)
+    {
         Assert.That(WorstError(transA, transB, m, n, k, accumulate, splits, swapped: false, out string where), Is.LessThanOrEqualTo(1.0), where);
+        // The other extreme of asynchrony (copies land at once, wgmma read at their wait) in the other thread order.
+        Assert.That(WorstError(transA, transB, m, n, k, accumulate, splits, swapped: false, out where, lateWgmma: true), Is.LessThanOrEqualTo(1.0), "late wgmma: " + where);
+    }
 
     /// <summary>Bands of 2 tile rows over 3 (a ragged last band) × 2 tile columns × 2 k slices: every tile of every slice, once.</summary>
     [Test]
@@ -41,13 +45,17 @@ public class WgmmaGemmTests : IlgpuFixture
 
     /// <summary>Runs the entry of a form in the interpreter; the worst error against float64 as a multiple of the tolerance (1e-5 of Σ|a·b|).</summary>
     private static double WorstError(bool transA, bool transB, int m, int n, int k, bool accumulate, int splits, bool swapped, out string where,
-        int group = WgmmaGemmPtx.Group)
+        int group = WgmmaGemmPtx.Group, bool lateWgmma = false)
     {
         var rng = new Random(m * 7 + n * 3 + k + (transA ? 1 : 0) + (transB ? 2 : 0));
         ushort[] a = Bf16Gemm.RandomBf16(rng, m * k), b = Bf16Gemm.RandomBf16(rng, n * k);
         int kPer = splits == 1 ? k : (k / splits + 63) / 64 * 64;
         long cBytes = (long)splits * m * n * 4, aAt = Align(cBytes), bAt = Align(aAt + a.Length * 2L);
-        var ptx = new PtxInterpreter(WgmmaGemmPtx.Module, WgmmaGemmPtx.EntryOf(transA, transB), WgmmaGemmPtx.Parameters, (int)Align(bAt + b.Length * 2L));
+        var ptx = new PtxInterpreter(WgmmaGemmPtx.Module, WgmmaGemmPtx.EntryOf(transA, transB), WgmmaGemmPtx.Parameters, (int)Align(bAt + b.Length * 2L))
+        {
+            LateWgmmaEarlyCopies = lateWgmma,
+            ReverseThreadOrder = lateWgmma,
+        };
         var c0 = new float[splits * m * n];
         for (int i = 0; i < c0.Length; i++) c0[i] = accumulate ? (float)(rng.NextDouble() * 2 - 1) : float.NaN;
         Buffer.BlockCopy(c0, 0, ptx.Global, 0, (int)cBytes);

@@ -24,7 +24,7 @@ internal sealed class PtxInterpreter
     private enum Op
     {
         LdParam, Cvta, Mov, MovPack, Add, Sub, MulLo, MulWide, Div, Rem, Min, Shl, Shr, And, Or, Xor, Cvt, Setp, Bra,
-        CpAsync, CpCommit, CpWait, Nop, Bar, Wgmma, WgmmaWait, StGlobal, LdGlobal, AddF, Ret,
+        CpAsync, CpCommit, CpWait, Nop, Bar, Wgmma, WgmmaCommit, WgmmaWait, StGlobal, LdGlobal, AddF, Ret,
     }
 
     private sealed record Ins(Op Op, int Guard, bool GuardNeg, string[] Args, string Type, string Text);
@@ -36,6 +36,17 @@ internal sealed class PtxInterpreter
 
     /// <summary>Global memory (at <see cref="GlobalBase"/>).</summary>
     public byte[] Global { get; }
+
+    /// <summary>
+    /// The other extreme of asynchrony: a <c>cp.async</c> lands as it is issued, and a wgmma reads shared memory only
+    /// when the first thread of its warpgroup waits for it (<c>wgmma.wait_group</c>), the latest moment the hardware
+    /// may; a copy into a stage that an unfinished wgmma still reads then shows. Off: copies land when waited for and
+    /// wgmma reads as issued, which shows a missing copy wait.
+    /// </summary>
+    public bool LateWgmmaEarlyCopies { get; init; }
+
+    /// <summary>Runs the threads of a block from the last to the first (another interleaving).</summary>
+    public bool ReverseThreadOrder { get; init; }
 
     /// <summary>Instructions executed by all threads so far.</summary>
     public long Executed { get; private set; }
@@ -98,7 +109,8 @@ internal sealed class PtxInterpreter
             "cp.async.cg.shared.global" => Op.CpAsync,
             "cp.async.commit_group" => Op.CpCommit,
             "cp.async.wait_group" => Op.CpWait,
-            "fence.proxy.async.shared::cta" or "wgmma.fence.sync.aligned" or "wgmma.commit_group.sync.aligned" => Op.Nop,
+            "fence.proxy.async.shared::cta" or "wgmma.fence.sync.aligned" => Op.Nop,
+            "wgmma.commit_group.sync.aligned" => Op.WgmmaCommit,
             "bar.sync" => Op.Bar,
             _ when opcode.StartsWith("wgmma.mma_async.sync.aligned.m64n", StringComparison.Ordinal) && opcode.EndsWith(".f32.bf16.bf16", StringComparison.Ordinal) => Op.Wgmma,
             "wgmma.wait_group.sync.aligned" => Op.WgmmaWait,
@@ -140,6 +152,7 @@ internal sealed class PtxInterpreter
         public ulong[] R = null!;
         public int Pc, Tid;
         public bool Done, AtBarrier, AtWgmma;
+        public int WgmmaCommits;
         public readonly List<(uint Shared, ulong Global)> Open = [];
         public readonly Queue<List<(uint Shared, ulong Global)>> Pending = new();
     }
@@ -158,10 +171,12 @@ internal sealed class PtxInterpreter
         var shared = new byte[SharedSymbolAddress + sharedBytes];
         var ts = new Thread[threads];
         for (int i = 0; i < threads; i++) ts[i] = new Thread { R = new ulong[_regs.Count], Tid = i };
+        _pending.Clear();
+        var order = ReverseThreadOrder ? ts.Reverse().ToArray() : ts;
         while (true)
         {
             bool ran = false;
-            foreach (var t in ts)
+            foreach (var t in order)
                 if (!t.Done && !t.AtBarrier && !t.AtWgmma) { Step(t, block, grid, threads, shared, args); ran = true; }
             if (ts.All(t => t.Done)) return;
             // Warpgroups whose 128 threads all wait at the same wgmma run it.
@@ -170,7 +185,9 @@ internal sealed class PtxInterpreter
                 var group = ts.Skip(w * 128).Take(128).ToArray();
                 if (group.All(t => t.AtWgmma) && group.All(t => t.Pc == group[0].Pc))
                 {
-                    Wgmma(_code[group[0].Pc], group, shared);
+                    var op = Capture(_code[group[0].Pc], w, group);
+                    if (LateWgmmaEarlyCopies) _pending.Add(op);
+                    else Apply(op, shared);
                     foreach (var t in group) { t.AtWgmma = false; t.Pc++; }
                     ran = true;
                 }
@@ -188,6 +205,14 @@ internal sealed class PtxInterpreter
     }
 
     /// <summary>Runs one thread until it exits or waits at a barrier or a wgmma.</summary>
+    /// <summary>A wgmma as issued: its shape, accumulator registers, descriptors and transposes, warpgroup, commit group and threads.</summary>
+    private sealed record PendingWgmma(int N, int[] D, ulong DescA, ulong DescB, bool TransA, bool TransB, int Warpgroup, int Group, Thread[] Threads)
+    {
+        public bool Done { get; set; }
+    }
+
+    private readonly List<PendingWgmma> _pending = [];
+
     private void Step(Thread t, int block, int grid, int threads, byte[] shared, ulong[] args)
     {
         while (true)
@@ -238,7 +263,8 @@ internal sealed class PtxInterpreter
                 case Op.CpAsync:
                     {
                         if (a[2] != "16") throw new NotSupportedException(ins.Text);
-                        t.Open.Add(((uint)Address(t, a[0]), Address(t, a[1])));
+                        if (LateWgmmaEarlyCopies) Land(shared, (uint)Address(t, a[0]), Address(t, a[1]));
+                        else t.Open.Add(((uint)Address(t, a[0]), Address(t, a[1])));
                         break;
                     }
                 case Op.CpCommit: t.Pending.Enqueue([.. t.Open]); t.Open.Clear(); break;
@@ -246,11 +272,23 @@ internal sealed class PtxInterpreter
                     {
                         int allowed = int.Parse(a[0], CultureInfo.InvariantCulture);
                         while (t.Pending.Count > allowed)
-                            foreach (var (s, g) in t.Pending.Dequeue())
-                                Array.Copy(Global, Checked(g - GlobalBase, 16, Global.Length, "global"), shared, Checked(s, 16, shared.Length, "shared"), 16);
+                            foreach (var (s, g) in t.Pending.Dequeue()) Land(shared, s, g);
                         break;
                     }
-                case Op.Nop: case Op.WgmmaWait: break;
+                case Op.Nop: break;
+                case Op.WgmmaCommit: t.WgmmaCommits++; break;
+                case Op.WgmmaWait:
+                    {
+                        // The groups this wait retires: every one but the newest N this thread committed.
+                        int retired = t.WgmmaCommits - int.Parse(a[0], CultureInfo.InvariantCulture);
+                        foreach (var op in _pending)
+                            if (!op.Done && op.Warpgroup == (t.Tid >> 7) && op.Group < retired)
+                            {
+                                Apply(op, shared);
+                                op.Done = true;
+                            }
+                        break;
+                    }
                 case Op.Bar: t.AtBarrier = true; return;
                 case Op.Wgmma: t.AtWgmma = true; return;
                 case Op.StGlobal:
@@ -275,11 +313,18 @@ internal sealed class PtxInterpreter
                         Set(t, a[0], BitConverter.SingleToUInt32Bits(x + y));
                         break;
                     }
-                case Op.Ret: t.Done = true; return;
+                case Op.Ret:
+                    if (_pending.Any(op => !op.Done && op.Warpgroup == (t.Tid >> 7)))
+                        throw new InvalidOperationException("PTX interpreter: a thread exits with a wgmma never waited for");
+                    t.Done = true;
+                    return;
             }
             t.Pc++;
         }
     }
+
+    private void Land(byte[] shared, uint s, ulong g) =>
+        Array.Copy(Global, Checked(g - GlobalBase, 16, Global.Length, "global"), shared, Checked(s, 16, shared.Length, "shared"), 16);
 
     private static long Checked(ulong offset, int bytes, int length, string space)
     {
@@ -324,31 +369,36 @@ internal sealed class PtxInterpreter
     /// where the transpose immediate is 1), D from the threads' accumulators (warp w rows 16w + g and + 8, columns
     /// 8j + 2t and + 1 in registers 4j .. 4j + 3).
     /// </summary>
-    private void Wgmma(Ins ins, Thread[] group, byte[] shared)
+    private PendingWgmma Capture(Ins ins, int warpgroup, Thread[] group)
     {
         int n = int.Parse(ins.Type, CultureInfo.InvariantCulture);
         var d = ins.Args[0].Trim('{', '}').Split(',').Select(x => _regs[x.Trim()]).ToArray();
         if (d.Length != n / 2) throw new InvalidOperationException($"wgmma m64n{n}k16 needs {n / 2} accumulators, has {d.Length}");
         int descA = _regs[ins.Args[1]], descB = _regs[ins.Args[2]];
         if (ins.Args[4] != "1" || ins.Args[5] != "1") throw new NotSupportedException("wgmma scales other than 1");
-        bool transA = ins.Args[6] == "1", transB = ins.Args[7] == "1";
         ulong da = group[0].R[descA], db = group[0].R[descB];
         foreach (var t in group)
         {
             if (t.R[descA] != da || t.R[descB] != db) throw new InvalidOperationException($"wgmma: thread {t.Tid} has other descriptors than thread {group[0].Tid}");
             if (t.R[_regs[ins.Args[3]]] == 0) throw new NotSupportedException("wgmma with scale-d false");
         }
-        var am = Operand(da, transA, 64, shared);
-        var bm = Operand(db, transB, n, shared);
-        foreach (var t in group)
+        return new PendingWgmma(n, d, da, db, ins.Args[6] == "1", ins.Args[7] == "1", warpgroup, group[0].WgmmaCommits, [.. group]);
+    }
+
+    /// <summary>Reads the operands from shared memory now and adds their product to the threads' accumulators.</summary>
+    private static void Apply(PendingWgmma op, byte[] shared)
+    {
+        var am = Operand(op.DescA, op.TransA, 64, shared);
+        var bm = Operand(op.DescB, op.TransB, op.N, shared);
+        foreach (var t in op.Threads)
         {
             int warp = (t.Tid & 127) >> 5, lane = t.Tid & 31, g = lane >> 2, q = lane & 3;
-            for (int r = 0; r < d.Length; r++)
+            for (int r = 0; r < op.D.Length; r++)
             {
                 int row = 16 * warp + g + ((r & 2) != 0 ? 8 : 0), col = 8 * (r >> 2) + 2 * q + (r & 1);
-                float acc = BitConverter.UInt32BitsToSingle((uint)t.R[d[r]]);
+                float acc = BitConverter.UInt32BitsToSingle((uint)t.R[op.D[r]]);
                 for (int k = 0; k < 16; k++) acc += am[row, k] * bm[col, k];
-                t.R[d[r]] = BitConverter.SingleToUInt32Bits(acc);
+                t.R[op.D[r]] = BitConverter.SingleToUInt32Bits(acc);
             }
         }
     }
