@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One call on the GPU machine, from the repository root, after tools/publish-gpu-bundle.sh built the bundle here and
 # bundle/hft-linux-x64.tar.xz was carried over (it is unpacked when bundle/hft/hft is missing):
-#   the card's name, the wgmma GEMM's self-test cases (alone, first), hft selftest --device cuda (every kernel against the CPU back-end, plus the 134M training shapes
+#   the card's name, the self-test cases of the wgmma and mma GEMMs (each alone, first), hft selftest --device cuda (every kernel against the CPU back-end, plus the 134M training shapes
 #   with timings), hft verify --device cuda in fp32 and in bf16 on each reference case (a folder with golden.json) in
 #   tests/fixtures, or the bundle's copies when there is no checkout, hft bench --device cuda (our GEMM in fp32 and bf16 against cuBLAS, copy
 #   and AdamW bandwidth, attention, FFT vs HFT training steps of the 134M model in fp32 and bf16; bench.json), the
@@ -44,9 +44,11 @@ timed() { # timed NAME WANT COMMAND...: run NAME under timeout (WANT seconds, or
 
 status=0
 run gpu nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || status=1
-# The wgmma GEMM (sm_90a PTX of our own, never yet run on a card) alone first, in its own process, so that a fault there
-# cannot take the other steps with it; when it fails, HFT_WGMMA=off keeps it out of every later step.
-timed wgmma 45 "$HFT" selftest --device cuda --only wgmma || { status=1; export HFT_WGMMA=off; echo "== wgmma: HFT_WGMMA=off from here"; }
+# The GEMMs written as PTX (wgmma for sm_90a, mma.sync for sm_80+; never yet run on a card) alone first, each in its
+# own process, so that a fault there cannot take the other steps with it; when one fails, HFT_WGMMA=off or HFT_MMA=off
+# keeps it out of every later step.
+timed wgmma 40 "$HFT" selftest --device cuda --only "bf16 wgmma" || { status=1; export HFT_WGMMA=off; echo "== wgmma: HFT_WGMMA=off from here"; }
+timed mma 40 "$HFT" selftest --device cuda --only "bf16 mma" || { status=1; export HFT_MMA=off; echo "== mma: HFT_MMA=off from here"; }
 timed selftest 90 "$HFT" selftest --device cuda || status=1
 cases=()
 for c in tests/fixtures/*/; do [ -f "$c/golden.json" ] && cases+=("${c%/}"); done

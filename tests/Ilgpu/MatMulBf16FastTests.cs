@@ -173,7 +173,7 @@ public sealed class MatMulBf16FastTests : IlgpuFixture
         Assert.That(Check(128, 256, 32, transA: true, transB: false, accumulate: false), Is.False, "the simple variant selected, TN");
     }
 
-    /// <summary>The variant's default follows HFT_BF16_GEMM: simple unless it says fast or wgmma.</summary>
+    /// <summary>The variant's default follows HFT_BF16_GEMM: simple unless it says fast, wgmma or mma.</summary>
     [Test]
     public void DefaultVariantFollowsTheEnvironment()
     {
@@ -186,6 +186,8 @@ public sealed class MatMulBf16FastTests : IlgpuFixture
             Assert.That(IlgpuBackend.DefaultBf16GemmVariant, Is.EqualTo(Bf16GemmVariant.Fast));
             Environment.SetEnvironmentVariable("HFT_BF16_GEMM", " WGMMA ");
             Assert.That(IlgpuBackend.DefaultBf16GemmVariant, Is.EqualTo(Bf16GemmVariant.Wgmma));
+            Environment.SetEnvironmentVariable("HFT_BF16_GEMM", "mma");
+            Assert.That(IlgpuBackend.DefaultBf16GemmVariant, Is.EqualTo(Bf16GemmVariant.Mma));
             Environment.SetEnvironmentVariable("HFT_BF16_GEMM", "simple");
             Assert.That(IlgpuBackend.DefaultBf16GemmVariant, Is.EqualTo(Bf16GemmVariant.Simple));
         }

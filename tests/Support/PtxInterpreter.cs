@@ -24,7 +24,7 @@ internal sealed class PtxInterpreter
     private enum Op
     {
         LdParam, Cvta, Mov, MovPack, Add, Sub, MulLo, MulWide, Div, Rem, Min, Shl, Shr, And, Or, Xor, Cvt, Setp, Bra,
-        CpAsync, CpCommit, CpWait, Nop, Bar, Wgmma, WgmmaCommit, WgmmaWait, StGlobal, LdGlobal, AddF, Ret,
+        CpAsync, CpCommit, CpWait, Nop, Bar, Wgmma, WgmmaCommit, WgmmaWait, Ldmatrix, Mma, StGlobal, LdGlobal, AddF, Ret,
     }
 
     private sealed record Ins(Op Op, int Guard, bool GuardNeg, string[] Args, string Type, string Text);
@@ -33,6 +33,7 @@ internal sealed class PtxInterpreter
     private readonly Dictionary<string, int> _labels = new(StringComparer.Ordinal);
     private readonly Dictionary<string, int> _regs = new(StringComparer.Ordinal);
     private readonly string[] _params;
+    private readonly string _sharedSymbol;
 
     /// <summary>Global memory (at <see cref="GlobalBase"/>).</summary>
     public byte[] Global { get; }
@@ -51,10 +52,11 @@ internal sealed class PtxInterpreter
     /// <summary>Instructions executed by all threads so far.</summary>
     public long Executed { get; private set; }
 
-    public PtxInterpreter(string module, string entry, string[] parameters, int globalBytes)
+    public PtxInterpreter(string module, string entry, IReadOnlyList<string> parameters, int globalBytes)
     {
-        _params = parameters;
+        _params = [.. parameters];
         Global = new byte[globalBytes];
+        _sharedSymbol = Regex.Match(module, @"\.extern \.shared .* (\w+)\[\];").Groups[1].Value;
         var m = Regex.Match(module, @"\.entry\s+" + Regex.Escape(entry) + @"\((?s:.*?)\)(?s:.*?)\{(?<body>(?s:.*?))\n\}");
         if (!m.Success) throw new ArgumentException($"entry {entry} not found");
         foreach (var raw in m.Groups["body"].Value.Split('\n'))
@@ -114,6 +116,8 @@ internal sealed class PtxInterpreter
             "bar.sync" => Op.Bar,
             _ when opcode.StartsWith("wgmma.mma_async.sync.aligned.m64n", StringComparison.Ordinal) && opcode.EndsWith(".f32.bf16.bf16", StringComparison.Ordinal) => Op.Wgmma,
             "wgmma.wait_group.sync.aligned" => Op.WgmmaWait,
+            "ldmatrix.sync.aligned.m8n8.x4.shared.b16" or "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16" => Op.Ldmatrix,
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" => Op.Mma,
             "st.global.v2.f32" => Op.StGlobal,
             "ld.global.v2.f32" => Op.LdGlobal,
             "ret" => Op.Ret,
@@ -151,7 +155,7 @@ internal sealed class PtxInterpreter
     {
         public ulong[] R = null!;
         public int Pc, Tid;
-        public bool Done, AtBarrier, AtWgmma;
+        public bool Done, AtBarrier, AtCollective;
         public int WgmmaCommits;
         public readonly List<(uint Shared, ulong Global)> Open = [];
         public readonly Queue<List<(uint Shared, ulong Global)>> Pending = new();
@@ -177,21 +181,15 @@ internal sealed class PtxInterpreter
         {
             bool ran = false;
             foreach (var t in order)
-                if (!t.Done && !t.AtBarrier && !t.AtWgmma) { Step(t, block, grid, threads, shared, args); ran = true; }
-            if (ts.All(t => t.Done)) return;
-            // Warpgroups whose 128 threads all wait at the same wgmma run it.
-            for (int w = 0; w * 128 < threads; w++)
             {
-                var group = ts.Skip(w * 128).Take(128).ToArray();
-                if (group.All(t => t.AtWgmma) && group.All(t => t.Pc == group[0].Pc))
-                {
-                    var op = Capture(_code[group[0].Pc], w, group);
-                    if (LateWgmmaEarlyCopies) _pending.Add(op);
-                    else Apply(op, shared);
-                    foreach (var t in group) { t.AtWgmma = false; t.Pc++; }
-                    ran = true;
-                }
+                if (t.Done || t.AtBarrier || t.AtCollective) continue;
+                Step(t, block, grid, threads, shared, args);
+                ran = true;
+                // A warp (ldmatrix, mma.sync) or warpgroup (wgmma) whose last thread just arrived runs its collective at
+                // once, before the other threads go on: what they have not yet copied is not there.
+                if (t.AtCollective) RunCollective(ts, t, shared);
             }
+            if (ts.All(t => t.Done)) return;
             var live = ts.Where(t => !t.Done).ToArray();
             if (live.All(t => t.AtBarrier))
             {
@@ -206,6 +204,23 @@ internal sealed class PtxInterpreter
 
     /// <summary>Runs one thread until it exits or waits at a barrier or a wgmma.</summary>
     /// <summary>A wgmma as issued: its shape, accumulator registers, descriptors and transposes, warpgroup, commit group and threads.</summary>
+    private void RunCollective(Thread[] ts, Thread arrived, byte[] shared)
+    {
+        var ins = _code[arrived.Pc];
+        int width = ins.Op == Op.Wgmma ? 128 : 32, w = arrived.Tid / width;
+        var group = ts.AsSpan(w * width, Math.Min(width, ts.Length - w * width)).ToArray();
+        if (!group.All(t => t.AtCollective && t.Pc == arrived.Pc)) return;
+        if (ins.Op == Op.Wgmma)
+        {
+            var op = Capture(ins, w, group);
+            if (LateWgmmaEarlyCopies) _pending.Add(op);
+            else Apply(op, shared);
+        }
+        else if (ins.Op == Op.Ldmatrix) Ldmatrix(ins, group, shared);
+        else Mma(ins, group);
+        foreach (var t in group) { t.AtCollective = false; t.Pc++; }
+    }
+
     private sealed record PendingWgmma(int N, int[] D, ulong DescA, ulong DescB, bool TransA, bool TransB, int Warpgroup, int Group, Thread[] Threads)
     {
         public bool Done { get; set; }
@@ -290,7 +305,7 @@ internal sealed class PtxInterpreter
                         break;
                     }
                 case Op.Bar: t.AtBarrier = true; return;
-                case Op.Wgmma: t.AtWgmma = true; return;
+                case Op.Wgmma: case Op.Ldmatrix: case Op.Mma: t.AtCollective = true; return;
                 case Op.StGlobal:
                     {
                         long at = Checked(Address(t, a[0]) - GlobalBase, 8, Global.Length, "global");
@@ -351,7 +366,7 @@ internal sealed class PtxInterpreter
                 _ => t.R[_regs[s]],
             };
         if (s.StartsWith("0f", StringComparison.Ordinal)) return uint.Parse(s[2..], NumberStyles.HexNumber, CultureInfo.InvariantCulture);
-        if (s == "hft_wgmma_smem") return SharedSymbolAddress;
+        if (s == _sharedSymbol) return SharedSymbolAddress;
         return (ulong)long.Parse(s, CultureInfo.InvariantCulture);
     }
 
@@ -383,6 +398,77 @@ internal sealed class PtxInterpreter
             if (t.R[_regs[ins.Args[3]]] == 0) throw new NotSupportedException("wgmma with scale-d false");
         }
         return new PendingWgmma(n, d, da, db, ins.Args[6] == "1", ins.Args[7] == "1", warpgroup, group[0].WgmmaCommits, [.. group]);
+    }
+
+    private int[] Regs(string vector) => [.. vector.Trim('{', '}').Split(',').Select(x => _regs[x.Trim()])];
+
+    /// <summary>
+    /// ldmatrix.x4 (.trans): lane l gives the address of row l mod 8 of matrix l / 8; register i of lane (g, t) gets
+    /// row g, columns 2t and 2t + 1 of matrix i (transposed: rows 2t and 2t + 1 of column g), the first in the low half.
+    /// </summary>
+    private void Ldmatrix(Ins ins, Thread[] warp, byte[] shared)
+    {
+        bool trans = ins.Text.Contains(".trans", StringComparison.Ordinal);
+        var rows = warp.Select(t => Address(t, ins.Args[1])).ToArray();
+        var dst = Regs(ins.Args[0]);
+        foreach (var a in rows)
+            if (a % 16 != 0) throw new InvalidOperationException($"ldmatrix: row address {a} is not on 16 bytes");
+        ushort At(ulong addr) => BitConverter.ToUInt16(shared, (int)Checked(addr, 2, shared.Length, "shared (ldmatrix)"));
+        for (int lane = 0; lane < 32; lane++)
+        {
+            int g = lane >> 2, t = lane & 3;
+            for (int i = 0; i < 4; i++)
+            {
+                ushort lo, hi;
+                if (!trans) { lo = At(rows[8 * i + g] + (ulong)(4 * t)); hi = At(rows[8 * i + g] + (ulong)(4 * t + 2)); }
+                else { lo = At(rows[8 * i + 2 * t] + (ulong)(2 * g)); hi = At(rows[8 * i + 2 * t + 1] + (ulong)(2 * g)); }
+                warp[lane].R[dst[i]] = lo | ((uint)hi << 16);
+            }
+        }
+    }
+
+    /// <summary>
+    /// mma.sync m16n8k16 row.col, f32 += bf16·bf16: lane (g, t) holds a0 (row g, k 2t, 2t + 1), a1 (row g + 8), a2
+    /// (row g, k + 8), a3 (row g + 8, k + 8); b0 (k 2t, 2t + 1, column g), b1 (k + 8); c0, c1 (row g, columns 2t,
+    /// 2t + 1), c2, c3 (row g + 8).
+    /// </summary>
+    private void Mma(Ins ins, Thread[] warp)
+    {
+        int[] d = Regs(ins.Args[0]), a = Regs(ins.Args[1]), b = Regs(ins.Args[2]), c = Regs(ins.Args[3]);
+        var am = new float[16, 16];
+        var bm = new float[16, 8];
+        static float Lo(ulong v) => BitConverter.UInt32BitsToSingle((uint)v << 16);
+        static float Hi(ulong v) => BitConverter.UInt32BitsToSingle((uint)v & 0xFFFF0000u);
+        for (int lane = 0; lane < 32; lane++)
+        {
+            int g = lane >> 2, t = lane & 3;
+            var r = warp[lane].R;
+            for (int q = 0; q < 4; q++)
+            {
+                int row = g + 8 * (q & 1), k = 2 * t + 8 * (q >> 1);
+                am[row, k] = Lo(r[a[q]]);
+                am[row, k + 1] = Hi(r[a[q]]);
+            }
+            for (int q = 0; q < 2; q++)
+            {
+                bm[2 * t + 8 * q, g] = Lo(r[b[q]]);
+                bm[2 * t + 8 * q + 1, g] = Hi(r[b[q]]);
+            }
+        }
+        var results = new float[32, 4];
+        for (int lane = 0; lane < 32; lane++)
+        {
+            int g = lane >> 2, t = lane & 3;
+            for (int q = 0; q < 4; q++)
+            {
+                int row = g + 8 * (q >> 1), col = 2 * t + (q & 1);
+                float acc = BitConverter.UInt32BitsToSingle((uint)warp[lane].R[c[q]]);
+                for (int k = 0; k < 16; k++) acc += am[row, k] * bm[k, col];
+                results[lane, q] = acc;
+            }
+        }
+        for (int lane = 0; lane < 32; lane++)
+            for (int q = 0; q < 4; q++) warp[lane].R[d[q]] = BitConverter.SingleToUInt32Bits(results[lane, q]);
     }
 
     /// <summary>Reads the operands from shared memory now and adds their product to the threads' accumulators.</summary>

@@ -87,7 +87,7 @@ public sealed partial class IlgpuBackend
     /// <summary>c[m, n] (+)= op(a)·op(b) for BF16 a and b (see the class remarks); called by MatMulCore.</summary>
     private void MatMulBf16(Tensor c, Tensor a, Tensor b, int m, int n, int k, bool transA, bool transB, bool accumulate)
     {
-        if (TryMatMulWgmma(c, a, b, m, n, k, transA, transB, accumulate)) return;
+        if (TryMatMulPtx(c, a, b, m, n, k, transA, transB, accumulate)) return;
         if (TryMatMulBf16Fast(c, a, b, m, n, k, transA, transB, accumulate)) return;
         MatMulBf16Simple(c, a, b, m, n, k, transA, transB, accumulate);
     }

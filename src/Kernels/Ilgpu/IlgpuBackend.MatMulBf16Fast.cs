@@ -18,10 +18,17 @@ public enum Bf16GemmVariant
 
     /// <summary>
     /// The wgmma kernel (<see cref="WgmmaGemmPtx"/>: sm_90a, so H100 and H200 only) where it applies (NT, NN and TN
-    /// forms, m a multiple of 128, n of 256, k of 64, see <see cref="IlgpuBackend.AcceptsWgmma"/>), each form checked
+    /// forms, m a multiple of 128, n of 256, k of 64, see <see cref="IlgpuBackend.AcceptsPtxGemm"/>), each form checked
     /// against the simple kernel on its first use and left for good if it disagrees; the simple kernel everywhere else.
+    /// See <see cref="IlgpuBackend.AcceptsPtxGemm"/>.
     /// </summary>
     Wgmma,
+
+    /// <summary>
+    /// The mma.sync kernel written as PTX (<see cref="MmaGemmPtx"/>: compute capability 8.0 or later) for the same
+    /// products as <see cref="Wgmma"/>, each form checked on first use likewise; the simple kernel everywhere else.
+    /// </summary>
+    Mma,
 }
 
 /// <summary>
@@ -79,13 +86,14 @@ public sealed partial class IlgpuBackend
 
     /// <summary>
     /// HFT_BF16_GEMM as a variant: "fast" selects <see cref="Bf16GemmVariant.Fast"/>, "wgmma"
-    /// <see cref="Bf16GemmVariant.Wgmma"/>, anything else the simple kernel.
+    /// <see cref="Bf16GemmVariant.Wgmma"/>, "mma" <see cref="Bf16GemmVariant.Mma"/>, anything else the simple kernel.
     /// </summary>
     public static Bf16GemmVariant DefaultBf16GemmVariant =>
         Environment.GetEnvironmentVariable("HFT_BF16_GEMM")?.Trim().ToLowerInvariant() switch
         {
             "fast" => Bf16GemmVariant.Fast,
             "wgmma" => Bf16GemmVariant.Wgmma,
+            "mma" => Bf16GemmVariant.Mma,
             _ => Bf16GemmVariant.Simple,
         };
 

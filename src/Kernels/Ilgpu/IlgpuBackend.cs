@@ -211,7 +211,8 @@ public sealed partial class IlgpuBackend : Backend
         _acc.DefaultStream.Synchronize();
         _scratch?.Dispose();
         _dummy.Dispose();
-        _wgmma?.Dispose();
+        _wgmmaSlot.Gemm?.Dispose();
+        _mmaSlot.Gemm?.Dispose();
         if (_ownsAccelerator)
         {
             var context = _acc.Context;

@@ -24,6 +24,7 @@ public static class BenchReport
                     g["tflops"] is JsonNode t ? t.GetValue<double>().ToString("F2", inv) : g["error"]?.ToString() ?? "n/a"));
         }
         if (r["wgmma"] is JsonNode wgmma) sb.AppendLine().AppendLine($"wgmma kernel: {wgmma}.");
+        if (r["mma"] is JsonNode mma) sb.AppendLine().AppendLine($"mma kernel: {mma}.");
         if (r["copy_gbps"] is JsonNode copy && r["adamw_gbps"] is JsonNode adamw)
         {
             sb.AppendLine().AppendLine(string.Format(inv, "Copy {0:F1} GB/s; masked AdamW {1:F1} GB/s ({2:P0} of copy).",

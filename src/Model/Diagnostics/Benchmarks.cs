@@ -23,7 +23,7 @@ public sealed record BenchOptions(string? StepModel = null, bool Quick = false);
 /// tensor-op mode), the copy bandwidth of the device, the masked AdamW's bandwidth, attention forward and backward,
 /// and a full training step of the benchmark Llama with full fine-tuning and with HFT, each in fp32 and in bf16 mixed
 /// precision (ms, tokens/s, arena bytes, cost_bound). The JSON has the keys <c>card</c>, <c>gemm</c> (entries with
-/// <c>impl</c> ours-fp32, ours-bf16, ours-bf16-fast and ours-bf16-wgmma (CUDA), cublas-fp32, cublas-tf32; on CUDA also <c>wgmma</c>, its status), <c>copy_gbps</c>, <c>adamw_gbps</c>,
+/// <c>impl</c> ours-fp32, ours-bf16, ours-bf16-fast, ours-bf16-wgmma and ours-bf16-mma (CUDA), cublas-fp32, cublas-tf32; on CUDA also <c>wgmma</c> and <c>mma</c>, their status), <c>copy_gbps</c>, <c>adamw_gbps</c>,
 /// <c>attention</c> (fp32; on a GPU also <c>attention_bf16</c>, the tensor-core kernels), <c>step</c> (entries with <c>method</c> fft or hft and <c>precision</c> fp32 or bf16),
 /// <c>hft_fft_ratio</c> (an object: precision → HFT ms / FFT ms), and the step model's <c>step_model</c>,
 /// <c>step_config</c> (its config.json), <c>step_batch</c>, <c>step_seq</c> and <c>step_frozen</c> (the tensors HFT
@@ -58,7 +58,8 @@ public static class Benchmarks
         // where that kernel did not run); the selection is restored afterwards.
         var ilgpuCuda = gpu ? backend as IlgpuBackend : null;
         var impls = new[] { (DType.F32, "ours-fp32", Bf16GemmVariant.Simple), (DType.BF16, "ours-bf16", Bf16GemmVariant.Simple),
-            (DType.BF16, "ours-bf16-fast", Bf16GemmVariant.Fast), (DType.BF16, "ours-bf16-wgmma", Bf16GemmVariant.Wgmma) };
+            (DType.BF16, "ours-bf16-fast", Bf16GemmVariant.Fast), (DType.BF16, "ours-bf16-wgmma", Bf16GemmVariant.Wgmma),
+            (DType.BF16, "ours-bf16-mma", Bf16GemmVariant.Mma) };
         foreach (var (type, impl, variant) in impls)
         {
             if (variant != Bf16GemmVariant.Simple && ilgpuCuda is null) continue;
@@ -69,10 +70,10 @@ public static class Benchmarks
                 var entry = new JsonObject { ["impl"] = impl, ["m"] = s, ["n"] = s, ["k"] = s };
                 try
                 {
-                    long launches = ilgpuCuda?.WgmmaLaunches ?? 0;
+                    long launches = PtxLaunches(ilgpuCuda, variant);
                     double t = TimeGemm(backend, type, s, s, s, repeats);
-                    if (variant == Bf16GemmVariant.Wgmma && ilgpuCuda!.WgmmaLaunches == launches)
-                        throw new InvalidOperationException("the wgmma kernel did not run: " + ilgpuCuda!.WgmmaStatus);
+                    if (variant is Bf16GemmVariant.Wgmma or Bf16GemmVariant.Mma && PtxLaunches(ilgpuCuda, variant) == launches)
+                        throw new InvalidOperationException($"the {variant.ToString().ToLowerInvariant()} kernel did not run: {PtxStatus(ilgpuCuda!, variant)}");
                     entry["tflops"] = 2.0 * s * s * s / t / 1e12;
                     log?.Invoke($"gemm {impl} {s}^3: {2.0 * s * s * s / t / 1e12:F2} TFLOP/s");
                 }
@@ -88,7 +89,11 @@ public static class Benchmarks
         if (gpu && backend is IlgpuBackend ib && ib.Accelerator is CudaAccelerator cuda)
             foreach (var entry in CuBlasGemm(cuda, sizes, repeats, log)) gemm.Add(entry);
         report["gemm"] = gemm;
-        if (ilgpuCuda is not null) report["wgmma"] = ilgpuCuda.WgmmaStatus;
+        if (ilgpuCuda is not null)
+        {
+            report["wgmma"] = ilgpuCuda.WgmmaStatus;
+            report["mma"] = ilgpuCuda.MmaStatus;
+        }
         checkpoint?.Invoke(report);
 
         long copyFloats = gpu ? 64L << 20 : 8L << 20;
@@ -269,8 +274,9 @@ public static class Benchmarks
         var ilgpuCuda = backend.Name == "cuda" ? backend as IlgpuBackend : null;
         var configurations = StepPrecisions.Select(p => (Precision: p, Variant: (Bf16GemmVariant?)null)).ToList();
         if (ilgpuCuda is not null)
-            foreach (var other in new[] { Bf16GemmVariant.Simple, Bf16GemmVariant.Fast, Bf16GemmVariant.Wgmma })
-                if (other != ilgpuCuda.Bf16GemmVariant && (other != Bf16GemmVariant.Wgmma || ilgpuCuda.WgmmaStatus.Contains("checked", StringComparison.Ordinal)))
+            foreach (var other in new[] { Bf16GemmVariant.Simple, Bf16GemmVariant.Fast, Bf16GemmVariant.Wgmma, Bf16GemmVariant.Mma })
+                if (other != ilgpuCuda.Bf16GemmVariant && (other is not (Bf16GemmVariant.Wgmma or Bf16GemmVariant.Mma)
+                    || PtxStatus(ilgpuCuda, other).Contains("checked", StringComparison.Ordinal)))
                     configurations.Add((Precision.Bf16, other));
         foreach (var (precision, variant) in configurations)
         {
@@ -330,6 +336,11 @@ public static class Benchmarks
             }
         }
     }
+
+    private static long PtxLaunches(IlgpuBackend? b, Bf16GemmVariant v) =>
+        b is null ? 0 : v == Bf16GemmVariant.Wgmma ? b.WgmmaLaunches : v == Bf16GemmVariant.Mma ? b.MmaLaunches : 0;
+
+    private static string PtxStatus(IlgpuBackend b, Bf16GemmVariant v) => v == Bf16GemmVariant.Wgmma ? b.WgmmaStatus : b.MmaStatus;
 
     private static IEnumerable<JsonObject> CuBlasGemm(CudaAccelerator cuda, int[] sizes, int repeats, Action<string>? log)
     {

@@ -81,6 +81,13 @@ public static partial class SelfTest
         yield return MatMulBf16Variant(Bf16GemmVariant.Wgmma, tokens, d, vocab, false, false, accumulate: false, seed++);
         yield return MatMulBf16Variant(Bf16GemmVariant.Wgmma, d, d, tokens, true, false, accumulate: true, seed++);
         yield return MatMulBf16Variant(Bf16GemmVariant.Wgmma, vocab, d, tokens, true, false, accumulate: true, seed++);
+        // And on the mma.sync PTX kernel (forced; compute capability 8.0 and later).
+        yield return MatMulBf16Variant(Bf16GemmVariant.Mma, 4096, 4096, 4096, false, true, accumulate: false, seed++);
+        yield return MatMulBf16Variant(Bf16GemmVariant.Mma, tokens, vocab, d, false, true, accumulate: false, seed++);
+        yield return MatMulBf16Variant(Bf16GemmVariant.Mma, tokens, d, f, false, false, accumulate: false, seed++);
+        yield return MatMulBf16Variant(Bf16GemmVariant.Mma, tokens, d, vocab, false, false, accumulate: false, seed++);
+        yield return MatMulBf16Variant(Bf16GemmVariant.Mma, d, d, tokens, true, false, accumulate: true, seed++);
+        yield return MatMulBf16Variant(Bf16GemmVariant.Mma, vocab, d, tokens, true, false, accumulate: true, seed++);
         yield return Attention(4, 1024, 12, 12, 64, false, large: true, seed++);
         yield return Attention(4, 1024, 12, 4, 64, true, large: true, seed++);
         yield return Attention(4, 1024, 12, 12, 64, false, large: true, seed++, bf16: true);

@@ -6,10 +6,11 @@ using ILGPU.Runtime.Cuda;
 namespace HftRuntime.Kernels.Ilgpu;
 
 /// <summary>
-/// The wgmma bf16 GEMM (<see cref="WgmmaGemmPtx"/>) loaded on a CUDA accelerator of compute capability 9.0 through
-/// ILGPU's driver API, launched on the accelerator's default stream (so in order with ILGPU's own kernels).
+/// A bf16 GEMM module written as PTX text (<see cref="WgmmaGemmPtx"/>, <see cref="MmaGemmPtx"/>; see
+/// <see cref="GemmPtx"/>) loaded on a CUDA accelerator through ILGPU's driver API, launched on the accelerator's
+/// default stream (so in order with ILGPU's own kernels).
 /// </summary>
-internal sealed class WgmmaGemm : IDisposable
+internal sealed class PtxGemm : IDisposable
 {
     private const int MaxDynamicSharedSizeAttribute = 8; // CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
 
@@ -19,32 +20,38 @@ internal sealed class WgmmaGemm : IDisposable
     private readonly CudaAccelerator _acc;
     private readonly IntPtr _module;
     private readonly Dictionary<string, IntPtr> _functions = new(StringComparer.Ordinal);
+    private readonly Func<bool, bool, string> _entryOf;
+    private readonly int _sharedBytes;
 
-    private WgmmaGemm(CudaAccelerator acc, IntPtr module)
+    private PtxGemm(CudaAccelerator acc, IntPtr module, Func<bool, bool, string> entryOf, int sharedBytes)
     {
         _acc = acc;
         _module = module;
+        _entryOf = entryOf;
+        _sharedBytes = sharedBytes;
     }
 
-    /// <summary>Whether the module can run on <paramref name="acc"/>: CUDA, compute capability 9.0 (sm_90a code runs there only).</summary>
-    public static bool Supports(Accelerator acc) => acc is CudaAccelerator cuda && cuda.Architecture.Major == 9 && cuda.Architecture.Minor == 0;
-
-    /// <summary>Loads the module on <paramref name="acc"/> and allows its functions their dynamic shared memory.</summary>
-    public static WgmmaGemm Load(CudaAccelerator acc)
+    /// <summary>
+    /// Loads <paramref name="ptx"/> on <paramref name="acc"/> (the driver compiles it for the card) and allows its three
+    /// forms' functions (named by <paramref name="entryOf"/>(transA, transB)) <paramref name="sharedBytes"/> of dynamic
+    /// shared memory.
+    /// </summary>
+    public static PtxGemm Load(CudaAccelerator acc, string what, string ptx, Func<bool, bool, string> entryOf, int sharedBytes)
     {
         acc.Bind();
-        var error = CudaAPI.CurrentAPI.LoadModule(out var module, WgmmaGemmPtx.Module, out string? log);
+        var error = CudaAPI.CurrentAPI.LoadModule(out var module, ptx, out string? log);
         if (error != CudaError.CUDA_SUCCESS)
-            throw new InvalidOperationException($"the wgmma GEMM module did not load on {acc.Name}: {error} {log?.TrimEnd('\0').Trim()}");
-        var gemm = new WgmmaGemm(acc, module);
+            throw new InvalidOperationException($"the {what} module did not load on {acc.Name}: {error} {log?.TrimEnd('\0').Trim()}");
+        var gemm = new PtxGemm(acc, module, entryOf, sharedBytes);
         try
         {
             var setAttribute = Marshal.GetDelegateForFunctionPointer<FuncSetAttribute>(
                 NativeLibrary.GetExport(LoadDriver(), "cuFuncSetAttribute"));
-            foreach (var name in new[] { WgmmaGemmPtx.EntryNT, WgmmaGemmPtx.EntryNN, WgmmaGemmPtx.EntryTN })
+            foreach (var (transA, transB) in new[] { (false, true), (false, false), (true, false) })
             {
+                string name = entryOf(transA, transB);
                 Check(CudaAPI.CurrentAPI.GetModuleFunction(out var function, module, name), "find " + name);
-                Check(setAttribute(function, MaxDynamicSharedSizeAttribute, WgmmaGemmPtx.SharedBytes), $"allow {name} {WgmmaGemmPtx.SharedBytes} bytes of shared memory");
+                Check(setAttribute(function, MaxDynamicSharedSizeAttribute, sharedBytes), $"allow {name} {sharedBytes} bytes of shared memory");
                 gemm._functions[name] = function;
             }
             return gemm;
@@ -65,26 +72,28 @@ internal sealed class WgmmaGemm : IDisposable
 
     private static void Check(CudaError error, string what)
     {
-        if (error != CudaError.CUDA_SUCCESS) throw new InvalidOperationException($"wgmma GEMM: could not {what}: {error}");
+        if (error != CudaError.CUDA_SUCCESS) throw new InvalidOperationException($"PTX GEMM: could not {what}: {error}");
     }
 
     /// <summary>
     /// Queues c (+)= op(a)·op(b) on the default stream: <paramref name="grid"/> blocks over tilesM × tilesN tiles and
     /// the k slices of <paramref name="kPer"/>; slice z writes at c + z·<paramref name="slice"/> floats. The MN-major
-    /// operands' descriptors take <see cref="WgmmaGemmPtx.DescriptorBits"/> with <paramref name="swappedStrides"/>.
+    /// operands' descriptors take <see cref="WgmmaGemmPtx.DescriptorBits"/> with <paramref name="swappedStrides"/> (the
+    /// wgmma module's; the others ignore them).
     /// </summary>
     public void Launch(bool transA, bool transB, int grid, IntPtr c, IntPtr a, IntPtr b, int m, int n, int k, bool accumulate,
         int tilesM, int tilesN, int kPer, int slice, bool swappedStrides = false)
     {
-        var function = _functions[WgmmaGemmPtx.EntryOf(transA, transB)];
+        string entry = _entryOf(transA, transB);
+        var function = _functions[entry];
         var (aLo, aHi) = WgmmaGemmPtx.DescriptorBits(kMajor: !transA, swappedStrides);
         var (bLo, bHi) = WgmmaGemmPtx.DescriptorBits(kMajor: transB, swappedStrides);
-        int count = WgmmaGemmPtx.Parameters.Length;
+        int count = GemmPtx.Parameters.Length;
         var values = Marshal.AllocHGlobal(count * 8);
         var pointers = Marshal.AllocHGlobal(count * IntPtr.Size);
         try
         {
-            long[] args = [c.ToInt64(), a.ToInt64(), b.ToInt64(), m, n, k, accumulate ? 1 : 0, tilesM, tilesN, kPer, slice, aLo, aHi, bLo, bHi, WgmmaGemmPtx.Group];
+            long[] args = [c.ToInt64(), a.ToInt64(), b.ToInt64(), m, n, k, accumulate ? 1 : 0, tilesM, tilesN, kPer, slice, aLo, aHi, bLo, bHi, GemmPtx.Group];
             for (int i = 0; i < count; i++)
             {
                 var slot = values + i * 8;
@@ -94,8 +103,8 @@ internal sealed class WgmmaGemm : IDisposable
             }
             _acc.Bind();
             var stream = ((CudaStream)_acc.DefaultStream).StreamPtr;
-            Check(CudaAPI.CurrentAPI.LaunchKernel(function, grid, 1, 1, WgmmaGemmPtx.Threads, 1, 1, WgmmaGemmPtx.SharedBytes,
-                stream, pointers, IntPtr.Zero), "launch " + WgmmaGemmPtx.EntryOf(transA, transB));
+            Check(CudaAPI.CurrentAPI.LaunchKernel(function, grid, 1, 1, GemmPtx.Threads, 1, 1, _sharedBytes,
+                stream, pointers, IntPtr.Zero), "launch " + entry);
         }
         finally
         {

@@ -1,0 +1,316 @@
+using System.Globalization;
+using System.Text;
+
+namespace HftRuntime.Kernels.Ilgpu;
+
+/// <summary>
+/// What the bf16 GEMM modules written as PTX text share (<see cref="WgmmaGemmPtx"/> for sm_90a,
+/// <see cref="MmaGemmPtx"/> for sm_80 and later): the parameters, the blocks' tile order, the loads of the k steps'
+/// tiles into a ring of shared-memory stages by 16-byte <c>cp.async</c>, and the stores of c.
+/// </summary>
+/// <remarks>
+/// <para>
+/// A block of 256 threads computes a 128×256 tile of c over 64-wide k steps. Tiles: z (the k slice) slowest; within a
+/// slice, bands of <see cref="Group"/> tile rows, each covered column by column, so that the blocks running together
+/// share their b tiles and few rows of a.
+/// </para>
+/// <para>
+/// Shared layouts are CUTLASS's canonical 128-byte-swizzled ones (16-byte chunk c of a 128-byte row r at chunk
+/// c ^ (r mod 8), atoms of 8 rows × 128 bytes on 1 KiB boundaries; the stages start on 1 KiB). A k-contiguous
+/// (K-major) operand is stored as rows of its 64 k (128 bytes). An m- or n-contiguous (MN-major) operand is stored as
+/// blocks of 64 m or n: block j, k row r at 8192·j + 128·r. Every thread copies 4 chunks of a and 8 of b per k step.
+/// </para>
+/// <para>
+/// Split k: block z of a launch with several k slices covers k from z·kPer and writes its tile at c + z·slice (the
+/// caller then sums the slices). C is written, or with acc ≠ 0 added to, as 8-byte pairs straight from the
+/// accumulators. Preconditions (checked by the caller): m a multiple of 128, n of 256, k of 64, a and b on 16 bytes,
+/// c on 8.
+/// </para>
+/// </remarks>
+internal static class GemmPtx
+{
+    public const int TileM = 128, TileN = 256, TileK = 64, Threads = 256, Group = 16;
+
+    public const int StageBytesA = TileM * TileK * 2, StageBytesB = TileN * TileK * 2;
+
+    public const string SharedSymbol = "hft_gemm_smem";
+
+    public static readonly string[] Parameters = ["p_c", "p_a", "p_b", "p_m", "p_n", "p_k", "p_acc", "p_tiles_m", "p_tiles_n", "p_kper", "p_slice",
+        "p_desc_a_lo", "p_desc_a_hi", "p_desc_b_lo", "p_desc_b_hi", "p_group"];
+
+    /// <summary>Dynamic shared memory per block for <paramref name="stages"/> stages, plus 1 KiB to align them.</summary>
+    public static int SharedBytes(int stages) => 1024 + stages * (StageBytesA + StageBytesB);
+
+    /// <summary>The entry of a form (transA: a is [k, m]; transB: b is [k, n]) in a module whose entries start with <paramref name="prefix"/>.</summary>
+    public static string EntryOf(string prefix, bool transA, bool transB) => (transA, transB) switch
+    {
+        (false, true) => prefix + "_nt",
+        (false, false) => prefix + "_nn",
+        (true, false) => prefix + "_tn",
+        _ => throw new ArgumentException("the PTX GEMMs have no TT form"),
+    };
+
+    /// <summary>
+    /// A module of the three forms' entries: <paramref name="body"/> writes one entry's code after the declarations
+    /// (its arguments: the emitter, whether a and b are K-major).
+    /// </summary>
+    public static string Module(string target, string prefix, string[] extraRegisters, Action<Emitter, bool, bool> body)
+    {
+        var e = new Emitter();
+        e.Line(".version 8.0");
+        e.Line(".target " + target);
+        e.Line(".address_size 64");
+        e.Line("");
+        e.Line($".extern .shared .align 1024 .b8 {SharedSymbol}[];");
+        foreach (var (transA, transB) in new[] { (false, true), (false, false), (true, false) })
+        {
+            e.Line("");
+            e.Line($".visible .entry {EntryOf(prefix, transA, transB)}(");
+            e.Line(string.Join(",\n", Parameters.Select((p, i) => $"\t.param .{(i < 3 ? "u64" : "u32")} {p}")));
+            e.Line(")");
+            e.Line($".maxntid {Threads}, 1, 1");
+            e.Line("{");
+            e.Ins(".reg .pred %p_done, %p_load, %p_acc, %p_one");
+            e.Ins(".reg .b32 %u<80>");
+            e.Ins(".reg .b64 %q<24>");
+            e.Ins(".reg .f32 %d<128>");
+            e.Ins(".reg .f32 %f<2>");
+            foreach (string r in extraRegisters) e.Ins(r);
+            body(e, !transA, transB);
+            e.Line("}");
+        }
+        return e.ToString();
+    }
+
+    // Registers (u32): 0 tid, 1 tid / 128, 2 (tid / 32) mod 4, 3 g, 4 t, 5 m, 6 n, 7 k, 8 acc, 9 tilesM, 10 tilesN,
+    // 11 kPer, 12 slice, 13 tn, 14 tm, 15 z, 16 m0, 17 n0, 18 kBegin, 19 steps, 20 kt (compute step), 21 kl (load
+    // step), 22 smem (aligned), 23 shared a base, 24 shared b base, 25 a offset of this thread's chunks, 26 b offset,
+    // 27..35 temporaries, 36 a descriptor high word, 39 a descriptor low constant bits, 40 b's, 41 b descriptor high
+    // word, 42 group, 43..46 temporaries of the tile order; 37, 38 and 47 .. 79: the kernel's own.
+    // Registers (u64): 0 c, 1 a, 2 b, 3 next a chunk, 4 next b chunk, 5 a stride between a thread's chunks, 6 b's,
+    // 7 a step (one k step), 8 b step, 9..12 temporaries, 13, 14 the kernel's own, 15 c row, 16 c row + 8.
+
+    /// <summary>
+    /// Parameters, thread indices, this block's tile and k slice, the shared stages, this thread's copies, zeroed
+    /// accumulators, and the copies of the first <paramref name="ahead"/> k steps.
+    /// </summary>
+    public static void Prologue(Emitter e, bool aKMajor, bool bKMajor, int stages, int ahead)
+    {
+        for (int i = 0; i < 3; i++)
+        {
+            e.Ins($"ld.param.u64 %q{i}, [{Parameters[i]}]");
+            e.Ins($"cvta.to.global.u64 %q{i}, %q{i}");
+        }
+        for (int i = 3; i < 11; i++) e.Ins($"ld.param.u32 %u{i + 2}, [{Parameters[i]}]");
+        e.Ins("ld.param.u32 %u39, [p_desc_a_lo]");
+        e.Ins("ld.param.u32 %u36, [p_desc_a_hi]");
+        e.Ins("ld.param.u32 %u40, [p_desc_b_lo]");
+        e.Ins("ld.param.u32 %u41, [p_desc_b_hi]");
+        e.Ins("ld.param.u32 %u42, [p_group]");
+        e.Ins("mov.u32 %u0, %tid.x");
+        e.Ins("shr.u32 %u1, %u0, 7");
+        e.Ins("shr.u32 %u2, %u0, 5");
+        e.Ins("and.b32 %u2, %u2, 3");
+        e.Ins("and.b32 %u27, %u0, 31");
+        e.Ins("shr.u32 %u3, %u27, 2");
+        e.Ins("and.b32 %u4, %u27, 3");
+        e.Ins("mov.u32 %u27, %ctaid.x");
+        e.Ins("mul.lo.u32 %u43, %u9, %u10");
+        e.Ins("div.u32 %u15, %u27, %u43");
+        e.Ins("rem.u32 %u27, %u27, %u43");
+        e.Ins("mul.lo.u32 %u44, %u42, %u10");
+        e.Ins("div.u32 %u45, %u27, %u44");
+        e.Ins("rem.u32 %u27, %u27, %u44");
+        e.Ins("mul.lo.u32 %u46, %u45, %u42");
+        e.Ins("sub.u32 %u43, %u9, %u46");
+        e.Ins("min.u32 %u43, %u43, %u42");
+        e.Ins("rem.u32 %u14, %u27, %u43");
+        e.Ins("add.u32 %u14, %u14, %u46");
+        e.Ins("div.u32 %u13, %u27, %u43");
+        e.Ins($"mul.lo.u32 %u16, %u14, {TileM}");
+        e.Ins($"mul.lo.u32 %u17, %u13, {TileN}");
+        e.Ins("mul.lo.u32 %u18, %u15, %u11");
+        e.Ins("add.u32 %u27, %u18, %u11");
+        e.Ins("min.u32 %u27, %u27, %u7");
+        e.Ins("sub.u32 %u19, %u27, %u18");
+        e.Ins("shr.u32 %u19, %u19, 6");
+        e.Ins("setp.ne.u32 %p_acc, %u8, 0");
+        e.Ins("setp.eq.u32 %p_one, %u0, %u0");
+        // Shared memory: aligned to 1 KiB, then the a stages, then the b stages.
+        e.Ins($"mov.u32 %u22, {SharedSymbol}");
+        e.Ins("add.u32 %u22, %u22, 1023");
+        e.Ins("and.b32 %u22, %u22, -1024");
+        e.Ins("mov.u32 %u23, %u22");
+        e.Ins($"add.u32 %u24, %u22, {stages * StageBytesA}");
+        OperandPlan(e, isA: true, kMajor: aKMajor);
+        OperandPlan(e, isA: false, kMajor: bKMajor);
+        for (int i = 0; i < 128; i++) e.Ins($"mov.f32 %d{i}, 0f00000000");
+        e.Ins("mov.u32 %u20, 0");
+        e.Ins("mov.u32 %u21, 0");
+        for (int s = 0; s < ahead; s++) Issue(e, aKMajor, bKMajor, stages);
+    }
+
+    /// <summary>
+    /// This thread's chunks of one operand: the global address of its first chunk at kBegin, the stride between its
+    /// chunks and the step per k step (u64 registers 3/5/7 for a, 4/6/8 for b), and their offset in a stage (u32 25/26).
+    /// </summary>
+    private static void OperandPlan(Emitter e, bool isA, bool kMajor)
+    {
+        int next = isA ? 3 : 4, stride = isA ? 5 : 6, step = isA ? 7 : 8, off = isA ? 25 : 26, baseReg = isA ? 1 : 2;
+        string origin = isA ? "%u16" : "%u17", rowLength = isA ? "%u5" : "%u6"; // m0 or n0; m or n (MN-major rows)
+        if (kMajor)
+        {
+            // Row tid / 8 (+ 32 i) of the tile, chunk tid mod 8 of its 64 k: (origin + row)·k + kBegin + 8·chunk.
+            e.Ins("shr.u32 %u28, %u0, 3");
+            e.Ins("and.b32 %u29, %u0, 7");
+            e.Ins($"add.u32 %u30, {origin}, %u28");
+            e.Ins($"mul.wide.u32 %q9, %u30, %u7");
+            e.Ins("shl.b32 %u31, %u29, 3");
+            e.Ins("add.u32 %u31, %u31, %u18");
+            e.Ins("cvt.u64.u32 %q10, %u31");
+            e.Ins("add.u64 %q9, %q9, %q10");
+            e.Ins("shl.b64 %q9, %q9, 1");
+            e.Ins($"add.u64 %q{next}, %q{baseReg}, %q9");
+            e.Ins($"mul.wide.u32 %q{stride}, %u7, 64");
+            e.Ins($"mov.u64 %q{step}, 128");
+            // Shared: row·128 + ((chunk ^ row mod 8) << 4).
+            e.Ins("and.b32 %u30, %u28, 7");
+            e.Ins("xor.b32 %u30, %u30, %u29");
+            e.Ins("shl.b32 %u30, %u30, 4");
+            e.Ins("shl.b32 %u31, %u28, 7");
+            e.Ins($"add.u32 %u{off}, %u31, %u30");
+            return;
+        }
+        // k row r (+ rows per pass · i) of the tile, chunk c of its (64 or 256)-wide row: (kBegin + r)·rowLength +
+        // origin + 8·c; a has 16 chunks a row (r = tid / 16), b 32 (r = tid / 32).
+        int chunkBits = isA ? 4 : 5;
+        e.Ins($"shr.u32 %u28, %u0, {chunkBits}");
+        e.Ins($"and.b32 %u29, %u0, {(1 << chunkBits) - 1}");
+        e.Ins("add.u32 %u30, %u18, %u28");
+        e.Ins($"mul.wide.u32 %q9, %u30, {rowLength}");
+        e.Ins("shl.b32 %u31, %u29, 3");
+        e.Ins($"add.u32 %u31, %u31, {origin}");
+        e.Ins("cvt.u64.u32 %q10, %u31");
+        e.Ins("add.u64 %q9, %q9, %q10");
+        e.Ins("shl.b64 %q9, %q9, 1");
+        e.Ins($"add.u64 %q{next}, %q{baseReg}, %q9");
+        int rowsPerPass = Threads >> chunkBits;
+        e.Ins($"mul.wide.u32 %q{stride}, {rowLength}, {rowsPerPass * 2}");
+        e.Ins($"mul.wide.u32 %q{step}, {rowLength}, {TileK * 2}");
+        // Shared: block (c / 8)·8192 + r·128 + ((c mod 8 ^ r mod 8) << 4).
+        e.Ins("shr.u32 %u30, %u29, 3");
+        e.Ins("shl.b32 %u30, %u30, 13");
+        e.Ins("shl.b32 %u31, %u28, 7");
+        e.Ins("add.u32 %u30, %u30, %u31");
+        e.Ins("and.b32 %u31, %u29, 7");
+        e.Ins("and.b32 %u32, %u28, 7");
+        e.Ins("xor.b32 %u31, %u31, %u32");
+        e.Ins("shl.b32 %u31, %u31, 4");
+        e.Ins($"add.u32 %u{off}, %u30, %u31");
+    }
+
+    /// <summary>
+    /// Issues the copies of load step kl into stage kl mod <paramref name="stages"/> when kl is below the step count,
+    /// commits a group either way (so that group i is always step i), and advances kl and the global addresses.
+    /// </summary>
+    public static void Issue(Emitter e, bool aKMajor, bool bKMajor, int stages)
+    {
+        string skip = e.NewLabel("SKIP");
+        e.Ins("setp.lt.u32 %p_load, %u21, %u19");
+        e.Ins($"@!%p_load bra {skip}");
+        e.Ins($"rem.u32 %u27, %u21, {stages}");
+        e.Ins($"mul.lo.u32 %u28, %u27, {StageBytesA}");
+        e.Ins("add.u32 %u28, %u28, %u23");
+        e.Ins("add.u32 %u28, %u28, %u25");
+        e.Ins($"mul.lo.u32 %u29, %u27, {StageBytesB}");
+        e.Ins("add.u32 %u29, %u29, %u24");
+        e.Ins("add.u32 %u29, %u29, %u26");
+        Copies(e, "%u28", 3, 5, count: 4, sharedStride: aKMajor ? 4096 : 2048);
+        Copies(e, "%u29", 4, 6, count: 8, sharedStride: bKMajor ? 4096 : 1024);
+        e.Ins("add.u64 %q3, %q3, %q7");
+        e.Ins("add.u64 %q4, %q4, %q8");
+        e.Line(skip + ":");
+        e.Ins("cp.async.commit_group");
+        e.Ins("add.u32 %u21, %u21, 1");
+    }
+
+    private static void Copies(Emitter e, string shared, int next, int stride, int count, int sharedStride)
+    {
+        e.Ins($"mov.u64 %q9, %q{next}");
+        for (int i = 0; i < count; i++)
+        {
+            if (i > 0) e.Ins($"add.u64 %q9, %q9, %q{stride}");
+            e.Ins($"cp.async.cg.shared.global [{shared}+{i * sharedStride}], [%q9], 16");
+        }
+    }
+
+    /// <summary>
+    /// Stores (or with acc adds) the accumulators: %u27 holds this thread's first row (of c's tile, g included) and
+    /// %u28 its first column (2t included); fragment (i, j) of <paramref name="rowBlocks"/> × <paramref name="colBlocks"/>
+    /// sits 16·i rows and 8·j columns further, in registers <paramref name="regOf"/>(i, j) .. + 3 (rows r and r + 8,
+    /// two columns each).
+    /// </summary>
+    public static void Epilogue(Emitter e, int rowBlocks, int colBlocks, Func<int, int, int> regOf)
+    {
+        e.Ins("mul.wide.u32 %q9, %u15, %u12");
+        e.Ins("shl.b64 %q9, %q9, 2");
+        e.Ins("add.u64 %q9, %q0, %q9");
+        e.Ins("add.u32 %u27, %u27, %u16");
+        e.Ins("mul.wide.u32 %q10, %u27, %u6");
+        e.Ins("add.u32 %u28, %u28, %u17");
+        e.Ins("cvt.u64.u32 %q11, %u28");
+        e.Ins("add.u64 %q10, %q10, %q11");
+        e.Ins("shl.b64 %q10, %q10, 2");
+        e.Ins("add.u64 %q9, %q9, %q10");
+        e.Ins("mul.wide.u32 %q11, %u6, 32");
+        e.Ins("mul.wide.u32 %q12, %u6, 64");
+        string add = e.NewLabel("ADD"), end = e.NewLabel("END");
+        e.Ins($"@%p_acc bra {add}");
+        Stores(e, rowBlocks, colBlocks, regOf, accumulate: false);
+        e.Ins($"bra.uni {end}");
+        e.Line(add + ":");
+        Stores(e, rowBlocks, colBlocks, regOf, accumulate: true);
+        e.Line(end + ":");
+        e.Ins("ret");
+    }
+
+    private static void Stores(Emitter e, int rowBlocks, int colBlocks, Func<int, int, int> regOf, bool accumulate)
+    {
+        e.Ins("mov.u64 %q15, %q9");
+        for (int i = 0; i < rowBlocks; i++)
+        {
+            if (i > 0) e.Ins("add.u64 %q15, %q15, %q12");
+            e.Ins("add.u64 %q16, %q15, %q11");
+            for (int j = 0; j < colBlocks; j++)
+                for (int half = 0; half < 2; half++)
+                {
+                    string addr = $"[%q{15 + half}+{j * 32}]";
+                    int r = regOf(i, j) + 2 * half;
+                    if (!accumulate)
+                    {
+                        e.Ins($"st.global.v2.f32 {addr}, {{%d{r}, %d{r + 1}}}");
+                        continue;
+                    }
+                    e.Ins($"ld.global.v2.f32 {{%f0, %f1}}, {addr}");
+                    e.Ins($"add.f32 %f0, %f0, %d{r}");
+                    e.Ins($"add.f32 %f1, %f1, %d{r + 1}");
+                    e.Ins($"st.global.v2.f32 {addr}, {{%f0, %f1}}");
+                }
+        }
+    }
+
+    /// <summary>Collects lines of PTX; instructions get a tab and a semicolon.</summary>
+    public sealed class Emitter
+    {
+        private readonly StringBuilder _sb = new();
+        private int _labels;
+
+        public void Line(string s) => _sb.Append(s).Append('\n');
+
+        public void Ins(string s) => _sb.Append('\t').Append(s).Append(";\n");
+
+        public string NewLabel(string stem) => stem + "_" + (_labels++).ToString(CultureInfo.InvariantCulture);
+
+        public override string ToString() => _sb.ToString();
+    }
+}

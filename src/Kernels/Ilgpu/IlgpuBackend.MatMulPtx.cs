@@ -1,0 +1,195 @@
+using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
+
+namespace HftRuntime.Kernels.Ilgpu;
+
+/// <summary>
+/// The bf16 GEMMs written as PTX text (see <see cref="GemmPtx"/>): <see cref="Bf16GemmVariant.Wgmma"/> (sm_90a) and
+/// <see cref="Bf16GemmVariant.Mma"/> (sm_80 and later), loaded on first use, each form checked against the simple
+/// kernel on its first use.
+/// </summary>
+public sealed partial class IlgpuBackend
+{
+    /// <summary>One PTX GEMM module on this back-end: loaded or why not, each form's check, launches.</summary>
+    private sealed class PtxGemmSlot(string name, string offSwitch)
+    {
+        public readonly string Name = name, OffSwitch = offSwitch;
+        public PtxGemm? Gemm;
+        public string? Unavailable;
+        public readonly string?[] Form = new string?[3];
+        public readonly bool[] Swapped = new bool[3];
+        public long Launches;
+    }
+
+    private readonly PtxGemmSlot _wgmmaSlot = new("wgmma", "HFT_WGMMA"), _mmaSlot = new("mma", "HFT_MMA");
+
+    /// <summary>Launches of the wgmma kernel so far.</summary>
+    public long WgmmaLaunches => Interlocked.Read(ref _wgmmaSlot.Launches);
+
+    /// <summary>Launches of the mma.sync PTX kernel so far.</summary>
+    public long MmaLaunches => Interlocked.Read(ref _mmaSlot.Launches);
+
+    /// <summary>
+    /// What the wgmma kernel did on this back-end: "unused", "unavailable: …" (not CUDA compute capability 9.0, the
+    /// module did not load, or HFT_WGMMA=off), or per form NT, NN, TN "checked" / "failed: …" / "unchecked".
+    /// </summary>
+    public string WgmmaStatus => Status(_wgmmaSlot);
+
+    /// <summary>As <see cref="WgmmaStatus"/> for the mma.sync PTX kernel (compute capability 8.0 or later; HFT_MMA=off).</summary>
+    public string MmaStatus => Status(_mmaSlot);
+
+    private static string Status(PtxGemmSlot s) =>
+        s.Unavailable is not null ? "unavailable: " + s.Unavailable
+        : s.Gemm is null ? "unused"
+        : string.Join("; ", new[] { "NT", "NN", "TN" }.Select((f, i) => $"{f} {s.Form[i] ?? "unchecked"}"));
+
+    /// <summary>
+    /// Whether the PTX kernels compute c[m, n] (+)= op(a)·op(b): the NT, NN or TN form, m a multiple of 128, n of 256,
+    /// k of 64, a and b starting on 16 bytes and c on 8, m·n within 2³¹.
+    /// </summary>
+    internal static bool AcceptsPtxGemm(Tensor c, Tensor a, Tensor b, int m, int n, int k, bool transA, bool transB) =>
+        !(transA && transB) && m > 0 && n > 0 && k > 0
+        && m % GemmPtx.TileM == 0 && n % GemmPtx.TileN == 0 && k % GemmPtx.TileK == 0
+        && a.ByteOffset % 16 == 0 && b.ByteOffset % 16 == 0 && c.ByteOffset % 8 == 0 && (long)m * n <= int.MaxValue
+        && a.Count >= (long)m * k && b.Count >= (long)n * k && c.Count >= (long)m * n;
+
+    /// <summary>
+    /// Runs the selected PTX kernel (<see cref="Bf16GemmVariant.Wgmma"/> or <see cref="Bf16GemmVariant.Mma"/>) when the
+    /// device runs it, <see cref="AcceptsPtxGemm"/> holds and the form passed its check; split in k as the other
+    /// kernels (slices of a multiple of 64, partials summed by the split reduce kernel). Returns whether it did.
+    /// </summary>
+    private bool TryMatMulPtx(Tensor c, Tensor a, Tensor b, int m, int n, int k, bool transA, bool transB, bool accumulate)
+    {
+        var slot = Bf16GemmVariant switch { Bf16GemmVariant.Wgmma => _wgmmaSlot, Bf16GemmVariant.Mma => _mmaSlot, _ => null };
+        if (slot is null || !AcceptsPtxGemm(c, a, b, m, n, k, transA, transB)) return false;
+        if (Module(slot) is not { } gemm || !FormChecked(slot, gemm, transA, transB)) return false;
+        bool swapped = slot.Swapped[Form(transA, transB)];
+        int tilesM = m / GemmPtx.TileM, tilesN = n / GemmPtx.TileN;
+        long tiles = (long)tilesM * tilesN;
+        var (splits, kPer) = SplitPlan(tiles, (long)m * n, k, GemmPtx.TileK);
+        IntPtr pa = Address(a), pb = Address(b);
+        if (splits == 1)
+            gemm.Launch(transA, transB, (int)tiles, Address(c), pa, pb, m, n, k, accumulate, tilesM, tilesN, kPer, m * n, swapped);
+        else
+        {
+            var partials = Scratch((long)splits * m * n);
+            gemm.Launch(transA, transB, (int)(tiles * splits), _scratch!.NativePtr, pa, pb, m, n, k, false, tilesM, tilesN, kPer, m * n, swapped);
+            _matmulSplitReduce(Config(StreamGroups((long)m * n)), F(c).SubView(0, (long)m * n), partials, splits, accumulate ? 1 : 0);
+        }
+        Interlocked.Increment(ref slot.Launches);
+        return true;
+    }
+
+    /// <summary>The device address of a tensor's first byte.</summary>
+    private static IntPtr Address(Tensor t) => Arena(t).DeviceAddress(t);
+
+    private static int Form(bool transA, bool transB) => transA ? 2 : transB ? 0 : 1;
+
+    /// <summary>A slot's module, loading it on first use; null where the device cannot run it (the reason is kept).</summary>
+    private PtxGemm? Module(PtxGemmSlot slot)
+    {
+        if (slot.Gemm is not null || slot.Unavailable is not null) return slot.Gemm;
+        if (string.Equals(Environment.GetEnvironmentVariable(slot.OffSwitch)?.Trim(), "off", StringComparison.OrdinalIgnoreCase))
+        {
+            slot.Unavailable = $"turned off by {slot.OffSwitch}=off";
+            return null;
+        }
+        if (_acc is not CudaAccelerator cuda)
+        {
+            slot.Unavailable = "needs a CUDA device";
+            return null;
+        }
+        var arch = cuda.Architecture;
+        try
+        {
+            if (slot == _wgmmaSlot)
+            {
+                if (arch.Major != 9 || arch.Minor != 0)
+                    slot.Unavailable = $"needs compute capability 9.0 (sm_90a), {_acc.Name} has {arch.Major}.{arch.Minor}";
+                else slot.Gemm = PtxGemm.Load(cuda, "wgmma GEMM", WgmmaGemmPtx.Module, WgmmaGemmPtx.EntryOf, WgmmaGemmPtx.SharedBytes);
+            }
+            else
+            {
+                int stages = MmaGemmPtx.StagesFor(SharedBytesPerBlockOptIn(cuda));
+                if (arch.Major < 8) slot.Unavailable = $"needs compute capability 8.0 or later, {_acc.Name} has {arch.Major}.{arch.Minor}";
+                else if (stages == 0) slot.Unavailable = $"{_acc.Name} allows a block less than {MmaGemmPtx.SharedBytes(2)} bytes of shared memory";
+                else slot.Gemm = PtxGemm.Load(cuda, $"mma GEMM ({stages} stages)", MmaGemmPtx.Module(stages), MmaGemmPtx.EntryOf, MmaGemmPtx.SharedBytes(stages));
+            }
+        }
+        catch (InvalidOperationException e)
+        {
+            slot.Unavailable = e.Message;
+            Console.Error.WriteLine($"warning: {e.Message}; the bf16 GEMM falls back to the simple kernel");
+        }
+        return slot.Gemm;
+    }
+
+    /// <summary>The shared memory a block may opt in to (CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN).</summary>
+    private static int SharedBytesPerBlockOptIn(CudaAccelerator cuda)
+    {
+        cuda.Bind();
+        return CudaAPI.CurrentAPI.GetDeviceAttribute((DeviceAttributeKind)97, cuda.DeviceId);
+    }
+
+    /// <summary>
+    /// Whether a form passed its check: on first use, a 256×512×320 product (two tiles each way, five k steps, through
+    /// the stage ring) from random bf16 operands against the simple kernel, within 1e-4 of the largest magnitude (the
+    /// two sum the same exact products in another order). A wgmma form with an MN-major operand (NN, TN) that fails is
+    /// tried once more with the descriptors' two byte offsets exchanged (<see cref="WgmmaGemmPtx.DescriptorBits"/>)
+    /// and keeps that where it passes. A failure is reported once on stderr and kept.
+    /// </summary>
+    private bool FormChecked(PtxGemmSlot slot, PtxGemm gemm, bool transA, bool transB)
+    {
+        int form = Form(transA, transB);
+        if (slot.Form[form] is { } done) return done.StartsWith("checked", StringComparison.Ordinal);
+        const int m = 256, n = 512, k = 320;
+        var rng = new Random(20261126 + form);
+        var a = new ushort[m * k];
+        var b = new ushort[n * k];
+        for (int i = 0; i < a.Length; i++) a[i] = Bf16.FromFloat((float)(rng.NextDouble() * 2 - 1));
+        for (int i = 0; i < b.Length; i++) b[i] = Bf16.FromFloat((float)(rng.NextDouble() * 2 - 1));
+        using var arena = CreateArena();
+        var ta = arena.Reserve("ptx_gemm_check_a", a.Length, DType.BF16);
+        var tb = arena.Reserve("ptx_gemm_check_b", b.Length, DType.BF16);
+        var want = arena.Reserve("ptx_gemm_check_want", m * n);
+        var got = arena.Reserve("ptx_gemm_check_got", m * n);
+        arena.Commit();
+        Upload<ushort>(ta, a);
+        Upload<ushort>(tb, b);
+        MatMulBf16Simple(want, ta, tb, m, n, k, transA, transB, accumulate: false);
+        float[] w = ToArray<float>(want);
+        string name = transA ? "TN" : transB ? "NT" : "NN", first = "";
+        bool tryExchanged = slot == _wgmmaSlot && (transA || !transB);
+        foreach (bool swapped in tryExchanged ? new[] { false, true } : [false])
+        {
+            Fill(got, float.NaN);
+            gemm.Launch(transA, transB, (m / GemmPtx.TileM) * (n / GemmPtx.TileN), Address(got), Address(ta), Address(tb),
+                m, n, k, false, m / GemmPtx.TileM, n / GemmPtx.TileN, k, m * n, swapped);
+            string? mismatch = Mismatch(w, ToArray<float>(got), n);
+            if (mismatch is null)
+            {
+                slot.Swapped[form] = swapped;
+                slot.Form[form] = swapped ? "checked (descriptor byte offsets exchanged)" : "checked";
+                return true;
+            }
+            if (!swapped) first = mismatch;
+            else first += $"; with the byte offsets exchanged: {mismatch}";
+        }
+        slot.Form[form] = "failed: " + first;
+        Console.Error.WriteLine($"warning: the {slot.Name} bf16 GEMM ({name}) disagrees with the simple kernel ({first}); that form uses the simple kernel");
+        return false;
+    }
+
+    /// <summary>Where <paramref name="got"/> differs from <paramref name="want"/> by more than 1e-4 of want's largest magnitude (null: nowhere).</summary>
+    private static string? Mismatch(float[] want, float[] got, int n)
+    {
+        double scale = want.Max(Math.Abs), worst = 0;
+        int at = -1;
+        for (int i = 0; i < want.Length; i++)
+        {
+            double e = Math.Abs(want[i] - got[i]);
+            if (!(e <= worst)) { worst = double.IsNaN(e) ? double.PositiveInfinity : e; at = i; }
+        }
+        return at >= 0 && worst > 1e-4 * scale ? $"element ({at / n}, {at % n}) is {got[at]}, the simple kernel gives {want[at]}" : null;
+    }
+}

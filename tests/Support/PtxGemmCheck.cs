@@ -1,0 +1,64 @@
+using HftRuntime.Kernels.Ilgpu;
+
+namespace HftRuntime.Tests.Support;
+
+/// <summary>
+/// Runs a bf16 GEMM module written as PTX (one of the <see cref="WgmmaGemmPtx"/>-style modules: same parameters, tiles
+/// and layouts of a, b and c) through <see cref="PtxInterpreter"/> against float64.
+/// </summary>
+internal sealed record PtxGemmCheck(string Module, Func<bool, bool, string> EntryOf, int SharedBytes)
+{
+    /// <summary>
+    /// Runs the entry of a form in the interpreter (with <paramref name="late"/> the other extreme of asynchrony, in the
+    /// other thread order); the worst error against float64 as a multiple of the tolerance (1e-5 of Σ|a·b|).
+    /// </summary>
+    public double WorstError(bool transA, bool transB, int m, int n, int k, bool accumulate, int splits, out string where,
+        bool swapped = false, int group = WgmmaGemmPtx.Group, bool late = false)
+    {
+        var rng = new Random(m * 7 + n * 3 + k + (transA ? 1 : 0) + (transB ? 2 : 0));
+        ushort[] a = Bf16Gemm.RandomBf16(rng, m * k), b = Bf16Gemm.RandomBf16(rng, n * k);
+        int kPer = splits == 1 ? k : (k / splits + 63) / 64 * 64;
+        long cBytes = (long)splits * m * n * 4, aAt = Align(cBytes), bAt = Align(aAt + a.Length * 2L);
+        var ptx = new PtxInterpreter(Module, EntryOf(transA, transB), WgmmaGemmPtx.Parameters, (int)Align(bAt + b.Length * 2L))
+        {
+            LateWgmmaEarlyCopies = late,
+            ReverseThreadOrder = late,
+        };
+        var c0 = new float[splits * m * n];
+        for (int i = 0; i < c0.Length; i++) c0[i] = accumulate ? (float)(rng.NextDouble() * 2 - 1) : float.NaN;
+        Buffer.BlockCopy(c0, 0, ptx.Global, 0, (int)cBytes);
+        Buffer.BlockCopy(a, 0, ptx.Global, (int)aAt, a.Length * 2);
+        Buffer.BlockCopy(b, 0, ptx.Global, (int)bAt, b.Length * 2);
+        int tilesM = m / WgmmaGemmPtx.TileM, tilesN = n / WgmmaGemmPtx.TileN;
+        ulong g = PtxInterpreter.GlobalBase;
+        var (aLo, aHi) = WgmmaGemmPtx.DescriptorBits(kMajor: !transA, swapped);
+        var (bLo, bHi) = WgmmaGemmPtx.DescriptorBits(kMajor: transB, swapped);
+        ptx.Run(tilesM * tilesN * splits, WgmmaGemmPtx.Threads, SharedBytes,
+            [g, g + (ulong)aAt, g + (ulong)bAt, (ulong)m, (ulong)n, (ulong)k, accumulate ? 1UL : 0, (ulong)tilesM, (ulong)tilesN, (ulong)kPer, (ulong)(m * n),
+             aLo, aHi, bLo, bHi, (ulong)group]);
+        var got = new float[splits * m * n];
+        Buffer.BlockCopy(ptx.Global, 0, got, 0, (int)cBytes);
+
+        double worst = 0;
+        where = "";
+        for (int z = 0; z < splits; z++)
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < n; j++)
+                {
+                    int at = z * m * n + i * n + j;
+                    double sum = accumulate ? c0[at] : 0, scale = Math.Abs(sum);
+                    for (int kk = z * kPer; kk < Math.Min(k, (z + 1) * kPer); kk++)
+                    {
+                        double x = Bf16Gemm.Bf(a[transA ? kk * m + i : i * k + kk]) * Bf16Gemm.Bf(b[transB ? j * k + kk : kk * n + j]);
+                        sum += x;
+                        scale += Math.Abs(x);
+                    }
+                    double ratio = Math.Abs(got[at] - sum) / (1e-5 * scale + 1e-30);
+                    if (double.IsNaN(ratio)) ratio = double.PositiveInfinity;
+                    if (ratio > worst) { worst = ratio; where = $"slice {z} ({i}, {j}): {got[at]} against {sum}"; }
+                }
+        return worst;
+    }
+
+    private static long Align(long bytes) => (bytes + 255) / 256 * 256;
+}
