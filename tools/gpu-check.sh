@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # One call on the GPU machine, from the repository root, after tools/publish-gpu-bundle.sh built the bundle here and
-# bundle/hft-linux-x64.tar.xz was carried over (it is unpacked when bundle/hft/hft is missing):
-#   the card's name, the self-test cases of the wgmma and mma GEMMs (each alone, first), hft selftest --device cuda (every kernel against the CPU back-end, plus the 134M training shapes
-#   with timings), hft verify --device cuda in fp32 and in bf16 on each reference case (a folder with golden.json) in
-#   tests/fixtures, or the bundle's copies when there is no checkout, hft bench --device cuda (our GEMM in fp32 and bf16 against cuBLAS, copy
-#   and AdamW bandwidth, attention, FFT vs HFT training steps of the 134M model in fp32 and bf16; bench.json), the
-#   PyTorch baseline of the same steps (tools/pytorch_baseline.py; pytorch.json; skipped, and not counted as a failure,
-#   where python3 has no torch or transformers), and hft bench --from bench.json --compare pytorch.json (ours beside
-#   PyTorch).
+# bundle/hft-linux-x64.tar.xz was carried over (it is unpacked when bundle/hft/hft is missing), in this order:
+#   the card's name; the self-test cases of the wgmma and mma GEMMs (each alone); hft bench --device cuda (our GEMMs
+#   in fp32 and bf16 against cuBLAS, copy and AdamW bandwidth, attention, FFT vs HFT training steps of the 134M model
+#   in fp32 and bf16; bench.json); the PyTorch baseline of the same steps (tools/pytorch_baseline.py; pytorch.json;
+#   skipped, and not counted as a failure, where python3 has no torch or transformers); hft bench --from bench.json
+#   --compare pytorch.json (ours beside PyTorch); hft selftest --device cuda (every kernel against the CPU back-end,
+#   plus the 134M training shapes with timings); hft verify --device cuda in fp32 and in bf16 on each reference case
+#   (a folder with golden.json) in tests/fixtures, or the bundle's copies when there is no checkout. The figures come
+#   before the full correctness checks so that a short call still gets them.
 # Every step has its own timeout, and the steps together stay within GPU_CHECK_BUDGET seconds (default 570) of this
 # script's start, so one hang cannot eat a 10-minute call: a step that would start with too little time left is
 # skipped and counts as a failure. Logs go to $OUT when it is set. Exit status 0 only if everything passed.
@@ -49,16 +50,6 @@ run gpu nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noh
 # keeps it out of every later step.
 timed wgmma 40 "$HFT" selftest --device cuda --only "bf16 wgmma" || { status=1; export HFT_WGMMA=off; echo "== wgmma: HFT_WGMMA=off from here"; }
 timed mma 40 "$HFT" selftest --device cuda --only "bf16 mma" || { status=1; export HFT_MMA=off; echo "== mma: HFT_MMA=off from here"; }
-timed selftest 90 "$HFT" selftest --device cuda || status=1
-cases=()
-for c in tests/fixtures/*/; do [ -f "$c/golden.json" ] && cases+=("${c%/}"); done
-if [ ${#cases[@]} -eq 0 ]; then
-  for c in "$(dirname "$HFT")"/reference-cases/*/; do [ -f "$c/golden.json" ] && cases+=("${c%/}"); done
-fi
-# Every reference case in one process per precision (the kernels compile once).
-for p in fp32 bf16; do
-  timed "verify-$p" 40 "$HFT" verify --device cuda --precision "$p" --golden "${cases[@]}" || status=1
-done
 # cuBLAS for the comparison in hft bench: ILGPU.Algorithms loads libcublas.so.12; CUDA 13 ships libcublas.so.13.
 # (PyTorch runs with the LD_LIBRARY_PATH this script was given: the renamed link must not stand in for its cuBLAS.)
 torch_env=(env)
@@ -73,7 +64,7 @@ fi
 # bench.json is rewritten after each part of the bench, so a timeout still leaves what was measured for the comparison.
 bench_json=${LOG:-/tmp}/bench.json
 rm -f "$bench_json"
-timed bench 240 "$HFT" bench --device cuda --json "$bench_json" || status=1
+timed bench 220 "$HFT" bench --device cuda --json "$bench_json" || status=1
 # The PyTorch baseline: the same model, batch and AdamW steps (fft and hft; fp32, bf16 autocast, pure bf16), HFT's
 # frozen tensors from hft policy. pytorch.json is rewritten after each configuration; --time-budget keeps the script
 # itself inside its timeout.
@@ -84,8 +75,8 @@ if [ ! -f tools/pytorch_baseline.py ]; then
 elif ! "${torch_env[@]}" python3 -c 'import torch, transformers' 2>/dev/null; then
   echo "== pytorch: skipped: python3 cannot import torch and transformers ($("${torch_env[@]}" python3 -c 'import torch, transformers' 2>&1 | tail -n 1))"
 else
-  t=$((BUDGET - SECONDS - 25)) # 25 s kept for the comparison
-  [ "$t" -le 180 ] || t=180
+  t=$((BUDGET - SECONDS - 115)) # 25 s kept for the comparison, 90 for the self-test
+  [ "$t" -le 150 ] || t=150
   if [ "$t" -gt 45 ]; then
     timed pytorch "$t" "${torch_env[@]}" python3 tools/pytorch_baseline.py "$torch_json" --hft "$HFT" --model base \
       --warmup 3 --steps 10 --time-budget $((t - 35)) || status=1
@@ -96,5 +87,17 @@ fi
 if [ -f "$bench_json" ] && [ -f "$torch_json" ]; then
   timed compare 20 "$HFT" bench --from "$bench_json" --compare "$torch_json" || status=1
 fi
+# Correctness after the figures (the PTX GEMMs were checked first): every kernel against the CPU back-end, then the
+# reference cases in both precisions.
+timed selftest 90 "$HFT" selftest --device cuda || status=1
+cases=()
+for c in tests/fixtures/*/; do [ -f "$c/golden.json" ] && cases+=("${c%/}"); done
+if [ ${#cases[@]} -eq 0 ]; then
+  for c in "$(dirname "$HFT")"/reference-cases/*/; do [ -f "$c/golden.json" ] && cases+=("${c%/}"); done
+fi
+# Every reference case in one process per precision (the kernels compile once).
+for p in fp32 bf16; do
+  timed "verify-$p" 40 "$HFT" verify --device cuda --precision "$p" --golden "${cases[@]}" || status=1
+done
 echo "== gpu-check: $([ $status -eq 0 ] && echo PASS || echo FAIL) in ${SECONDS} s"
 exit $status
