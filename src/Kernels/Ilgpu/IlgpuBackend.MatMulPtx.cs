@@ -116,7 +116,7 @@ public sealed partial class IlgpuBackend
                 else slot.Gemm = PtxGemm.Load(cuda, $"mma GEMM ({stages} stages)", MmaGemmPtx.Module(stages), MmaGemmPtx.EntryOf, MmaGemmPtx.SharedBytes(stages));
             }
         }
-        catch (InvalidOperationException e)
+        catch (Exception e) when (e is InvalidOperationException or CudaException)
         {
             slot.Unavailable = e.Message;
             Console.Error.WriteLine($"warning: {e.Message}; the bf16 GEMM falls back to the simple kernel");
@@ -124,11 +124,21 @@ public sealed partial class IlgpuBackend
         return slot.Gemm;
     }
 
-    /// <summary>The shared memory a block may opt in to (CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN).</summary>
+    /// <summary>
+    /// The shared memory a block may opt in to (CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN); where the driver
+    /// does not say, the multiprocessor's less 1 KiB (what CUDA reserves per block).
+    /// </summary>
     private static int SharedBytesPerBlockOptIn(CudaAccelerator cuda)
     {
         cuda.Bind();
-        return CudaAPI.CurrentAPI.GetDeviceAttribute((DeviceAttributeKind)97, cuda.DeviceId);
+        try
+        {
+            return CudaAPI.CurrentAPI.GetDeviceAttribute((DeviceAttributeKind)97, cuda.DeviceId);
+        }
+        catch (CudaException)
+        {
+            return cuda.MaxSharedMemoryPerMultiprocessor - 1024;
+        }
     }
 
     /// <summary>
