@@ -21,6 +21,9 @@ public class MmaGemmTests
     [TestCase(false, false, 256, 256, 384, false, 1, 4, TestName = "NN, 6 k steps, 4 stages")]
     [TestCase(true, false, 128, 256, 448, false, 1, 3, TestName = "TN, 7 k steps, 3 stages")]
     [TestCase(true, false, 256, 256, 320, true, 2, 2, TestName = "TN, split k into 192 + 128, 2 stages, accumulate")]
+    [TestCase(false, true, 130, 258, 200, true, 1, 3, TestName = "NT, ragged m, n and k, 3 stages, accumulate")]
+    [TestCase(false, false, 200, 264, 136, false, 1, 4, TestName = "NN, ragged m, n and k, 4 stages")]
+    [TestCase(true, false, 136, 264, 328, false, 2, 2, TestName = "TN, ragged m, n and k, split k into 192 + 136, 2 stages")]
     public void MatchesFloat64(bool transA, bool transB, int m, int n, int k, bool accumulate, int splits, int stages)
     {
         var mma = Mma(stages);

@@ -21,6 +21,9 @@ public class WgmmaGemmTests : IlgpuFixture
     [TestCase(false, false, 128, 512, 320, false, 1, TestName = "NN, 5 k steps")]
     [TestCase(true, false, 128, 256, 448, false, 1, TestName = "TN, 7 k steps")]
     [TestCase(true, false, 256, 256, 320, false, 2, TestName = "TN, split k into 192 + 128")]
+    [TestCase(false, true, 130, 258, 200, true, 1, TestName = "NT, ragged m, n and k, accumulate")]
+    [TestCase(false, false, 200, 264, 136, false, 1, TestName = "NN, ragged m, n and k")]
+    [TestCase(true, false, 136, 264, 328, true, 2, TestName = "TN, ragged m, n and k, split k into 192 + 136, accumulate")]
     public void MatchesFloat64(bool transA, bool transB, int m, int n, int k, bool accumulate, int splits)
     {
         Assert.That(Wgmma.WorstError(transA, transB, m, n, k, accumulate, splits, out string where), Is.LessThanOrEqualTo(1.0), where);
@@ -79,7 +82,8 @@ public class WgmmaGemmTests : IlgpuFixture
             Assert.That(Regex.Matches(body, @"wgmma\.mma_async\.sync\.aligned\.m64n256k16\.f32\.bf16\.bf16 .*, 1, 1, " + ta + ", " + tb + ";").Count, Is.EqualTo(4), name);
             // Two prologue issues and one in the loop, 12 copies each.
             Assert.That(Regex.Matches(body, @"cp\.async\.cg\.shared\.global").Count, Is.EqualTo(3 * 12), name);
-            Assert.That(Regex.Matches(body, @"st\.global\.v2\.f32").Count, Is.EqualTo(2 * 64), name);
+            // Written and added, each for a whole tile and, with bounds, for a ragged one.
+            Assert.That(Regex.Matches(body, @"st\.global\.v2\.f32").Count, Is.EqualTo(4 * 64), name);
         }
     }
 }

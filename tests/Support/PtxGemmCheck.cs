@@ -17,7 +17,7 @@ internal sealed record PtxGemmCheck(string Module, Func<bool, bool, string> Entr
     {
         var rng = new Random(m * 7 + n * 3 + k + (transA ? 1 : 0) + (transB ? 2 : 0));
         ushort[] a = Bf16Gemm.RandomBf16(rng, m * k), b = Bf16Gemm.RandomBf16(rng, n * k);
-        int kPer = splits == 1 ? k : (k / splits + 63) / 64 * 64;
+        int kPer = splits == 1 ? (k + 63) / 64 * 64 : ((k + splits - 1) / splits + 63) / 64 * 64;
         long cBytes = (long)splits * m * n * 4, aAt = Align(cBytes), bAt = Align(aAt + a.Length * 2L);
         var ptx = new PtxInterpreter(Module, EntryOf(transA, transB), WgmmaGemmPtx.Parameters, (int)Align(bAt + b.Length * 2L))
         {
@@ -29,13 +29,20 @@ internal sealed record PtxGemmCheck(string Module, Func<bool, bool, string> Entr
         Buffer.BlockCopy(c0, 0, ptx.Global, 0, (int)cBytes);
         Buffer.BlockCopy(a, 0, ptx.Global, (int)aAt, a.Length * 2);
         Buffer.BlockCopy(b, 0, ptx.Global, (int)bAt, b.Length * 2);
-        int tilesM = m / WgmmaGemmPtx.TileM, tilesN = n / WgmmaGemmPtx.TileN;
+        // Everything past c (the gaps, a and b) must come out as it went in: no store outside c.
+        var outside = ptx.Global.AsSpan((int)cBytes).ToArray();
+        int tilesM = (m + WgmmaGemmPtx.TileM - 1) / WgmmaGemmPtx.TileM, tilesN = (n + WgmmaGemmPtx.TileN - 1) / WgmmaGemmPtx.TileN;
         ulong g = PtxInterpreter.GlobalBase;
         var (aLo, aHi) = WgmmaGemmPtx.DescriptorBits(kMajor: !transA, swapped);
         var (bLo, bHi) = WgmmaGemmPtx.DescriptorBits(kMajor: transB, swapped);
         ptx.Run(tilesM * tilesN * splits, WgmmaGemmPtx.Threads, SharedBytes,
             [g, g + (ulong)aAt, g + (ulong)bAt, (ulong)m, (ulong)n, (ulong)k, accumulate ? 1UL : 0, (ulong)tilesM, (ulong)tilesN, (ulong)kPer, (ulong)(m * n),
              aLo, aHi, bLo, bHi, (ulong)group]);
+        if (!ptx.Global.AsSpan((int)cBytes).SequenceEqual(outside))
+        {
+            where = "a store landed outside c";
+            return double.PositiveInfinity;
+        }
         var got = new float[splits * m * n];
         Buffer.BlockCopy(ptx.Global, 0, got, 0, (int)cBytes);
 

@@ -23,7 +23,7 @@ internal sealed class PtxInterpreter
 
     private enum Op
     {
-        LdParam, Cvta, Mov, MovPack, Add, Sub, MulLo, MulWide, Div, Rem, Min, Shl, Shr, And, Or, Xor, Cvt, Setp, Bra,
+        LdParam, Cvta, Mov, MovPack, Add, Sub, MulLo, MulWide, Div, Rem, Min, Shl, Shr, And, Or, Xor, Cvt, Setp, Selp, Bra,
         CpAsync, CpCommit, CpWait, Nop, Bar, Wgmma, WgmmaCommit, WgmmaWait, Ldmatrix, Mma, StGlobal, LdGlobal, AddF, Ret,
     }
 
@@ -107,6 +107,7 @@ internal sealed class PtxInterpreter
             _ when opcode.StartsWith("xor.", StringComparison.Ordinal) => Op.Xor,
             "cvt.u64.u32" => Op.Cvt,
             _ when opcode.StartsWith("setp.", StringComparison.Ordinal) && opcode.EndsWith(".u32", StringComparison.Ordinal) => Op.Setp,
+            "selp.u32" or "selp.b64" => Op.Selp,
             "bra" or "bra.uni" => Op.Bra,
             "cp.async.cg.shared.global" => Op.CpAsync,
             "cp.async.commit_group" => Op.CpCommit,
@@ -157,8 +158,8 @@ internal sealed class PtxInterpreter
         public int Pc, Tid;
         public bool Done, AtBarrier, AtCollective;
         public int WgmmaCommits;
-        public readonly List<(uint Shared, ulong Global)> Open = [];
-        public readonly Queue<List<(uint Shared, ulong Global)>> Pending = new();
+        public readonly List<(uint Shared, ulong Global, int Size)> Open = [];
+        public readonly Queue<List<(uint Shared, ulong Global, int Size)>> Pending = new();
     }
 
     /// <summary>
@@ -270,16 +271,23 @@ internal sealed class PtxInterpreter
                 case Op.Setp:
                     {
                         uint x = (uint)Val(t, a[1], block, grid, threads), y = (uint)Val(t, a[2], block, grid, threads);
-                        bool r = ins.Type switch { "lt" => x < y, "ge" => x >= y, "eq" => x == y, "ne" => x != y, _ => throw new NotSupportedException(ins.Text) };
+                        bool r = ins.Type switch { "lt" => x < y, "le" => x <= y, "ge" => x >= y, "eq" => x == y, "ne" => x != y, _ => throw new NotSupportedException(ins.Text) };
                         Set(t, a[0], r ? 1UL : 0UL);
                         break;
                     }
+                case Op.Selp:
+                    Set(t, a[0], t.R[_regs[a[3]]] != 0 ? Val(t, a[1], block, grid, threads) : Val(t, a[2], block, grid, threads));
+                    break;
                 case Op.Bra: t.Pc = _labels[a[0]]; continue;
                 case Op.CpAsync:
                     {
                         if (a[2] != "16") throw new NotSupportedException(ins.Text);
-                        if (LateWgmmaEarlyCopies) Land(shared, (uint)Address(t, a[0]), Address(t, a[1]));
-                        else t.Open.Add(((uint)Address(t, a[0]), Address(t, a[1])));
+                        // The source size (16 unless given): bytes read, the rest of the 16 zeros.
+                        int size = a.Length > 3 ? (int)Val(t, a[3], block, grid, threads) : 16;
+                        if (size is not (0 or 16)) throw new NotSupportedException($"cp.async source size {size}");
+                        var copy = ((uint)Address(t, a[0]), Address(t, a[1]), size);
+                        if (LateWgmmaEarlyCopies) Land(shared, copy);
+                        else t.Open.Add(copy);
                         break;
                     }
                 case Op.CpCommit: t.Pending.Enqueue([.. t.Open]); t.Open.Clear(); break;
@@ -287,7 +295,7 @@ internal sealed class PtxInterpreter
                     {
                         int allowed = int.Parse(a[0], CultureInfo.InvariantCulture);
                         while (t.Pending.Count > allowed)
-                            foreach (var (s, g) in t.Pending.Dequeue()) Land(shared, s, g);
+                            foreach (var copy in t.Pending.Dequeue()) Land(shared, copy);
                         break;
                     }
                 case Op.Nop: break;
@@ -338,8 +346,13 @@ internal sealed class PtxInterpreter
         }
     }
 
-    private void Land(byte[] shared, uint s, ulong g) =>
-        Array.Copy(Global, Checked(g - GlobalBase, 16, Global.Length, "global"), shared, Checked(s, 16, shared.Length, "shared"), 16);
+    /// <summary>A copy lands: its source size from global memory (whose address must be in bounds even when that is 0), zeros after.</summary>
+    private void Land(byte[] shared, (uint Shared, ulong Global, int Size) c)
+    {
+        long from = Checked(c.Global - GlobalBase, 16, Global.Length, "global"), to = Checked(c.Shared, 16, shared.Length, "shared");
+        Array.Copy(Global, from, shared, to, c.Size);
+        Array.Clear(shared, (int)to + c.Size, 16 - c.Size);
+    }
 
     private static long Checked(ulong offset, int bytes, int length, string space)
     {

@@ -23,8 +23,10 @@ namespace HftRuntime.Kernels.Ilgpu;
 /// <para>
 /// Split k: block z of a launch with several k slices covers k from z·kPer and writes its tile at c + z·slice (the
 /// caller then sums the slices). C is written, or with acc ≠ 0 added to, as 8-byte pairs straight from the
-/// accumulators. Preconditions (checked by the caller): m a multiple of 128, n of 256, k of 64, a and b on 16 bytes,
-/// c on 8.
+/// accumulators. Ragged sizes: chunks outside the operand or the k slice are copied with source size 0 (zeros), and a
+/// tile that reaches past m or n stores only its rows and column blocks inside. Preconditions (checked by the caller,
+/// see IlgpuBackend.AcceptsPtxGemm): a and b on 16 bytes and every row of theirs too (k, m or n a multiple of 8 where
+/// it is a row length), c on 8 bytes and n even.
 /// </para>
 /// </remarks>
 internal static class GemmPtx
@@ -70,7 +72,9 @@ internal static class GemmPtx
             e.Line(")");
             e.Line($".maxntid {Threads}, 1, 1");
             e.Line("{");
-            e.Ins(".reg .pred %p_done, %p_load, %p_acc, %p_one");
+            e.Ins(".reg .pred %p_done, %p_load, %p_acc, %p_one, %p_r, %p_c, %p_v, %p_full");
+            e.Ins(".reg .pred %pr<8>");
+            e.Ins(".reg .pred %pc<32>");
             e.Ins(".reg .b32 %u<80>");
             e.Ins(".reg .b64 %q<24>");
             e.Ins(".reg .f32 %d<128>");
@@ -86,7 +90,9 @@ internal static class GemmPtx
     // 11 kPer, 12 slice, 13 tn, 14 tm, 15 z, 16 m0, 17 n0, 18 kBegin, 19 steps, 20 kt (compute step), 21 kl (load
     // step), 22 smem (aligned), 23 shared a base, 24 shared b base, 25 a offset of this thread's chunks, 26 b offset,
     // 27..35 temporaries, 36 a descriptor high word, 39 a descriptor low constant bits, 40 b's, 41 b descriptor high
-    // word, 42 group, 43..46 temporaries of the tile order; 37, 38 and 47 .. 79: the kernel's own.
+    // word, 42 group, 43..46 temporaries of the tile order, 74..77 the coordinates of this thread's first a and b
+    // chunks that the bounds are checked on (see OperandPlan), 78 kEnd (the end of this block's k slice), 79 a
+    // temporary; 37, 38 and 47 .. 73: the kernel's own.
     // Registers (u64): 0 c, 1 a, 2 b, 3 next a chunk, 4 next b chunk, 5 a stride between a thread's chunks, 6 b's,
     // 7 a step (one k step), 8 b step, 9..12 temporaries, 13, 14 the kernel's own, 15 c row, 16 c row + 8.
 
@@ -130,9 +136,10 @@ internal static class GemmPtx
         e.Ins($"mul.lo.u32 %u16, %u14, {TileM}");
         e.Ins($"mul.lo.u32 %u17, %u13, {TileN}");
         e.Ins("mul.lo.u32 %u18, %u15, %u11");
-        e.Ins("add.u32 %u27, %u18, %u11");
-        e.Ins("min.u32 %u27, %u27, %u7");
-        e.Ins("sub.u32 %u19, %u27, %u18");
+        e.Ins("add.u32 %u78, %u18, %u11");
+        e.Ins("min.u32 %u78, %u78, %u7");
+        e.Ins("sub.u32 %u19, %u78, %u18");
+        e.Ins("add.u32 %u19, %u19, 63");
         e.Ins("shr.u32 %u19, %u19, 6");
         e.Ins("setp.ne.u32 %p_acc, %u8, 0");
         e.Ins("setp.eq.u32 %p_one, %u0, %u0");
@@ -157,16 +164,20 @@ internal static class GemmPtx
     private static void OperandPlan(Emitter e, bool isA, bool kMajor)
     {
         int next = isA ? 3 : 4, stride = isA ? 5 : 6, step = isA ? 7 : 8, off = isA ? 25 : 26, baseReg = isA ? 1 : 2;
+        int rowAt = isA ? 74 : 76, colAt = rowAt + 1;
         string origin = isA ? "%u16" : "%u17", rowLength = isA ? "%u5" : "%u6"; // m0 or n0; m or n (MN-major rows)
         if (kMajor)
         {
-            // Row tid / 8 (+ 32 i) of the tile, chunk tid mod 8 of its 64 k: (origin + row)·k + kBegin + 8·chunk.
+            // Row tid / 8 (+ 32 i) of the tile, chunk tid mod 8 of its 64 k: (origin + row)·k + kBegin + 8·chunk. The
+            // bounds: row origin + tid / 8 (u32 74 or 76) below m or n, k kBegin + 8·chunk (75 or 77) below kEnd.
             e.Ins("shr.u32 %u28, %u0, 3");
             e.Ins("and.b32 %u29, %u0, 7");
             e.Ins($"add.u32 %u30, {origin}, %u28");
+            e.Ins($"mov.u32 %u{rowAt}, %u30");
             e.Ins($"mul.wide.u32 %q9, %u30, %u7");
             e.Ins("shl.b32 %u31, %u29, 3");
             e.Ins("add.u32 %u31, %u31, %u18");
+            e.Ins($"mov.u32 %u{colAt}, %u31");
             e.Ins("cvt.u64.u32 %q10, %u31");
             e.Ins("add.u64 %q9, %q9, %q10");
             e.Ins("shl.b64 %q9, %q9, 1");
@@ -182,14 +193,17 @@ internal static class GemmPtx
             return;
         }
         // k row r (+ rows per pass · i) of the tile, chunk c of its (64 or 256)-wide row: (kBegin + r)·rowLength +
-        // origin + 8·c; a has 16 chunks a row (r = tid / 16), b 32 (r = tid / 32).
+        // origin + 8·c; a has 16 chunks a row (r = tid / 16), b 32 (r = tid / 32). The bounds: k kBegin + r (u32 74
+        // or 76) below kEnd, column origin + 8·c (75 or 77) below m or n.
         int chunkBits = isA ? 4 : 5;
         e.Ins($"shr.u32 %u28, %u0, {chunkBits}");
         e.Ins($"and.b32 %u29, %u0, {(1 << chunkBits) - 1}");
         e.Ins("add.u32 %u30, %u18, %u28");
+        e.Ins($"mov.u32 %u{rowAt}, %u30");
         e.Ins($"mul.wide.u32 %q9, %u30, {rowLength}");
         e.Ins("shl.b32 %u31, %u29, 3");
         e.Ins($"add.u32 %u31, %u31, {origin}");
+        e.Ins($"mov.u32 %u{colAt}, %u31");
         e.Ins("cvt.u64.u32 %q10, %u31");
         e.Ins("add.u64 %q9, %q9, %q10");
         e.Ins("shl.b64 %q9, %q9, 1");
@@ -225,22 +239,42 @@ internal static class GemmPtx
         e.Ins($"mul.lo.u32 %u29, %u27, {StageBytesB}");
         e.Ins("add.u32 %u29, %u29, %u24");
         e.Ins("add.u32 %u29, %u29, %u26");
-        Copies(e, "%u28", 3, 5, count: 4, sharedStride: aKMajor ? 4096 : 2048);
-        Copies(e, "%u29", 4, 6, count: 8, sharedStride: bKMajor ? 4096 : 1024);
+        Copies(e, "%u28", isA: true, aKMajor);
+        Copies(e, "%u29", isA: false, bKMajor);
         e.Ins("add.u64 %q3, %q3, %q7");
         e.Ins("add.u64 %q4, %q4, %q8");
+        // The next step's k: the chunks' k (K-major) or the rows' k (MN-major) 64 further.
+        e.Ins($"add.u32 %u{(aKMajor ? 75 : 74)}, %u{(aKMajor ? 75 : 74)}, {TileK}");
+        e.Ins($"add.u32 %u{(bKMajor ? 77 : 76)}, %u{(bKMajor ? 77 : 76)}, {TileK}");
         e.Line(skip + ":");
         e.Ins("cp.async.commit_group");
         e.Ins("add.u32 %u21, %u21, 1");
     }
 
-    private static void Copies(Emitter e, string shared, int next, int stride, int count, int sharedStride)
+    /// <summary>
+    /// One operand's copies of a k step (a: 4, b: 8): chunk i of this thread, 16 bytes where it lies inside the operand
+    /// and the k slice, zeros (source size 0, from the operand's first byte) elsewhere: K-major, row coordinate (74/76)
+    /// + 32·i below m or n and k (75/77) below kEnd; MN-major, k (74/76) + (16 or 8)·i below kEnd and column (75/77)
+    /// below m or n.
+    /// </summary>
+    private static void Copies(Emitter e, string shared, bool isA, bool kMajor)
     {
+        int next = isA ? 3 : 4, stride = isA ? 5 : 6, baseReg = isA ? 1 : 2, rowAt = isA ? 74 : 76, colAt = rowAt + 1;
+        int count = isA ? 4 : 8, sharedStride = kMajor ? 4096 : isA ? 2048 : 1024, rowStep = kMajor ? 32 : isA ? 16 : 8;
+        string size = isA ? "%u5" : "%u6";
+        // The predicate that does not change with i.
+        if (kMajor) e.Ins($"setp.lt.u32 %p_c, %u{colAt}, %u78");
+        else e.Ins($"setp.lt.u32 %p_c, %u{colAt}, {size}");
         e.Ins($"mov.u64 %q9, %q{next}");
         for (int i = 0; i < count; i++)
         {
             if (i > 0) e.Ins($"add.u64 %q9, %q9, %q{stride}");
-            e.Ins($"cp.async.cg.shared.global [{shared}+{i * sharedStride}], [%q9], 16");
+            e.Ins($"add.u32 %u79, %u{rowAt}, {i * rowStep}");
+            e.Ins(kMajor ? $"setp.lt.u32 %p_r, %u79, {size}" : "setp.lt.u32 %p_r, %u79, %u78");
+            e.Ins("and.pred %p_v, %p_r, %p_c");
+            e.Ins("selp.u32 %u79, 16, 0, %p_v");
+            e.Ins($"selp.b64 %q10, %q9, %q{baseReg}, %p_v");
+            e.Ins($"cp.async.cg.shared.global [{shared}+{i * sharedStride}], [%q10], 16, %u79");
         }
     }
 
@@ -264,17 +298,42 @@ internal static class GemmPtx
         e.Ins("add.u64 %q9, %q9, %q10");
         e.Ins("mul.wide.u32 %q11, %u6, 32");
         e.Ins("mul.wide.u32 %q12, %u6, 64");
-        string add = e.NewLabel("ADD"), end = e.NewLabel("END");
+        // A tile inside c is stored without bounds; a ragged one checks each row (i, half) and column block j.
+        e.Ins($"add.u32 %u29, %u16, {TileM}");
+        e.Ins($"add.u32 %u30, %u17, {TileN}");
+        e.Ins("setp.le.u32 %p_full, %u29, %u5");
+        e.Ins("setp.le.u32 %p_r, %u30, %u6");
+        e.Ins("and.pred %p_full, %p_full, %p_r");
+        string add = e.NewLabel("ADD"), partial = e.NewLabel("PARTIAL"), partialAdd = e.NewLabel("PARTIAL_ADD"), end = e.NewLabel("END");
+        e.Ins($"@!%p_full bra {partial}");
         e.Ins($"@%p_acc bra {add}");
-        Stores(e, rowBlocks, colBlocks, regOf, accumulate: false);
+        Stores(e, rowBlocks, colBlocks, regOf, accumulate: false, bounded: false);
         e.Ins($"bra.uni {end}");
         e.Line(add + ":");
-        Stores(e, rowBlocks, colBlocks, regOf, accumulate: true);
+        Stores(e, rowBlocks, colBlocks, regOf, accumulate: true, bounded: false);
+        e.Ins($"bra.uni {end}");
+        e.Line(partial + ":");
+        for (int i = 0; i < rowBlocks; i++)
+            for (int half = 0; half < 2; half++)
+            {
+                e.Ins($"add.u32 %u29, %u27, {16 * i + 8 * half}");
+                e.Ins($"setp.lt.u32 %pr{2 * i + half}, %u29, %u5");
+            }
+        for (int j = 0; j < colBlocks; j++)
+        {
+            e.Ins($"add.u32 %u29, %u28, {8 * j}");
+            e.Ins($"setp.lt.u32 %pc{j}, %u29, %u6");
+        }
+        e.Ins($"@%p_acc bra {partialAdd}");
+        Stores(e, rowBlocks, colBlocks, regOf, accumulate: false, bounded: true);
+        e.Ins($"bra.uni {end}");
+        e.Line(partialAdd + ":");
+        Stores(e, rowBlocks, colBlocks, regOf, accumulate: true, bounded: true);
         e.Line(end + ":");
         e.Ins("ret");
     }
 
-    private static void Stores(Emitter e, int rowBlocks, int colBlocks, Func<int, int, int> regOf, bool accumulate)
+    private static void Stores(Emitter e, int rowBlocks, int colBlocks, Func<int, int, int> regOf, bool accumulate, bool bounded)
     {
         e.Ins("mov.u64 %q15, %q9");
         for (int i = 0; i < rowBlocks; i++)
@@ -284,17 +343,22 @@ internal static class GemmPtx
             for (int j = 0; j < colBlocks; j++)
                 for (int half = 0; half < 2; half++)
                 {
-                    string addr = $"[%q{15 + half}+{j * 32}]";
+                    string addr = $"[%q{15 + half}+{j * 32}]", guard = "";
+                    if (bounded)
+                    {
+                        e.Ins($"and.pred %p_v, %pr{2 * i + half}, %pc{j}");
+                        guard = "@%p_v ";
+                    }
                     int r = regOf(i, j) + 2 * half;
                     if (!accumulate)
                     {
-                        e.Ins($"st.global.v2.f32 {addr}, {{%d{r}, %d{r + 1}}}");
+                        e.Ins($"{guard}st.global.v2.f32 {addr}, {{%d{r}, %d{r + 1}}}");
                         continue;
                     }
-                    e.Ins($"ld.global.v2.f32 {{%f0, %f1}}, {addr}");
+                    e.Ins($"{guard}ld.global.v2.f32 {{%f0, %f1}}, {addr}");
                     e.Ins($"add.f32 %f0, %f0, %d{r}");
                     e.Ins($"add.f32 %f1, %f1, %d{r + 1}");
-                    e.Ins($"st.global.v2.f32 {addr}, {{%f0, %f1}}");
+                    e.Ins($"{guard}st.global.v2.f32 {addr}, {{%f0, %f1}}");
                 }
         }
     }

@@ -18,7 +18,7 @@ public enum Bf16GemmVariant
 
     /// <summary>
     /// The wgmma kernel (<see cref="WgmmaGemmPtx"/>: sm_90a, so H100 and H200 only) where it applies (NT, NN and TN
-    /// forms, m a multiple of 128, n of 256, k of 64, see <see cref="IlgpuBackend.AcceptsPtxGemm"/>), each form checked
+    /// forms of nearly any size, see <see cref="IlgpuBackend.AcceptsPtxGemm"/>), each form checked
     /// against the simple kernel on its first use and left for good if it disagrees; the simple kernel everywhere else.
     /// See <see cref="IlgpuBackend.AcceptsPtxGemm"/>.
     /// </summary>

@@ -44,12 +44,14 @@ public sealed partial class IlgpuBackend
         : string.Join("; ", new[] { "NT", "NN", "TN" }.Select((f, i) => $"{f} {s.Form[i] ?? "unchecked"}"));
 
     /// <summary>
-    /// Whether the PTX kernels compute c[m, n] (+)= op(a)·op(b): the NT, NN or TN form, m a multiple of 128, n of 256,
-    /// k of 64, a and b starting on 16 bytes and c on 8, m·n within 2³¹.
+    /// Whether the PTX kernels compute c[m, n] (+)= op(a)·op(b): the NT, NN or TN form, a and b starting on 16 bytes
+    /// and c on 8, m·n within 2³¹, and every row of a and b on 16 bytes: k a multiple of 8 where a k-contiguous operand
+    /// has rows of k (NT, NN), n a multiple of 8 where b has rows of n (NN, TN), m a multiple of 8 where a has rows of m
+    /// (TN), and n even (c's rows on 8 bytes). Any other size: ragged tiles are bounded in the kernels.
     /// </summary>
     internal static bool AcceptsPtxGemm(Tensor c, Tensor a, Tensor b, int m, int n, int k, bool transA, bool transB) =>
         !(transA && transB) && m > 0 && n > 0 && k > 0
-        && m % GemmPtx.TileM == 0 && n % GemmPtx.TileN == 0 && k % GemmPtx.TileK == 0
+        && (transA || k % 8 == 0) && (transB || n % 8 == 0) && (!transA || m % 8 == 0) && n % 2 == 0
         && a.ByteOffset % 16 == 0 && b.ByteOffset % 16 == 0 && c.ByteOffset % 8 == 0 && (long)m * n <= int.MaxValue
         && a.Count >= (long)m * k && b.Count >= (long)n * k && c.Count >= (long)m * n;
 
@@ -64,7 +66,7 @@ public sealed partial class IlgpuBackend
         if (slot is null || !AcceptsPtxGemm(c, a, b, m, n, k, transA, transB)) return false;
         if (Module(slot) is not { } gemm || !FormChecked(slot, gemm, transA, transB)) return false;
         bool swapped = slot.Swapped[Form(transA, transB)];
-        int tilesM = m / GemmPtx.TileM, tilesN = n / GemmPtx.TileN;
+        int tilesM = (m + GemmPtx.TileM - 1) / GemmPtx.TileM, tilesN = (n + GemmPtx.TileN - 1) / GemmPtx.TileN;
         long tiles = (long)tilesM * tilesN;
         var (splits, kPer) = SplitPlan(tiles, (long)m * n, k, GemmPtx.TileK);
         IntPtr pa = Address(a), pb = Address(b);
@@ -143,17 +145,40 @@ public sealed partial class IlgpuBackend
 
     /// <summary>
     /// Whether a form passed its check: on first use, a 256×512×320 product (two tiles each way, five k steps, through
-    /// the stage ring) from random bf16 operands against the simple kernel, within 1e-4 of the largest magnitude (the
-    /// two sum the same exact products in another order). A wgmma form with an MN-major operand (NN, TN) that fails is
-    /// tried once more with the descriptors' two byte offsets exchanged (<see cref="WgmmaGemmPtx.DescriptorBits"/>)
-    /// and keeps that where it passes. A failure is reported once on stderr and kept.
+    /// the stage ring) and a ragged 136×264×200 one from random bf16 operands against the simple kernel, within 1e-4 of
+    /// the largest magnitude (the two sum the same exact products in another order). A wgmma form with an MN-major
+    /// operand (NN, TN) that fails is tried once more with the descriptors' two byte offsets exchanged
+    /// (<see cref="WgmmaGemmPtx.DescriptorBits"/>) and keeps that where it passes. A failure is reported once on
+    /// stderr and kept.
     /// </summary>
     private bool FormChecked(PtxGemmSlot slot, PtxGemm gemm, bool transA, bool transB)
     {
         int form = Form(transA, transB);
         if (slot.Form[form] is { } done) return done.StartsWith("checked", StringComparison.Ordinal);
-        const int m = 256, n = 512, k = 320;
-        var rng = new Random(20261126 + form);
+        string name = transA ? "TN" : transB ? "NT" : "NN", first = "";
+        bool tryExchanged = slot == _wgmmaSlot && (transA || !transB);
+        foreach (bool swapped in tryExchanged ? new[] { false, true } : [false])
+        {
+            string? mismatch = CheckShape(gemm, 256, 512, 320, transA, transB, swapped, 20261126 + form)
+                ?? CheckShape(gemm, 136, 264, 200, transA, transB, swapped, 20261127 + form);
+            if (mismatch is null)
+            {
+                slot.Swapped[form] = swapped;
+                slot.Form[form] = swapped ? "checked (descriptor byte offsets exchanged)" : "checked";
+                return true;
+            }
+            if (!swapped) first = mismatch;
+            else first += $"; with the byte offsets exchanged: {mismatch}";
+        }
+        slot.Form[form] = "failed: " + first;
+        Console.Error.WriteLine($"warning: the {slot.Name} bf16 GEMM ({name}) disagrees with the simple kernel ({first}); that form uses the simple kernel");
+        return false;
+    }
+
+    /// <summary>One product of the check: null where the PTX kernel agrees with the simple one, else where it does not.</summary>
+    private string? CheckShape(PtxGemm gemm, int m, int n, int k, bool transA, bool transB, bool swapped, int seed)
+    {
+        var rng = new Random(seed);
         var a = new ushort[m * k];
         var b = new ushort[n * k];
         for (int i = 0; i < a.Length; i++) a[i] = Bf16.FromFloat((float)(rng.NextDouble() * 2 - 1));
@@ -167,27 +192,12 @@ public sealed partial class IlgpuBackend
         Upload<ushort>(ta, a);
         Upload<ushort>(tb, b);
         MatMulBf16Simple(want, ta, tb, m, n, k, transA, transB, accumulate: false);
-        float[] w = ToArray<float>(want);
-        string name = transA ? "TN" : transB ? "NT" : "NN", first = "";
-        bool tryExchanged = slot == _wgmmaSlot && (transA || !transB);
-        foreach (bool swapped in tryExchanged ? new[] { false, true } : [false])
-        {
-            Fill(got, float.NaN);
-            gemm.Launch(transA, transB, (m / GemmPtx.TileM) * (n / GemmPtx.TileN), Address(got), Address(ta), Address(tb),
-                m, n, k, false, m / GemmPtx.TileM, n / GemmPtx.TileN, k, m * n, swapped);
-            string? mismatch = Mismatch(w, ToArray<float>(got), n);
-            if (mismatch is null)
-            {
-                slot.Swapped[form] = swapped;
-                slot.Form[form] = swapped ? "checked (descriptor byte offsets exchanged)" : "checked";
-                return true;
-            }
-            if (!swapped) first = mismatch;
-            else first += $"; with the byte offsets exchanged: {mismatch}";
-        }
-        slot.Form[form] = "failed: " + first;
-        Console.Error.WriteLine($"warning: the {slot.Name} bf16 GEMM ({name}) disagrees with the simple kernel ({first}); that form uses the simple kernel");
-        return false;
+        Fill(got, float.NaN);
+        int tilesM = (m + GemmPtx.TileM - 1) / GemmPtx.TileM, tilesN = (n + GemmPtx.TileN - 1) / GemmPtx.TileN;
+        gemm.Launch(transA, transB, tilesM * tilesN, Address(got), Address(ta), Address(tb), m, n, k, false, tilesM, tilesN,
+            (k + GemmPtx.TileK - 1) / GemmPtx.TileK * GemmPtx.TileK, m * n, swapped);
+        string? mismatch = Mismatch(ToArray<float>(want), ToArray<float>(got), n);
+        return mismatch is null ? null : $"{m}×{n}×{k}: {mismatch}";
     }
 
     /// <summary>Where <paramref name="got"/> differs from <paramref name="want"/> by more than 1e-4 of want's largest magnitude (null: nowhere).</summary>
