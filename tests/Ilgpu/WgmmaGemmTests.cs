@@ -66,6 +66,7 @@ public class WgmmaGemmTests : IlgpuFixture
             Assert.That(Gpu.WgmmaLaunches + Gpu.MmaLaunches, Is.Zero);
             Assert.That(Gpu.Bf16SimpleLaunches - simple, Is.EqualTo(2));
             Assert.That(variant == Bf16GemmVariant.Wgmma ? Gpu.WgmmaStatus : Gpu.MmaStatus, Is.EqualTo("unavailable: needs a CUDA device"));
+            Assert.That(Gpu.Bf16GemmSummary, Is.EqualTo($"{variant.ToString().ToLowerInvariant()} (unavailable: needs a CUDA device)"));
         }
         finally { Gpu.Bf16GemmVariant = saved; }
     }

@@ -38,6 +38,17 @@ public sealed partial class IlgpuBackend
     /// <summary>As <see cref="WgmmaStatus"/> for the mma.sync PTX kernel (compute capability 8.0 or later; HFT_MMA=off).</summary>
     public string MmaStatus => Status(_mmaSlot);
 
+    /// <summary>
+    /// The selected bf16 GEMM kernel, with a PTX one's status: "simple", "fast", "wgmma (NT checked; …)", "mma (…)"
+    /// (run.json's <c>bf16_gemm</c>).
+    /// </summary>
+    public string Bf16GemmSummary => Bf16GemmVariant switch
+    {
+        Bf16GemmVariant.Wgmma => $"wgmma ({WgmmaStatus})",
+        Bf16GemmVariant.Mma => $"mma ({MmaStatus})",
+        var v => v.ToString().ToLowerInvariant(),
+    };
+
     private static string Status(PtxGemmSlot s) =>
         s.Unavailable is not null ? "unavailable: " + s.Unavailable
         : s.Gemm is null ? "unused"

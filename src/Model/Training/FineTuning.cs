@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Reflection;
 using System.Text.Json.Nodes;
 using HftRuntime.Kernels;
+using HftRuntime.Kernels.Ilgpu;
 using HftRuntime.Runtime;
 using HftRuntime.Runtime.Data;
 using HftRuntime.Runtime.Objectives;
@@ -143,6 +144,8 @@ public static class FineTuning
             ["cost_bound"] = costBound,
             ["device"] = backend.DeviceName,
             ["attention_precision"] = model.AttentionPrecision,
+            // Which bf16 GEMM kernel the ILGPU back-end ran (and, for a PTX one, which forms passed their check).
+            ["bf16_gemm"] = request.Precision == Precision.Bf16 && backend is IlgpuBackend ib ? ib.Bf16GemmSummary : null,
             ["data"] = data.Info.ToJson(),
             ["config"] = ResolvedConfig(request, tokenizer, data.Info.Sha256),
             ["model_config"] = JsonNode.Parse(config.ToJson()),
