@@ -144,12 +144,12 @@ public static class FineTuning
             ["cost_bound"] = costBound,
             ["device"] = backend.DeviceName,
             ["attention_precision"] = model.AttentionPrecision,
-            // Which bf16 GEMM kernel the ILGPU back-end ran (and, for a PTX one, which forms passed their check).
-            ["bf16_gemm"] = request.Precision == Precision.Bf16 && backend is IlgpuBackend ib ? ib.Bf16GemmSummary : null,
             ["data"] = data.Info.ToJson(),
             ["config"] = ResolvedConfig(request, tokenizer, data.Info.Sha256),
             ["model_config"] = JsonNode.Parse(config.ToJson()),
         };
+        // Which bf16 GEMM kernel the ILGPU back-end ran (and, for a PTX one, which forms passed their check).
+        if (request.Precision == Precision.Bf16 && backend is IlgpuBackend ib) info["bf16_gemm"] = ib.Bf16GemmSummary;
         var report = RunReport.Build(info, result, model.Parameters, model.ActivationBytes);
         RunReport.Write(Path.Combine(request.OutputDirectory, "run.json"), report);
         return new FineTuneResult(result, report, frozen);
