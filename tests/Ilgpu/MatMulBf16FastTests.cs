@@ -173,6 +173,19 @@ public sealed class MatMulBf16FastTests : IlgpuFixture
         Assert.That(Check(128, 256, 32, transA: true, transB: false, accumulate: false), Is.False, "the simple variant selected, TN");
     }
 
+    /// <summary>
+    /// "auto" picks by device: wgmma on compute capability 9.0, mma on other CUDA devices of 8.0 or later, the simple
+    /// kernel on older ones and off CUDA.
+    /// </summary>
+    [TestCase(true, 9, 0, Bf16GemmVariant.Wgmma)]
+    [TestCase(true, 8, 0, Bf16GemmVariant.Mma)]
+    [TestCase(true, 8, 9, Bf16GemmVariant.Mma)]
+    [TestCase(true, 10, 0, Bf16GemmVariant.Mma)]
+    [TestCase(true, 7, 5, Bf16GemmVariant.Simple)]
+    [TestCase(false, 0, 0, Bf16GemmVariant.Simple)]
+    public void AutoPicksTheKernelByDevice(bool cuda, int major, int minor, Bf16GemmVariant expected) =>
+        Assert.That(IlgpuBackend.Bf16GemmVariantFor(" Auto", cuda, major, minor), Is.EqualTo(expected));
+
     /// <summary>The variant's default follows HFT_BF16_GEMM: simple unless it says fast, wgmma or mma.</summary>
     [Test]
     public void DefaultVariantFollowsTheEnvironment()
@@ -188,6 +201,8 @@ public sealed class MatMulBf16FastTests : IlgpuFixture
             Assert.That(IlgpuBackend.DefaultBf16GemmVariant, Is.EqualTo(Bf16GemmVariant.Wgmma));
             Environment.SetEnvironmentVariable("HFT_BF16_GEMM", "mma");
             Assert.That(IlgpuBackend.DefaultBf16GemmVariant, Is.EqualTo(Bf16GemmVariant.Mma));
+            Environment.SetEnvironmentVariable("HFT_BF16_GEMM", "auto");
+            Assert.That(IlgpuBackend.DefaultBf16GemmVariant, Is.EqualTo(Bf16GemmVariant.Simple), "auto without a device");
             Environment.SetEnvironmentVariable("HFT_BF16_GEMM", "simple");
             Assert.That(IlgpuBackend.DefaultBf16GemmVariant, Is.EqualTo(Bf16GemmVariant.Simple));
         }

@@ -79,21 +79,28 @@ public sealed partial class IlgpuBackend
     private long _bf16FastLaunches;
 
     /// <summary>
-    /// The bf16 GEMM used where the fast kernel applies; the default comes from the environment variable
-    /// HFT_BF16_GEMM ("simple" or "fast"), simple when unset.
+    /// The bf16 GEMM kernel; the default comes from the environment variable HFT_BF16_GEMM for this back-end's device
+    /// (<see cref="Bf16GemmVariantFor(string?, bool, int, int)"/>), simple when unset.
     /// </summary>
-    public Bf16GemmVariant Bf16GemmVariant { get; set; } = DefaultBf16GemmVariant;
+    public Bf16GemmVariant Bf16GemmVariant { get; set; }
+
+    /// <summary>HFT_BF16_GEMM as a variant for no particular device ("auto" gives the simple kernel).</summary>
+    public static Bf16GemmVariant DefaultBf16GemmVariant => Bf16GemmVariantFor(Environment.GetEnvironmentVariable("HFT_BF16_GEMM"), cuda: false, 0, 0);
 
     /// <summary>
-    /// HFT_BF16_GEMM as a variant: "fast" selects <see cref="Bf16GemmVariant.Fast"/>, "wgmma"
-    /// <see cref="Bf16GemmVariant.Wgmma"/>, "mma" <see cref="Bf16GemmVariant.Mma"/>, anything else the simple kernel.
+    /// A setting of HFT_BF16_GEMM as a variant for a device: "fast" selects <see cref="Bf16GemmVariant.Fast"/>, "wgmma"
+    /// <see cref="Bf16GemmVariant.Wgmma"/>, "mma" <see cref="Bf16GemmVariant.Mma"/>; "auto" the fastest kernel the
+    /// device may run (wgmma on CUDA compute capability 9.0, mma on other CUDA devices of 8.0 or later, the simple
+    /// kernel elsewhere); anything else, or unset, the simple kernel.
     /// </summary>
-    public static Bf16GemmVariant DefaultBf16GemmVariant =>
-        Environment.GetEnvironmentVariable("HFT_BF16_GEMM")?.Trim().ToLowerInvariant() switch
+    internal static Bf16GemmVariant Bf16GemmVariantFor(string? setting, bool cuda, int major, int minor) =>
+        setting?.Trim().ToLowerInvariant() switch
         {
             "fast" => Bf16GemmVariant.Fast,
             "wgmma" => Bf16GemmVariant.Wgmma,
             "mma" => Bf16GemmVariant.Mma,
+            "auto" when cuda && major == 9 && minor == 0 => Bf16GemmVariant.Wgmma,
+            "auto" when cuda && major >= 8 => Bf16GemmVariant.Mma,
             _ => Bf16GemmVariant.Simple,
         };
 

@@ -64,6 +64,8 @@ public sealed partial class IlgpuBackend : Backend
             throw new ArgumentException($"the ILGPU kernels need groups of {GroupSize} threads; accelerator '{accelerator.Name}' allows {accelerator.MaxNumThreadsPerGroup}", nameof(accelerator));
         _acc = accelerator;
         _ownsAccelerator = ownsAccelerator;
+        var arch = (accelerator as CudaAccelerator)?.Architecture;
+        Bf16GemmVariant = Bf16GemmVariantFor(Environment.GetEnvironmentVariable("HFT_BF16_GEMM"), arch is not null, arch?.Major ?? 0, arch?.Minor ?? 0);
         _isCpu = accelerator.AcceleratorType == AcceleratorType.CPU;
         Name = accelerator.AcceleratorType switch
         {
