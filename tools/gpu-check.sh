@@ -6,7 +6,8 @@
 #   in fp32 and bf16; bench.json); the PyTorch baseline of the same steps (tools/pytorch_baseline.py; pytorch.json;
 #   skipped, and not counted as a failure, where python3 has no torch or transformers); hft bench --from bench.json
 #   --compare pytorch.json (ours beside PyTorch); hft selftest --device cuda (every kernel against the CPU back-end,
-#   plus the 134M training shapes with timings); hft verify --device cuda in fp32 and in bf16 on each reference case
+#   plus the 134M training shapes with timings); hft verify --device cuda in fp32, in bf16, and in bf16 with
+#   HFT_BF16_GEMM=auto on each reference case
 #   (a folder with golden.json) in tests/fixtures, or the bundle's copies when there is no checkout. The figures come
 #   before the full correctness checks so that a short call still gets them.
 # Every step has its own timeout, and the steps together stay within GPU_CHECK_BUDGET seconds (default 570) of this
@@ -99,5 +100,7 @@ fi
 for p in fp32 bf16; do
   timed "verify-$p" 40 "$HFT" verify --device cuda --precision "$p" --golden "${cases[@]}" || status=1
 done
+# bf16 once more with the card's PTX GEMM (HFT_BF16_GEMM=auto: wgmma on sm_90, mma on sm_80+) in the whole model.
+timed verify-bf16-auto 40 env HFT_BF16_GEMM=auto "$HFT" verify --device cuda --precision bf16 --golden "${cases[@]}" || status=1
 echo "== gpu-check: $([ $status -eq 0 ] && echo PASS || echo FAIL) in ${SECONDS} s"
 exit $status
