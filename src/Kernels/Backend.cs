@@ -73,7 +73,9 @@ public abstract class Backend : IDisposable
     public void Fill(Tensor dst, float value)
     {
         F32(dst, nameof(dst));
+        long t0 = BeginOp();
         FillCore(dst, value);
+        EndOp("fill", t0);
     }
 
     /// <summary>dst = src (same element count and type).</summary>
@@ -82,7 +84,9 @@ public abstract class Backend : IDisposable
         Own(dst, nameof(dst)); Own(src, nameof(src));
         if (dst.Type != src.Type || dst.Count != src.Count)
             throw new ArgumentException($"copy needs equal tensors: {dst} vs {src}");
+        long t0 = BeginOp();
         CopyCore(dst, src);
+        EndOp("copy", t0);
     }
 
     /// <summary>
@@ -93,35 +97,45 @@ public abstract class Backend : IDisposable
     {
         Own(dst, nameof(dst)); F32(src, nameof(src)); Same(dst, src);
         if (dst.Type != DType.BF16) throw new ArgumentException($"dst '{dst.Name}' must be BF16, is {dst.Type}", nameof(dst));
+        long t0 = BeginOp();
         ToBf16Core(dst, src);
+        EndOp("to_bf16", t0);
     }
 
     /// <summary>y += x (element-wise, equal counts).</summary>
     public void AddInPlace(Tensor y, Tensor x)
     {
         F32(y, nameof(y)); F32(x, nameof(x)); Same(y, x);
+        long t0 = BeginOp();
         AddInPlaceCore(y, x);
+        EndOp("add", t0);
     }
 
     /// <summary>x *= s.</summary>
     public void Scale(Tensor x, float s)
     {
         F32(x, nameof(x));
+        long t0 = BeginOp();
         ScaleCore(x, s);
+        EndOp("scale", t0);
     }
 
     /// <summary>result[0] = sum of x² (float accumulation per block, blocks summed in double where possible).</summary>
     public void SumSquares(Tensor result, Tensor x)
     {
         F32(result, nameof(result)); F32(x, nameof(x)); Need(result, 1, nameof(result));
+        long t0 = BeginOp();
         SumSquaresCore(result, x);
+        EndOp("sum_squares", t0);
     }
 
     /// <summary>result[0] = Σ a·b over a.Count elements, or result[0] += that sum with <paramref name="accumulate"/>.</summary>
     public void Dot(Tensor result, Tensor a, Tensor b, bool accumulate)
     {
         F32(result, nameof(result)); F32(a, nameof(a)); F32(b, nameof(b)); Same(a, b); Need(result, 1, nameof(result));
+        long t0 = BeginOp();
         DotCore(result, a, b, accumulate);
+        EndOp("dot", t0);
     }
 
     // ------------------------------------------------------------------ embedding
@@ -132,7 +146,9 @@ public abstract class Backend : IDisposable
         Pos(n, nameof(n)); Pos(dim, nameof(dim)); Pos(vocab, nameof(vocab));
         F32(y, nameof(y)); I32(ids, nameof(ids)); F32(table, nameof(table));
         Need(y, (long)n * dim, nameof(y)); Need(ids, n, nameof(ids)); Need(table, (long)vocab * dim, nameof(table));
+        long t0 = BeginOp();
         EmbeddingForwardCore(y, ids, table, n, dim, vocab);
+        EndOp("embedding_forward", t0);
     }
 
     /// <summary>dTable[ids[i], :] += dy[i, :] (accumulates).</summary>
@@ -141,7 +157,9 @@ public abstract class Backend : IDisposable
         Pos(n, nameof(n)); Pos(dim, nameof(dim)); Pos(vocab, nameof(vocab));
         F32(dTable, nameof(dTable)); I32(ids, nameof(ids)); F32(dy, nameof(dy));
         Need(dy, (long)n * dim, nameof(dy)); Need(ids, n, nameof(ids)); Need(dTable, (long)vocab * dim, nameof(dTable));
+        long t0 = BeginOp();
         EmbeddingBackwardCore(dTable, ids, dy, n, dim, vocab);
+        EndOp("embedding_backward", t0);
     }
 
     // ------------------------------------------------------------------ RMSNorm
@@ -159,7 +177,9 @@ public abstract class Backend : IDisposable
         Need(x, (long)n * dim, nameof(x)); Need(rstd, n, nameof(rstd)); Need(w, dim, nameof(w));
         OptionalOutputs(y, yBf16, (long)n * dim, nameof(y), nameof(yBf16));
         if (!residual.IsEmpty) { F32(residual, nameof(residual)); Need(residual, (long)n * dim, nameof(residual)); }
+        long t0 = BeginOp();
         RmsNormForwardCore(y, rstd, x, w, n, dim, eps, residual, yBf16);
+        EndOp("rmsnorm_forward", t0);
     }
 
     /// <summary>An F32 output and an optional BF16 copy of it: at least one present, each of at least <paramref name="count"/> elements.</summary>
@@ -185,7 +205,9 @@ public abstract class Backend : IDisposable
         Need(dx, (long)n * dim, nameof(dx)); Need(dy, (long)n * dim, nameof(dy)); Need(x, (long)n * dim, nameof(x));
         Need(w, dim, nameof(w)); Need(rstd, n, nameof(rstd));
         if (!dw.IsEmpty) { F32(dw, nameof(dw)); Need(dw, dim, nameof(dw)); }
+        long t0 = BeginOp();
         RmsNormBackwardCore(dx, dw, dy, x, w, rstd, n, dim);
+        EndOp("rmsnorm_backward", t0);
     }
 
     // ------------------------------------------------------------------ RoPE
@@ -204,7 +226,9 @@ public abstract class Backend : IDisposable
         Need(x, (long)n * heads * headDim, nameof(x)); Need(positions, n, nameof(positions));
         Need(cos, (long)maxPositions * headDim / 2, nameof(cos)); Need(sin, (long)maxPositions * headDim / 2, nameof(sin));
         if (!xBf16.IsEmpty) OptionalOutputs(default, xBf16, (long)n * heads * headDim, nameof(x), nameof(xBf16));
+        long t0 = BeginOp();
         RopeCore(x, positions, cos, sin, n, heads, headDim, maxPositions, inverse, xBf16);
+        EndOp("rope", t0);
     }
 
     // ------------------------------------------------------------------ attention
@@ -224,7 +248,9 @@ public abstract class Backend : IDisposable
         CheckAttention(q, k, v, docStart, batch, seq, heads, kvHeads, headDim);
         AttentionOperand(o, nameof(o), headDim); F32(lse, nameof(lse));
         Need(o, (long)batch * seq * heads * headDim, nameof(o)); Need(lse, (long)batch * heads * seq, nameof(lse));
+        long t0 = BeginOp();
         AttentionForwardCore(o, lse, q, k, v, docStart, batch, seq, heads, kvHeads, headDim, scale, bf16);
+        EndOp("attention_forward", t0);
     }
 
     /// <summary>
@@ -239,7 +265,9 @@ public abstract class Backend : IDisposable
         F32(dq, nameof(dq)); F32(dk, nameof(dk)); F32(dv, nameof(dv)); AttentionOperand(dO, nameof(dO), headDim); AttentionOperand(o, nameof(o), headDim); F32(lse, nameof(lse));
         Need(dq, nq, nameof(dq)); Need(dO, nq, nameof(dO)); Need(o, nq, nameof(o));
         Need(dk, nk, nameof(dk)); Need(dv, nk, nameof(dv)); Need(lse, (long)batch * heads * seq, nameof(lse));
+        long t0 = BeginOp();
         AttentionBackwardCore(dq, dk, dv, dO, o, lse, q, k, v, docStart, batch, seq, heads, kvHeads, headDim, scale, bf16);
+        EndOp("attention_backward", t0);
     }
 
     /// <summary>
@@ -265,7 +293,9 @@ public abstract class Backend : IDisposable
         F32(o, nameof(o)); F32(q, nameof(q)); F32(kCache, nameof(kCache)); F32(vCache, nameof(vCache));
         long nq = (long)batch * queries * heads * headDim, nk = (long)batch * cacheRows * kvHeads * headDim;
         Need(o, nq, nameof(o)); Need(q, nq, nameof(q)); Need(kCache, nk, nameof(kCache)); Need(vCache, nk, nameof(vCache));
+        long t0 = BeginOp();
         AttentionDecodeCore(o, q, kCache, vCache, batch, queries, keys, cacheRows, heads, kvHeads, headDim, scale);
+        EndOp("attention_decode", t0);
     }
 
     // ------------------------------------------------------------------ SwiGLU
@@ -287,7 +317,9 @@ public abstract class Backend : IDisposable
             OptionalOutputs(default, gateBf16, gate.Count, nameof(gate), nameof(gateBf16));
             OptionalOutputs(default, upBf16, gate.Count, nameof(up), nameof(upBf16));
         }
+        long t0 = BeginOp();
         SwiGluForwardCore(h, gate, up, hBf16, gateBf16, upBf16);
+        EndOp("swiglu_forward", t0);
     }
 
     /// <summary>
@@ -301,7 +333,9 @@ public abstract class Backend : IDisposable
         Own(gate, nameof(gate));
         if (gate.Type != DType.F32 && gate.Type != DType.BF16) throw new ArgumentException($"gate '{gate.Name}' must be F32 or BF16, is {gate.Type}", nameof(gate));
         Like(gate, dh, gate, nameof(gate)); Like(up, dh, gate, nameof(up)); Like(dGate, dh, gate, nameof(dGate)); Like(dUp, dh, gate, nameof(dUp));
+        long t0 = BeginOp();
         SwiGluBackwardCore(dGate, dUp, dh, gate, up);
+        EndOp("swiglu_backward", t0);
     }
 
     /// <summary>t has the element type of <paramref name="typeOf"/> and the element count of <paramref name="countOf"/>.</summary>
@@ -330,7 +364,9 @@ public abstract class Backend : IDisposable
         if (a.Type is not (DType.F32 or DType.BF16) || b.Type != a.Type)
             throw new ArgumentException($"matmul operands must be both F32 or both BF16: a '{a.Name}' is {a.Type}, b '{b.Name}' is {b.Type}");
         Need(c, (long)m * n, nameof(c)); Need(a, (long)m * k, nameof(a)); Need(b, (long)k * n, nameof(b));
+        long t0 = BeginOp();
         MatMulCore(c, a, b, m, n, k, transA, transB, accumulate);
+        EndOp($"matmul {(transA ? 'T' : 'N')}{(transB ? 'T' : 'N')} {(a.Type == DType.BF16 ? "bf16" : "fp32")}", t0, 2.0 * m * n * k);
     }
 
     // ------------------------------------------------------------------ cross-entropy
@@ -356,7 +392,9 @@ public abstract class Backend : IDisposable
             Own(gradBf16, nameof(gradBf16)); Need(gradBf16, (long)n * vocab, nameof(gradBf16));
             if (gradBf16.Type != DType.BF16) throw new ArgumentException($"gradBf16 '{gradBf16.Name}' must be BF16, is {gradBf16.Type}", nameof(gradBf16));
         }
+        long t0 = BeginOp();
         CrossEntropyCore(logits, targets, rowScale, losses, n, vocab, writeGradient, gradBf16);
+        EndOp("cross_entropy", t0);
     }
 
     /// <summary>The label value whose position carries no loss.</summary>
@@ -385,7 +423,32 @@ public abstract class Backend : IDisposable
         Pos(segmentCount, nameof(segmentCount)); Need(segments, segmentCount * 3L, nameof(segments));
         if (step.Step < 1) throw new ArgumentOutOfRangeException(nameof(step), $"AdamW step must be >= 1, got {step.Step}");
         if (!gradScale.IsEmpty) { F32(gradScale, nameof(gradScale)); Need(gradScale, 1, nameof(gradScale)); }
+        long t0 = BeginOp();
         AdamWCore(param, grad, m, v, segments, segmentCount, step, gradScale, paramBf16);
+        EndOp("adamw", t0);
+    }
+
+    // ------------------------------------------------------------------ profiling
+
+    /// <summary>
+    /// While set, every operation (not the transfers) is synchronized before and after and its time added to the
+    /// profile under its name (matrix products by form and precision, with their FLOPs): for finding where a step's
+    /// time goes, not for timing the step itself (the synchronizations cost launch overlap).
+    /// </summary>
+    public OpProfile? Profile { get; set; }
+
+    private long BeginOp()
+    {
+        if (Profile is null) return 0;
+        Synchronize();
+        return System.Diagnostics.Stopwatch.GetTimestamp();
+    }
+
+    private void EndOp(string op, long t0, double flops = 0)
+    {
+        if (Profile is null) return;
+        Synchronize();
+        Profile.Add(op, System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalMilliseconds, flops);
     }
 
     // ------------------------------------------------------------------ implementations

@@ -50,6 +50,30 @@ public sealed class BenchmarkTests
         }
     }
 
+    /// <summary>
+    /// Each step entry carries the profile of one step: the operations of a training step (matrix products by form
+    /// and precision with their TFLOP/s, attention, AdamW), whose times sum to total_ms; HFT runs fewer products with
+    /// a weight gradient (TN) than FFT; the markdown sets the profiles side by side.
+    /// </summary>
+    [Test]
+    public void EveryStepHasAProfileOfWhereItsTimeGoes()
+    {
+        var steps = _report["step"]!.AsArray();
+        foreach (var s in steps)
+        {
+            var profile = s!["profile"]!.AsObject();
+            var ops = profile["ops"]!.AsObject();
+            string p = s["precision"]!.GetValue<string>();
+            Assert.That(ops.Select(kv => kv.Key), Is.SupersetOf(new[] { $"matmul NT {p}", $"matmul NN {p}", $"matmul TN {p}", "attention_forward", "attention_backward", "adamw", "cross_entropy" }), s.ToJsonString());
+            Assert.That(ops[$"matmul NT {p}"]!["tflops"]!.GetValue<double>(), Is.GreaterThan(0));
+            Assert.That(profile["total_ms"]!.GetValue<double>(), Is.EqualTo(ops.Sum(kv => kv.Value!["ms"]!.GetValue<double>())).Within(1e-6));
+        }
+        int Tn(string method, string precision) => steps.First(s => s!["method"]!.GetValue<string>() == method && s["precision"]!.GetValue<string>() == precision)!
+            ["profile"]!["ops"]![$"matmul TN {precision}"]!["calls"]!.GetValue<int>();
+        foreach (string p in new[] { "fp32", "bf16" }) Assert.That(Tn("hft", p), Is.LessThan(Tn("fft", p)), p);
+        Assert.That(_output, Does.Contain("Where a step's time goes").And.Contain("| matmul NT fp32 | "));
+    }
+
     [Test]
     public void StepHasFftAndHftInBothPrecisions()
     {

@@ -56,8 +56,34 @@ public static class BenchReport
                     string.Join(", ", ratios.Select(kv => string.Format(inv, "{0} {1:F3}", kv.Key, kv.Value!.GetValue<double>()))),
                     hft["cost_bound"]!.GetValue<double>()));
             }
+            Profiles(sb, steps);
         }
         return sb.ToString();
+    }
+
+    /// <summary>
+    /// The step profiles side by side: ms per operation (matrix products with their TFLOP/s) for each profiled step,
+    /// the operations in the order of the first step's time.
+    /// </summary>
+    private static void Profiles(StringBuilder sb, JsonArray steps)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        var profiled = steps.Where(s => s?["profile"]?["ops"] is JsonObject).ToList();
+        if (profiled.Count == 0) return;
+        var names = profiled.SelectMany(s => ((JsonObject)s!["profile"]!["ops"]!).Select(kv => kv.Key)).Distinct().ToList();
+        sb.AppendLine().AppendLine("Where a step's time goes (one step, every operation synchronized and timed; ms, matrix products with TFLOP/s):").AppendLine();
+        sb.AppendLine("| operation | " + string.Join(" | ", profiled.Select(s => $"{s!["method"]} {Benchmarks.StepLabel(s)}")) + " |");
+        sb.AppendLine("| --- |" + string.Concat(profiled.Select(_ => " ---: |")));
+        foreach (string name in names)
+        {
+            var cells = profiled.Select(s => s!["profile"]!["ops"]![name] is JsonNode op
+                ? op["tflops"] is JsonNode t
+                    ? string.Format(inv, "{0:F2} ({1:F1})", op["ms"]!.GetValue<double>(), t.GetValue<double>())
+                    : string.Format(inv, "{0:F2}", op["ms"]!.GetValue<double>())
+                : "");
+            sb.AppendLine($"| {name} | {string.Join(" | ", cells)} |");
+        }
+        sb.AppendLine("| total | " + string.Join(" | ", profiled.Select(s => string.Format(inv, "{0:F1}", s!["profile"]!["total_ms"]!.GetValue<double>()))) + " |");
     }
 
     /// <summary>

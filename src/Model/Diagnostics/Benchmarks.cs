@@ -313,6 +313,8 @@ public static class Benchmarks
                         step.Finish(1e-4f, step.ForwardBackward(inputs));
                         entry["simple_gemm_per_step"] = ilgpuCuda.Bf16SimpleLaunches - before;
                     }
+                    // Where the time goes: one more step with every operation synchronized and timed.
+                    if (variant is null) entry["profile"] = ProfiledStep(backend, step, inputs);
                     Array.Sort(times);
                     double ms = times[repeats / 2];
                     entry["ms"] = ms;
@@ -335,6 +337,34 @@ public static class Benchmarks
                 add(entry);
             }
         }
+    }
+
+    /// <summary>
+    /// One optimizer step with <see cref="Backend.Profile"/> set: per operation, calls, ms and, for matrix products,
+    /// TFLOP/s; total_ms is their sum (above the step's own time: every operation waits for the one before).
+    /// </summary>
+    private static JsonObject ProfiledStep(Backend backend, OptimizerStep step, ModelInputs inputs)
+    {
+        var profile = new OpProfile();
+        backend.Profile = profile;
+        try
+        {
+            step.Begin();
+            step.Finish(1e-4f, step.ForwardBackward(inputs));
+            backend.Synchronize();
+        }
+        finally
+        {
+            backend.Profile = null;
+        }
+        var ops = new JsonObject();
+        foreach (var (name, e) in profile.Ops.OrderByDescending(kv => kv.Value.Ms))
+        {
+            var op = new JsonObject { ["calls"] = e.Calls, ["ms"] = e.Ms };
+            if (e.Flops > 0) op["tflops"] = e.Flops / (e.Ms / 1e3) / 1e12;
+            ops[name] = op;
+        }
+        return new JsonObject { ["total_ms"] = profile.TotalMs, ["ops"] = ops };
     }
 
     private static long PtxLaunches(IlgpuBackend? b, Bf16GemmVariant v) =>
