@@ -2,14 +2,14 @@ namespace HftRuntime.Kernels.Ilgpu;
 
 /// <summary>
 /// The PTX (sm_80 and later) of the mma.sync bf16 GEMM: c[m, n] (+)= op(a)·op(b) in the NT, NN and TN forms, written
-/// as text (ILGPU's inline-asm operands pass through local memory, which ptxas keeps for <c>ldmatrix</c> and
-/// <c>cp.async</c> kernels) and loaded through ILGPU's CUDA driver API (see <see cref="PtxGemm"/>); the tests run it
+/// as text (ILGPU passes inline-asm operands through local memory, which ptxas kept in an ILGPU <c>ldmatrix</c> +
+/// <c>cp.async</c> GEMM: a 696-byte stack frame, ten times slower) and loaded through ILGPU's CUDA driver API (see <see cref="PtxGemm"/>); the tests run it
 /// through a PTX interpreter and assemble it with ptxas.
 /// </summary>
 /// <remarks>
 /// <para>
 /// Loads, shared layouts (128-byte swizzle), tile order, split k and stores: see <see cref="GemmPtx"/>; the k steps'
-/// tiles go into a ring of <c>stages</c> (2 to 4, as the card's shared memory allows: 49 KiB each) issued
+/// tiles go into a ring of <c>stages</c> (2 to 4, as the card's shared memory allows: 48 KiB each, plus 1 KiB to align them) issued
 /// stages − 1 steps ahead. Step t waits for its own copies, meets the block at a barrier (after which no warp reads
 /// the stage of step t − 1 any more), issues the copies of step t + stages − 1 into that stage, then multiplies.
 /// </para>
