@@ -366,7 +366,7 @@ public abstract class Backend : IDisposable
         Need(c, (long)m * n, nameof(c)); Need(a, (long)m * k, nameof(a)); Need(b, (long)k * n, nameof(b));
         long t0 = BeginOp();
         MatMulCore(c, a, b, m, n, k, transA, transB, accumulate);
-        EndOp($"matmul {(transA ? 'T' : 'N')}{(transB ? 'T' : 'N')} {(a.Type == DType.BF16 ? "bf16" : "fp32")}", t0, 2.0 * m * n * k);
+        if (Profile is not null) EndOp(MatMulOpName(transA, transB, a.Type == DType.BF16), t0, 2.0 * m * n * k);
     }
 
     // ------------------------------------------------------------------ cross-entropy
@@ -436,6 +436,11 @@ public abstract class Backend : IDisposable
     /// time goes, not for timing the step itself (the synchronizations cost launch overlap).
     /// </summary>
     public OpProfile? Profile { get; set; }
+
+    private static readonly string[] MatMulOpNames = [.. from ta in "NT" from tb in "NT" from p in new[] { "fp32", "bf16" } select $"matmul {ta}{tb} {p}"];
+
+    /// <summary>A matrix product's profile name ("matmul NT bf16"), without allocating.</summary>
+    private static string MatMulOpName(bool transA, bool transB, bool bf16) => MatMulOpNames[(transA ? 4 : 0) + (transB ? 2 : 0) + (bf16 ? 1 : 0)];
 
     private long BeginOp()
     {
