@@ -173,6 +173,25 @@ public sealed class MatMulBf16FastTests : IlgpuFixture
         Assert.That(Check(128, 256, 32, transA: true, transB: false, accumulate: false), Is.False, "the simple variant selected, TN");
     }
 
+    /// <summary>The tuning variables (HFT_SPLIT_K, HFT_GEMM_GROUP, HFT_MMA_STAGES) take integers in their range and fall back otherwise.</summary>
+    [TestCase(null, 7)]
+    [TestCase("", 7)]
+    [TestCase(" 3 ", 3)]
+    [TestCase("4", 4)]
+    [TestCase("5", 7)]
+    [TestCase("0", 7)]
+    [TestCase("two", 7)]
+    public void TuningVariablesTakeIntegersInTheirRange(string? value, int expected)
+    {
+        string? saved = Environment.GetEnvironmentVariable("HFT_TEST_TUNING");
+        try
+        {
+            Environment.SetEnvironmentVariable("HFT_TEST_TUNING", value);
+            Assert.That(IlgpuBackend.EnvInt("HFT_TEST_TUNING", 1, 4, 7), Is.EqualTo(expected));
+        }
+        finally { Environment.SetEnvironmentVariable("HFT_TEST_TUNING", saved); }
+    }
+
     /// <summary>
     /// "auto" picks by device: wgmma on compute capability 9.0, mma on other CUDA devices of 8.0 or later, the simple
     /// kernel on older ones and off CUDA.

@@ -304,4 +304,23 @@ public sealed class BenchmarkTests
         Assert.That(code, Is.EqualTo(Program.ExitBadInput));
         Assert.That(err, Does.Contain("missing.json"));
     }
+
+    /// <summary>--only measures just the parts named (here the GEMMs and attention: no bandwidth, no steps); an unknown part is bad input.</summary>
+    [Test]
+    public void OnlyMeasuresThePartsNamed()
+    {
+        string json = Path.Combine(_dir, "only.json");
+        var (code, output, err) = HftCli.Run("bench", "--device", "cpu", "--threads", "2", "--quick", "--model", "small", "--only", "gemm, attention", "--json", json);
+        Assert.That(code, Is.EqualTo(Program.ExitOk), output + err);
+        var report = JsonNode.Parse(File.ReadAllText(json))!.AsObject();
+        Assert.That(report["gemm"], Is.Not.Null);
+        Assert.That(report["attention"], Is.Not.Null);
+        Assert.That(report["copy_gbps"], Is.Null);
+        Assert.That(report["step"], Is.Null);
+        Assert.That(report["complete"]!.GetValue<bool>(), Is.True);
+        Assert.That(output, Does.Contain("| ours-fp32 |").And.Not.Contain("Training step"));
+        var (bad, _, badErr) = HftCli.Run("bench", "--device", "cpu", "--only", "gemm,steps");
+        Assert.That(bad, Is.EqualTo(Program.ExitBadInput));
+        Assert.That(badErr, Does.Contain("'steps'"));
+    }
 }

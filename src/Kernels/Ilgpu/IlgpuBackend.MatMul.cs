@@ -30,9 +30,20 @@ public sealed partial class IlgpuBackend
 
     /// <summary>
     /// Number of k slices for every GEMM when positive (tests use it to exercise the split-k path on small shapes);
-    /// 0 (the default) chooses automatically.
+    /// 0 chooses automatically. The default comes from HFT_SPLIT_K (1 to 64; for tuning on a GPU machine, which has no
+    /// SDK to rebuild with), 0 when unset.
     /// </summary>
-    public int ForceSplitK { get; set; }
+    public int ForceSplitK { get; set; } = EnvInt("HFT_SPLIT_K", 1, 64, 0);
+
+    /// <summary>An integer environment variable within [min, max]; <paramref name="fallback"/> when unset or not one (with a warning).</summary>
+    internal static int EnvInt(string name, int min, int max, int fallback)
+    {
+        string? v = Environment.GetEnvironmentVariable(name)?.Trim();
+        if (string.IsNullOrEmpty(v)) return fallback;
+        if (int.TryParse(v, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out int n) && n >= min && n <= max) return n;
+        Console.Error.WriteLine($"warning: {name}={v} is not an integer from {min} to {max}; using {fallback}");
+        return fallback;
+    }
 
     private void LoadMatMul()
     {

@@ -123,7 +123,8 @@ public sealed partial class IlgpuBackend
             }
             else
             {
-                int stages = MmaGemmPtx.StagesFor(SharedBytesPerBlockOptIn(cuda));
+                // As many stages as fit, or fewer with HFT_MMA_STAGES (2 to 4, for tuning on a GPU machine).
+                int stages = Math.Min(MmaGemmPtx.StagesFor(SharedBytesPerBlockOptIn(cuda)), EnvInt("HFT_MMA_STAGES", 2, 4, 4));
                 if (arch.Major < 8) slot.Unavailable = $"needs compute capability 8.0 or later, {_acc.Name} has {arch.Major}.{arch.Minor}";
                 else if (stages == 0) slot.Unavailable = $"{_acc.Name} allows a block less than {MmaGemmPtx.SharedBytes(2)} bytes of shared memory";
                 else slot.Gemm = PtxGemm.Load(cuda, $"mma GEMM ({stages} stages)", MmaGemmPtx.Module(stages), MmaGemmPtx.EntryOf, MmaGemmPtx.SharedBytes(stages));

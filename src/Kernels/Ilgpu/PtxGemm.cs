@@ -20,6 +20,9 @@ internal sealed class PtxGemm : IDisposable
     private readonly CudaAccelerator _acc;
     private readonly IntPtr _module;
     private readonly Dictionary<string, IntPtr> _functions = new(StringComparer.Ordinal);
+
+    /// <summary>Tile rows per band of the blocks' order: HFT_GEMM_GROUP (1 to 1024, for tuning on a GPU machine), else <see cref="GemmPtx.Group"/>.</summary>
+    public static int Group { get; } = IlgpuBackend.EnvInt("HFT_GEMM_GROUP", 1, 1024, GemmPtx.Group);
     private readonly Func<bool, bool, string> _entryOf;
     private readonly int _sharedBytes;
 
@@ -93,7 +96,7 @@ internal sealed class PtxGemm : IDisposable
         var pointers = Marshal.AllocHGlobal(count * IntPtr.Size);
         try
         {
-            long[] args = [c.ToInt64(), a.ToInt64(), b.ToInt64(), m, n, k, accumulate ? 1 : 0, tilesM, tilesN, kPer, slice, aLo, aHi, bLo, bHi, GemmPtx.Group];
+            long[] args = [c.ToInt64(), a.ToInt64(), b.ToInt64(), m, n, k, accumulate ? 1 : 0, tilesM, tilesN, kPer, slice, aLo, aHi, bLo, bHi, Group];
             for (int i = 0; i < count; i++)
             {
                 var slot = values + i * 8;

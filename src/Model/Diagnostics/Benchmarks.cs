@@ -16,7 +16,15 @@ namespace HftRuntime.Model.Diagnostics;
 /// <param name="StepModel">"base" (the 134M model: d 768, 12 layers, 12 heads, FFN 2048, vocabulary 32000, batch 8 × 1024) or
 /// "small" (d 256, 4 layers, FFN 688, vocabulary 2048, batch 4 × 256); null: base on a GPU, small on a CPU.</param>
 /// <param name="Quick">Fewer sizes and repeats (for tests and a first look).</param>
-public sealed record BenchOptions(string? StepModel = null, bool Quick = false);
+/// <param name="Only">The parts to measure (<see cref="Parts"/>); null: all.</param>
+public sealed record BenchOptions(string? StepModel = null, bool Quick = false, IReadOnlyCollection<string>? Only = null)
+{
+    /// <summary>The parts of a run: GEMMs, copy and AdamW bandwidth, attention, training steps.</summary>
+    public static readonly IReadOnlyList<string> Parts = ["gemm", "bandwidth", "attention", "step"];
+
+    /// <summary>Whether the run measures <paramref name="part"/>.</summary>
+    public bool Measures(string part) => Only is null || Only.Contains(part);
+}
 
 /// <summary>
 /// <c>hft bench</c>: GEMM TFLOP/s of our kernels on fp32 and on bf16 operands (and, on CUDA, of cuBLAS in fp32 and TF32
@@ -51,92 +59,105 @@ public static class Benchmarks
         int repeats = options.Quick ? 3 : 10;
         var report = new JsonObject { ["card"] = backend.DeviceName, ["device"] = backend.Name, ["quick"] = options.Quick, ["complete"] = false };
 
-        int[] sizes = gpu ? (options.Quick ? [1024, 4096] : [1024, 2048, 4096, 8192]) : (options.Quick ? [256] : [512, 1024, 2048]);
-        var gemm = new JsonArray();
-        // On CUDA the bf16 GEMM is timed with each variant of the ILGPU back-end: "ours-bf16" the simple kernel,
-        // "ours-bf16-fast" the fast one, "ours-bf16-wgmma" the wgmma one (see Bf16GemmVariant; an entry with an error
-        // where that kernel did not run); the selection is restored afterwards.
-        var ilgpuCuda = gpu ? backend as IlgpuBackend : null;
-        var impls = new[] { (DType.F32, "ours-fp32", Bf16GemmVariant.Simple), (DType.BF16, "ours-bf16", Bf16GemmVariant.Simple),
-            (DType.BF16, "ours-bf16-fast", Bf16GemmVariant.Fast), (DType.BF16, "ours-bf16-wgmma", Bf16GemmVariant.Wgmma),
-            (DType.BF16, "ours-bf16-mma", Bf16GemmVariant.Mma) };
-        foreach (var (type, impl, variant) in impls)
+        if (options.Measures("gemm"))
         {
-            if (variant != Bf16GemmVariant.Simple && ilgpuCuda is null) continue;
-            var savedVariant = ilgpuCuda?.Bf16GemmVariant ?? Bf16GemmVariant.Simple;
-            if (ilgpuCuda is not null && type == DType.BF16) ilgpuCuda.Bf16GemmVariant = variant;
-            foreach (int s in sizes)
+            int[] sizes = gpu ? (options.Quick ? [1024, 4096] : [1024, 2048, 4096, 8192]) : (options.Quick ? [256] : [512, 1024, 2048]);
+            var gemm = new JsonArray();
+            // On CUDA the bf16 GEMM is timed with each variant of the ILGPU back-end: "ours-bf16" the simple kernel,
+            // "ours-bf16-fast" the fast one, "ours-bf16-wgmma" the wgmma one (see Bf16GemmVariant; an entry with an error
+            // where that kernel did not run); the selection is restored afterwards.
+            var ilgpuCuda = gpu ? backend as IlgpuBackend : null;
+            var impls = new[] { (DType.F32, "ours-fp32", Bf16GemmVariant.Simple), (DType.BF16, "ours-bf16", Bf16GemmVariant.Simple),
+                (DType.BF16, "ours-bf16-fast", Bf16GemmVariant.Fast), (DType.BF16, "ours-bf16-wgmma", Bf16GemmVariant.Wgmma),
+                (DType.BF16, "ours-bf16-mma", Bf16GemmVariant.Mma) };
+            foreach (var (type, impl, variant) in impls)
             {
-                var entry = new JsonObject { ["impl"] = impl, ["m"] = s, ["n"] = s, ["k"] = s };
-                try
+                if (variant != Bf16GemmVariant.Simple && ilgpuCuda is null) continue;
+                var savedVariant = ilgpuCuda?.Bf16GemmVariant ?? Bf16GemmVariant.Simple;
+                if (ilgpuCuda is not null && type == DType.BF16) ilgpuCuda.Bf16GemmVariant = variant;
+                foreach (int s in sizes)
                 {
-                    long launches = PtxLaunches(ilgpuCuda, variant);
-                    double t = TimeGemm(backend, type, s, s, s, repeats);
-                    if (variant is Bf16GemmVariant.Wgmma or Bf16GemmVariant.Mma && PtxLaunches(ilgpuCuda, variant) == launches)
-                        throw new InvalidOperationException($"the {variant.ToString().ToLowerInvariant()} kernel did not run: {PtxStatus(ilgpuCuda!, variant)}");
-                    entry["tflops"] = 2.0 * s * s * s / t / 1e12;
-                    log?.Invoke($"gemm {impl} {s}^3: {2.0 * s * s * s / t / 1e12:F2} TFLOP/s");
+                    var entry = new JsonObject { ["impl"] = impl, ["m"] = s, ["n"] = s, ["k"] = s };
+                    try
+                    {
+                        long launches = PtxLaunches(ilgpuCuda, variant);
+                        double t = TimeGemm(backend, type, s, s, s, repeats);
+                        if (variant is Bf16GemmVariant.Wgmma or Bf16GemmVariant.Mma && PtxLaunches(ilgpuCuda, variant) == launches)
+                            throw new InvalidOperationException($"the {variant.ToString().ToLowerInvariant()} kernel did not run: {PtxStatus(ilgpuCuda!, variant)}");
+                        entry["tflops"] = 2.0 * s * s * s / t / 1e12;
+                        log?.Invoke($"gemm {impl} {s}^3: {2.0 * s * s * s / t / 1e12:F2} TFLOP/s");
+                    }
+                    catch (Exception e) when (e is not OutOfMemoryException)
+                    {
+                        entry["error"] = Describe(e);
+                        log?.Invoke($"gemm {impl} {s}^3: {Describe(e)}");
+                    }
+                    gemm.Add(entry);
                 }
-                catch (Exception e) when (e is not OutOfMemoryException)
-                {
-                    entry["error"] = Describe(e);
-                    log?.Invoke($"gemm {impl} {s}^3: {Describe(e)}");
-                }
-                gemm.Add(entry);
+                if (ilgpuCuda is not null) ilgpuCuda.Bf16GemmVariant = savedVariant;
             }
-            if (ilgpuCuda is not null) ilgpuCuda.Bf16GemmVariant = savedVariant;
-        }
-        if (gpu && backend is IlgpuBackend ib && ib.Accelerator is CudaAccelerator cuda)
-            foreach (var entry in CuBlasGemm(cuda, sizes, repeats, log)) gemm.Add(entry);
-        report["gemm"] = gemm;
-        if (ilgpuCuda is not null)
-        {
-            report["wgmma"] = ilgpuCuda.WgmmaStatus;
-            report["mma"] = ilgpuCuda.MmaStatus;
-        }
-        checkpoint?.Invoke(report);
-
-        long copyFloats = gpu ? 64L << 20 : 8L << 20;
-        double copyT = TimeOp(backend, repeats, arena => (arena.Reserve("a", copyFloats), arena.Reserve("b", copyFloats)),
-            (t) => backend.Copy(t.Item2, t.Item1));
-        report["copy_gbps"] = 2.0 * copyFloats * 4 / copyT / 1e9;
-        log?.Invoke($"copy: {report["copy_gbps"]!.GetValue<double>():F1} GB/s");
-
-        long adamN = gpu ? 32L << 20 : 4L << 20;
-        double adamT = TimeOp(backend, repeats, arena =>
-        {
-            var p = arena.Reserve("p", adamN); var g = arena.Reserve("g", adamN); var m = arena.Reserve("m", adamN); var v = arena.Reserve("v", adamN);
-            var seg = arena.Reserve("seg", 3, DType.I32);
-            return (p, g, m, v, seg);
-        }, t => backend.AdamW(t.p, t.g, t.m, t.v, t.seg, 1, new AdamWStep(1e-4f, 0.9f, 0.999f, 1e-8f, 0.01f, 1), default),
-            init: t => backend.Upload<int>(t.seg, [0, (int)adamN, 1]));
-        report["adamw_gbps"] = 28.0 * adamN / adamT / 1e9;
-        report["adamw_bytes_per_param"] = 28;
-        log?.Invoke($"adamw: {report["adamw_gbps"]!.GetValue<double>():F1} GB/s");
-
-        report["attention"] = Attention(backend, gpu ? (8, 1024, 12, 64) : (2, 512, 4, 64), repeats, log, bf16: false);
-        // bf16 products: the tensor-core kernels on a GPU (the CPU back-end computes attention in fp32 either way).
-        if (gpu) report["attention_bf16"] = Attention(backend, (8, 1024, 12, 64), repeats, log, bf16: true);
-        checkpoint?.Invoke(report);
-
-        string model = options.StepModel ?? (gpu ? "base" : "small");
-        var (config, batch, seq) = StepModel(model);
-        var frozen = FreezePolicy.Hft(1).SelectFrozen(LlamaModel.TensorNames(config));
-        report["step_model"] = model;
-        report["step_config"] = JsonNode.Parse(config.ToJson());
-        report["step_batch"] = batch;
-        report["step_seq"] = seq;
-        report["step_policy"] = FreezePolicy.Hft(1).Describe();
-        report["step_frozen"] = new JsonArray(frozen.Order(StringComparer.Ordinal).Select(n => (JsonNode)n).ToArray());
-        var steps = new JsonArray();
-        report["step"] = steps;
-        report["hft_fft_ratio"] = new JsonObject();
-        Steps(backend, config, batch, seq, frozen, options.Quick ? 3 : 8, log, entry =>
-        {
-            steps.Add(entry);
-            report["hft_fft_ratio"] = Ratios(steps);
+            if (gpu && backend is IlgpuBackend ib && ib.Accelerator is CudaAccelerator cuda)
+                foreach (var entry in CuBlasGemm(cuda, sizes, repeats, log)) gemm.Add(entry);
+            report["gemm"] = gemm;
+            if (ilgpuCuda is not null)
+            {
+                report["wgmma"] = ilgpuCuda.WgmmaStatus;
+                report["mma"] = ilgpuCuda.MmaStatus;
+            }
             checkpoint?.Invoke(report);
-        });
+
+        }
+
+        if (options.Measures("bandwidth"))
+        {
+            long copyFloats = gpu ? 64L << 20 : 8L << 20;
+            double copyT = TimeOp(backend, repeats, arena => (arena.Reserve("a", copyFloats), arena.Reserve("b", copyFloats)),
+                (t) => backend.Copy(t.Item2, t.Item1));
+            report["copy_gbps"] = 2.0 * copyFloats * 4 / copyT / 1e9;
+            log?.Invoke($"copy: {report["copy_gbps"]!.GetValue<double>():F1} GB/s");
+
+            long adamN = gpu ? 32L << 20 : 4L << 20;
+            double adamT = TimeOp(backend, repeats, arena =>
+            {
+                var p = arena.Reserve("p", adamN); var g = arena.Reserve("g", adamN); var m = arena.Reserve("m", adamN); var v = arena.Reserve("v", adamN);
+                var seg = arena.Reserve("seg", 3, DType.I32);
+                return (p, g, m, v, seg);
+            }, t => backend.AdamW(t.p, t.g, t.m, t.v, t.seg, 1, new AdamWStep(1e-4f, 0.9f, 0.999f, 1e-8f, 0.01f, 1), default),
+                init: t => backend.Upload<int>(t.seg, [0, (int)adamN, 1]));
+            report["adamw_gbps"] = 28.0 * adamN / adamT / 1e9;
+            report["adamw_bytes_per_param"] = 28;
+            log?.Invoke($"adamw: {report["adamw_gbps"]!.GetValue<double>():F1} GB/s");
+        }
+
+        if (options.Measures("attention"))
+        {
+            report["attention"] = Attention(backend, gpu ? (8, 1024, 12, 64) : (2, 512, 4, 64), repeats, log, bf16: false);
+            // bf16 products: the tensor-core kernels on a GPU (the CPU back-end computes attention in fp32 either way).
+            if (gpu) report["attention_bf16"] = Attention(backend, (8, 1024, 12, 64), repeats, log, bf16: true);
+            checkpoint?.Invoke(report);
+        }
+
+        if (options.Measures("step"))
+        {
+            string model = options.StepModel ?? (gpu ? "base" : "small");
+            var (config, batch, seq) = StepModel(model);
+            var frozen = FreezePolicy.Hft(1).SelectFrozen(LlamaModel.TensorNames(config));
+            report["step_model"] = model;
+            report["step_config"] = JsonNode.Parse(config.ToJson());
+            report["step_batch"] = batch;
+            report["step_seq"] = seq;
+            report["step_policy"] = FreezePolicy.Hft(1).Describe();
+            report["step_frozen"] = new JsonArray(frozen.Order(StringComparer.Ordinal).Select(n => (JsonNode)n).ToArray());
+            var steps = new JsonArray();
+            report["step"] = steps;
+            report["hft_fft_ratio"] = new JsonObject();
+            Steps(backend, config, batch, seq, frozen, options.Quick ? 3 : 8, log, entry =>
+            {
+                steps.Add(entry);
+                report["hft_fft_ratio"] = Ratios(steps);
+                checkpoint?.Invoke(report);
+            });
+        }
         report["complete"] = true;
         checkpoint?.Invoke(report);
         return report;

@@ -19,16 +19,20 @@ internal static class BenchCommand
         var quick = new Option<bool>("--quick") { Description = "Fewer sizes and repeats" };
         var compare = new Option<string?>("--compare") { Description = "The JSON of tools/pytorch_baseline.py: also print our figures beside PyTorch's (ours/torch ratios)" };
         var from = new Option<string?>("--from") { Description = "Take the figures from this earlier --json file instead of measuring (with --compare: compare only)" };
+        var only = new Option<string?>("--only") { Description = "Measure only these parts, comma-separated: " + string.Join(", ", BenchOptions.Parts) };
         var device = CommonOptions.Device();
         var threads = CommonOptions.Threads();
         var cmd = new Command("bench", "Measure GEMM TFLOP/s (ours in fp32 and bf16, and cuBLAS), copy and AdamW bandwidth, attention, and FFT vs HFT training steps in fp32 and bf16")
         {
-            json, model, quick, compare, from, device, threads,
+            json, model, quick, compare, from, only, device, threads,
         };
         cmd.SetAction(r =>
         {
             // Read the PyTorch figures first: a wrong path should not cost a whole benchmark run.
             JsonObject? torch = r.GetValue(compare) is { } torchPath ? ReadObject(torchPath) : null;
+            string[]? parts = r.GetValue(only)?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            if (parts?.FirstOrDefault(p => !BenchOptions.Parts.Contains(p)) is { } unknown)
+                throw new ArgumentException($"--only: unknown part '{unknown}'; expected some of {string.Join(", ", BenchOptions.Parts)}");
             JsonObject report;
             if (r.GetValue(from) is { } fromPath)
             {
@@ -46,7 +50,7 @@ internal static class BenchCommand
                     File.Move(path + ".tmp", path, overwrite: true);
                 };
                 report = ConsoleDisplay.Status(stdout, false, "benchmarking",
-                    log => Benchmarks.Run(backend, new BenchOptions(r.GetValue(model), r.GetValue(quick)), log, checkpoint));
+                    log => Benchmarks.Run(backend, new BenchOptions(r.GetValue(model), r.GetValue(quick), parts), log, checkpoint));
                 stdout.WriteLine();
             }
             stdout.Write(BenchReport.Markdown(report));
