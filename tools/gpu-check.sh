@@ -49,8 +49,8 @@ run gpu nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noh
 # The GEMMs written as PTX (wgmma for sm_90a, mma.sync for sm_80+; never yet run on a card) alone first, each in its
 # own process, so that a fault there cannot take the other steps with it; when one fails, HFT_WGMMA=off or HFT_MMA=off
 # keeps it out of every later step.
-timed wgmma 40 "$HFT" selftest --device cuda --only "bf16 wgmma" || { status=1; export HFT_WGMMA=off; echo "== wgmma: HFT_WGMMA=off from here"; }
-timed mma 40 "$HFT" selftest --device cuda --only "bf16 mma" || { status=1; export HFT_MMA=off; echo "== mma: HFT_MMA=off from here"; }
+timed wgmma 50 "$HFT" selftest --device cuda --only "bf16 wgmma" || { status=1; export HFT_WGMMA=off; echo "== wgmma: HFT_WGMMA=off from here"; }
+timed mma 50 "$HFT" selftest --device cuda --only "bf16 mma" || { status=1; export HFT_MMA=off; echo "== mma: HFT_MMA=off from here"; }
 # cuBLAS for the comparison in hft bench: ILGPU.Algorithms loads libcublas.so.12; CUDA 13 ships libcublas.so.13.
 # (PyTorch runs with the LD_LIBRARY_PATH this script was given: the renamed link must not stand in for its cuBLAS.)
 torch_env=(env)
