@@ -173,15 +173,9 @@ internal static class GemmPtx
             e.Ins("shr.u32 %u28, %u0, 3");
             e.Ins("and.b32 %u29, %u0, 7");
             e.Ins($"add.u32 %u30, {origin}, %u28");
-            e.Ins($"mov.u32 %u{rowAt}, %u30");
-            e.Ins($"mul.wide.u32 %q9, %u30, %u7");
             e.Ins("shl.b32 %u31, %u29, 3");
             e.Ins("add.u32 %u31, %u31, %u18");
-            e.Ins($"mov.u32 %u{colAt}, %u31");
-            e.Ins("cvt.u64.u32 %q10, %u31");
-            e.Ins("add.u64 %q9, %q9, %q10");
-            e.Ins("shl.b64 %q9, %q9, 1");
-            e.Ins($"add.u64 %q{next}, %q{baseReg}, %q9");
+            FirstChunk(e, "%u7", rowAt, colAt, next, baseReg);
             e.Ins($"mul.wide.u32 %q{stride}, %u7, 64");
             e.Ins($"mov.u64 %q{step}, 128");
             // Shared: row·128 + ((chunk ^ row mod 8) << 4).
@@ -199,15 +193,9 @@ internal static class GemmPtx
         e.Ins($"shr.u32 %u28, %u0, {chunkBits}");
         e.Ins($"and.b32 %u29, %u0, {(1 << chunkBits) - 1}");
         e.Ins("add.u32 %u30, %u18, %u28");
-        e.Ins($"mov.u32 %u{rowAt}, %u30");
-        e.Ins($"mul.wide.u32 %q9, %u30, {rowLength}");
         e.Ins("shl.b32 %u31, %u29, 3");
         e.Ins($"add.u32 %u31, %u31, {origin}");
-        e.Ins($"mov.u32 %u{colAt}, %u31");
-        e.Ins("cvt.u64.u32 %q10, %u31");
-        e.Ins("add.u64 %q9, %q9, %q10");
-        e.Ins("shl.b64 %q9, %q9, 1");
-        e.Ins($"add.u64 %q{next}, %q{baseReg}, %q9");
+        FirstChunk(e, rowLength, rowAt, colAt, next, baseReg);
         int rowsPerPass = Threads >> chunkBits;
         e.Ins($"mul.wide.u32 %q{stride}, {rowLength}, {rowsPerPass * 2}");
         e.Ins($"mul.wide.u32 %q{step}, {rowLength}, {TileK * 2}");
@@ -224,6 +212,33 @@ internal static class GemmPtx
     }
 
     /// <summary>
+    /// The first chunk of this thread from its row (u32 30) and column (u32 31) in the operand: both kept for the
+    /// bounds (u32 rowAt, colAt), and the chunk's global address, base + 2·(row·rowLength + column), in u64 next.
+    /// </summary>
+    private static void FirstChunk(Emitter e, string rowLength, int rowAt, int colAt, int next, int baseReg)
+    {
+        e.Ins($"mov.u32 %u{rowAt}, %u30");
+        e.Ins($"mov.u32 %u{colAt}, %u31");
+        e.Ins($"mul.wide.u32 %q9, %u30, {rowLength}");
+        e.Ins("cvt.u64.u32 %q10, %u31");
+        e.Ins("add.u64 %q9, %q9, %q10");
+        e.Ins("shl.b64 %q9, %q9, 1");
+        e.Ins($"add.u64 %q{next}, %q{baseReg}, %q9");
+    }
+
+    /// <summary>
+    /// <paramref name="dst"/> = the shared address of stage <paramref name="step"/> mod <paramref name="stages"/> of
+    /// a (<paramref name="isA"/>) or b, plus <paramref name="offset"/> (a u32 register) where given.
+    /// </summary>
+    public static void StageAddress(Emitter e, string dst, string step, int stages, bool isA, string? offset = null)
+    {
+        e.Ins($"rem.u32 %u27, {step}, {stages}");
+        e.Ins($"mul.lo.u32 {dst}, %u27, {(isA ? StageBytesA : StageBytesB)}");
+        e.Ins($"add.u32 {dst}, {dst}, {(isA ? "%u23" : "%u24")}");
+        if (offset is not null) e.Ins($"add.u32 {dst}, {dst}, {offset}");
+    }
+
+    /// <summary>
     /// Issues the copies of load step kl into stage kl mod <paramref name="stages"/> when kl is below the step count,
     /// commits a group either way (so that group i is always step i), and advances kl and the global addresses.
     /// </summary>
@@ -232,13 +247,8 @@ internal static class GemmPtx
         string skip = e.NewLabel("SKIP");
         e.Ins("setp.lt.u32 %p_load, %u21, %u19");
         e.Ins($"@!%p_load bra {skip}");
-        e.Ins($"rem.u32 %u27, %u21, {stages}");
-        e.Ins($"mul.lo.u32 %u28, %u27, {StageBytesA}");
-        e.Ins("add.u32 %u28, %u28, %u23");
-        e.Ins("add.u32 %u28, %u28, %u25");
-        e.Ins($"mul.lo.u32 %u29, %u27, {StageBytesB}");
-        e.Ins("add.u32 %u29, %u29, %u24");
-        e.Ins("add.u32 %u29, %u29, %u26");
+        StageAddress(e, "%u28", "%u21", stages, isA: true, "%u25");
+        StageAddress(e, "%u29", "%u21", stages, isA: false, "%u26");
         Copies(e, "%u28", isA: true, aKMajor);
         Copies(e, "%u29", isA: false, bKMajor);
         e.Ins("add.u64 %q3, %q3, %q7");

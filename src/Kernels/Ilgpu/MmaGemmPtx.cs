@@ -72,13 +72,8 @@ public static class MmaGemmPtx
         e.Ins($"cp.async.wait_group {stages - 2}");
         e.Ins("bar.sync 0");
         GemmPtx.Issue(e, aKMajor, bKMajor, stages);
-        e.Ins($"rem.u32 %u27, %u20, {stages}");
-        e.Ins($"mul.lo.u32 %u64, %u27, {GemmPtx.StageBytesA}");
-        e.Ins("add.u32 %u64, %u64, %u23");
-        e.Ins("add.u32 %u64, %u64, %u54");
-        e.Ins($"mul.lo.u32 %u65, %u27, {GemmPtx.StageBytesB}");
-        e.Ins("add.u32 %u65, %u65, %u24");
-        e.Ins("add.u32 %u65, %u65, %u59");
+        GemmPtx.StageAddress(e, "%u64", "%u20", stages, isA: true, "%u54");
+        GemmPtx.StageAddress(e, "%u65", "%u20", stages, isA: false, "%u59");
         for (int x = 0; x < 4; x++)
         {
             e.Ins($"add.u32 %u{66 + x}, %u64, %u{55 + x}");

@@ -91,19 +91,11 @@ public static class WgmmaGemmPtx
         e.Ins("fence.proxy.async.shared::cta");
         e.Ins("bar.sync 0");
         // Descriptors of stage kt mod 4: a at its warpgroup's 64 rows (8192 bytes in either layout), b whole.
-        e.Ins($"rem.u32 %u27, %u20, {Stages}");
-        e.Ins($"mul.lo.u32 %u28, %u27, {GemmPtx.StageBytesA}");
-        e.Ins("add.u32 %u28, %u28, %u23");
         e.Ins("shl.b32 %u29, %u1, 13");
-        e.Ins("add.u32 %u28, %u28, %u29");
-        e.Ins("shr.u32 %u28, %u28, 4");
-        e.Ins("and.b32 %u28, %u28, 16383");
-        e.Ins("or.b32 %u37, %u28, %u39");
-        e.Ins($"mul.lo.u32 %u28, %u27, {GemmPtx.StageBytesB}");
-        e.Ins("add.u32 %u28, %u28, %u24");
-        e.Ins("shr.u32 %u28, %u28, 4");
-        e.Ins("and.b32 %u28, %u28, 16383");
-        e.Ins("or.b32 %u38, %u28, %u40");
+        GemmPtx.StageAddress(e, "%u28", "%u20", Stages, isA: true, "%u29");
+        DescriptorLow(e, "%u37", "%u39");
+        GemmPtx.StageAddress(e, "%u28", "%u20", Stages, isA: false);
+        DescriptorLow(e, "%u38", "%u40");
         e.Ins("wgmma.fence.sync.aligned");
         string acc = string.Join(", ", Enumerable.Range(0, 128).Select(i => "%d" + i));
         for (int kk = 0; kk < TileK / 16; kk++)
@@ -122,5 +114,13 @@ public static class WgmmaGemmPtx
         e.Ins($"bra.uni {loop}");
         e.Line(done + ":");
         e.Ins("wgmma.wait_group.sync.aligned 0");
+    }
+
+    /// <summary>A descriptor's low word: the start address in u32 28 (bits 4..17, as bits 0..13) with the constant bits.</summary>
+    private static void DescriptorLow(GemmPtx.Emitter e, string dst, string constantBits)
+    {
+        e.Ins("shr.u32 %u28, %u28, 4");
+        e.Ins("and.b32 %u28, %u28, 16383");
+        e.Ins($"or.b32 {dst}, %u28, {constantBits}");
     }
 }
