@@ -42,11 +42,20 @@ public sealed partial class IlgpuBackend
     /// The selected bf16 GEMM kernel, with a PTX one's status: "simple", "fast", "wgmma (NT checked; …)", "mma (…)"
     /// (run.json's <c>bf16_gemm</c>).
     /// </summary>
-    public string Bf16GemmSummary => Bf16GemmVariant switch
+    public string Bf16GemmSummary =>
+        SlotOf(Bf16GemmVariant) is { } slot ? $"{slot.Name} ({Status(slot)})" : Bf16GemmVariant.ToString().ToLowerInvariant();
+
+    /// <summary>Launches of a PTX variant's kernel so far (0 for the others).</summary>
+    public long PtxLaunches(Bf16GemmVariant variant) => SlotOf(variant) is { } slot ? Interlocked.Read(ref slot.Launches) : 0;
+
+    /// <summary>A PTX variant's status (<see cref="WgmmaStatus"/>, <see cref="MmaStatus"/>); null for the others.</summary>
+    public string? PtxStatus(Bf16GemmVariant variant) => SlotOf(variant) is { } slot ? Status(slot) : null;
+
+    private PtxGemmSlot? SlotOf(Bf16GemmVariant variant) => variant switch
     {
-        Bf16GemmVariant.Wgmma => $"wgmma ({WgmmaStatus})",
-        Bf16GemmVariant.Mma => $"mma ({MmaStatus})",
-        var v => v.ToString().ToLowerInvariant(),
+        Bf16GemmVariant.Wgmma => _wgmmaSlot,
+        Bf16GemmVariant.Mma => _mmaSlot,
+        _ => null,
     };
 
     private static string Status(PtxGemmSlot s) =>
@@ -73,7 +82,7 @@ public sealed partial class IlgpuBackend
     /// </summary>
     private bool TryMatMulPtx(Tensor c, Tensor a, Tensor b, int m, int n, int k, bool transA, bool transB, bool accumulate)
     {
-        var slot = Bf16GemmVariant switch { Bf16GemmVariant.Wgmma => _wgmmaSlot, Bf16GemmVariant.Mma => _mmaSlot, _ => null };
+        var slot = SlotOf(Bf16GemmVariant);
         if (slot is null || !AcceptsPtxGemm(c, a, b, m, n, k, transA, transB)) return false;
         if (Module(slot) is not { } gemm || !FormChecked(slot, gemm, transA, transB)) return false;
         bool swapped = slot.Swapped[Form(transA, transB)];

@@ -80,10 +80,10 @@ public static class Benchmarks
                     var entry = new JsonObject { ["impl"] = impl, ["m"] = s, ["n"] = s, ["k"] = s };
                     try
                     {
-                        long launches = PtxLaunches(ilgpuCuda, variant);
+                        long launches = ilgpuCuda?.PtxLaunches(variant) ?? 0;
                         double t = TimeGemm(backend, type, s, s, s, repeats);
-                        if (variant is Bf16GemmVariant.Wgmma or Bf16GemmVariant.Mma && PtxLaunches(ilgpuCuda, variant) == launches)
-                            throw new InvalidOperationException($"the {variant.ToString().ToLowerInvariant()} kernel did not run: {PtxStatus(ilgpuCuda!, variant)}");
+                        if (ilgpuCuda?.PtxStatus(variant) is { } status && ilgpuCuda.PtxLaunches(variant) == launches)
+                            throw new InvalidOperationException($"the {variant.ToString().ToLowerInvariant()} kernel did not run: {status}");
                         entry["tflops"] = 2.0 * s * s * s / t / 1e12;
                         log?.Invoke($"gemm {impl} {s}^3: {2.0 * s * s * s / t / 1e12:F2} TFLOP/s");
                     }
@@ -296,8 +296,7 @@ public static class Benchmarks
         var configurations = StepPrecisions.Select(p => (Precision: p, Variant: (Bf16GemmVariant?)null)).ToList();
         if (ilgpuCuda is not null)
             foreach (var other in new[] { Bf16GemmVariant.Simple, Bf16GemmVariant.Fast, Bf16GemmVariant.Wgmma, Bf16GemmVariant.Mma })
-                if (other != ilgpuCuda.Bf16GemmVariant && (other is not (Bf16GemmVariant.Wgmma or Bf16GemmVariant.Mma)
-                    || PtxStatus(ilgpuCuda, other).Contains("checked", StringComparison.Ordinal)))
+                if (other != ilgpuCuda.Bf16GemmVariant && ilgpuCuda.PtxStatus(other)?.Contains("checked", StringComparison.Ordinal) != false)
                     configurations.Add((Precision.Bf16, other));
         foreach (var (precision, variant) in configurations)
         {
@@ -326,16 +325,12 @@ public static class Benchmarks
                         if (i >= 0) times[i] = sw.Elapsed.TotalMilliseconds;
                     }
                     if (!float.IsFinite(loss)) throw new InvalidOperationException($"the loss is {loss}");
-                    // Which bf16 products the selected kernel refused (shapes, forms): the simple kernel's share of a step.
-                    if (ilgpuCuda is not null && precision == Precision.Bf16)
-                    {
-                        long before = ilgpuCuda.Bf16SimpleLaunches;
-                        step.Begin();
-                        step.Finish(1e-4f, step.ForwardBackward(inputs));
-                        entry["simple_gemm_per_step"] = ilgpuCuda.Bf16SimpleLaunches - before;
-                    }
-                    // Where the time goes: one more step with every operation synchronized and timed.
+                    // Where the time goes: one more step with every operation synchronized and timed; in it, which bf16
+                    // products the selected kernel refused (shapes, forms): the simple kernel's share of a step.
+                    long simpleBefore = ilgpuCuda?.Bf16SimpleLaunches ?? 0;
                     entry["profile"] = ProfiledStep(backend, step, inputs);
+                    if (ilgpuCuda is not null && precision == Precision.Bf16)
+                        entry["simple_gemm_per_step"] = ilgpuCuda.Bf16SimpleLaunches - simpleBefore;
                     Array.Sort(times);
                     double ms = times[repeats / 2];
                     entry["ms"] = ms;
@@ -387,11 +382,6 @@ public static class Benchmarks
         }
         return new JsonObject { ["total_ms"] = profile.TotalMs, ["ops"] = ops };
     }
-
-    private static long PtxLaunches(IlgpuBackend? b, Bf16GemmVariant v) =>
-        b is null ? 0 : v == Bf16GemmVariant.Wgmma ? b.WgmmaLaunches : v == Bf16GemmVariant.Mma ? b.MmaLaunches : 0;
-
-    private static string PtxStatus(IlgpuBackend b, Bf16GemmVariant v) => v == Bf16GemmVariant.Wgmma ? b.WgmmaStatus : b.MmaStatus;
 
     private static IEnumerable<JsonObject> CuBlasGemm(CudaAccelerator cuda, int[] sizes, int repeats, Action<string>? log)
     {
