@@ -42,26 +42,38 @@ internal static class Bf16Gemm
         gpu.Synchronize();
         var got = gpu.ToArray<float>(tc);
 
-        int worst = 0;
-        double worstRatio = -1;
+        double worst = WorstRatio(a, b, c0, got, m, n, k, transA, transB, accumulate, 0, k, out int wi, out int wj);
+        Assert.That(worst, Is.LessThanOrEqualTo(1.0),
+            $"{m}x{n}x{k} transA={transA} transB={transB} accumulate={accumulate}: element ({wi}, {wj}) is {got[wi * n + wj]}, error {worst:g3} × the tolerance");
+    }
+
+    /// <summary>
+    /// The worst |c − ref| over c[m, n] against the float64 product of a and b over k0 .. k1 − 1 (plus c0 where
+    /// accumulating), as a multiple of the tolerance 1e-5 · (Σ_k |a·b| + |c0|); infinite for a NaN (an unwritten
+    /// element); where it is, in (i, j).
+    /// </summary>
+    public static double WorstRatio(ushort[] a, ushort[] b, ReadOnlySpan<float> c0, ReadOnlySpan<float> got, int m, int n, int k,
+        bool transA, bool transB, bool accumulate, int k0, int k1, out int worstI, out int worstJ)
+    {
+        double worst = -1;
+        worstI = worstJ = 0;
         for (int i = 0; i < m; i++)
         {
             for (int j = 0; j < n; j++)
             {
-                double sum = accumulate ? c0[i * n + j] : 0, scale = accumulate ? Math.Abs(c0[i * n + j]) : 0;
-                for (int kk = 0; kk < k; kk++)
+                double sum = accumulate ? c0[i * n + j] : 0, scale = Math.Abs(sum);
+                for (int kk = k0; kk < k1; kk++)
                 {
                     double x = Bf(a[transA ? kk * m + i : i * k + kk]) * Bf(b[transB ? j * k + kk : kk * n + j]);
                     sum += x;
                     scale += Math.Abs(x);
                 }
-                double err = Math.Abs(got[i * n + j] - sum), ratio = err / (1e-5 * scale + 1e-30);
-                if (double.IsNaN(err)) ratio = double.PositiveInfinity;
-                if (ratio > worstRatio) { worstRatio = ratio; worst = i * n + j; }
+                double ratio = Math.Abs(got[i * n + j] - sum) / (1e-5 * scale + 1e-30);
+                if (double.IsNaN(ratio)) ratio = double.PositiveInfinity;
+                if (ratio > worst) { worst = ratio; worstI = i; worstJ = j; }
             }
         }
-        Assert.That(worstRatio, Is.LessThanOrEqualTo(1.0),
-            $"{m}x{n}x{k} transA={transA} transB={transB} accumulate={accumulate}: element ({worst / n}, {worst % n}) is {got[worst]}, error {worstRatio:g3} × the tolerance");
+        return worst;
     }
 
     /// <summary>Uniform random values in [−1, 1) rounded to bf16.</summary>

@@ -49,21 +49,13 @@ internal sealed record PtxGemmCheck(string Module, Func<bool, bool, string> Entr
         double worst = 0;
         where = "";
         for (int z = 0; z < splits; z++)
-            for (int i = 0; i < m; i++)
-                for (int j = 0; j < n; j++)
-                {
-                    int at = z * m * n + i * n + j;
-                    double sum = accumulate ? c0[at] : 0, scale = Math.Abs(sum);
-                    for (int kk = z * kPer; kk < Math.Min(k, (z + 1) * kPer); kk++)
-                    {
-                        double x = Bf16Gemm.Bf(a[transA ? kk * m + i : i * k + kk]) * Bf16Gemm.Bf(b[transB ? j * k + kk : kk * n + j]);
-                        sum += x;
-                        scale += Math.Abs(x);
-                    }
-                    double ratio = Math.Abs(got[at] - sum) / (1e-5 * scale + 1e-30);
-                    if (double.IsNaN(ratio)) ratio = double.PositiveInfinity;
-                    if (ratio > worst) { worst = ratio; where = $"slice {z} ({i}, {j}): {got[at]} against {sum}"; }
-                }
+        {
+            // Slice z holds the product over its k range.
+            int mn = m * n;
+            double ratio = Bf16Gemm.WorstRatio(a, b, c0.AsSpan(z * mn, mn), got.AsSpan(z * mn, mn), m, n, k, transA, transB, accumulate,
+                z * kPer, Math.Min(k, (z + 1) * kPer), out int i, out int j);
+            if (ratio > worst) { worst = ratio; where = $"slice {z} ({i}, {j}): {got[z * mn + i * n + j]}, error {ratio:g3} × the tolerance"; }
+        }
         return worst;
     }
 
