@@ -164,6 +164,20 @@ def sync(torch, device):
         torch.cuda.synchronize()
 
 
+def median_seconds(torch, device, op, repeats, warmup=2):
+    """Median seconds of op() over `repeats` calls, each synchronized, after `warmup` untimed ones."""
+    for _ in range(warmup):
+        op()
+    sync(torch, device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        op()
+        sync(torch, device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def time_gemm(torch, device, impl, s, repeats):
     """Median seconds of c = a @ b.T (m = n = k = s) filled as hft bench fills ours (0.01, 0.02)."""
     dtype = torch.bfloat16 if impl == "torch-bf16" else torch.float32
@@ -182,15 +196,7 @@ def time_gemm(torch, device, impl, s, repeats):
         return torch.mm(a, bt, out_dtype=out_dtype) if out_dtype is not None else torch.mm(a, bt)
 
     c = op()
-    op()
-    sync(torch, device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        op()
-        sync(torch, device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), str(c.dtype).replace("torch.", "")
+    return median_seconds(torch, device, op, repeats, warmup=1), str(c.dtype).replace("torch.", "")
 
 
 def gemms(torch, device, sizes, repeats, log):
@@ -242,20 +248,8 @@ def time_attention(torch, device, precision, repeats, log):
             q.grad = k.grad = v.grad = None
             sdpa(q, k, v, is_causal=True).backward(do)
 
-        def median_ms(op):
-            op()
-            op()
-            sync(torch, device)
-            times = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                op()
-                sync(torch, device)
-                times.append((time.perf_counter() - t0) * 1e3)
-            return statistics.median(times)
-
-        fwd = median_ms(forward)
-        both = median_ms(forward_backward)
+        fwd = median_seconds(torch, device, forward, repeats) * 1e3
+        both = median_seconds(torch, device, forward_backward, repeats) * 1e3
         bwd = max(both - fwd, 1e-6)
         flops = 2.0 * 2 * d * h * (t + 1) / 2.0 * b * t
         entry.update({"forward_ms": fwd, "backward_ms": bwd, "forward_tflops": flops / fwd / 1e9,
