@@ -24,10 +24,10 @@ public sealed partial class IlgpuBackend
     private readonly PtxGemmSlot _wgmmaSlot = new("wgmma", "HFT_WGMMA"), _mmaSlot = new("mma", "HFT_MMA");
 
     /// <summary>Launches of the wgmma kernel so far.</summary>
-    public long WgmmaLaunches => Interlocked.Read(ref _wgmmaSlot.Launches);
+    public long WgmmaLaunches => PtxLaunches(Bf16GemmVariant.Wgmma);
 
     /// <summary>Launches of the mma.sync PTX kernel so far.</summary>
-    public long MmaLaunches => Interlocked.Read(ref _mmaSlot.Launches);
+    public long MmaLaunches => PtxLaunches(Bf16GemmVariant.Mma);
 
     /// <summary>
     /// What the wgmma kernel did on this back-end: "unused", "unavailable: …" (not CUDA compute capability 9.0, the
