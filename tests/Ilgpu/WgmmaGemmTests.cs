@@ -87,4 +87,34 @@ public class WgmmaGemmTests : IlgpuFixture
             Assert.That(Regex.Matches(body, @"st\.global\.v2\.f32").Count, Is.EqualTo(4 * 64), name);
         }
     }
+
+    /// <summary>
+    /// The main loop orders its synchronisation as the PTX ISA requires, which the interpreter cannot check (it runs
+    /// fences as no-ops): the step's copies complete (wait_group), are made visible to the async proxy that wgmma
+    /// reads shared memory through ("cp.async is treated as a weak memory operation performed in the generic proxy"),
+    /// the block meets, wgmma.fence orders the accumulators, then the four wgmma, their commit, and only then the
+    /// next copies, followed by the wait that retires the previous step's group.
+    /// </summary>
+    [Test]
+    public void MainLoopFencesTheCopiesBeforeTheWgmma()
+    {
+        string[] order =
+        [
+            "cp.async.wait_group 1", "fence.proxy.async.shared::cta", "bar.sync 0", "wgmma.fence.sync.aligned",
+            "wgmma.mma_async", "wgmma.commit_group.sync.aligned", "cp.async.cg.shared.global", "wgmma.wait_group.sync.aligned 1",
+        ];
+        foreach (string name in new[] { WgmmaGemmPtx.EntryNT, WgmmaGemmPtx.EntryNN, WgmmaGemmPtx.EntryTN })
+        {
+            string body = Regex.Match(WgmmaGemmPtx.Module, @"\.entry " + name + @"\((?s:.*?)\n\}").Value;
+            string loop = Regex.Match(body, @"\n(\$?LOOP\w*):(?s:.*?)bra\.uni \1;").Value;
+            Assert.That(loop, Is.Not.Empty, $"{name}: no main loop");
+            int at = 0;
+            foreach (string step in order)
+            {
+                int next = loop.IndexOf(step, at, StringComparison.Ordinal);
+                Assert.That(next, Is.GreaterThanOrEqualTo(0), $"{name}: '{step}' missing or out of order in the main loop");
+                at = next + step.Length;
+            }
+        }
+    }
 }
