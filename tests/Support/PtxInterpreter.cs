@@ -9,7 +9,7 @@ namespace HftRuntime.Tests.Support;
 /// groups (a copy lands only when a <c>cp.async.wait_group</c> of its thread lets it, so a missing wait shows), block
 /// barriers, and <c>wgmma.mma_async</c> m64nNk16 f32 += bf16·bf16 from shared-memory descriptors with the 128-byte
 /// swizzle, run when all 128 threads of a warpgroup reach it, with the same descriptors required of all of them.
-/// Global and shared accesses are bounds-checked. The descriptor and fragment semantics are PTX's documented ones
+/// Global and shared accesses are bounds- and alignment-checked. The descriptor and fragment semantics are PTX's documented ones
 /// (CUTLASS's canonical layouts): this checks that the generated code puts and finds every element where it intends,
 /// not what the hardware does.
 /// </summary>
@@ -261,7 +261,7 @@ internal sealed partial class PtxInterpreter
                         // The source size (16 unless given): bytes read, the rest of the 16 zeros.
                         int size = a.Length > 3 ? (int)Val(t, a[3], block, grid, threads) : 16;
                         if (size is not (0 or 16)) throw new NotSupportedException($"cp.async source size {size}");
-                        var copy = ((uint)Address(t, a[0]), Address(t, a[1]), size);
+                        var copy = ((uint)Aligned(Address(t, a[0]), 16, ins), Aligned(Address(t, a[1]), 16, ins), size);
                         if (LateWgmmaEarlyCopies) Land(shared, copy);
                         else t.Open.Add(copy);
                         break;
@@ -292,7 +292,7 @@ internal sealed partial class PtxInterpreter
                 case Op.Wgmma: case Op.Ldmatrix: case Op.Mma: t.AtCollective = true; return;
                 case Op.StGlobal:
                     {
-                        long at = Checked(Address(t, a[0]) - GlobalBase, 8, Global.Length, "global");
+                        long at = Checked(Aligned(Address(t, a[0]), 8, ins) - GlobalBase, 8, Global.Length, "global");
                         var v = a[1].Trim('{', '}').Split(',').Select(x => (uint)t.R[_regs[x.Trim()]]).ToArray();
                         BitConverter.TryWriteBytes(Global.AsSpan((int)at), v[0]);
                         BitConverter.TryWriteBytes(Global.AsSpan((int)at + 4), v[1]);
@@ -300,7 +300,7 @@ internal sealed partial class PtxInterpreter
                     }
                 case Op.LdGlobal:
                     {
-                        long at = Checked(Address(t, a[1]) - GlobalBase, 8, Global.Length, "global");
+                        long at = Checked(Aligned(Address(t, a[1]), 8, ins) - GlobalBase, 8, Global.Length, "global");
                         var regs = a[0].Trim('{', '}').Split(',').Select(x => _regs[x.Trim()]).ToArray();
                         t.R[regs[0]] = BitConverter.ToUInt32(Global, (int)at);
                         t.R[regs[1]] = BitConverter.ToUInt32(Global, (int)at + 4);
@@ -328,6 +328,13 @@ internal sealed partial class PtxInterpreter
         long from = Checked(c.Global - GlobalBase, 16, Global.Length, "global"), to = Checked(c.Shared, 16, shared.Length, "shared");
         Array.Copy(Global, from, shared, to, c.Size);
         Array.Clear(shared, (int)to + c.Size, 16 - c.Size);
+    }
+
+    /// <summary>An address that must be a multiple of <paramref name="bytes"/> (a misaligned access faults on a card).</summary>
+    private static ulong Aligned(ulong address, int bytes, Ins ins)
+    {
+        if (address % (ulong)bytes != 0) throw new InvalidOperationException($"PTX interpreter: address 0x{address:x} is not on {bytes} bytes in '{ins.Text}'");
+        return address;
     }
 
     private static long Checked(ulong offset, int bytes, int length, string space)

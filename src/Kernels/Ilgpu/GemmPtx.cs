@@ -43,7 +43,7 @@ internal static class GemmPtx
     /// <summary>Dynamic shared memory per block for <paramref name="stages"/> stages, plus 1 KiB to align them.</summary>
     public static int SharedBytes(int stages) => 1024 + stages * (StageBytesA + StageBytesB);
 
-    /// <summary>The entry of a form (transA: a is [k, m]; transB: b is [k, n]) in a module whose entries start with <paramref name="prefix"/>.</summary>
+    /// <summary>The entry of a form (transA: a is [k, m]; transB: b is [n, k]) in a module whose entries start with <paramref name="prefix"/>.</summary>
     public static string EntryOf(string prefix, bool transA, bool transB) => (transA, transB) switch
     {
         (false, true) => prefix + "_nt",
@@ -53,13 +53,14 @@ internal static class GemmPtx
     };
 
     /// <summary>
-    /// A module of the three forms' entries: <paramref name="body"/> writes one entry's code after the declarations
+    /// A module of the three forms' entries for PTX ISA <paramref name="version"/> (the lowest the instructions need,
+    /// so that older drivers load it too): <paramref name="body"/> writes one entry's code after the declarations
     /// (its arguments: the emitter, whether a and b are K-major).
     /// </summary>
-    public static string Module(string target, string prefix, string[] extraRegisters, Action<Emitter, bool, bool> body)
+    public static string Module(string version, string target, string prefix, string[] extraRegisters, Action<Emitter, bool, bool> body)
     {
         var e = new Emitter();
-        e.Line(".version 8.0");
+        e.Line(".version " + version);
         e.Line(".target " + target);
         e.Line(".address_size 64");
         e.Line("");

@@ -42,11 +42,11 @@ public static class MmaGemmPtx
         return 0;
     }
 
-    /// <summary>The entry of a form (transA: a is [k, m]; transB: b is [k, n]); the TT form has none.</summary>
+    /// <summary>The entry of a form (transA: a is [k, m]; transB: b is [n, k]); the TT form has none.</summary>
     public static string EntryOf(bool transA, bool transB) => GemmPtx.EntryOf("hft_mma_bf16", transA, transB);
 
     private static string Build(int stages) =>
-        GemmPtx.Module("sm_80", "hft_mma_bf16", [".reg .b32 %a<16>", ".reg .b32 %b<16>"], (e, aK, bK) => Entry(e, aK, bK, stages));
+        GemmPtx.Module("7.0", "sm_80", "hft_mma_bf16", [".reg .b32 %a<16>", ".reg .b32 %b<16>"], (e, aK, bK) => Entry(e, aK, bK, stages));
 
     // Own registers (u32): 47 lane mod 8, 48 lane / 8 (the matrix of ldmatrix), 49 its bit 0, 50 its bit 1, 51 warp,
     // 52 warp mod 2, 53 warp / 2, 54 a row offset, 55..58 a chunk offsets, 59 b row offset, 60..63 b chunk offsets,

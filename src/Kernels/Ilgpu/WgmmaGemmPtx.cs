@@ -60,12 +60,12 @@ public static class WgmmaGemmPtx
         return ((uint)(lbo >> 4) << 16, (uint)(sbo >> 4) | (1u << 30));
     }
 
-    private static readonly Lazy<string> _module = new(() => GemmPtx.Module("sm_90a", "hft_wgmma_bf16", [], Entry));
+    private static readonly Lazy<string> _module = new(() => GemmPtx.Module("8.0", "sm_90a", "hft_wgmma_bf16", [], Entry));
 
     /// <summary>The module's PTX text.</summary>
     public static string Module => _module.Value;
 
-    /// <summary>The entry of a form (transA: a is [k, m]; transB: b is [k, n]); the TT form has none.</summary>
+    /// <summary>The entry of a form (transA: a is [k, m]; transB: b is [n, k]); the TT form has none.</summary>
     public static string EntryOf(bool transA, bool transB) => GemmPtx.EntryOf("hft_wgmma_bf16", transA, transB);
 
     private static void Entry(GemmPtx.Emitter e, bool aKMajor, bool bKMajor)
