@@ -15,20 +15,40 @@ public class WgmmaGemmTests : IlgpuFixture
 {
     private static readonly PtxGemmCheck Wgmma = new(WgmmaGemmPtx.Module, WgmmaGemmPtx.EntryOf, WgmmaGemmPtx.SharedBytes);
 
-    [TestCase(false, true, 128, 256, 384, false, 1, TestName = "NT, 6 k steps (the stage ring wraps)")]
-    [TestCase(false, true, 256, 512, 64, true, 1, TestName = "NT, 4 tiles, 1 k step, accumulate")]
-    [TestCase(false, false, 256, 256, 128, true, 1, TestName = "NN, 2 tiles, 2 k steps, accumulate")]
-    [TestCase(false, false, 128, 512, 320, false, 1, TestName = "NN, 5 k steps")]
-    [TestCase(true, false, 128, 256, 448, false, 1, TestName = "TN, 7 k steps")]
-    [TestCase(true, false, 256, 256, 320, false, 2, TestName = "TN, split k into 192 + 128")]
-    [TestCase(false, true, 130, 258, 200, true, 1, TestName = "NT, ragged m, n and k, accumulate")]
-    [TestCase(false, false, 200, 264, 136, false, 1, TestName = "NN, ragged m, n and k")]
-    [TestCase(true, false, 136, 264, 328, true, 2, TestName = "TN, ragged m, n and k, split k into 192 + 136, accumulate")]
-    public void MatchesFloat64(bool transA, bool transB, int m, int n, int k, bool accumulate, int splits)
+    /// <summary>The module whose loads are TMA copies completing on mbarriers.</summary>
+    private static readonly PtxGemmCheck WgmmaTma = new(WgmmaGemmPtx.TmaModule, WgmmaGemmPtx.TmaEntryOf, WgmmaGemmPtx.TmaSharedBytes, TensorMaps: true);
+
+    /// <summary>Each shape for the cp.async module and the TMA one.</summary>
+    private static IEnumerable<TestCaseData> Shapes()
     {
-        Assert.That(Wgmma.WorstError(transA, transB, m, n, k, accumulate, splits, out string where), Is.LessThanOrEqualTo(1.0), where);
+        (bool, bool, int, int, int, bool, int, string)[] shapes =
+        [
+            (false, true, 128, 256, 384, false, 1, "NT, 6 k steps (the stage ring wraps)"),
+            (false, true, 256, 512, 64, true, 1, "NT, 4 tiles, 1 k step, accumulate"),
+            (false, false, 256, 256, 128, true, 1, "NN, 2 tiles, 2 k steps, accumulate"),
+            (false, false, 128, 512, 320, false, 1, "NN, 5 k steps"),
+            (true, false, 128, 256, 448, false, 1, "TN, 7 k steps"),
+            (true, false, 256, 256, 320, false, 2, "TN, split k into 192 + 128"),
+            (false, true, 130, 258, 200, true, 1, "NT, ragged m, n and k, accumulate"),
+            (false, false, 200, 264, 136, false, 1, "NN, ragged m, n and k"),
+            (true, false, 136, 264, 328, true, 2, "TN, ragged m, n and k, split k into 192 + 136, accumulate"),
+        ];
+        foreach (bool tma in new[] { false, true })
+            foreach (var (ta, tb, m, n, k, acc, splits, name) in shapes)
+                yield return new TestCaseData(tma, ta, tb, m, n, k, acc, splits).SetName((tma ? "TMA: " : "cp.async: ") + name);
+    }
+
+    [TestCaseSource(nameof(Shapes))]
+    public void MatchesFloat64(bool tma, bool transA, bool transB, int m, int n, int k, bool accumulate, int splits)
+    {
+        var check = tma ? WgmmaTma : Wgmma;
+        Assert.That(check.WorstError(transA, transB, m, n, k, accumulate, splits, out string where), Is.LessThanOrEqualTo(1.0), where);
         // The other extreme of asynchrony (copies land at once, wgmma read at their wait) in the other thread order.
-        Assert.That(Wgmma.WorstError(transA, transB, m, n, k, accumulate, splits, out where, late: true), Is.LessThanOrEqualTo(1.0), "late wgmma: " + where);
+        Assert.That(check.WorstError(transA, transB, m, n, k, accumulate, splits, out where, late: true), Is.LessThanOrEqualTo(1.0), "late wgmma: " + where);
+        // And in thread order with the first warpgroup (which holds the TMA module's issuing thread 0) as far ahead of
+        // the second as the code lets it: a copy into a stage whose wgmma is not yet retired in every warpgroup shows.
+        Assert.That(check.WorstError(transA, transB, m, n, k, accumulate, splits, out where, late: true, ahead: true), Is.LessThanOrEqualTo(1.0),
+            "late wgmma, first warpgroup ahead: " + where);
     }
 
     /// <summary>Bands of 2 tile rows over 3 (a ragged last band) × 2 tile columns × 2 k slices: every tile of every slice, once.</summary>
@@ -49,12 +69,13 @@ public class WgmmaGemmTests : IlgpuFixture
     }
 
     /// <summary>
-    /// On a device that cannot run them (here ILGPU's CPU accelerator) the wgmma and mma variants run the simple
-    /// kernel, right, and say why; the modules are never launched.
+    /// On a device that cannot run them (here ILGPU's CPU accelerator) the wgmma, TMA wgmma and mma variants run the
+    /// simple kernel, right, and say why; the modules are never launched.
     /// </summary>
-    [TestCase(Bf16GemmVariant.Wgmma)]
-    [TestCase(Bf16GemmVariant.Mma)]
-    public void WithoutACudaDeviceTheSimpleKernelRuns(Bf16GemmVariant variant)
+    [TestCase(Bf16GemmVariant.Wgmma, "wgmma")]
+    [TestCase(Bf16GemmVariant.WgmmaTma, "wgmma-tma")]
+    [TestCase(Bf16GemmVariant.Mma, "mma")]
+    public void WithoutACudaDeviceTheSimpleKernelRuns(Bf16GemmVariant variant, string name)
     {
         var saved = Gpu.Bf16GemmVariant;
         Gpu.Bf16GemmVariant = variant;
@@ -63,12 +84,35 @@ public class WgmmaGemmTests : IlgpuFixture
             long simple = Gpu.Bf16SimpleLaunches;
             Bf16Gemm.Check(Gpu, 128, 256, 64, transA: false, transB: true, accumulate: false);
             Bf16Gemm.Check(Gpu, 128, 256, 64, transA: true, transB: false, accumulate: true);
-            Assert.That(Gpu.WgmmaLaunches + Gpu.MmaLaunches, Is.Zero);
+            Assert.That(Gpu.PtxLaunches(variant), Is.Zero);
             Assert.That(Gpu.Bf16SimpleLaunches - simple, Is.EqualTo(2));
-            Assert.That(variant == Bf16GemmVariant.Wgmma ? Gpu.WgmmaStatus : Gpu.MmaStatus, Is.EqualTo("unavailable: needs a CUDA device"));
-            Assert.That(Gpu.Bf16GemmSummary, Is.EqualTo($"{variant.ToString().ToLowerInvariant()} (unavailable: needs a CUDA device)"));
+            Assert.That(Gpu.PtxStatus(variant), Is.EqualTo("unavailable: needs a CUDA device"));
+            Assert.That(Gpu.Bf16GemmSummary, Is.EqualTo($"{name} (unavailable: needs a CUDA device)"));
         }
         finally { Gpu.Bf16GemmVariant = saved; }
+    }
+
+    /// <summary>
+    /// Each form's entry of the TMA module: one thread issues, per load step (two in the prologue, one in the loop), one
+    /// TMA box per 64-wide block of an MN-major operand or one per K-major tile (a: 1 or 2, b: 1 or 4) after announcing
+    /// the step's 48 KiB to the stage's mbarrier; no cp.async; the four mbarriers are initialised with one arrival.
+    /// </summary>
+    [Test]
+    public void EachTmaEntryHasTheExpectedInstructions()
+    {
+        string ptx = WgmmaGemmPtx.TmaModule;
+        Assert.That(ptx, Does.Contain(".target sm_90a"));
+        foreach (var (transA, transB, boxes) in new[] { (false, true, 1 + 1), (false, false, 1 + 4), (true, false, 2 + 4) })
+        {
+            string name = WgmmaGemmPtx.TmaEntryOf(transA, transB);
+            string body = Regex.Match(ptx, @"\.entry " + name + @"\((?s:.*?)\n\}").Value;
+            Assert.That(body, Does.Contain($".param .align 64 .b8 {WgmmaGemmPtx.TensorMapA}[128]"), name);
+            Assert.That(Regex.Matches(body, @"cp\.async\.bulk\.tensor\.2d\.shared::cluster\.global\.mbarrier::complete_tx::bytes").Count, Is.EqualTo(3 * boxes), name);
+            Assert.That(Regex.Matches(body, @"mbarrier\.arrive\.expect_tx\.shared::cta\.b64 _, \[%u48\], 49152").Count, Is.EqualTo(3), name);
+            Assert.That(Regex.Matches(body, @"mbarrier\.init\.shared::cta\.b64 \[%u47\+\d+\], 1;").Count, Is.EqualTo(4), name);
+            Assert.That(body, Does.Not.Contain("cp.async.cg"), name);
+            Assert.That(Regex.Matches(body, @"wgmma\.mma_async").Count, Is.EqualTo(4), name);
+        }
     }
 
     /// <summary>Each form's entry has 4 wgmma of m64n256k16 per k step with the form's transposes, and 12 cp.async (4 of a, 8 of b) per load step.</summary>
@@ -93,19 +137,23 @@ public class WgmmaGemmTests : IlgpuFixture
     /// fences as no-ops): the step's copies complete (wait_group), are made visible to the async proxy that wgmma
     /// reads shared memory through ("cp.async is treated as a weak memory operation performed in the generic proxy"),
     /// the block meets, wgmma.fence orders the accumulators, then the four wgmma, their commit, and only then the
-    /// next copies, followed by the wait that retires the previous step's group.
+    /// next copies, followed by the wait that retires the previous step's group. In the TMA module the step's mbarrier
+    /// wait takes the place of the first two (TMA writes through the async proxy, and the completed phase makes them
+    /// visible).
     /// </summary>
-    [Test]
-    public void MainLoopFencesTheCopiesBeforeTheWgmma()
+    [TestCase(false)]
+    [TestCase(true)]
+    public void MainLoopFencesTheCopiesBeforeTheWgmma(bool tma)
     {
-        string[] order =
-        [
-            "cp.async.wait_group 1", "fence.proxy.async.shared::cta", "bar.sync 0", "wgmma.fence.sync.aligned",
-            "wgmma.mma_async", "wgmma.commit_group.sync.aligned", "cp.async.cg.shared.global", "wgmma.wait_group.sync.aligned 1",
-        ];
-        foreach (string name in new[] { WgmmaGemmPtx.EntryNT, WgmmaGemmPtx.EntryNN, WgmmaGemmPtx.EntryTN })
+        string[] order = tma
+            ? ["mbarrier.try_wait.parity.shared::cta.b64", "bar.sync 0", "wgmma.fence.sync.aligned", "wgmma.mma_async",
+               "wgmma.commit_group.sync.aligned", "mbarrier.arrive.expect_tx", "cp.async.bulk.tensor", "wgmma.wait_group.sync.aligned 1"]
+            : ["cp.async.wait_group 1", "fence.proxy.async.shared::cta", "bar.sync 0", "wgmma.fence.sync.aligned",
+               "wgmma.mma_async", "wgmma.commit_group.sync.aligned", "cp.async.cg.shared.global", "wgmma.wait_group.sync.aligned 1"];
+        foreach (var (transA, transB) in new[] { (false, true), (false, false), (true, false) })
         {
-            string body = Regex.Match(WgmmaGemmPtx.Module, @"\.entry " + name + @"\((?s:.*?)\n\}").Value;
+            string name = tma ? WgmmaGemmPtx.TmaEntryOf(transA, transB) : WgmmaGemmPtx.EntryOf(transA, transB);
+            string body = Regex.Match(tma ? WgmmaGemmPtx.TmaModule : WgmmaGemmPtx.Module, @"\.entry " + name + @"\((?s:.*?)\n\}").Value;
             string loop = Regex.Match(body, @"\n(\$?LOOP\w*):(?s:.*?)bra\.uni \1;").Value;
             Assert.That(loop, Is.Not.Empty, $"{name}: no main loop");
             int at = 0;

@@ -25,6 +25,7 @@ internal sealed partial class PtxInterpreter
     {
         LdParam, Cvta, Mov, MovPack, Add, Sub, MulLo, MulWide, Div, Rem, Min, Shl, Shr, And, Or, Xor, Cvt, Setp, Selp, Bra,
         CpAsync, CpCommit, CpWait, Nop, Bar, Wgmma, WgmmaCommit, WgmmaWait, Ldmatrix, Mma, StGlobal, LdGlobal, AddF, Ret,
+        MbarInit, MbarExpectTx, MbarTryWait, TensorCopy,
     }
 
     private sealed record Ins(Op Op, int Guard, bool GuardNeg, string[] Args, string Type, string Text);
@@ -48,6 +49,12 @@ internal sealed partial class PtxInterpreter
 
     /// <summary>Runs the threads of a block from the last to the first (another interleaving).</summary>
     public bool ReverseThreadOrder { get; init; }
+
+    /// <summary>
+    /// Runs only the first warpgroup (128 threads) that has a thread able to go on, so that a warpgroup runs as far
+    /// ahead of the others as the code lets it: a missing barrier between warpgroups shows.
+    /// </summary>
+    public bool FirstWarpgroupAhead { get; init; }
 
     /// <summary>Instructions executed by all threads so far.</summary>
     public long Executed { get; private set; }
@@ -89,7 +96,7 @@ internal sealed partial class PtxInterpreter
         Op op = opcode switch
         {
             _ when opcode.StartsWith("ld.param", StringComparison.Ordinal) => Op.LdParam,
-            _ when opcode.StartsWith("cvta.to.global", StringComparison.Ordinal) => Op.Cvta,
+            _ when opcode.StartsWith("cvta.to.global", StringComparison.Ordinal) || opcode == "cvta.param.u64" => Op.Cvta,
             "mov.b64" when args[1].StartsWith('{') => Op.MovPack,
             _ when opcode.StartsWith("mov.", StringComparison.Ordinal) => Op.Mov,
             _ when opcode.StartsWith("add.f32", StringComparison.Ordinal) => Op.AddF,
@@ -112,7 +119,11 @@ internal sealed partial class PtxInterpreter
             "cp.async.cg.shared.global" => Op.CpAsync,
             "cp.async.commit_group" => Op.CpCommit,
             "cp.async.wait_group" => Op.CpWait,
-            "fence.proxy.async.shared::cta" or "wgmma.fence.sync.aligned" => Op.Nop,
+            "fence.proxy.async.shared::cta" or "wgmma.fence.sync.aligned" or "fence.mbarrier_init.release.cluster" => Op.Nop,
+            "mbarrier.init.shared::cta.b64" => Op.MbarInit,
+            "mbarrier.arrive.expect_tx.shared::cta.b64" => Op.MbarExpectTx,
+            "mbarrier.try_wait.parity.shared::cta.b64" => Op.MbarTryWait,
+            "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes" => Op.TensorCopy,
             "wgmma.commit_group.sync.aligned" => Op.WgmmaCommit,
             "bar.sync" => Op.Bar,
             _ when opcode.StartsWith("wgmma.mma_async.sync.aligned.m64n", StringComparison.Ordinal) && opcode.EndsWith(".f32.bf16.bf16", StringComparison.Ordinal) => Op.Wgmma,
@@ -157,6 +168,8 @@ internal sealed partial class PtxInterpreter
         public ulong[] R = null!;
         public int Pc, Tid;
         public bool Done, AtBarrier, AtCollective;
+        /// <summary>Where an mbarrier wait failed: the mbarrier changes seen then (-1: not waiting).</summary>
+        public long WaitedAt = -1;
         public int WgmmaCommits;
         public readonly List<(uint Shared, ulong Global, int Size)> Open = [];
         public readonly Queue<List<(uint Shared, ulong Global, int Size)>> Pending = new();
@@ -177,13 +190,17 @@ internal sealed partial class PtxInterpreter
         var ts = new Thread[threads];
         for (int i = 0; i < threads; i++) ts[i] = new Thread { R = new ulong[_regs.Count], Tid = i };
         _pending.Clear();
+        _mbarriers.Clear();
         var order = ReverseThreadOrder ? ts.Reverse().ToArray() : ts;
         while (true)
         {
             bool ran = false;
-            foreach (var t in order)
+            var pick = order;
+            if (FirstWarpgroupAhead && order.FirstOrDefault(CanGoOn) is { } first)
+                pick = [.. order.Where(t => t.Tid >> 7 == first.Tid >> 7)];
+            foreach (var t in pick)
             {
-                if (t.Done || t.AtBarrier || t.AtCollective) continue;
+                if (!CanGoOn(t)) continue;
                 Step(t, block, grid, threads, shared, args);
                 ran = true;
                 // A warp (ldmatrix, mma.sync) or warpgroup (wgmma) whose last thread just arrived runs its collective at
@@ -202,6 +219,8 @@ internal sealed partial class PtxInterpreter
             if (!ran) throw new InvalidOperationException("PTX interpreter: deadlock (threads wait at different barriers or wgmma)");
         }
     }
+
+    private bool CanGoOn(Thread t) => !(t.Done || t.AtBarrier || t.AtCollective || t.WaitedAt == _mbarrierChanges);
 
     /// <summary>Runs one thread until it exits or waits at a barrier or a wgmma.</summary>
     /// <summary>A wgmma as issued: its shape, accumulator registers, descriptors and transposes, warpgroup, commit group and threads.</summary>
@@ -289,6 +308,15 @@ internal sealed partial class PtxInterpreter
                         break;
                     }
                 case Op.Bar: t.AtBarrier = true; return;
+                case Op.MbarInit: MbarrierInit(t, a, shared, block, grid, threads); break;
+                case Op.MbarExpectTx: MbarrierExpectTx(t, a, shared, block, grid, threads); break;
+                case Op.TensorCopy: TensorCopy(t, ins, shared, args, block, grid, threads); break;
+                case Op.MbarTryWait:
+                    if (MbarrierTryWait(t, a, shared, block, grid, threads)) { t.WaitedAt = -1; break; }
+                    // The wait failed: the loop would spin; yield until an mbarrier changes.
+                    t.WaitedAt = _mbarrierChanges;
+                    t.Pc++;
+                    return;
                 case Op.Wgmma: case Op.Ldmatrix: case Op.Mma: t.AtCollective = true; return;
                 case Op.StGlobal:
                     {
@@ -363,6 +391,8 @@ internal sealed partial class PtxInterpreter
             };
         if (s.StartsWith("0f", StringComparison.Ordinal)) return uint.Parse(s[2..], NumberStyles.HexNumber, CultureInfo.InvariantCulture);
         if (s == _sharedSymbol) return SharedSymbolAddress;
+        int param = Array.IndexOf(_params, s);
+        if (param >= 0) return ParamBase + 256 * (ulong)param;
         return (ulong)long.Parse(s, CultureInfo.InvariantCulture);
     }
 

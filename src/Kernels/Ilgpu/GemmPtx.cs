@@ -57,7 +57,14 @@ internal static class GemmPtx
     /// so that older drivers load it too): <paramref name="body"/> writes one entry's code after the declarations
     /// (its arguments: the emitter, whether a and b are K-major).
     /// </summary>
-    public static string Module(string version, string target, string prefix, string[] extraRegisters, Action<Emitter, bool, bool> body)
+    public static string Module(string version, string target, string prefix, string[] extraRegisters, Action<Emitter, bool, bool> body) =>
+        Module(version, target, prefix, extraRegisters, [], body);
+
+    /// <summary>
+    /// As the other overload, with <paramref name="tensorMaps"/>: parameters of 128 bytes on 64 (CUDA tensor maps, as
+    /// a kernel's grid constants) after <see cref="Parameters"/>.
+    /// </summary>
+    public static string Module(string version, string target, string prefix, string[] extraRegisters, string[] tensorMaps, Action<Emitter, bool, bool> body)
     {
         var e = new Emitter();
         e.Line(".version " + version);
@@ -69,7 +76,8 @@ internal static class GemmPtx
         {
             e.Line("");
             e.Line($".visible .entry {EntryOf(prefix, transA, transB)}(");
-            e.Line(string.Join(",\n", Parameters.Select((p, i) => $"\t.param .{(i < 3 ? "u64" : "u32")} {p}")));
+            e.Line(string.Join(",\n", Parameters.Select((p, i) => $"\t.param .{(i < 3 ? "u64" : "u32")} {p}")
+                .Concat(tensorMaps.Select(p => $"\t.param .align 64 .b8 {p}[128]"))));
             e.Line(")");
             e.Line($".maxntid {Threads}, 1, 1");
             e.Line("{");
@@ -102,6 +110,19 @@ internal static class GemmPtx
     /// accumulators, and the copies of the first <paramref name="ahead"/> k steps.
     /// </summary>
     public static void Prologue(Emitter e, bool aKMajor, bool bKMajor, int stages, int ahead)
+    {
+        Setup(e, stages);
+        OperandPlan(e, isA: true, kMajor: aKMajor);
+        OperandPlan(e, isA: false, kMajor: bKMajor);
+        ZeroAccumulators(e);
+        for (int s = 0; s < ahead; s++) Issue(e, aKMajor, bKMajor, stages);
+    }
+
+    /// <summary>
+    /// Parameters, thread indices, this block's tile and k slice (m0, n0, kBegin, kEnd and the step count), and the
+    /// shared stages (a's from u32 23, b's from 24).
+    /// </summary>
+    public static void Setup(Emitter e, int stages)
     {
         for (int i = 0; i < 3; i++)
         {
@@ -150,12 +171,14 @@ internal static class GemmPtx
         e.Ins("and.b32 %u22, %u22, -1024");
         e.Ins("mov.u32 %u23, %u22");
         e.Ins($"add.u32 %u24, %u22, {stages * StageBytesA}");
-        OperandPlan(e, isA: true, kMajor: aKMajor);
-        OperandPlan(e, isA: false, kMajor: bKMajor);
+    }
+
+    /// <summary>Zeroes the 128 accumulators and the compute and load steps (u32 20, 21).</summary>
+    public static void ZeroAccumulators(Emitter e)
+    {
         for (int i = 0; i < 128; i++) e.Ins($"mov.f32 %d{i}, 0f00000000");
         e.Ins("mov.u32 %u20, 0");
         e.Ins("mov.u32 %u21, 0");
-        for (int s = 0; s < ahead; s++) Issue(e, aKMajor, bKMajor, stages);
     }
 
     /// <summary>

@@ -29,6 +29,13 @@ public enum Bf16GemmVariant
     /// products as <see cref="Wgmma"/>, each form checked on first use likewise; the simple kernel everywhere else.
     /// </summary>
     Mma,
+
+    /// <summary>
+    /// The wgmma kernel with TMA loads (<see cref="WgmmaGemmPtx.TmaModule"/>: sm_90a): one thread issues each k step's
+    /// tiles as tensor-map copies, every thread waits on the stage's mbarrier; the same products, layouts, checks and
+    /// fallback as <see cref="Wgmma"/>.
+    /// </summary>
+    WgmmaTma,
 }
 
 /// <summary>
@@ -89,7 +96,8 @@ public sealed partial class IlgpuBackend
 
     /// <summary>
     /// A setting of HFT_BF16_GEMM as a variant for a device: "fast" selects <see cref="Bf16GemmVariant.Fast"/>, "wgmma"
-    /// <see cref="Bf16GemmVariant.Wgmma"/>, "mma" <see cref="Bf16GemmVariant.Mma"/>; "auto" the fastest kernel the
+    /// <see cref="Bf16GemmVariant.Wgmma"/>, "mma" <see cref="Bf16GemmVariant.Mma"/>, "wgmma-tma"
+    /// <see cref="Bf16GemmVariant.WgmmaTma"/>; "auto" the fastest kernel the
     /// device may run (wgmma on CUDA compute capability 9.0, mma on other CUDA devices of 8.0 or later, the simple
     /// kernel elsewhere); anything else, or unset, the simple kernel.
     /// </summary>
@@ -99,6 +107,7 @@ public sealed partial class IlgpuBackend
             "fast" => Bf16GemmVariant.Fast,
             "wgmma" => Bf16GemmVariant.Wgmma,
             "mma" => Bf16GemmVariant.Mma,
+            "wgmma-tma" => Bf16GemmVariant.WgmmaTma,
             "auto" when cuda && major == 9 && minor == 0 => Bf16GemmVariant.Wgmma,
             "auto" when cuda && major >= 8 => Bf16GemmVariant.Mma,
             _ => Bf16GemmVariant.Simple,

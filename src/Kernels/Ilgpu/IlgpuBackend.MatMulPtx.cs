@@ -4,8 +4,8 @@ using ILGPU.Runtime.Cuda;
 namespace HftRuntime.Kernels.Ilgpu;
 
 /// <summary>
-/// The bf16 GEMMs written as PTX text (see <see cref="GemmPtx"/>): <see cref="Bf16GemmVariant.Wgmma"/> (sm_90a) and
-/// <see cref="Bf16GemmVariant.Mma"/> (sm_80 and later), loaded on first use, each form checked against the simple
+/// The bf16 GEMMs written as PTX text (see <see cref="GemmPtx"/>): <see cref="Bf16GemmVariant.Wgmma"/> and
+/// <see cref="Bf16GemmVariant.WgmmaTma"/> (sm_90a) and <see cref="Bf16GemmVariant.Mma"/> (sm_80 and later), loaded on first use, each form checked against the simple
 /// kernel on its first use.
 /// </summary>
 public sealed partial class IlgpuBackend
@@ -19,9 +19,11 @@ public sealed partial class IlgpuBackend
         public readonly string?[] Form = new string?[3];
         public readonly bool[] Swapped = new bool[3];
         public long Launches;
+        public int Warned;
     }
 
-    private readonly PtxGemmSlot _wgmmaSlot = new("wgmma", "HFT_WGMMA"), _mmaSlot = new("mma", "HFT_MMA");
+    private readonly PtxGemmSlot _wgmmaSlot = new("wgmma", "HFT_WGMMA"), _mmaSlot = new("mma", "HFT_MMA"),
+        _wgmmaTmaSlot = new("wgmma-tma", "HFT_WGMMA_TMA");
 
     /// <summary>Launches of the wgmma kernel so far.</summary>
     public long WgmmaLaunches => PtxLaunches(Bf16GemmVariant.Wgmma);
@@ -55,6 +57,7 @@ public sealed partial class IlgpuBackend
     {
         Bf16GemmVariant.Wgmma => _wgmmaSlot,
         Bf16GemmVariant.Mma => _mmaSlot,
+        Bf16GemmVariant.WgmmaTma => _wgmmaTmaSlot,
         _ => null,
     };
 
@@ -76,7 +79,8 @@ public sealed partial class IlgpuBackend
         && a.Count >= (long)m * k && b.Count >= (long)n * k && c.Count >= (long)m * n;
 
     /// <summary>
-    /// Runs the selected PTX kernel (<see cref="Bf16GemmVariant.Wgmma"/> or <see cref="Bf16GemmVariant.Mma"/>) when the
+    /// Runs the selected PTX kernel (<see cref="Bf16GemmVariant.Wgmma"/>, <see cref="Bf16GemmVariant.WgmmaTma"/> or
+    /// <see cref="Bf16GemmVariant.Mma"/>) when the
     /// device runs it, <see cref="AcceptsPtxGemm"/> holds and the form passed its check; split in k as the other
     /// kernels (slices of a multiple of 64, partials summed by the split reduce kernel). Returns whether it did.
     /// </summary>
@@ -90,16 +94,31 @@ public sealed partial class IlgpuBackend
         long tiles = (long)tilesM * tilesN;
         var (splits, kPer) = SplitPlan(tiles, (long)m * n, k, GemmPtx.TileK);
         IntPtr pa = Address(a), pb = Address(b);
-        if (splits == 1)
-            gemm.Launch(transA, transB, (int)tiles, Address(c), pa, pb, m, n, k, accumulate, tilesM, tilesN, kPer, m * n, swapped);
-        else
+        try
         {
-            var partials = Scratch((long)splits * m * n);
-            gemm.Launch(transA, transB, (int)(tiles * splits), _scratch!.NativePtr, pa, pb, m, n, k, false, tilesM, tilesN, kPer, m * n, swapped);
-            _matmulSplitReduce(Config(StreamGroups((long)m * n)), F(c).SubView(0, (long)m * n), partials, splits, accumulate ? 1 : 0);
+            if (splits == 1)
+                gemm.Launch(transA, transB, (int)tiles, Address(c), pa, pb, m, n, k, accumulate, tilesM, tilesN, kPer, m * n, swapped);
+            else
+            {
+                var partials = Scratch((long)splits * m * n);
+                gemm.Launch(transA, transB, (int)(tiles * splits), _scratch!.NativePtr, pa, pb, m, n, k, false, tilesM, tilesN, kPer, m * n, swapped);
+                _matmulSplitReduce(Config(StreamGroups((long)m * n)), F(c).SubView(0, (long)m * n), partials, splits, accumulate ? 1 : 0);
+            }
+        }
+        catch (InvalidOperationException e) when (gemm.TensorMaps)
+        {
+            // The driver refused a tensor map (before anything was queued): this product takes the simple kernel.
+            WarnOnce(slot, $"warning: {e.Message}; that product uses the simple kernel");
+            return false;
         }
         Interlocked.Increment(ref slot.Launches);
         return true;
+    }
+
+    /// <summary>Writes a slot's warning to stderr the first time only.</summary>
+    private static void WarnOnce(PtxGemmSlot slot, string message)
+    {
+        if (Interlocked.Exchange(ref slot.Warned, 1) == 0) Console.Error.WriteLine(message);
     }
 
     /// <summary>The device address of a tensor's first byte.</summary>
@@ -124,10 +143,14 @@ public sealed partial class IlgpuBackend
         var arch = cuda.Architecture;
         try
         {
-            if (slot == _wgmmaSlot)
+            if (slot == _wgmmaSlot || slot == _wgmmaTmaSlot)
             {
+                bool tma = slot == _wgmmaTmaSlot;
                 if (arch.Major != 9 || arch.Minor != 0)
                     slot.Unavailable = $"needs compute capability 9.0 (sm_90a), {_acc.Name} has {arch.Major}.{arch.Minor}";
+                else if (tma)
+                    slot.Gemm = PtxGemm.Load(cuda, "wgmma GEMM with TMA loads", WgmmaGemmPtx.TmaModule, WgmmaGemmPtx.TmaEntryOf,
+                        WgmmaGemmPtx.TmaSharedBytes, tensorMaps: true);
                 else slot.Gemm = PtxGemm.Load(cuda, "wgmma GEMM", WgmmaGemmPtx.Module, WgmmaGemmPtx.EntryOf, WgmmaGemmPtx.SharedBytes);
             }
             else
@@ -177,7 +200,7 @@ public sealed partial class IlgpuBackend
         int form = Form(transA, transB);
         if (slot.Form[form] is { } done) return done.StartsWith("checked", StringComparison.Ordinal);
         string name = transA ? "TN" : transB ? "NT" : "NN", first = "";
-        bool tryExchanged = slot == _wgmmaSlot && (transA || !transB);
+        bool tryExchanged = (slot == _wgmmaSlot || slot == _wgmmaTmaSlot) && (transA || !transB);
         foreach (bool swapped in tryExchanged ? new[] { false, true } : [false])
         {
             string? mismatch = CheckShape(gemm, 256, 512, 320, transA, transB, swapped, 20261126 + form)
@@ -215,8 +238,15 @@ public sealed partial class IlgpuBackend
         MatMulBf16Simple(want, ta, tb, m, n, k, transA, transB, accumulate: false);
         Fill(got, float.NaN);
         int tilesM = (m + GemmPtx.TileM - 1) / GemmPtx.TileM, tilesN = (n + GemmPtx.TileN - 1) / GemmPtx.TileN;
-        gemm.Launch(transA, transB, tilesM * tilesN, Address(got), Address(ta), Address(tb), m, n, k, false, tilesM, tilesN,
-            (k + GemmPtx.TileK - 1) / GemmPtx.TileK * GemmPtx.TileK, m * n, swapped);
+        try
+        {
+            gemm.Launch(transA, transB, tilesM * tilesN, Address(got), Address(ta), Address(tb), m, n, k, false, tilesM, tilesN,
+                (k + GemmPtx.TileK - 1) / GemmPtx.TileK * GemmPtx.TileK, m * n, swapped);
+        }
+        catch (InvalidOperationException e) when (gemm.TensorMaps)
+        {
+            return $"{m}×{n}×{k}: {e.Message}";
+        }
         string? mismatch = Mismatch(ToArray<float>(want), ToArray<float>(got), n);
         return mismatch is null ? null : $"{m}×{n}×{k}: {mismatch}";
     }

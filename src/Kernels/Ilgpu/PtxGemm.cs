@@ -26,26 +26,30 @@ internal sealed class PtxGemm : IDisposable
     private readonly Func<bool, bool, string> _entryOf;
     private readonly int _sharedBytes;
 
-    private PtxGemm(CudaAccelerator acc, IntPtr module, Func<bool, bool, string> entryOf, int sharedBytes)
+    private PtxGemm(CudaAccelerator acc, IntPtr module, Func<bool, bool, string> entryOf, int sharedBytes, bool tensorMaps)
     {
         _acc = acc;
         _module = module;
         _entryOf = entryOf;
         _sharedBytes = sharedBytes;
+        TensorMaps = tensorMaps;
     }
+
+    /// <summary>Whether the module's entries take the operands' tensor maps after the other parameters (<see cref="WgmmaGemmPtx.TmaModule"/>).</summary>
+    public bool TensorMaps { get; }
 
     /// <summary>
     /// Loads <paramref name="ptx"/> on <paramref name="acc"/> (the driver compiles it for the card) and allows its three
     /// forms' functions (named by <paramref name="entryOf"/>(transA, transB)) <paramref name="sharedBytes"/> of dynamic
     /// shared memory.
     /// </summary>
-    public static PtxGemm Load(CudaAccelerator acc, string what, string ptx, Func<bool, bool, string> entryOf, int sharedBytes)
+    public static PtxGemm Load(CudaAccelerator acc, string what, string ptx, Func<bool, bool, string> entryOf, int sharedBytes, bool tensorMaps = false)
     {
         acc.Bind();
         var error = CudaAPI.CurrentAPI.LoadModule(out var module, ptx, out string? log);
         if (error != CudaError.CUDA_SUCCESS)
             throw new InvalidOperationException($"the {what} module did not load on {acc.Name}: {error} {log?.TrimEnd('\0').Trim()}");
-        var gemm = new PtxGemm(acc, module, entryOf, sharedBytes);
+        var gemm = new PtxGemm(acc, module, entryOf, sharedBytes, tensorMaps);
         try
         {
             var setAttribute = Marshal.GetDelegateForFunctionPointer<FuncSetAttribute>(
@@ -66,7 +70,8 @@ internal sealed class PtxGemm : IDisposable
         }
     }
 
-    private static IntPtr LoadDriver()
+    /// <summary>The CUDA driver library (for the entry points ILGPU does not wrap).</summary>
+    internal static IntPtr LoadDriver()
     {
         foreach (var name in new[] { "libcuda.so.1", "libcuda.so", "nvcuda.dll" })
             if (NativeLibrary.TryLoad(name, out var handle)) return handle;
@@ -82,27 +87,40 @@ internal sealed class PtxGemm : IDisposable
     /// Queues c (+)= op(a)·op(b) on the default stream: <paramref name="grid"/> blocks over tilesM × tilesN tiles and
     /// the k slices of <paramref name="kPer"/>; slice z writes at c + z·<paramref name="slice"/> floats. The MN-major
     /// operands' descriptors take <see cref="WgmmaGemmPtx.DescriptorBits"/> with <paramref name="swappedStrides"/> (the
-    /// wgmma module's; the others ignore them).
+    /// wgmma module's; the others ignore them). A module with <see cref="TensorMaps"/> gets a's and b's
+    /// (<see cref="GemmTensorMaps"/>); its k slices must then be a multiple of 64 (whole boxes), or the whole of k.
     /// </summary>
-    public void Launch(bool transA, bool transB, int grid, IntPtr c, IntPtr a, IntPtr b, int m, int n, int k, bool accumulate,
+    public unsafe void Launch(bool transA, bool transB, int grid, IntPtr c, IntPtr a, IntPtr b, int m, int n, int k, bool accumulate,
         int tilesM, int tilesN, int kPer, int slice, bool swappedStrides = false)
     {
         string entry = _entryOf(transA, transB);
         var function = _functions[entry];
         var (aLo, aHi) = WgmmaGemmPtx.DescriptorBits(kMajor: !transA, swappedStrides);
         var (bLo, bHi) = WgmmaGemmPtx.DescriptorBits(kMajor: transB, swappedStrides);
-        int count = GemmPtx.Parameters.Length;
-        var values = Marshal.AllocHGlobal(count * 8);
+        if (TensorMaps && kPer % GemmPtx.TileK != 0 && kPer < k)
+            throw new ArgumentException($"the TMA GEMM's k slices must be a multiple of {GemmPtx.TileK}, not {kPer}", nameof(kPer));
+        int scalars = GemmPtx.Parameters.Length, count = scalars + (TensorMaps ? 2 : 0);
+        // The scalars, then (on 64 bytes) the two 128-byte tensor maps.
+        var values = Marshal.AllocHGlobal(scalars * 8 + 64 + 256);
         var pointers = Marshal.AllocHGlobal(count * IntPtr.Size);
         try
         {
             long[] args = [c.ToInt64(), a.ToInt64(), b.ToInt64(), m, n, k, accumulate ? 1 : 0, tilesM, tilesN, kPer, slice, aLo, aHi, bLo, bHi, Group];
-            for (int i = 0; i < count; i++)
+            for (int i = 0; i < scalars; i++)
             {
                 var slot = values + i * 8;
                 if (i < 3) Marshal.WriteInt64(slot, args[i]);
                 else Marshal.WriteInt32(slot, (int)args[i]);
                 Marshal.WriteIntPtr(pointers + i * IntPtr.Size, slot);
+            }
+            if (TensorMaps)
+            {
+                byte* maps = (byte*)((values.ToInt64() + scalars * 8 + 63) & ~63L);
+                var (ma, mb) = GemmTensorMaps.For(transA, transB, m, n, k, (ulong)a.ToInt64(), (ulong)b.ToInt64());
+                GemmTensorMaps.Encode(ma, maps);
+                GemmTensorMaps.Encode(mb, maps + 128);
+                Marshal.WriteIntPtr(pointers + scalars * IntPtr.Size, (IntPtr)maps);
+                Marshal.WriteIntPtr(pointers + (scalars + 1) * IntPtr.Size, (IntPtr)(maps + 128));
             }
             _acc.Bind();
             var stream = ((CudaStream)_acc.DefaultStream).StreamPtr;

@@ -60,18 +60,39 @@ public static class WgmmaGemmPtx
         return ((uint)(lbo >> 4) << 16, (uint)(sbo >> 4) | (1u << 30));
     }
 
-    private static readonly Lazy<string> _module = new(() => GemmPtx.Module("8.0", "sm_90a", "hft_wgmma_bf16", [], Entry));
+    private static readonly Lazy<string> _module = new(() => GemmPtx.Module("8.0", "sm_90a", "hft_wgmma_bf16", [], (e, aK, bK) => Entry(e, aK, bK, tma: false)));
 
-    /// <summary>The module's PTX text.</summary>
+    private static readonly Lazy<string> _tmaModule = new(() => GemmPtx.Module("8.0", "sm_90a", "hft_wgmma_tma_bf16", [".reg .pred %p_lead, %p_ready"],
+        [TensorMapA, TensorMapB], (e, aK, bK) => Entry(e, aK, bK, tma: true)));
+
+    /// <summary>The module's PTX text (loads by cp.async).</summary>
     public static string Module => _module.Value;
+
+    /// <summary>
+    /// The PTX text of the module whose loads are TMA copies (<c>cp.async.bulk.tensor</c>): one thread per block issues
+    /// each k step's tiles as 2D boxes of the operands' tensor maps (<see cref="GemmTensorMaps"/>; kernel parameters
+    /// <see cref="TensorMapA"/> and <see cref="TensorMapB"/> after <see cref="Parameters"/>) into the same swizzled
+    /// stages, and every thread waits on the stage's mbarrier (transaction bytes) instead of its own copy groups.
+    /// </summary>
+    public static string TmaModule => _tmaModule.Value;
+
+    /// <summary>The names of the TMA module's tensor-map parameters.</summary>
+    public const string TensorMapA = "p_tmap_a", TensorMapB = "p_tmap_b";
+
+    /// <summary>Dynamic shared memory per block of the TMA module: the stages, their mbarriers, 1 KiB to align them.</summary>
+    public static readonly int TmaSharedBytes = GemmPtx.SharedBytes(Stages) + 8 * Stages;
 
     /// <summary>The entry of a form (transA: a is [k, m]; transB: b is [n, k]); the TT form has none.</summary>
     public static string EntryOf(bool transA, bool transB) => GemmPtx.EntryOf("hft_wgmma_bf16", transA, transB);
 
-    private static void Entry(GemmPtx.Emitter e, bool aKMajor, bool bKMajor)
+    /// <summary>The TMA module's entry of a form.</summary>
+    public static string TmaEntryOf(bool transA, bool transB) => GemmPtx.EntryOf("hft_wgmma_tma_bf16", transA, transB);
+
+    private static void Entry(GemmPtx.Emitter e, bool aKMajor, bool bKMajor, bool tma)
     {
-        GemmPtx.Prologue(e, aKMajor, bKMajor, Stages, ahead: Stages - 2);
-        MainLoop(e, aKMajor, bKMajor);
+        if (tma) TmaPrologue(e, aKMajor, bKMajor);
+        else GemmPtx.Prologue(e, aKMajor, bKMajor, Stages, ahead: Stages - 2);
+        MainLoop(e, aKMajor, bKMajor, tma);
         // Row 64·wg + 16·warp + g, column 2t; n8 block j in registers 4j .. 4j + 3.
         e.Ins("shl.b32 %u27, %u1, 6");
         e.Ins("shl.b32 %u28, %u2, 4");
@@ -81,15 +102,43 @@ public static class WgmmaGemmPtx
         GemmPtx.Epilogue(e, rowBlocks: 1, colBlocks: TileN / 8, (_, j) => 4 * j);
     }
 
-    private static void MainLoop(GemmPtx.Emitter e, bool aKMajor, bool bKMajor)
+    private static void MainLoop(GemmPtx.Emitter e, bool aKMajor, bool bKMajor, bool tma)
     {
         string loop = e.NewLabel("LOOP"), done = e.NewLabel("DONE");
         e.Line(loop + ":");
         e.Ins("setp.ge.u32 %p_done, %u20, %u19");
         e.Ins($"@%p_done bra {done}");
-        e.Ins("cp.async.wait_group 1");
-        e.Ins("fence.proxy.async.shared::cta");
+        if (tma)
+        {
+            // Every thread waits until the stage's mbarrier completes the phase of step kt (parity kt / 4 mod 2): the
+            // TMA copies' bytes have landed, visible to the wgmma (both async proxy).
+            string wait = e.NewLabel("WAIT");
+            StageBarrier(e, "%u48", "%u20");
+            e.Ins($"div.u32 %u29, %u20, {Stages}");
+            e.Ins("and.b32 %u29, %u29, 1");
+            e.Line(wait + ":");
+            e.Ins("mbarrier.try_wait.parity.shared::cta.b64 %p_ready, [%u48], %u29");
+            e.Ins($"@!%p_ready bra {wait}");
+        }
+        else
+        {
+            e.Ins("cp.async.wait_group 1");
+            e.Ins("fence.proxy.async.shared::cta");
+        }
         e.Ins("bar.sync 0");
+        Multiply(e, aKMajor, bKMajor);
+        if (tma) TmaIssue(e, aKMajor, bKMajor);
+        else GemmPtx.Issue(e, aKMajor, bKMajor, Stages);
+        e.Ins("wgmma.wait_group.sync.aligned 1");
+        e.Ins("add.u32 %u20, %u20, 1");
+        e.Ins($"bra.uni {loop}");
+        e.Line(done + ":");
+        e.Ins("wgmma.wait_group.sync.aligned 0");
+    }
+
+    /// <summary>The four wgmma of step kt from its stage, committed as one group.</summary>
+    private static void Multiply(GemmPtx.Emitter e, bool aKMajor, bool bKMajor)
+    {
         // Descriptors of stage kt mod 4: a at its warpgroup's 64 rows (8192 bytes in either layout), b whole.
         e.Ins("shl.b32 %u29, %u1, 13");
         GemmPtx.StageAddress(e, "%u28", "%u20", Stages, isA: true, "%u29");
@@ -108,12 +157,86 @@ public static class WgmmaGemmPtx
             e.Ins($"wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {{{acc}}}, %q13, %q14, %p_one, 1, 1, {(aKMajor ? 0 : 1)}, {(bKMajor ? 0 : 1)}");
         }
         e.Ins("wgmma.commit_group.sync.aligned");
-        GemmPtx.Issue(e, aKMajor, bKMajor, Stages);
-        e.Ins("wgmma.wait_group.sync.aligned 1");
-        e.Ins("add.u32 %u20, %u20, 1");
-        e.Ins($"bra.uni {loop}");
-        e.Line(done + ":");
-        e.Ins("wgmma.wait_group.sync.aligned 0");
+    }
+
+    // The TMA module's registers besides GemmPtx's: u32 47 the mbarriers (8 bytes per stage after the stages), 48 the
+    // current stage's mbarrier, 49 the k coordinate of a load step, 50 and 51 temporaries; u64 17 and 18 the generic
+    // addresses of the tensor maps; %p_lead thread 0 (which initialises the mbarriers and issues the copies).
+
+    /// <summary>
+    /// Setup, the mbarriers (one arrival each: thread 0's, with the step's transaction bytes), zeroed accumulators and
+    /// the copies of the first two k steps.
+    /// </summary>
+    private static void TmaPrologue(GemmPtx.Emitter e, bool aKMajor, bool bKMajor)
+    {
+        GemmPtx.Setup(e, Stages);
+        e.Ins($"add.u32 %u47, %u22, {Stages * (GemmPtx.StageBytesA + GemmPtx.StageBytesB)}");
+        e.Ins($"mov.u64 %q17, {TensorMapA}");
+        e.Ins("cvta.param.u64 %q17, %q17");
+        e.Ins($"mov.u64 %q18, {TensorMapB}");
+        e.Ins("cvta.param.u64 %q18, %q18");
+        e.Ins("setp.eq.u32 %p_lead, %u0, 0");
+        string initialised = e.NewLabel("INIT");
+        e.Ins($"@!%p_lead bra {initialised}");
+        for (int s = 0; s < Stages; s++) e.Ins($"mbarrier.init.shared::cta.b64 [%u47+{8 * s}], 1");
+        e.Ins("fence.mbarrier_init.release.cluster");
+        e.Line(initialised + ":");
+        e.Ins("bar.sync 0");
+        GemmPtx.ZeroAccumulators(e);
+        for (int s = 0; s < Stages - 2; s++) TmaIssue(e, aKMajor, bKMajor);
+    }
+
+    /// <summary><paramref name="dst"/> = the shared address of the mbarrier of step <paramref name="step"/>'s stage.</summary>
+    private static void StageBarrier(GemmPtx.Emitter e, string dst, string step)
+    {
+        e.Ins($"rem.u32 %u27, {step}, {Stages}");
+        e.Ins($"shl.b32 {dst}, %u27, 3");
+        e.Ins($"add.u32 {dst}, {dst}, %u47");
+    }
+
+    /// <summary>
+    /// Thread 0, when load step kl is below the step count: announces the step's 48 KiB to its stage's mbarrier and
+    /// issues the TMA copies of its a and b tiles (boxes at the k coordinate kBegin + 64·kl); kl advances in every
+    /// thread. The step's stage was last read by step kl − 4, whose wgmma every warpgroup retired before the barrier
+    /// of the step issuing this.
+    /// </summary>
+    private static void TmaIssue(GemmPtx.Emitter e, bool aKMajor, bool bKMajor)
+    {
+        string skip = e.NewLabel("SKIP");
+        e.Ins("setp.lt.u32 %p_load, %u21, %u19");
+        e.Ins("and.pred %p_load, %p_load, %p_lead");
+        e.Ins($"@!%p_load bra {skip}");
+        StageBarrier(e, "%u48", "%u21");
+        e.Ins($"mbarrier.arrive.expect_tx.shared::cta.b64 _, [%u48], {GemmPtx.StageBytesA + GemmPtx.StageBytesB}");
+        e.Ins($"shl.b32 %u49, %u21, {6}");
+        e.Ins("add.u32 %u49, %u49, %u18");
+        GemmPtx.StageAddress(e, "%u28", "%u21", Stages, isA: true);
+        TmaTile(e, "%u28", "%q17", "%u16", aKMajor, TileM / 64);
+        GemmPtx.StageAddress(e, "%u28", "%u21", Stages, isA: false);
+        TmaTile(e, "%u28", "%q18", "%u17", bKMajor, TileN / 64);
+        e.Line(skip + ":");
+        e.Ins("add.u32 %u21, %u21, 1");
+    }
+
+    /// <summary>
+    /// One operand's tile of a k step: K-major, one box of 64 k × the tile's rows at (k, origin) (rows of 128 bytes);
+    /// MN-major, one box of 64 m or n × 64 k per 64-wide block j at (origin + 64·j, k), 8192 bytes apart. The tensor
+    /// maps' 128-byte swizzle writes the layouts the descriptors read (the stages start on 1 KiB).
+    /// </summary>
+    private static void TmaTile(GemmPtx.Emitter e, string dst, string map, string origin, bool kMajor, int blocks)
+    {
+        const string Copy = "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes";
+        if (kMajor)
+        {
+            e.Ins($"{Copy} [{dst}], [{map}, {{%u49, {origin}}}], [%u48]");
+            return;
+        }
+        for (int j = 0; j < blocks; j++)
+        {
+            e.Ins($"add.u32 %u50, {origin}, {64 * j}");
+            e.Ins($"add.u32 %u51, {dst}, {8192 * j}");
+            e.Ins($"{Copy} [%u51], [{map}, {{%u50, %u49}}], [%u48]");
+        }
     }
 
     /// <summary>A descriptor's low word: the start address in u32 28 (bits 4..17, as bits 0..13) with the constant bits.</summary>
