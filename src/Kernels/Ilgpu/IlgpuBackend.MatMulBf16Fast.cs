@@ -113,6 +113,10 @@ public sealed partial class IlgpuBackend
             _ => Bf16GemmVariant.Simple,
         };
 
+    /// <summary>A variant's name, as HFT_BF16_GEMM spells it: simple, fast, wgmma, mma, wgmma-tma.</summary>
+    public static string NameOf(Bf16GemmVariant variant) =>
+        variant == Bf16GemmVariant.WgmmaTma ? "wgmma-tma" : variant.ToString().ToLowerInvariant();
+
     /// <summary>Launches of the fast bf16 kernel so far (the tests check the dispatch with it).</summary>
     internal long Bf16FastLaunches => Interlocked.Read(ref _bf16FastLaunches);
 

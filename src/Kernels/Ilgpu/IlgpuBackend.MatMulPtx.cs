@@ -45,7 +45,7 @@ public sealed partial class IlgpuBackend
     /// (run.json's <c>bf16_gemm</c>).
     /// </summary>
     public string Bf16GemmSummary =>
-        SlotOf(Bf16GemmVariant) is { } slot ? $"{slot.Name} ({Status(slot)})" : Bf16GemmVariant.ToString().ToLowerInvariant();
+        SlotOf(Bf16GemmVariant) is { } slot ? $"{slot.Name} ({Status(slot)})" : NameOf(Bf16GemmVariant);
 
     /// <summary>Launches of a PTX variant's kernel so far (0 for the others).</summary>
     public long PtxLaunches(Bf16GemmVariant variant) => SlotOf(variant) is { } slot ? Interlocked.Read(ref slot.Launches) : 0;

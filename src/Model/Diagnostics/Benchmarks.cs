@@ -31,7 +31,7 @@ public sealed record BenchOptions(string? StepModel = null, bool Quick = false, 
 /// tensor-op mode), the copy bandwidth of the device, the masked AdamW's bandwidth, attention forward and backward,
 /// and a full training step of the benchmark Llama with full fine-tuning and with HFT, each in fp32 and in bf16 mixed
 /// precision (ms, tokens/s, arena bytes, cost_bound). The JSON has the keys <c>card</c>, <c>gemm</c> (entries with
-/// <c>impl</c> ours-fp32, ours-bf16, ours-bf16-fast, ours-bf16-wgmma and ours-bf16-mma (CUDA), cublas-fp32, cublas-tf32; on CUDA also <c>wgmma</c> and <c>mma</c>, their status), <c>copy_gbps</c>, <c>adamw_gbps</c>,
+/// <c>impl</c> ours-fp32, ours-bf16, ours-bf16-fast, ours-bf16-wgmma, ours-bf16-mma and ours-bf16-wgmma-tma (CUDA), cublas-fp32, cublas-tf32; on CUDA also <c>wgmma</c>, <c>mma</c> and <c>wgmma_tma</c>, their status), <c>copy_gbps</c>, <c>adamw_gbps</c>,
 /// <c>attention</c> (fp32; on a GPU also <c>attention_bf16</c>, the tensor-core kernels), <c>step</c> (entries with <c>method</c> fft or hft and <c>precision</c> fp32 or bf16),
 /// <c>hft_fft_ratio</c> (an object: precision → HFT ms / FFT ms), and the step model's <c>step_model</c>,
 /// <c>step_config</c> (its config.json), <c>step_batch</c>, <c>step_seq</c> and <c>step_frozen</c> (the tensors HFT
@@ -64,12 +64,12 @@ public static class Benchmarks
             int[] sizes = gpu ? (options.Quick ? [1024, 4096] : [1024, 2048, 4096, 8192]) : (options.Quick ? [256] : [512, 1024, 2048]);
             var gemm = new JsonArray();
             // On CUDA the bf16 GEMM is timed with each variant of the ILGPU back-end: "ours-bf16" the simple kernel,
-            // "ours-bf16-fast" the fast one, "ours-bf16-wgmma" the wgmma one (see Bf16GemmVariant; an entry with an error
+            // "ours-bf16-fast" the fast one, "ours-bf16-wgmma" the wgmma one, and so on (see Bf16GemmVariant; an entry with an error
             // where that kernel did not run); the selection is restored afterwards.
             var ilgpuCuda = gpu ? backend as IlgpuBackend : null;
             var impls = new[] { (DType.F32, "ours-fp32", Bf16GemmVariant.Simple), (DType.BF16, "ours-bf16", Bf16GemmVariant.Simple),
                 (DType.BF16, "ours-bf16-fast", Bf16GemmVariant.Fast), (DType.BF16, "ours-bf16-wgmma", Bf16GemmVariant.Wgmma),
-                (DType.BF16, "ours-bf16-mma", Bf16GemmVariant.Mma) };
+                (DType.BF16, "ours-bf16-mma", Bf16GemmVariant.Mma), (DType.BF16, "ours-bf16-wgmma-tma", Bf16GemmVariant.WgmmaTma) };
             foreach (var (type, impl, variant) in impls)
             {
                 if (variant != Bf16GemmVariant.Simple && ilgpuCuda is null) continue;
@@ -83,7 +83,7 @@ public static class Benchmarks
                         long launches = ilgpuCuda?.PtxLaunches(variant) ?? 0;
                         double t = TimeGemm(backend, type, s, s, s, repeats);
                         if (ilgpuCuda?.PtxStatus(variant) is { } status && ilgpuCuda.PtxLaunches(variant) == launches)
-                            throw new InvalidOperationException($"the {variant.ToString().ToLowerInvariant()} kernel did not run: {status}");
+                            throw new InvalidOperationException($"the {IlgpuBackend.NameOf(variant)} kernel did not run: {status}");
                         entry["tflops"] = 2.0 * s * s * s / t / 1e12;
                         log?.Invoke($"gemm {impl} {s}^3: {2.0 * s * s * s / t / 1e12:F2} TFLOP/s");
                     }
@@ -103,6 +103,7 @@ public static class Benchmarks
             {
                 report["wgmma"] = ilgpuCuda.WgmmaStatus;
                 report["mma"] = ilgpuCuda.MmaStatus;
+                report["wgmma_tma"] = ilgpuCuda.PtxStatus(Bf16GemmVariant.WgmmaTma);
             }
             checkpoint?.Invoke(report);
 
@@ -295,7 +296,7 @@ public static class Benchmarks
         var ilgpuCuda = backend.Name == "cuda" ? backend as IlgpuBackend : null;
         var configurations = StepPrecisions.Select(p => (Precision: p, Variant: (Bf16GemmVariant?)null)).ToList();
         if (ilgpuCuda is not null)
-            foreach (var other in new[] { Bf16GemmVariant.Simple, Bf16GemmVariant.Fast, Bf16GemmVariant.Wgmma, Bf16GemmVariant.Mma })
+            foreach (var other in new[] { Bf16GemmVariant.Simple, Bf16GemmVariant.Fast, Bf16GemmVariant.Wgmma, Bf16GemmVariant.Mma, Bf16GemmVariant.WgmmaTma })
                 if (other != ilgpuCuda.Bf16GemmVariant && ilgpuCuda.PtxStatus(other)?.Contains("checked", StringComparison.Ordinal) != false)
                     configurations.Add((Precision.Bf16, other));
         foreach (var (precision, variant) in configurations)
@@ -304,7 +305,7 @@ public static class Benchmarks
             {
                 var frozenHere = method == "fft" ? new HashSet<string>() : frozen;
                 var entry = new JsonObject { ["method"] = method, ["precision"] = precision.Name() };
-                if (variant is Bf16GemmVariant v) entry["bf16_gemm"] = v.ToString().ToLowerInvariant();
+                if (variant is Bf16GemmVariant v) entry["bf16_gemm"] = IlgpuBackend.NameOf(v);
                 var savedVariant = ilgpuCuda?.Bf16GemmVariant ?? Bf16GemmVariant.Simple;
                 if (variant is Bf16GemmVariant selected) ilgpuCuda!.Bf16GemmVariant = selected;
                 try

@@ -81,6 +81,14 @@ public static partial class SelfTest
         yield return MatMulBf16Variant(Bf16GemmVariant.Wgmma, tokens, d, vocab, false, false, accumulate: false, seed++);
         yield return MatMulBf16Variant(Bf16GemmVariant.Wgmma, d, d, tokens, true, false, accumulate: true, seed++);
         yield return MatMulBf16Variant(Bf16GemmVariant.Wgmma, vocab, d, tokens, true, false, accumulate: true, seed++);
+        // And on the wgmma kernel with TMA loads (forced; sm_90 only): every form of the training shapes.
+        yield return MatMulBf16Variant(Bf16GemmVariant.WgmmaTma, 4096, 4096, 4096, false, true, accumulate: false, seed++);
+        yield return MatMulBf16Variant(Bf16GemmVariant.WgmmaTma, tokens, d, d, false, true, accumulate: false, seed++);
+        yield return MatMulBf16Variant(Bf16GemmVariant.WgmmaTma, tokens, vocab, d, false, true, accumulate: false, seed++);
+        yield return MatMulBf16Variant(Bf16GemmVariant.WgmmaTma, tokens, d, f, false, false, accumulate: false, seed++);
+        yield return MatMulBf16Variant(Bf16GemmVariant.WgmmaTma, tokens, d, vocab, false, false, accumulate: false, seed++);
+        yield return MatMulBf16Variant(Bf16GemmVariant.WgmmaTma, d, d, tokens, true, false, accumulate: true, seed++);
+        yield return MatMulBf16Variant(Bf16GemmVariant.WgmmaTma, vocab, d, tokens, true, false, accumulate: true, seed++);
         // And on the mma.sync PTX kernel (forced; compute capability 8.0 and later).
         yield return MatMulBf16Variant(Bf16GemmVariant.Mma, 4096, 4096, 4096, false, true, accumulate: false, seed++);
         yield return MatMulBf16Variant(Bf16GemmVariant.Mma, tokens, vocab, d, false, true, accumulate: false, seed++);
@@ -317,7 +325,7 @@ public static partial class SelfTest
     private static SelfTestCase MatMulBf16Variant(Bf16GemmVariant variant, int m, int n, int k, bool transA, bool transB, bool accumulate, int seed)
     {
         var saved = Bf16GemmVariant.Simple;
-        string name = "matmul bf16 " + variant.ToString().ToLowerInvariant();
+        string name = "matmul bf16 " + IlgpuBackend.NameOf(variant);
         return new(name, S($"{m}x{n}x{k} {(transA ? 'T' : 'N')}{(transB ? 'T' : 'N')}{(accumulate ? " acc" : "")}"),
             large: true, seed, rng =>
             {

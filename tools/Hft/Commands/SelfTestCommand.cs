@@ -59,8 +59,9 @@ internal static class SelfTestCommand
         }
         // A PTX GEMM form that failed its first-use check falls back to the simple kernel, so its cases pass: fail here.
         if (backend is IlgpuBackend ib)
-            foreach (var (kernel, status) in new[] { ("wgmma", ib.WgmmaStatus), ("mma", ib.MmaStatus) })
+            foreach (var variant in new[] { Bf16GemmVariant.Wgmma, Bf16GemmVariant.Mma, Bf16GemmVariant.WgmmaTma })
             {
+                string kernel = IlgpuBackend.NameOf(variant), status = ib.PtxStatus(variant)!;
                 if (!cases.Any(c => c.Operation == "matmul bf16 " + kernel)) continue;
                 o.WriteLine($"{kernel,-9} {status}");
                 if (status.Contains("failed", StringComparison.Ordinal)) failed++;
