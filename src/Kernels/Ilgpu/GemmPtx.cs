@@ -62,9 +62,10 @@ internal static class GemmPtx
 
     /// <summary>
     /// As the other overload, with <paramref name="tensorMaps"/>: parameters of 128 bytes on 64 (CUDA tensor maps, as
-    /// a kernel's grid constants) after <see cref="Parameters"/>.
+    /// a kernel's grid constants) after <see cref="Parameters"/>, and blocks of <paramref name="threads"/> threads.
     /// </summary>
-    public static string Module(string version, string target, string prefix, string[] extraRegisters, string[] tensorMaps, Action<Emitter, bool, bool> body)
+    public static string Module(string version, string target, string prefix, string[] extraRegisters, string[] tensorMaps, Action<Emitter, bool, bool> body,
+        int threads = Threads)
     {
         var e = new Emitter();
         e.Line(".version " + version);
@@ -79,7 +80,7 @@ internal static class GemmPtx
             e.Line(string.Join(",\n", Parameters.Select((p, i) => $"\t.param .{(i < 3 ? "u64" : "u32")} {p}")
                 .Concat(tensorMaps.Select(p => $"\t.param .align 64 .b8 {p}[128]"))));
             e.Line(")");
-            e.Line($".maxntid {Threads}, 1, 1");
+            e.Line($".maxntid {threads}, 1, 1");
             e.Line("{");
             e.Ins(".reg .pred %p_done, %p_load, %p_acc, %p_one, %p_r, %p_c, %p_v, %p_full");
             e.Ins(".reg .pred %pr<8>");

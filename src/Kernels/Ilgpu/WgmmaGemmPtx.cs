@@ -93,7 +93,12 @@ public static class WgmmaGemmPtx
         if (tma) TmaPrologue(e, aKMajor, bKMajor);
         else GemmPtx.Prologue(e, aKMajor, bKMajor, Stages, ahead: Stages - 2);
         MainLoop(e, aKMajor, bKMajor, tma);
-        // Row 64·wg + 16·warp + g, column 2t; n8 block j in registers 4j .. 4j + 3.
+        Stores(e);
+    }
+
+    /// <summary>The accumulators to c: warpgroup u32 1's row 64·wg + 16·warp + g, column 2t; n8 block j in registers 4j .. 4j + 3.</summary>
+    internal static void Stores(GemmPtx.Emitter e)
+    {
         e.Ins("shl.b32 %u27, %u1, 6");
         e.Ins("shl.b32 %u28, %u2, 4");
         e.Ins("add.u32 %u27, %u27, %u28");
@@ -136,8 +141,8 @@ public static class WgmmaGemmPtx
         e.Ins("wgmma.wait_group.sync.aligned 0");
     }
 
-    /// <summary>The four wgmma of step kt from its stage, committed as one group.</summary>
-    private static void Multiply(GemmPtx.Emitter e, bool aKMajor, bool bKMajor)
+    /// <summary>The four wgmma of step kt from its stage (a at warpgroup u32 1's 64 rows), committed as one group.</summary>
+    internal static void Multiply(GemmPtx.Emitter e, bool aKMajor, bool bKMajor)
     {
         // Descriptors of stage kt mod 4: a at its warpgroup's 64 rows (8192 bytes in either layout), b whole.
         e.Ins("shl.b32 %u29, %u1, 13");
@@ -171,10 +176,7 @@ public static class WgmmaGemmPtx
     {
         GemmPtx.Setup(e, Stages);
         e.Ins($"add.u32 %u47, %u22, {Stages * (GemmPtx.StageBytesA + GemmPtx.StageBytesB)}");
-        e.Ins($"mov.u64 %q17, {TensorMapA}");
-        e.Ins("cvta.param.u64 %q17, %q17");
-        e.Ins($"mov.u64 %q18, {TensorMapB}");
-        e.Ins("cvta.param.u64 %q18, %q18");
+        TensorMapAddresses(e);
         e.Ins("setp.eq.u32 %p_lead, %u0, 0");
         string initialised = e.NewLabel("INIT");
         e.Ins($"@!%p_lead bra {initialised}");
@@ -184,6 +186,15 @@ public static class WgmmaGemmPtx
         e.Ins("bar.sync 0");
         GemmPtx.ZeroAccumulators(e);
         for (int s = 0; s < Stages - 2; s++) TmaIssue(e, aKMajor, bKMajor);
+    }
+
+    /// <summary>The generic addresses of the tensor-map parameters in u64 17 (a) and 18 (b).</summary>
+    internal static void TensorMapAddresses(GemmPtx.Emitter e)
+    {
+        e.Ins($"mov.u64 %q17, {TensorMapA}");
+        e.Ins("cvta.param.u64 %q17, %q17");
+        e.Ins($"mov.u64 %q18, {TensorMapB}");
+        e.Ins("cvta.param.u64 %q18, %q18");
     }
 
     /// <summary><paramref name="dst"/> = the shared address of the mbarrier of step <paramref name="step"/>'s stage.</summary>
@@ -207,15 +218,24 @@ public static class WgmmaGemmPtx
         e.Ins("and.pred %p_load, %p_load, %p_lead");
         e.Ins($"@!%p_load bra {skip}");
         StageBarrier(e, "%u48", "%u21");
+        TmaLoads(e, aKMajor, bKMajor);
+        e.Line(skip + ":");
+        e.Ins("add.u32 %u21, %u21, 1");
+    }
+
+    /// <summary>
+    /// Load step kl (u32 21)'s 48 KiB announced to the mbarrier in u32 48 and its a and b tiles' TMA copies into its
+    /// stage (boxes at the k coordinate kBegin + 64·kl, kept in u32 49).
+    /// </summary>
+    internal static void TmaLoads(GemmPtx.Emitter e, bool aKMajor, bool bKMajor)
+    {
         e.Ins($"mbarrier.arrive.expect_tx.shared::cta.b64 _, [%u48], {GemmPtx.StageBytesA + GemmPtx.StageBytesB}");
-        e.Ins($"shl.b32 %u49, %u21, {6}");
+        e.Ins("shl.b32 %u49, %u21, 6");
         e.Ins("add.u32 %u49, %u49, %u18");
         GemmPtx.StageAddress(e, "%u28", "%u21", Stages, isA: true);
         TmaTile(e, "%u28", "%q17", "%u16", aKMajor, TileM / 64);
         GemmPtx.StageAddress(e, "%u28", "%u21", Stages, isA: false);
         TmaTile(e, "%u28", "%q18", "%u17", bKMajor, TileN / 64);
-        e.Line(skip + ":");
-        e.Ins("add.u32 %u21, %u21, 1");
     }
 
     /// <summary>
