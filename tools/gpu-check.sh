@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # One call on the GPU machine, from the repository root, after tools/publish-gpu-bundle.sh built the bundle here and
 # bundle/hft-linux-x64.tar.xz was carried over (it is unpacked when bundle/hft/hft is missing), in this order:
-#   the card's name; the self-test cases of the wgmma, TMA wgmma and mma GEMMs (each alone); hft bench --device cuda (our GEMMs
-#   in fp32 and bf16 against cuBLAS, copy and AdamW bandwidth, attention, FFT vs HFT training steps of the 134M model
-#   in fp32 and bf16; bench.json); the PyTorch baseline of the same steps (tools/pytorch_baseline.py; pytorch.json;
+#   the card's name; the self-test cases of the PTX GEMMs (wgmma, TMA, warp-specialized, mma; each alone); hft bench
+#   --device cuda (our GEMMs in fp32 and bf16 against cuBLAS, copy and AdamW bandwidth, attention, FFT vs HFT
+#   training steps of the 134M model in fp32 and bf16; bench.json); the PyTorch baseline of the same steps (tools/pytorch_baseline.py; pytorch.json;
 #   skipped, and not counted as a failure, where python3 has no torch or transformers); hft bench --from bench.json
 #   --compare pytorch.json (ours beside PyTorch); hft selftest --device cuda (every kernel against the CPU back-end,
 #   plus the 134M training shapes with timings); hft verify --device cuda in fp32, in bf16, and in bf16 with
@@ -46,11 +46,13 @@ timed() { # timed NAME WANT COMMAND...: run NAME under timeout (WANT seconds, or
 
 status=0
 run gpu nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || status=1
-# The GEMMs written as PTX (wgmma with cp.async or TMA loads for sm_90a, mma.sync for sm_80+; never yet run on a card)
-# alone first, each in its own process, so that a fault there cannot take the other steps with it; when one fails,
-# HFT_WGMMA=off, HFT_WGMMA_TMA=off or HFT_MMA=off keeps it out of every later step.
+# The GEMMs written as PTX (wgmma with cp.async or TMA loads, or warp-specialized, for sm_90a; mma.sync for sm_80+;
+# never yet run on a card) alone first, each in its own process, so that a fault there cannot take the other steps
+# with it; when one fails, HFT_WGMMA=off, HFT_WGMMA_TMA=off, HFT_WGMMA_WS=off or HFT_MMA=off keeps it out of every
+# later step.
 timed wgmma 50 "$HFT" selftest --device cuda --only "bf16 wgmma " || { status=1; export HFT_WGMMA=off; echo "== wgmma: HFT_WGMMA=off from here"; }
 timed wgmma-tma 50 "$HFT" selftest --device cuda --only "bf16 wgmma-tma" || { status=1; export HFT_WGMMA_TMA=off; echo "== wgmma-tma: HFT_WGMMA_TMA=off from here"; }
+timed wgmma-ws 50 "$HFT" selftest --device cuda --only "bf16 wgmma-ws" || { status=1; export HFT_WGMMA_WS=off; echo "== wgmma-ws: HFT_WGMMA_WS=off from here"; }
 timed mma 50 "$HFT" selftest --device cuda --only "bf16 mma" || { status=1; export HFT_MMA=off; echo "== mma: HFT_MMA=off from here"; }
 # cuBLAS for the comparison in hft bench: ILGPU.Algorithms loads libcublas.so.12; CUDA 13 ships libcublas.so.13.
 # (PyTorch runs with the LD_LIBRARY_PATH this script was given: the renamed link must not stand in for its cuBLAS.)

@@ -205,7 +205,7 @@ public sealed class MatMulBf16FastTests : IlgpuFixture
     public void AutoPicksTheKernelByDevice(bool cuda, int major, int minor, Bf16GemmVariant expected) =>
         Assert.That(IlgpuBackend.Bf16GemmVariantFor(" Auto", cuda, major, minor), Is.EqualTo(expected));
 
-    /// <summary>The variant's default follows HFT_BF16_GEMM: simple unless it says fast, wgmma, mma or wgmma-tma.</summary>
+    /// <summary>The variant's default follows HFT_BF16_GEMM: simple unless it says fast, wgmma, mma, wgmma-tma or wgmma-ws.</summary>
     [Test]
     public void DefaultVariantFollowsTheEnvironment()
     {
@@ -222,6 +222,8 @@ public sealed class MatMulBf16FastTests : IlgpuFixture
             Assert.That(IlgpuBackend.DefaultBf16GemmVariant, Is.EqualTo(Bf16GemmVariant.Mma));
             Environment.SetEnvironmentVariable("HFT_BF16_GEMM", "wgmma-tma");
             Assert.That(IlgpuBackend.DefaultBf16GemmVariant, Is.EqualTo(Bf16GemmVariant.WgmmaTma));
+            Environment.SetEnvironmentVariable("HFT_BF16_GEMM", "wgmma-ws");
+            Assert.That(IlgpuBackend.DefaultBf16GemmVariant, Is.EqualTo(Bf16GemmVariant.WgmmaWs));
             Environment.SetEnvironmentVariable("HFT_BF16_GEMM", "auto");
             Assert.That(IlgpuBackend.DefaultBf16GemmVariant, Is.EqualTo(Bf16GemmVariant.Simple), "auto without a device");
             Environment.SetEnvironmentVariable("HFT_BF16_GEMM", "simple");

@@ -18,7 +18,11 @@ public class WgmmaGemmTests : IlgpuFixture
     /// <summary>The module whose loads are TMA copies completing on mbarriers.</summary>
     private static readonly PtxGemmCheck WgmmaTma = new(WgmmaGemmPtx.TmaModule, WgmmaGemmPtx.TmaEntryOf, WgmmaGemmPtx.TmaSharedBytes, TensorMaps: true);
 
-    /// <summary>Each shape for the cp.async module and the TMA one.</summary>
+    /// <summary>The warp-specialized module: a producer warpgroup and two consumers, full and empty mbarriers.</summary>
+    private static readonly PtxGemmCheck WgmmaWs = new(WgmmaWsGemmPtx.Module, WgmmaWsGemmPtx.EntryOf, WgmmaWsGemmPtx.SharedBytes, TensorMaps: true,
+        Threads: WgmmaWsGemmPtx.Threads);
+
+    /// <summary>Each shape for the cp.async module, the TMA one and the warp-specialized one.</summary>
     private static IEnumerable<TestCaseData> Shapes()
     {
         (bool, bool, int, int, int, bool, int, string)[] shapes =
@@ -33,15 +37,15 @@ public class WgmmaGemmTests : IlgpuFixture
             (false, false, 200, 264, 136, false, 1, "NN, ragged m, n and k"),
             (true, false, 136, 264, 328, true, 2, "TN, ragged m, n and k, split k into 192 + 136, accumulate"),
         ];
-        foreach (bool tma in new[] { false, true })
+        foreach (string module in new[] { "cp.async", "TMA", "warp-specialized" })
             foreach (var (ta, tb, m, n, k, acc, splits, name) in shapes)
-                yield return new TestCaseData(tma, ta, tb, m, n, k, acc, splits).SetName((tma ? "TMA: " : "cp.async: ") + name);
+                yield return new TestCaseData(module, ta, tb, m, n, k, acc, splits).SetName(module + ": " + name);
     }
 
     [TestCaseSource(nameof(Shapes))]
-    public void MatchesFloat64(bool tma, bool transA, bool transB, int m, int n, int k, bool accumulate, int splits)
+    public void MatchesFloat64(string module, bool transA, bool transB, int m, int n, int k, bool accumulate, int splits)
     {
-        var check = tma ? WgmmaTma : Wgmma;
+        var check = module switch { "TMA" => WgmmaTma, "warp-specialized" => WgmmaWs, _ => Wgmma };
         Assert.That(check.WorstError(transA, transB, m, n, k, accumulate, splits, out string where), Is.LessThanOrEqualTo(1.0), where);
         // The other extreme of asynchrony (copies land at once, wgmma read at their wait) in the other thread order.
         Assert.That(check.WorstError(transA, transB, m, n, k, accumulate, splits, out where, late: true), Is.LessThanOrEqualTo(1.0), "late wgmma: " + where);
@@ -74,6 +78,7 @@ public class WgmmaGemmTests : IlgpuFixture
     /// </summary>
     [TestCase(Bf16GemmVariant.Wgmma, "wgmma")]
     [TestCase(Bf16GemmVariant.WgmmaTma, "wgmma-tma")]
+    [TestCase(Bf16GemmVariant.WgmmaWs, "wgmma-ws")]
     [TestCase(Bf16GemmVariant.Mma, "mma")]
     public void WithoutACudaDeviceTheSimpleKernelRuns(Bf16GemmVariant variant, string name)
     {
@@ -112,6 +117,32 @@ public class WgmmaGemmTests : IlgpuFixture
             Assert.That(Regex.Matches(body, @"mbarrier\.init\.shared::cta\.b64 \[%u47\+\d+\], 1;").Count, Is.EqualTo(4), name);
             Assert.That(body, Does.Not.Contain("cp.async.cg"), name);
             Assert.That(Regex.Matches(body, @"wgmma\.mma_async").Count, Is.EqualTo(4), name);
+        }
+    }
+
+    /// <summary>
+    /// Each form's entry of the warp-specialized module: 384 threads; the producer gives up registers and issues one
+    /// load step's boxes in its loop after waiting on the stage's empty mbarrier; the consumers take registers, wait on
+    /// the full one, multiply and release the previous step's stage with one arrival; full mbarriers count one arrival,
+    /// empty ones two; no block barrier after the mbarriers' initialisation.
+    /// </summary>
+    [Test]
+    public void EachWarpSpecializedEntryHasTheExpectedInstructions()
+    {
+        string ptx = WgmmaWsGemmPtx.Module;
+        foreach (var (transA, transB, boxes) in new[] { (false, true, 1 + 1), (false, false, 1 + 4), (true, false, 2 + 4) })
+        {
+            string name = WgmmaWsGemmPtx.EntryOf(transA, transB);
+            string body = Regex.Match(ptx, @"\.entry " + name + @"\((?s:.*?)\n\}").Value;
+            Assert.That(body, Does.Contain(".maxntid 384, 1, 1"), name);
+            Assert.That(Regex.Matches(body, @"cp\.async\.bulk\.tensor\.2d").Count, Is.EqualTo(boxes), name);
+            Assert.That(Regex.Matches(body, @"mbarrier\.init\.shared::cta\.b64 \[%u47\+\d+\], 1;").Count, Is.EqualTo(4), name);
+            Assert.That(Regex.Matches(body, @"mbarrier\.init\.shared::cta\.b64 \[%u52\+\d+\], 2;").Count, Is.EqualTo(4), name);
+            Assert.That(body, Does.Contain($"setmaxnreg.dec.sync.aligned.u32 {WgmmaWsGemmPtx.ProducerRegisters}"), name);
+            Assert.That(body, Does.Contain($"setmaxnreg.inc.sync.aligned.u32 {WgmmaWsGemmPtx.ConsumerRegisters}"), name);
+            Assert.That(Regex.Matches(body, @"mbarrier\.arrive\.shared::cta\.b64 _").Count, Is.EqualTo(1), name);
+            Assert.That(Regex.Matches(body, @"bar\.sync").Count, Is.EqualTo(1), name);
+            Assert.That(128 * WgmmaWsGemmPtx.ProducerRegisters + 256 * WgmmaWsGemmPtx.ConsumerRegisters, Is.LessThanOrEqualTo(65536));
         }
     }
 

@@ -5,9 +5,10 @@ namespace HftRuntime.Tests.Support;
 /// <summary>
 /// Runs a bf16 GEMM module written as PTX (one of the <see cref="WgmmaGemmPtx"/>-style modules: same parameters, tiles
 /// and layouts of a, b and c) through <see cref="PtxInterpreter"/> against float64; with <paramref name="TensorMaps"/>
-/// its entries also take a's and b's tensor maps (<see cref="GemmTensorMaps.For"/>) after the other parameters.
+/// its entries also take a's and b's tensor maps (<see cref="GemmTensorMaps.For"/>) after the other parameters; blocks
+/// of <paramref name="Threads"/> threads.
 /// </summary>
-internal sealed record PtxGemmCheck(string Module, Func<bool, bool, string> EntryOf, int SharedBytes, bool TensorMaps = false)
+internal sealed record PtxGemmCheck(string Module, Func<bool, bool, string> EntryOf, int SharedBytes, bool TensorMaps = false, int Threads = WgmmaGemmPtx.Threads)
 {
     /// <summary>
     /// Runs the entry of a form in the interpreter (with <paramref name="late"/> the other extreme of asynchrony, in
@@ -47,7 +48,7 @@ internal sealed record PtxGemmCheck(string Module, Func<bool, bool, string> Entr
             (ptx.TensorMaps[1], ptx.TensorMaps[2]) = GemmTensorMaps.For(transA, transB, m, n, k, g + (ulong)aAt, g + (ulong)bAt);
             args = [.. args, 1, 2];
         }
-        ptx.Run(tilesM * tilesN * splits, WgmmaGemmPtx.Threads, SharedBytes, args);
+        ptx.Run(tilesM * tilesN * splits, Threads, SharedBytes, args);
         if (!ptx.Global.AsSpan((int)cBytes).SequenceEqual(outside))
         {
             where = "a store landed outside c";

@@ -3,7 +3,7 @@ using HftRuntime.Kernels.Ilgpu;
 namespace HftRuntime.Tests.Support;
 
 /// <summary>
-/// TMA copies and mbarriers for <see cref="PtxInterpreter"/>: <c>mbarrier.init</c>, <c>mbarrier.arrive.expect_tx</c>,
+/// TMA copies and mbarriers for <see cref="PtxInterpreter"/>: <c>mbarrier.init</c>, <c>mbarrier.arrive</c> (with or without <c>expect_tx</c>),
 /// <c>mbarrier.try_wait.parity</c> and <c>cp.async.bulk.tensor.2d</c> from a tensor map in a kernel parameter into
 /// shared memory with the 128-byte swizzle, completing its bytes on an mbarrier. A tensor map is opaque (the driver
 /// encodes it), so the test gives the interpreter the <see cref="TensorMapSpec"/> behind each map parameter's value.
@@ -51,6 +51,15 @@ internal sealed partial class PtxInterpreter
         if (a[0] != "_") throw new NotSupportedException("mbarrier.arrive.expect_tx with a state register");
         var b = MbarrierAt(t, a[1], shared);
         b.Tx += (long)Val(t, a[2], block, grid, threads);
+        if (--b.Pending < 0) throw new InvalidOperationException("PTX interpreter: more arrivals than the mbarrier's count in one phase");
+        Complete(b);
+    }
+
+    /// <summary>One arrival without transaction bytes.</summary>
+    private void MbarrierArrive(Thread t, string[] a, byte[] shared)
+    {
+        if (a[0] != "_") throw new NotSupportedException("mbarrier.arrive with a state register");
+        var b = MbarrierAt(t, a[1], shared);
         if (--b.Pending < 0) throw new InvalidOperationException("PTX interpreter: more arrivals than the mbarrier's count in one phase");
         Complete(b);
     }

@@ -25,7 +25,7 @@ internal sealed partial class PtxInterpreter
     {
         LdParam, Cvta, Mov, MovPack, Add, Sub, MulLo, MulWide, Div, Rem, Min, Shl, Shr, And, Or, Xor, Cvt, Setp, Selp, Bra,
         CpAsync, CpCommit, CpWait, Nop, Bar, Wgmma, WgmmaCommit, WgmmaWait, Ldmatrix, Mma, StGlobal, LdGlobal, AddF, Ret,
-        MbarInit, MbarExpectTx, MbarTryWait, TensorCopy,
+        MbarInit, MbarExpectTx, MbarArrive, MbarTryWait, TensorCopy,
     }
 
     private sealed record Ins(Op Op, int Guard, bool GuardNeg, string[] Args, string Type, string Text);
@@ -122,6 +122,9 @@ internal sealed partial class PtxInterpreter
             "fence.proxy.async.shared::cta" or "wgmma.fence.sync.aligned" or "fence.mbarrier_init.release.cluster" => Op.Nop,
             "mbarrier.init.shared::cta.b64" => Op.MbarInit,
             "mbarrier.arrive.expect_tx.shared::cta.b64" => Op.MbarExpectTx,
+            "mbarrier.arrive.shared::cta.b64" => Op.MbarArrive,
+            // Register counts change nothing here; ptxas checks that the code fits them.
+            "setmaxnreg.dec.sync.aligned.u32" or "setmaxnreg.inc.sync.aligned.u32" => Op.Nop,
             "mbarrier.try_wait.parity.shared::cta.b64" => Op.MbarTryWait,
             "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes" => Op.TensorCopy,
             "wgmma.commit_group.sync.aligned" => Op.WgmmaCommit,
@@ -310,6 +313,7 @@ internal sealed partial class PtxInterpreter
                 case Op.Bar: t.AtBarrier = true; return;
                 case Op.MbarInit: MbarrierInit(t, a, shared, block, grid, threads); break;
                 case Op.MbarExpectTx: MbarrierExpectTx(t, a, shared, block, grid, threads); break;
+                case Op.MbarArrive: MbarrierArrive(t, a, shared); break;
                 case Op.TensorCopy: TensorCopy(t, ins, shared, args, block, grid, threads); break;
                 case Op.MbarTryWait:
                     if (MbarrierTryWait(t, a, shared, block, grid, threads)) { t.WaitedAt = -1; break; }

@@ -36,6 +36,13 @@ public enum Bf16GemmVariant
     /// fallback as <see cref="Wgmma"/>.
     /// </summary>
     WgmmaTma,
+
+    /// <summary>
+    /// The warp-specialized wgmma kernel (<see cref="WgmmaWsGemmPtx"/>: sm_90a): a producer warpgroup issues the TMA
+    /// copies as far ahead as the stages allow, two consumer warpgroups multiply, full and empty mbarriers between them
+    /// and no block barrier in the loop; the same products, checks and fallback as <see cref="Wgmma"/>.
+    /// </summary>
+    WgmmaWs,
 }
 
 /// <summary>
@@ -97,7 +104,7 @@ public sealed partial class IlgpuBackend
     /// <summary>
     /// A setting of HFT_BF16_GEMM as a variant for a device: "fast" selects <see cref="Bf16GemmVariant.Fast"/>, "wgmma"
     /// <see cref="Bf16GemmVariant.Wgmma"/>, "mma" <see cref="Bf16GemmVariant.Mma"/>, "wgmma-tma"
-    /// <see cref="Bf16GemmVariant.WgmmaTma"/>; "auto" the fastest kernel the
+    /// <see cref="Bf16GemmVariant.WgmmaTma"/>, "wgmma-ws" <see cref="Bf16GemmVariant.WgmmaWs"/>; "auto" the fastest kernel the
     /// device may run (wgmma on CUDA compute capability 9.0, mma on other CUDA devices of 8.0 or later, the simple
     /// kernel elsewhere); anything else, or unset, the simple kernel.
     /// </summary>
@@ -108,14 +115,19 @@ public sealed partial class IlgpuBackend
             "wgmma" => Bf16GemmVariant.Wgmma,
             "mma" => Bf16GemmVariant.Mma,
             "wgmma-tma" => Bf16GemmVariant.WgmmaTma,
+            "wgmma-ws" => Bf16GemmVariant.WgmmaWs,
             "auto" when cuda && major == 9 && minor == 0 => Bf16GemmVariant.Wgmma,
             "auto" when cuda && major >= 8 => Bf16GemmVariant.Mma,
             _ => Bf16GemmVariant.Simple,
         };
 
-    /// <summary>A variant's name, as HFT_BF16_GEMM spells it: simple, fast, wgmma, mma, wgmma-tma.</summary>
-    public static string NameOf(Bf16GemmVariant variant) =>
-        variant == Bf16GemmVariant.WgmmaTma ? "wgmma-tma" : variant.ToString().ToLowerInvariant();
+    /// <summary>A variant's name, as HFT_BF16_GEMM spells it: simple, fast, wgmma, mma, wgmma-tma, wgmma-ws.</summary>
+    public static string NameOf(Bf16GemmVariant variant) => variant switch
+    {
+        Bf16GemmVariant.WgmmaTma => "wgmma-tma",
+        Bf16GemmVariant.WgmmaWs => "wgmma-ws",
+        _ => variant.ToString().ToLowerInvariant(),
+    };
 
     /// <summary>Launches of the fast bf16 kernel so far (the tests check the dispatch with it).</summary>
     internal long Bf16FastLaunches => Interlocked.Read(ref _bf16FastLaunches);

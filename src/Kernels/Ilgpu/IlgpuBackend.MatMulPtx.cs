@@ -5,7 +5,7 @@ namespace HftRuntime.Kernels.Ilgpu;
 
 /// <summary>
 /// The bf16 GEMMs written as PTX text (see <see cref="GemmPtx"/>): <see cref="Bf16GemmVariant.Wgmma"/> and
-/// <see cref="Bf16GemmVariant.WgmmaTma"/> (sm_90a) and <see cref="Bf16GemmVariant.Mma"/> (sm_80 and later), loaded on first use, each form checked against the simple
+/// <see cref="Bf16GemmVariant.WgmmaTma"/> and <see cref="Bf16GemmVariant.WgmmaWs"/> (sm_90a) and <see cref="Bf16GemmVariant.Mma"/> (sm_80 and later), loaded on first use, each form checked against the simple
 /// kernel on its first use.
 /// </summary>
 public sealed partial class IlgpuBackend
@@ -23,7 +23,7 @@ public sealed partial class IlgpuBackend
     }
 
     private readonly PtxGemmSlot _wgmmaSlot = new("wgmma", "HFT_WGMMA"), _mmaSlot = new("mma", "HFT_MMA"),
-        _wgmmaTmaSlot = new("wgmma-tma", "HFT_WGMMA_TMA");
+        _wgmmaTmaSlot = new("wgmma-tma", "HFT_WGMMA_TMA"), _wgmmaWsSlot = new("wgmma-ws", "HFT_WGMMA_WS");
 
     /// <summary>Launches of the wgmma kernel so far.</summary>
     public long WgmmaLaunches => PtxLaunches(Bf16GemmVariant.Wgmma);
@@ -58,6 +58,7 @@ public sealed partial class IlgpuBackend
         Bf16GemmVariant.Wgmma => _wgmmaSlot,
         Bf16GemmVariant.Mma => _mmaSlot,
         Bf16GemmVariant.WgmmaTma => _wgmmaTmaSlot,
+        Bf16GemmVariant.WgmmaWs => _wgmmaWsSlot,
         _ => null,
     };
 
@@ -79,8 +80,8 @@ public sealed partial class IlgpuBackend
         && a.Count >= (long)m * k && b.Count >= (long)n * k && c.Count >= (long)m * n;
 
     /// <summary>
-    /// Runs the selected PTX kernel (<see cref="Bf16GemmVariant.Wgmma"/>, <see cref="Bf16GemmVariant.WgmmaTma"/> or
-    /// <see cref="Bf16GemmVariant.Mma"/>) when the
+    /// Runs the selected PTX kernel (<see cref="Bf16GemmVariant.Wgmma"/>, <see cref="Bf16GemmVariant.WgmmaTma"/>,
+    /// <see cref="Bf16GemmVariant.WgmmaWs"/> or <see cref="Bf16GemmVariant.Mma"/>) when the
     /// device runs it, <see cref="AcceptsPtxGemm"/> holds and the form passed its check; split in k as the other
     /// kernels (slices of a multiple of 64, partials summed by the split reduce kernel). Returns whether it did.
     /// </summary>
@@ -121,6 +122,9 @@ public sealed partial class IlgpuBackend
         if (Interlocked.Exchange(ref slot.Warned, 1) == 0) Console.Error.WriteLine(message);
     }
 
+    /// <summary>Whether a slot holds one of the wgmma modules (sm_90a; descriptors of <see cref="WgmmaGemmPtx.DescriptorBits"/>).</summary>
+    private bool IsWgmma(PtxGemmSlot slot) => slot == _wgmmaSlot || slot == _wgmmaTmaSlot || slot == _wgmmaWsSlot;
+
     /// <summary>The device address of a tensor's first byte.</summary>
     private static IntPtr Address(Tensor t) => Arena(t).DeviceAddress(t);
 
@@ -143,12 +147,14 @@ public sealed partial class IlgpuBackend
         var arch = cuda.Architecture;
         try
         {
-            if (slot == _wgmmaSlot || slot == _wgmmaTmaSlot)
+            if (IsWgmma(slot))
             {
-                bool tma = slot == _wgmmaTmaSlot;
                 if (arch.Major != 9 || arch.Minor != 0)
                     slot.Unavailable = $"needs compute capability 9.0 (sm_90a), {_acc.Name} has {arch.Major}.{arch.Minor}";
-                else if (tma)
+                else if (slot == _wgmmaWsSlot)
+                    slot.Gemm = PtxGemm.Load(cuda, "warp-specialized wgmma GEMM", WgmmaWsGemmPtx.Module, WgmmaWsGemmPtx.EntryOf,
+                        WgmmaWsGemmPtx.SharedBytes, tensorMaps: true, WgmmaWsGemmPtx.Threads);
+                else if (slot == _wgmmaTmaSlot)
                     slot.Gemm = PtxGemm.Load(cuda, "wgmma GEMM with TMA loads", WgmmaGemmPtx.TmaModule, WgmmaGemmPtx.TmaEntryOf,
                         WgmmaGemmPtx.TmaSharedBytes, tensorMaps: true);
                 else slot.Gemm = PtxGemm.Load(cuda, "wgmma GEMM", WgmmaGemmPtx.Module, WgmmaGemmPtx.EntryOf, WgmmaGemmPtx.SharedBytes);
@@ -200,7 +206,7 @@ public sealed partial class IlgpuBackend
         int form = Form(transA, transB);
         if (slot.Form[form] is { } done) return done.StartsWith("checked", StringComparison.Ordinal);
         string name = transA ? "TN" : transB ? "NT" : "NN", first = "";
-        bool tryExchanged = (slot == _wgmmaSlot || slot == _wgmmaTmaSlot) && (transA || !transB);
+        bool tryExchanged = IsWgmma(slot) && (transA || !transB);
         foreach (bool swapped in tryExchanged ? new[] { false, true } : [false])
         {
             string? mismatch = CheckShape(gemm, 256, 512, 320, transA, transB, swapped, 20261126 + form)

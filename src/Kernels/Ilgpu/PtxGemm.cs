@@ -26,8 +26,11 @@ internal sealed class PtxGemm : IDisposable
     private readonly Func<bool, bool, string> _entryOf;
     private readonly int _sharedBytes;
 
-    private PtxGemm(CudaAccelerator acc, IntPtr module, Func<bool, bool, string> entryOf, int sharedBytes, bool tensorMaps)
+    private readonly int _threads;
+
+    private PtxGemm(CudaAccelerator acc, IntPtr module, Func<bool, bool, string> entryOf, int sharedBytes, bool tensorMaps, int threads)
     {
+        _threads = threads;
         _acc = acc;
         _module = module;
         _entryOf = entryOf;
@@ -41,15 +44,16 @@ internal sealed class PtxGemm : IDisposable
     /// <summary>
     /// Loads <paramref name="ptx"/> on <paramref name="acc"/> (the driver compiles it for the card) and allows its three
     /// forms' functions (named by <paramref name="entryOf"/>(transA, transB)) <paramref name="sharedBytes"/> of dynamic
-    /// shared memory.
+    /// shared memory, launched in blocks of <paramref name="threads"/>.
     /// </summary>
-    public static PtxGemm Load(CudaAccelerator acc, string what, string ptx, Func<bool, bool, string> entryOf, int sharedBytes, bool tensorMaps = false)
+    public static PtxGemm Load(CudaAccelerator acc, string what, string ptx, Func<bool, bool, string> entryOf, int sharedBytes, bool tensorMaps = false,
+        int threads = GemmPtx.Threads)
     {
         acc.Bind();
         var error = CudaAPI.CurrentAPI.LoadModule(out var module, ptx, out string? log);
         if (error != CudaError.CUDA_SUCCESS)
             throw new InvalidOperationException($"the {what} module did not load on {acc.Name}: {error} {log?.TrimEnd('\0').Trim()}");
-        var gemm = new PtxGemm(acc, module, entryOf, sharedBytes, tensorMaps);
+        var gemm = new PtxGemm(acc, module, entryOf, sharedBytes, tensorMaps, threads);
         try
         {
             var setAttribute = Marshal.GetDelegateForFunctionPointer<FuncSetAttribute>(
@@ -124,7 +128,7 @@ internal sealed class PtxGemm : IDisposable
             }
             _acc.Bind();
             var stream = ((CudaStream)_acc.DefaultStream).StreamPtr;
-            Check(CudaAPI.CurrentAPI.LaunchKernel(function, grid, 1, 1, GemmPtx.Threads, 1, 1, _sharedBytes,
+            Check(CudaAPI.CurrentAPI.LaunchKernel(function, grid, 1, 1, _threads, 1, 1, _sharedBytes,
                 stream, pointers, IntPtr.Zero), "launch " + entry);
         }
         finally

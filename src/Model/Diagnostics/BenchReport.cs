@@ -26,6 +26,7 @@ public static class BenchReport
         if (r["wgmma"] is JsonNode wgmma) sb.AppendLine().AppendLine($"wgmma kernel: {wgmma}.");
         if (r["mma"] is JsonNode mma) sb.AppendLine().AppendLine($"mma kernel: {mma}.");
         if (r["wgmma_tma"] is JsonNode tma) sb.AppendLine().AppendLine($"wgmma kernel with TMA loads: {tma}.");
+        if (r["wgmma_ws"] is JsonNode ws) sb.AppendLine().AppendLine($"warp-specialized wgmma kernel: {ws}.");
         if (r["copy_gbps"] is JsonNode copy && r["adamw_gbps"] is JsonNode adamw)
         {
             sb.AppendLine().AppendLine(string.Format(inv, "Copy {0:F1} GB/s; masked AdamW {1:F1} GB/s ({2:P0} of copy).",

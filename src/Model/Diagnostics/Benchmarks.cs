@@ -31,7 +31,7 @@ public sealed record BenchOptions(string? StepModel = null, bool Quick = false, 
 /// tensor-op mode), the copy bandwidth of the device, the masked AdamW's bandwidth, attention forward and backward,
 /// and a full training step of the benchmark Llama with full fine-tuning and with HFT, each in fp32 and in bf16 mixed
 /// precision (ms, tokens/s, arena bytes, cost_bound). The JSON has the keys <c>card</c>, <c>gemm</c> (entries with
-/// <c>impl</c> ours-fp32, ours-bf16, ours-bf16-fast, ours-bf16-wgmma, ours-bf16-mma and ours-bf16-wgmma-tma (CUDA), cublas-fp32, cublas-tf32; on CUDA also <c>wgmma</c>, <c>mma</c> and <c>wgmma_tma</c>, their status), <c>copy_gbps</c>, <c>adamw_gbps</c>,
+/// <c>impl</c> ours-fp32, ours-bf16, ours-bf16-fast, ours-bf16-wgmma, ours-bf16-mma, ours-bf16-wgmma-tma and ours-bf16-wgmma-ws (CUDA), cublas-fp32, cublas-tf32; on CUDA also <c>wgmma</c>, <c>mma</c>, <c>wgmma_tma</c> and <c>wgmma_ws</c>, their status), <c>copy_gbps</c>, <c>adamw_gbps</c>,
 /// <c>attention</c> (fp32; on a GPU also <c>attention_bf16</c>, the tensor-core kernels), <c>step</c> (entries with <c>method</c> fft or hft and <c>precision</c> fp32 or bf16),
 /// <c>hft_fft_ratio</c> (an object: precision → HFT ms / FFT ms), and the step model's <c>step_model</c>,
 /// <c>step_config</c> (its config.json), <c>step_batch</c>, <c>step_seq</c> and <c>step_frozen</c> (the tensors HFT
@@ -69,7 +69,8 @@ public static class Benchmarks
             var ilgpuCuda = gpu ? backend as IlgpuBackend : null;
             var impls = new[] { (DType.F32, "ours-fp32", Bf16GemmVariant.Simple), (DType.BF16, "ours-bf16", Bf16GemmVariant.Simple),
                 (DType.BF16, "ours-bf16-fast", Bf16GemmVariant.Fast), (DType.BF16, "ours-bf16-wgmma", Bf16GemmVariant.Wgmma),
-                (DType.BF16, "ours-bf16-mma", Bf16GemmVariant.Mma), (DType.BF16, "ours-bf16-wgmma-tma", Bf16GemmVariant.WgmmaTma) };
+                (DType.BF16, "ours-bf16-mma", Bf16GemmVariant.Mma), (DType.BF16, "ours-bf16-wgmma-tma", Bf16GemmVariant.WgmmaTma),
+                (DType.BF16, "ours-bf16-wgmma-ws", Bf16GemmVariant.WgmmaWs) };
             foreach (var (type, impl, variant) in impls)
             {
                 if (variant != Bf16GemmVariant.Simple && ilgpuCuda is null) continue;
@@ -104,6 +105,7 @@ public static class Benchmarks
                 report["wgmma"] = ilgpuCuda.WgmmaStatus;
                 report["mma"] = ilgpuCuda.MmaStatus;
                 report["wgmma_tma"] = ilgpuCuda.PtxStatus(Bf16GemmVariant.WgmmaTma);
+                report["wgmma_ws"] = ilgpuCuda.PtxStatus(Bf16GemmVariant.WgmmaWs);
             }
             checkpoint?.Invoke(report);
 
@@ -296,7 +298,8 @@ public static class Benchmarks
         var ilgpuCuda = backend.Name == "cuda" ? backend as IlgpuBackend : null;
         var configurations = StepPrecisions.Select(p => (Precision: p, Variant: (Bf16GemmVariant?)null)).ToList();
         if (ilgpuCuda is not null)
-            foreach (var other in new[] { Bf16GemmVariant.Simple, Bf16GemmVariant.Fast, Bf16GemmVariant.Wgmma, Bf16GemmVariant.Mma, Bf16GemmVariant.WgmmaTma })
+            foreach (var other in new[] { Bf16GemmVariant.Simple, Bf16GemmVariant.Fast, Bf16GemmVariant.Wgmma, Bf16GemmVariant.Mma, Bf16GemmVariant.WgmmaTma,
+                Bf16GemmVariant.WgmmaWs })
                 if (other != ilgpuCuda.Bf16GemmVariant && ilgpuCuda.PtxStatus(other)?.Contains("checked", StringComparison.Ordinal) != false)
                     configurations.Add((Precision.Bf16, other));
         foreach (var (precision, variant) in configurations)

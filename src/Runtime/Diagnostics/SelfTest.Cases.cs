@@ -89,6 +89,14 @@ public static partial class SelfTest
         yield return MatMulBf16Variant(Bf16GemmVariant.WgmmaTma, tokens, d, vocab, false, false, accumulate: false, seed++);
         yield return MatMulBf16Variant(Bf16GemmVariant.WgmmaTma, d, d, tokens, true, false, accumulate: true, seed++);
         yield return MatMulBf16Variant(Bf16GemmVariant.WgmmaTma, vocab, d, tokens, true, false, accumulate: true, seed++);
+        // And on the warp-specialized wgmma kernel (forced; sm_90 only).
+        yield return MatMulBf16Variant(Bf16GemmVariant.WgmmaWs, 4096, 4096, 4096, false, true, accumulate: false, seed++);
+        yield return MatMulBf16Variant(Bf16GemmVariant.WgmmaWs, tokens, d, d, false, true, accumulate: false, seed++);
+        yield return MatMulBf16Variant(Bf16GemmVariant.WgmmaWs, tokens, vocab, d, false, true, accumulate: false, seed++);
+        yield return MatMulBf16Variant(Bf16GemmVariant.WgmmaWs, tokens, d, f, false, false, accumulate: false, seed++);
+        yield return MatMulBf16Variant(Bf16GemmVariant.WgmmaWs, tokens, d, vocab, false, false, accumulate: false, seed++);
+        yield return MatMulBf16Variant(Bf16GemmVariant.WgmmaWs, d, d, tokens, true, false, accumulate: true, seed++);
+        yield return MatMulBf16Variant(Bf16GemmVariant.WgmmaWs, vocab, d, tokens, true, false, accumulate: true, seed++);
         // And on the mma.sync PTX kernel (forced; compute capability 8.0 and later).
         yield return MatMulBf16Variant(Bf16GemmVariant.Mma, 4096, 4096, 4096, false, true, accumulate: false, seed++);
         yield return MatMulBf16Variant(Bf16GemmVariant.Mma, tokens, vocab, d, false, true, accumulate: false, seed++);

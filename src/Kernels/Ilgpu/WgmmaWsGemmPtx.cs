@@ -1,0 +1,140 @@
+namespace HftRuntime.Kernels.Ilgpu;
+
+/// <summary>
+/// The PTX (sm_90a) of the warp-specialized wgmma bf16 GEMM: the products, tiles, shared layouts, descriptors and
+/// stores of <see cref="WgmmaGemmPtx"/>, with TMA loads, but a block of 384 threads in three warpgroups whose roles
+/// differ, as CUTLASS's warp-specialized Hopper GEMMs do: warpgroup 0 produces (its first thread issues every k step's
+/// TMA copies, as far ahead as the 4 stages allow; the warpgroup gives up registers with <c>setmaxnreg.dec</c> to 40),
+/// warpgroups 1 and 2 consume (rows 0 .. 63 and 64 .. 127 of the tile; <c>setmaxnreg.inc</c> to 232). No block barrier
+/// in the loop: a stage's "full" mbarrier completes when its copies land (transaction bytes), its "empty" mbarrier
+/// when both consumer warpgroups have retired the wgmma that read it (one arrival each, after <c>wgmma.wait_group 1</c>
+/// of the next step).
+/// </summary>
+public static class WgmmaWsGemmPtx
+{
+    /// <summary>Threads per block: a producer warpgroup and two consumer warpgroups.</summary>
+    public const int Threads = 384;
+
+    /// <summary>Pipeline stages (as <see cref="WgmmaGemmPtx.Stages"/>).</summary>
+    public const int Stages = WgmmaGemmPtx.Stages;
+
+    /// <summary>Registers per thread of the producer and of the consumers after <c>setmaxnreg</c> (128·40 + 256·232 ≤ 65536).</summary>
+    public const int ProducerRegisters = 40, ConsumerRegisters = 232;
+
+    /// <summary>Dynamic shared memory per block: the stages, a full and an empty mbarrier per stage, 1 KiB to align them.</summary>
+    public static readonly int SharedBytes = GemmPtx.SharedBytes(Stages) + 16 * Stages;
+
+    private static readonly Lazy<string> _module = new(() => GemmPtx.Module("8.0", "sm_90a", "hft_wgmma_ws_bf16", [".reg .pred %p_lead, %p_ready"],
+        [WgmmaGemmPtx.TensorMapA, WgmmaGemmPtx.TensorMapB], Entry, Threads));
+
+    /// <summary>The module's PTX text; its entries take the operands' tensor maps after the other parameters, as <see cref="WgmmaGemmPtx.TmaModule"/>.</summary>
+    public static string Module => _module.Value;
+
+    /// <summary>The entry of a form (transA: a is [k, m]; transB: b is [n, k]); the TT form has none.</summary>
+    public static string EntryOf(bool transA, bool transB) => GemmPtx.EntryOf("hft_wgmma_ws_bf16", transA, transB);
+
+    // Registers besides GemmPtx's and WgmmaGemmPtx's TMA ones: u32 47 the full mbarriers (8 bytes per stage after the
+    // stages), 52 the empty ones (after the full ones), 48 the mbarrier of the current step, 29 its parity.
+
+    private static void Entry(GemmPtx.Emitter e, bool aKMajor, bool bKMajor)
+    {
+        GemmPtx.Setup(e, Stages);
+        e.Ins($"add.u32 %u47, %u22, {Stages * (GemmPtx.StageBytesA + GemmPtx.StageBytesB)}");
+        e.Ins($"add.u32 %u52, %u47, {8 * Stages}");
+        WgmmaGemmPtx.TensorMapAddresses(e);
+        // Thread 0 initialises the mbarriers (full: one arrival, the producer's, plus the bytes; empty: one arrival per
+        // consumer warpgroup) before the block splits.
+        e.Ins("setp.eq.u32 %p_lead, %u0, 0");
+        string initialised = e.NewLabel("INIT"), consumer = e.NewLabel("CONSUMER");
+        e.Ins($"@!%p_lead bra {initialised}");
+        for (int s = 0; s < Stages; s++)
+        {
+            e.Ins($"mbarrier.init.shared::cta.b64 [%u47+{8 * s}], 1");
+            e.Ins($"mbarrier.init.shared::cta.b64 [%u52+{8 * s}], 2");
+        }
+        e.Ins("fence.mbarrier_init.release.cluster");
+        e.Line(initialised + ":");
+        e.Ins("bar.sync 0");
+        e.Ins("setp.ne.u32 %p_r, %u1, 0");
+        e.Ins($"@%p_r bra {consumer}");
+        Producer(e, aKMajor, bKMajor);
+        e.Line(consumer + ":");
+        Consumer(e, aKMajor, bKMajor);
+    }
+
+    /// <summary>
+    /// Warpgroup 0: fewer registers, then its first thread alone, for each load step kl: waits until the stage is empty
+    /// (the consumers retired load step kl − 4; parity (kl / 4 + 1) mod 2, which a fresh mbarrier passes at once), and
+    /// issues the step's copies; the other threads leave.
+    /// </summary>
+    private static void Producer(GemmPtx.Emitter e, bool aKMajor, bool bKMajor)
+    {
+        e.Ins($"setmaxnreg.dec.sync.aligned.u32 {ProducerRegisters}");
+        e.Ins("@!%p_lead ret");
+        e.Ins("mov.u32 %u21, 0");
+        string loop = e.NewLabel("PRODUCE"), wait = e.NewLabel("EMPTY"), done = e.NewLabel("PRODUCED");
+        e.Line(loop + ":");
+        e.Ins("setp.ge.u32 %p_done, %u21, %u19");
+        e.Ins($"@%p_done bra {done}");
+        Barrier(e, "%u48", "%u52", "%u21");
+        e.Ins($"div.u32 %u29, %u21, {Stages}");
+        e.Ins("add.u32 %u29, %u29, 1");
+        e.Ins("and.b32 %u29, %u29, 1");
+        e.Line(wait + ":");
+        e.Ins("mbarrier.try_wait.parity.shared::cta.b64 %p_ready, [%u48], %u29");
+        e.Ins($"@!%p_ready bra {wait}");
+        Barrier(e, "%u48", "%u47", "%u21");
+        WgmmaGemmPtx.TmaLoads(e, aKMajor, bKMajor);
+        e.Ins("add.u32 %u21, %u21, 1");
+        e.Ins($"bra.uni {loop}");
+        e.Line(done + ":");
+        e.Ins("ret");
+    }
+
+    /// <summary>
+    /// Warpgroups 1 and 2 (as warpgroups 0 and 1 of the tile's rows): more registers, zeroed accumulators, then per step
+    /// kt: wait until its stage is full (parity kt / 4 mod 2), the four wgmma, and once step kt − 1's group is retired
+    /// (<c>wgmma.wait_group 1</c>), the warpgroup's first thread releases step kt − 1's stage; finally the stores.
+    /// </summary>
+    private static void Consumer(GemmPtx.Emitter e, bool aKMajor, bool bKMajor)
+    {
+        e.Ins($"setmaxnreg.inc.sync.aligned.u32 {ConsumerRegisters}");
+        e.Ins("sub.u32 %u1, %u1, 1");
+        e.Ins("and.b32 %u27, %u0, 127");
+        e.Ins("setp.eq.u32 %p_lead, %u27, 0");
+        GemmPtx.ZeroAccumulators(e);
+        string loop = e.NewLabel("LOOP"), wait = e.NewLabel("FULL"), done = e.NewLabel("DONE"), kept = e.NewLabel("KEPT");
+        e.Line(loop + ":");
+        e.Ins("setp.ge.u32 %p_done, %u20, %u19");
+        e.Ins($"@%p_done bra {done}");
+        Barrier(e, "%u48", "%u47", "%u20");
+        e.Ins($"div.u32 %u29, %u20, {Stages}");
+        e.Ins("and.b32 %u29, %u29, 1");
+        e.Line(wait + ":");
+        e.Ins("mbarrier.try_wait.parity.shared::cta.b64 %p_ready, [%u48], %u29");
+        e.Ins($"@!%p_ready bra {wait}");
+        WgmmaGemmPtx.Multiply(e, aKMajor, bKMajor);
+        e.Ins("wgmma.wait_group.sync.aligned 1");
+        // Step kt − 1's wgmma is retired in this warpgroup: its stage may take new copies once both have said so.
+        e.Ins("setp.ne.u32 %p_r, %u20, 0");
+        e.Ins("and.pred %p_r, %p_r, %p_lead");
+        e.Ins($"@!%p_r bra {kept}");
+        e.Ins("sub.u32 %u30, %u20, 1");
+        Barrier(e, "%u48", "%u52", "%u30");
+        e.Ins("mbarrier.arrive.shared::cta.b64 _, [%u48]");
+        e.Line(kept + ":");
+        e.Ins("add.u32 %u20, %u20, 1");
+        e.Ins($"bra.uni {loop}");
+        e.Line(done + ":");
+        e.Ins("wgmma.wait_group.sync.aligned 0");
+        WgmmaGemmPtx.Stores(e);
+    }
+
+    /// <summary><paramref name="dst"/> = the mbarrier of step <paramref name="step"/>'s stage among those at <paramref name="barriers"/>.</summary>
+    private static void Barrier(GemmPtx.Emitter e, string dst, string barriers, string step)
+    {
+        e.Ins($"rem.u32 %u27, {step}, {Stages}");
+        e.Ins($"shl.b32 {dst}, %u27, 3");
+        e.Ins($"add.u32 {dst}, {dst}, {barriers}");
+    }
+}
