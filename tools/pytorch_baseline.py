@@ -27,7 +27,8 @@ bench (batch 8, 12 heads, 1024 tokens, head dimension 64).
 
 Writes JSON to OUT (after every configuration, so a run stopped by a timeout keeps what it measured) with the keys
 card, torch_version, transformers_version, model {name, config, batch, seq, parameters}, frozen, frozen_source,
-settings, gemm [{impl, m, n, k, tflops}], attention and attention_bf16 {shape, precision, forward_ms, backward_ms,
+settings, gemm [{impl, m, n, k, tflops}], gemm_training [{impl, product, form, m, n, k, tflops}] (torch-bf16 on
+the products of a training step, as hft bench's), attention and attention_bf16 {shape, precision, forward_ms, backward_ms,
 forward_tflops, backward_tflops} (as hft bench writes them), step [{method, precision, ms, ms_min, ms_max, tokens_per_s, peak_bytes,
 trainable_parameters, loss} or {method, precision, error}], hft_fft_ratio {precision: hft ms / fft ms}, and prints a
 table. `hft bench --from bench.json --compare OUT` sets these figures beside ours.
@@ -223,6 +224,68 @@ def gemms(torch, device, sizes, repeats, log):
     return results
 
 
+def loss_chunk_rows(batch, seq, vocab):
+    """LlamaModelOptions.DefaultLossChunkRows: the rows of the loss head per chunk (all rows where they fit 64 Mi logits)."""
+    budget = 64 << 20
+    if batch * seq * vocab <= budget:
+        return batch * seq
+    rows = max(1, budget // vocab)
+    return rows - rows % 128 if rows >= 128 else rows
+
+
+def training_gemms(name):
+    """Benchmarks.TrainingGemms: the distinct products (product, form, m, n, k) of a training step of a step model."""
+    cfg, batch, seq = STEP_MODELS[name]
+    t, d, f, v = batch * seq, cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    qd = kvd = d  # the step models have no GQA and head_dim = hidden_size / heads
+    rows = loss_chunk_rows(batch, seq, v)
+    weights = [("q", qd, d, t), ("k", kvd, d, t), ("v", kvd, d, t), ("o", d, qd, t), ("gate", f, d, t), ("up", f, d, t),
+               ("down", d, f, t), ("head", v, d, rows)]
+    out = []
+
+    def add(product, form, m, n, k):
+        if not any(x[1:] == (form, m, n, k) for x in out):
+            out.append((product, form, m, n, k))
+
+    for w, o, i, r in weights:
+        add(f"x·W_{w}ᵀ", "NT", r, o, i)
+    for w, o, i, r in weights:
+        add(f"dy·W_{w}", "NN", r, i, o)
+    for w, o, i, r in weights:
+        add(f"dW_{w}", "TN", o, i, r)
+    return out
+
+
+def training_gemm_times(torch, device, name, repeats, log):
+    """torch-bf16 on each product of training_gemms(name), c in fp32 where torch.mm has out_dtype (as hft bench's gemm_training)."""
+    results = []
+    for product, form, m, n, k in training_gemms(name):
+        entry = {"impl": "torch-bf16", "product": product, "form": form, "m": m, "n": n, "k": k}
+        try:
+            def full(rows, cols, value):
+                return torch.full((rows, cols), value, device=device, dtype=torch.bfloat16)
+            # NT: a [m, k] · b [n, k]ᵀ; NN: a [m, k] · b [k, n]; TN: a [k, m]ᵀ · b [k, n].
+            a = full(k, m, 0.01).t() if form == "TN" else full(m, k, 0.01)
+            b = full(n, k, 0.02).t() if form == "NT" else full(k, n, 0.02)
+            try:
+                torch.mm(a[:8, :8], b[:8, :8], out_dtype=torch.float32)
+                out_dtype = torch.float32
+            except (TypeError, RuntimeError):
+                out_dtype = None
+
+            def op():
+                return torch.mm(a, b, out_dtype=out_dtype) if out_dtype is not None else torch.mm(a, b)
+
+            c = op()
+            entry["tflops"] = 2.0 * m * n * k / median_seconds(torch, device, op, repeats, warmup=1) / 1e12
+            entry["c_dtype"] = str(c.dtype).replace("torch.", "")
+            log(f"gemm torch-bf16 {form} {m}x{n}x{k} ({product}): {entry['tflops']:.1f} TFLOP/s")
+        except Exception as e:  # noqa: BLE001 - recorded, the rest still runs
+            entry["error"] = f"{type(e).__name__}: {e}"
+        results.append(entry)
+    return results
+
+
 # The attention shape of `hft bench` on a GPU (batch, heads, sequence, head dimension), causal, no GQA.
 ATTENTION_SHAPE = (8, 12, 1024, 64)
 
@@ -405,6 +468,7 @@ def main(argv):
     write(args.out, report)
 
     report["gemm"] = gemms(torch, args.device, args.gemm_sizes, args.gemm_repeats, log)
+    report["gemm_training"] = training_gemm_times(torch, args.device, args.model, args.gemm_repeats, log)
     write(args.out, report)
     # The same keys as hft bench: "attention" in fp32, "attention_bf16" in bf16.
     report["attention"] = time_attention(torch, args.device, "fp32", args.gemm_repeats, log)

@@ -230,6 +230,69 @@ public sealed class BenchmarkTests
         Assert.That(BenchReport.Markdown(report), Does.Contain("wgmma kernel: NT checked; NN failed: element (0, 1) is 2, the simple kernel gives 1; TN unchecked."));
     }
 
+    /// <summary>
+    /// The products of a step of the 134M model: each projection's three forms, the equal shapes once (q, k, v and o
+    /// are all 768 × 768), the head in chunks of its loss rows.
+    /// </summary>
+    [Test]
+    public void TrainingGemmsAreTheStepsDistinctProducts()
+    {
+        var (config, batch, seq) = Benchmarks.StepModel("base");
+        var list = Benchmarks.TrainingGemms(config, batch, seq);
+        int rows = LlamaModelOptions.DefaultLossChunkRows(batch, seq, config.VocabSize);
+        Assert.That(rows, Is.EqualTo(2048));
+        var shapes = list.Select(g => $"{g.Product} {g.Form} {g.M}x{g.N}x{g.K}").ToArray();
+        Assert.That(shapes, Is.EqualTo(new[]
+        {
+            "x·W_qᵀ NT 8192x768x768", "x·W_gateᵀ NT 8192x2048x768", "x·W_downᵀ NT 8192x768x2048", "x·W_headᵀ NT 2048x32000x768",
+            "dy·W_q NN 8192x768x768", "dy·W_gate NN 8192x768x2048", "dy·W_down NN 8192x2048x768", "dy·W_head NN 2048x768x32000",
+            "dW_q TN 768x768x8192", "dW_gate TN 2048x768x8192", "dW_down TN 768x2048x8192", "dW_head TN 32000x768x2048",
+        }));
+    }
+
+    /// <summary>tools/pytorch_baseline.py times the same products as hft bench's gemm_training (its own copy of the list, in Python).</summary>
+    [TestCase("base")]
+    [TestCase("small")]
+    public void ThePyTorchBaselineTimesTheSameTrainingProducts(string model)
+    {
+        var psi = new System.Diagnostics.ProcessStartInfo("python3") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in new[] { "-c", "import sys; sys.path.insert(0, sys.argv[1]); import pytorch_baseline as p; " +
+            "print('\\n'.join(f'{g[0]} {g[1]} {g[2]}x{g[3]}x{g[4]}' for g in p.training_gemms(sys.argv[2])))", Path.Combine(HftRuntime.Tests.Library.PackagingTests.RepositoryRoot(), "tools"), model })
+            psi.ArgumentList.Add(a);
+        System.Diagnostics.Process p;
+        try { p = System.Diagnostics.Process.Start(psi)!; }
+        catch (System.ComponentModel.Win32Exception) { Assert.Inconclusive("no python3"); return; }
+        using (p)
+        {
+            var stderr = p.StandardError.ReadToEndAsync();
+            string[] python = p.StandardOutput.ReadToEnd().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+            p.WaitForExit();
+            Assert.That(p.ExitCode, Is.Zero, stderr.Result);
+            var (config, batch, seq) = Benchmarks.StepModel(model);
+            Assert.That(python, Is.EqualTo(Benchmarks.TrainingGemms(config, batch, seq).Select(g => $"{g.Product} {g.Form} {g.M}x{g.N}x{g.K}").ToArray()));
+        }
+    }
+
+    /// <summary>gemm_training is a table of kernels by product, in the summary and, with PyTorch's column, in the comparison.</summary>
+    [Test]
+    public void TrainingGemmsAreTabledByProductAndKernel()
+    {
+        var report = _report.DeepClone().AsObject();
+        JsonObject Entry(string impl, string product, string form, int m, int n, int k, double? tflops) => new()
+        {
+            ["impl"] = impl, ["product"] = product, ["form"] = form, ["m"] = m, ["n"] = n, ["k"] = k,
+            ["tflops"] = tflops is double t ? t : null, ["error"] = tflops is null ? "boom" : null,
+        };
+        report["gemm_training"] = new JsonArray(Entry("ours-bf16", "x·W_qᵀ", "NT", 8192, 768, 768, 61.5), Entry("ours-bf16-wgmma", "x·W_qᵀ", "NT", 8192, 768, 768, 402.5),
+            Entry("ours-bf16", "dW_q", "TN", 768, 768, 8192, 50), Entry("ours-bf16-wgmma", "dW_q", "TN", 768, 768, 8192, null));
+        Assert.That(BenchReport.Markdown(report), Does.Contain("| product | form m×n×k | ours-bf16 | ours-bf16-wgmma |")
+            .And.Contain("| x·W_qᵀ | NT 8192x768x768 | 61.5 | 402.5 |").And.Contain("| dW_q | TN 768x768x8192 | 50.0 | error |"));
+        var torch = TorchLike(sameFrozen: true);
+        torch["gemm_training"] = new JsonArray(Entry("torch-bf16", "x·W_qᵀ", "NT", 8192, 768, 768, 500));
+        Assert.That(BenchReport.Compare(report, torch), Does.Contain("| ours-bf16 | ours-bf16-wgmma | torch-bf16 |")
+            .And.Contain("| x·W_qᵀ | NT 8192x768x768 | 61.5 | 402.5 | 500.0 |").And.Contain("| dW_q | TN 768x768x8192 | 50.0 | error |  |"));
+    }
+
     [Test]
     public void CompareNotesADifferentModelOrFrozenSet()
     {

@@ -8,6 +8,28 @@ namespace HftRuntime.Model.Diagnostics;
 /// <summary>The readable forms of an <c>hft bench</c> report: a markdown summary, and a comparison with PyTorch's figures.</summary>
 public static class BenchReport
 {
+    /// <summary>
+    /// The bf16 products of a training step (<c>gemm_training</c>) as a table: a row per product, a column of TFLOP/s per
+    /// kernel ("error" where it did not run), and PyTorch's column where <paramref name="torch"/> has the same shapes.
+    /// </summary>
+    private static void TrainingGemmTable(StringBuilder sb, JsonArray ours, JsonArray? torch)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        static string Key(JsonNode? g) => $"{g?["form"]} {g?["m"]}x{g?["n"]}x{g?["k"]}";
+        var impls = ours.Select(g => g?["impl"]?.GetValue<string>() ?? "").Distinct().ToList();
+        var rows = ours.Select(g => (Key: Key(g), Product: g?["product"]?.ToString() ?? "")).DistinctBy(x => x.Key).ToList();
+        string Cell(JsonArray list, string impl, string key) =>
+            list.FirstOrDefault(g => g?["impl"]?.GetValue<string>() == impl && Key(g) == key) is not JsonNode g ? "" :
+            g["tflops"] is JsonNode t ? t.GetValue<double>().ToString("F1", inv) : "error";
+        bool withTorch = torch is not null && torch.Count > 0;
+        sb.AppendLine().AppendLine("bf16 products of a training step of the step model (TFLOP/s; c in fp32):").AppendLine();
+        sb.AppendLine("| product | form m×n×k | " + string.Join(" | ", impls) + (withTorch ? " | torch-bf16 |" : " |"));
+        sb.AppendLine("| --- | --- |" + string.Concat(Enumerable.Repeat(" ---: |", impls.Count + (withTorch ? 1 : 0))));
+        foreach (var (key, product) in rows)
+            sb.AppendLine($"| {product} | {key} | " + string.Join(" | ", impls.Select(i => Cell(ours, i, key)))
+                + (withTorch ? $" | {Cell(torch!, "torch-bf16", key)} |" : " |"));
+    }
+
     /// <summary>A markdown summary of a report (of the parts it has, when it is one a stopped run left).</summary>
     public static string Markdown(JsonObject r)
     {
@@ -23,6 +45,7 @@ public static class BenchReport
                 sb.AppendLine(string.Format(inv, "| {0} | {1} | {2} |", g!["impl"], g["m"],
                     g["tflops"] is JsonNode t ? t.GetValue<double>().ToString("F2", inv) : g["error"]?.ToString() ?? "n/a"));
         }
+        if (r["gemm_training"] is JsonArray training) TrainingGemmTable(sb, training, null);
         if (r["wgmma"] is JsonNode wgmma) sb.AppendLine().AppendLine($"wgmma kernel: {wgmma}.");
         if (r["mma"] is JsonNode mma) sb.AppendLine().AppendLine($"mma kernel: {mma}.");
         if (r["wgmma_tma"] is JsonNode tma) sb.AppendLine().AppendLine($"wgmma kernel with TMA loads: {tma}.");
@@ -130,6 +153,8 @@ public static class BenchReport
             string label = t?["c_dtype"] is JsonValue cd && cd.ToString() != "float32" ? $"{counterpart} (c {cd})" : counterpart;
             sb.AppendLine($"| {impl} | {g["m"]} | {(g["error"] is JsonNode e ? $"failed: {e}" : F(g["tflops"], "F2"))} | {label} | {F(t?["tflops"], "F2")} | {Ratio(g["tflops"], t?["tflops"])} |");
         }
+
+        if (ours["gemm_training"] is JsonArray training) TrainingGemmTable(sb, training, torch["gemm_training"] as JsonArray);
 
         var attention = new[] { "attention", "attention_bf16" }.Where(key => ours[key] is JsonObject || torch[key] is JsonObject).ToList();
         if (attention.Count > 0)

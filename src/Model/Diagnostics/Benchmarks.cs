@@ -38,7 +38,7 @@ public sealed record BenchOptions(string? StepModel = null, bool Quick = false, 
 /// froze). A measurement that throws is kept as an entry with an <c>error</c> instead of its figures
 /// (<see cref="Errors"/>). <see cref="BenchReport.Compare"/> sets a report beside the figures of tools/pytorch_baseline.py.
 /// </summary>
-public static class Benchmarks
+public static partial class Benchmarks
 {
     /// <summary>The benchmark model and batch.</summary>
     public static (LlamaConfig Config, int Batch, int Seq) StepModel(string name) => name switch
@@ -100,6 +100,12 @@ public static class Benchmarks
             if (gpu && backend is IlgpuBackend ib && ib.Accelerator is CudaAccelerator cuda)
                 foreach (var entry in CuBlasGemm(cuda, sizes, repeats, log)) gemm.Add(entry);
             report["gemm"] = gemm;
+            // On CUDA also every bf16 kernel on the products of a training step of the step model (its shapes, not cubes).
+            if (ilgpuCuda is not null)
+            {
+                var (config, batch, seq) = StepModel(options.StepModel ?? "base");
+                report["gemm_training"] = TrainingGemmTimes(ilgpuCuda, config, batch, seq, repeats, log);
+            }
             if (ilgpuCuda is not null)
             {
                 report["wgmma"] = ilgpuCuda.WgmmaStatus;
@@ -215,19 +221,22 @@ public static class Benchmarks
 
     private static string Describe(Exception e) => $"{e.GetType().Name}: {e.Message}";
 
-    /// <summary>c = a·bᵀ with a and b of <paramref name="type"/> (F32 or BF16; c is F32): median seconds.</summary>
-    private static double TimeGemm(Backend backend, DType type, int m, int n, int k, int repeats)
+    /// <summary>
+    /// c = a·bᵀ (or the form of <paramref name="transA"/> and <paramref name="transB"/>) with a and b of
+    /// <paramref name="type"/> (F32 or BF16; c is F32): median seconds.
+    /// </summary>
+    private static double TimeGemm(Backend backend, DType type, int m, int n, int k, int repeats, bool transA = false, bool transB = true)
     {
         if (type == DType.F32)
         {
             return TimeOp(backend, repeats, arena => (arena.Reserve("a", (long)m * k), arena.Reserve("b", (long)k * n), arena.Reserve("c", (long)m * n)),
-                t => backend.MatMul(t.Item3, t.Item1, t.Item2, m, n, k, transA: false, transB: true, accumulate: false),
+                t => backend.MatMul(t.Item3, t.Item1, t.Item2, m, n, k, transA, transB, accumulate: false),
                 init: t => { backend.Fill(t.Item1, 0.01f); backend.Fill(t.Item2, 0.02f); });
         }
         // The bf16 operands are written from float32 ones by ToBf16 (Fill is float32 only).
         return TimeOp(backend, repeats, arena => (A: arena.Reserve("a", (long)m * k), B: arena.Reserve("b", (long)k * n), C: arena.Reserve("c", (long)m * n),
                 A16: arena.Reserve("a16", (long)m * k, type), B16: arena.Reserve("b16", (long)k * n, type)),
-            t => backend.MatMul(t.C, t.A16, t.B16, m, n, k, transA: false, transB: true, accumulate: false),
+            t => backend.MatMul(t.C, t.A16, t.B16, m, n, k, transA, transB, accumulate: false),
             init: t =>
             {
                 backend.Fill(t.A, 0.01f); backend.Fill(t.B, 0.02f);

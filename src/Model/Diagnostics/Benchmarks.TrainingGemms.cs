@@ -1,0 +1,82 @@
+using System.Text.Json.Nodes;
+using HftRuntime.Kernels;
+using HftRuntime.Kernels.Ilgpu;
+
+namespace HftRuntime.Model.Diagnostics;
+
+/// <summary>One matrix product of a training step: c[m, n] = op(a)·op(b) in the step's form (NT, NN or TN).</summary>
+/// <param name="Product">What it computes, e.g. "x·W_qᵀ" or "dW_down".</param>
+/// <param name="M">Rows of c.</param>
+/// <param name="N">Columns of c.</param>
+/// <param name="K">The summed dimension.</param>
+/// <param name="TransA">a is [k, m] (the weight gradient's form).</param>
+/// <param name="TransB">b is [n, k] (the forward form).</param>
+public sealed record TrainingGemm(string Product, int M, int N, int K, bool TransA, bool TransB)
+{
+    /// <summary>NT (y = x·Wᵀ), NN (dx = dy·W) or TN (dW = dyᵀ·x).</summary>
+    public string Form => TransA ? "TN" : TransB ? "NT" : "NN";
+}
+
+public static partial class Benchmarks
+{
+    /// <summary>
+    /// The distinct matrix products of a training step of <paramref name="config"/> on batch × seq tokens (the loss
+    /// head in chunks of LlamaModelOptions.DefaultLossChunkRows rows): each projection's forward (NT), input gradient
+    /// (NN) and weight gradient (TN); products of the same shape and form are listed once, under the first name.
+    /// </summary>
+    public static IReadOnlyList<TrainingGemm> TrainingGemms(LlamaConfig config, int batch, int seq)
+    {
+        int t = batch * seq, d = config.HiddenSize, f = config.IntermediateSize, v = config.VocabSize;
+        int qd = config.NumAttentionHeads * config.HeadDim, kvd = config.NumKeyValueHeads * config.HeadDim;
+        int rows = LlamaModelOptions.DefaultLossChunkRows(batch, seq, v) is int r and > 0 ? r : t;
+        (string Name, int Out, int In, int Rows)[] weights =
+            [("q", qd, d, t), ("k", kvd, d, t), ("v", kvd, d, t), ("o", d, qd, t), ("gate", f, d, t), ("up", f, d, t), ("down", d, f, t), ("head", v, d, rows)];
+        var list = new List<TrainingGemm>();
+        void Add(TrainingGemm g)
+        {
+            if (!list.Any(x => x.M == g.M && x.N == g.N && x.K == g.K && x.Form == g.Form)) list.Add(g);
+        }
+        foreach (var (name, output, input, n) in weights) Add(new($"x·W_{name}ᵀ", n, output, input, false, true));
+        foreach (var (name, output, input, n) in weights) Add(new($"dy·W_{name}", n, input, output, false, false));
+        foreach (var (name, output, input, n) in weights) Add(new($"dW_{name}", output, input, n, true, false));
+        return list;
+    }
+
+    /// <summary>
+    /// Each bf16 kernel of the ILGPU CUDA back-end on each product of a step of the step model (<see cref="TrainingGemms"/>):
+    /// entries {impl, product, form, m, n, k, tflops} (or error), the kernel selection restored afterwards.
+    /// </summary>
+    private static JsonArray TrainingGemmTimes(IlgpuBackend backend, LlamaConfig config, int batch, int seq, int repeats, Action<string>? log)
+    {
+        var list = new JsonArray();
+        var saved = backend.Bf16GemmVariant;
+        try
+        {
+            foreach (var variant in Enum.GetValues<Bf16GemmVariant>())
+            {
+                backend.Bf16GemmVariant = variant;
+                string impl = "ours-bf16" + (variant == Bf16GemmVariant.Simple ? "" : "-" + IlgpuBackend.NameOf(variant));
+                foreach (var g in TrainingGemms(config, batch, seq))
+                {
+                    var entry = new JsonObject { ["impl"] = impl, ["product"] = g.Product, ["form"] = g.Form, ["m"] = g.M, ["n"] = g.N, ["k"] = g.K };
+                    try
+                    {
+                        long launches = backend.PtxLaunches(variant);
+                        double s = TimeGemm(backend, DType.BF16, g.M, g.N, g.K, repeats, g.TransA, g.TransB);
+                        if (backend.PtxStatus(variant) is { } status && backend.PtxLaunches(variant) == launches)
+                            throw new InvalidOperationException($"the {IlgpuBackend.NameOf(variant)} kernel did not run: {status}");
+                        entry["tflops"] = 2.0 * g.M * g.N * g.K / s / 1e12;
+                        log?.Invoke($"gemm {impl} {g.Form} {g.M}x{g.N}x{g.K} ({g.Product}): {entry["tflops"]!.GetValue<double>():F1} TFLOP/s");
+                    }
+                    catch (Exception e) when (e is not OutOfMemoryException)
+                    {
+                        entry["error"] = Describe(e);
+                    }
+                    list.Add(entry);
+                }
+            }
+        }
+        finally { backend.Bf16GemmVariant = saved; }
+        return list;
+    }
+}
