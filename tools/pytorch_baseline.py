@@ -179,25 +179,29 @@ def median_seconds(torch, device, op, repeats, warmup=2):
     return statistics.median(times)
 
 
-def time_gemm(torch, device, impl, s, repeats):
-    """Median seconds of c = a @ b.T (m = n = k = s) filled as hft bench fills ours (0.01, 0.02)."""
-    dtype = torch.bfloat16 if impl == "torch-bf16" else torch.float32
-    a = torch.full((s, s), 0.01, device=device, dtype=dtype)
-    b = torch.full((s, s), 0.02, device=device, dtype=dtype)
-    bt = b.t()
+def time_mm(torch, device, a, b, repeats):
+    """Median seconds of torch.mm(a, b) and c's dtype: for bf16 operands c in fp32 as ours, where this torch has out_dtype."""
     out_dtype = None
-    if impl == "torch-bf16":
-        try:  # fp32 output as ours, where this torch has it
-            torch.mm(a[:8, :8], bt[:8, :8], out_dtype=torch.float32)
+    if a.dtype == torch.bfloat16:
+        try:
+            torch.mm(a[:8, :8], b[:8, :8], out_dtype=torch.float32)
             out_dtype = torch.float32
         except (TypeError, RuntimeError):
             out_dtype = None
 
     def op():
-        return torch.mm(a, bt, out_dtype=out_dtype) if out_dtype is not None else torch.mm(a, bt)
+        return torch.mm(a, b, out_dtype=out_dtype) if out_dtype is not None else torch.mm(a, b)
 
     c = op()
     return median_seconds(torch, device, op, repeats, warmup=1), str(c.dtype).replace("torch.", "")
+
+
+def time_gemm(torch, device, impl, s, repeats):
+    """Median seconds of c = a @ b.T (m = n = k = s) filled as hft bench fills ours (0.01, 0.02), and c's dtype."""
+    dtype = torch.bfloat16 if impl == "torch-bf16" else torch.float32
+    a = torch.full((s, s), 0.01, device=device, dtype=dtype)
+    b = torch.full((s, s), 0.02, device=device, dtype=dtype)
+    return time_mm(torch, device, a, b.t(), repeats)
 
 
 def gemms(torch, device, sizes, repeats, log):
@@ -267,18 +271,8 @@ def training_gemm_times(torch, device, name, repeats, log):
             # NT: a [m, k] · b [n, k]ᵀ; NN: a [m, k] · b [k, n]; TN: a [k, m]ᵀ · b [k, n].
             a = full(k, m, 0.01).t() if form == "TN" else full(m, k, 0.01)
             b = full(n, k, 0.02).t() if form == "NT" else full(k, n, 0.02)
-            try:
-                torch.mm(a[:8, :8], b[:8, :8], out_dtype=torch.float32)
-                out_dtype = torch.float32
-            except (TypeError, RuntimeError):
-                out_dtype = None
-
-            def op():
-                return torch.mm(a, b, out_dtype=out_dtype) if out_dtype is not None else torch.mm(a, b)
-
-            c = op()
-            entry["tflops"] = 2.0 * m * n * k / median_seconds(torch, device, op, repeats, warmup=1) / 1e12
-            entry["c_dtype"] = str(c.dtype).replace("torch.", "")
+            t, entry["c_dtype"] = time_mm(torch, device, a, b, repeats)
+            entry["tflops"] = 2.0 * m * n * k / t / 1e12
             log(f"gemm torch-bf16 {form} {m}x{n}x{k} ({product}): {entry['tflops']:.1f} TFLOP/s")
         except Exception as e:  # noqa: BLE001 - recorded, the rest still runs
             entry["error"] = f"{type(e).__name__}: {e}"

@@ -115,15 +115,9 @@ public static class WgmmaGemmPtx
         e.Ins($"@%p_done bra {done}");
         if (tma)
         {
-            // Every thread waits until the stage's mbarrier completes the phase of step kt (parity kt / 4 mod 2): the
-            // TMA copies' bytes have landed, visible to the wgmma (both async proxy).
-            string wait = e.NewLabel("WAIT");
-            StageBarrier(e, "%u48", "%u20");
-            e.Ins($"div.u32 %u29, %u20, {Stages}");
-            e.Ins("and.b32 %u29, %u29, 1");
-            e.Line(wait + ":");
-            e.Ins("mbarrier.try_wait.parity.shared::cta.b64 %p_ready, [%u48], %u29");
-            e.Ins($"@!%p_ready bra {wait}");
+            // Every thread waits until the stage's mbarrier completes the phase of step kt: the TMA copies' bytes
+            // have landed, visible to the wgmma (both async proxy).
+            WaitStage(e, "%u47", "%u20");
         }
         else
         {
@@ -197,12 +191,32 @@ public static class WgmmaGemmPtx
         e.Ins("cvta.param.u64 %q18, %q18");
     }
 
-    /// <summary><paramref name="dst"/> = the shared address of the mbarrier of step <paramref name="step"/>'s stage.</summary>
-    private static void StageBarrier(GemmPtx.Emitter e, string dst, string step)
+    /// <summary>
+    /// <paramref name="dst"/> = the shared address of the mbarrier of step <paramref name="step"/>'s stage among the
+    /// 8-byte mbarriers at <paramref name="barriers"/>.
+    /// </summary>
+    internal static void StageBarrier(GemmPtx.Emitter e, string dst, string barriers, string step)
     {
         e.Ins($"rem.u32 %u27, {step}, {Stages}");
         e.Ins($"shl.b32 {dst}, %u27, 3");
-        e.Ins($"add.u32 {dst}, {dst}, %u47");
+        e.Ins($"add.u32 {dst}, {dst}, {barriers}");
+    }
+
+    /// <summary>
+    /// Waits until the mbarrier of step <paramref name="step"/>'s stage (among those at <paramref name="barriers"/>;
+    /// its address left in u32 48) completes the phase of parity (step / 4 + <paramref name="parityOffset"/>) mod 2:
+    /// offset 0 the step's own use of the stage, 1 the use before it (which a fresh mbarrier passes at once).
+    /// </summary>
+    internal static void WaitStage(GemmPtx.Emitter e, string barriers, string step, int parityOffset = 0)
+    {
+        string wait = e.NewLabel("WAIT");
+        StageBarrier(e, "%u48", barriers, step);
+        e.Ins($"div.u32 %u29, {step}, {Stages}");
+        if (parityOffset != 0) e.Ins($"add.u32 %u29, %u29, {parityOffset}");
+        e.Ins("and.b32 %u29, %u29, 1");
+        e.Line(wait + ":");
+        e.Ins("mbarrier.try_wait.parity.shared::cta.b64 %p_ready, [%u48], %u29");
+        e.Ins($"@!%p_ready bra {wait}");
     }
 
     /// <summary>
@@ -217,7 +231,7 @@ public static class WgmmaGemmPtx
         e.Ins("setp.lt.u32 %p_load, %u21, %u19");
         e.Ins("and.pred %p_load, %p_load, %p_lead");
         e.Ins($"@!%p_load bra {skip}");
-        StageBarrier(e, "%u48", "%u21");
+        StageBarrier(e, "%u48", "%u47", "%u21");
         TmaLoads(e, aKMajor, bKMajor);
         e.Line(skip + ":");
         e.Ins("add.u32 %u21, %u21, 1");

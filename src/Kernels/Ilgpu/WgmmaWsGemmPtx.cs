@@ -72,18 +72,12 @@ public static class WgmmaWsGemmPtx
         e.Ins($"setmaxnreg.dec.sync.aligned.u32 {ProducerRegisters}");
         e.Ins("@!%p_lead ret");
         e.Ins("mov.u32 %u21, 0");
-        string loop = e.NewLabel("PRODUCE"), wait = e.NewLabel("EMPTY"), done = e.NewLabel("PRODUCED");
+        string loop = e.NewLabel("PRODUCE"), done = e.NewLabel("PRODUCED");
         e.Line(loop + ":");
         e.Ins("setp.ge.u32 %p_done, %u21, %u19");
         e.Ins($"@%p_done bra {done}");
-        Barrier(e, "%u48", "%u52", "%u21");
-        e.Ins($"div.u32 %u29, %u21, {Stages}");
-        e.Ins("add.u32 %u29, %u29, 1");
-        e.Ins("and.b32 %u29, %u29, 1");
-        e.Line(wait + ":");
-        e.Ins("mbarrier.try_wait.parity.shared::cta.b64 %p_ready, [%u48], %u29");
-        e.Ins($"@!%p_ready bra {wait}");
-        Barrier(e, "%u48", "%u47", "%u21");
+        WgmmaGemmPtx.WaitStage(e, "%u52", "%u21", parityOffset: 1);
+        WgmmaGemmPtx.StageBarrier(e, "%u48", "%u47", "%u21");
         WgmmaGemmPtx.TmaLoads(e, aKMajor, bKMajor);
         e.Ins("add.u32 %u21, %u21, 1");
         e.Ins($"bra.uni {loop}");
@@ -103,16 +97,11 @@ public static class WgmmaWsGemmPtx
         e.Ins("and.b32 %u27, %u0, 127");
         e.Ins("setp.eq.u32 %p_lead, %u27, 0");
         GemmPtx.ZeroAccumulators(e);
-        string loop = e.NewLabel("LOOP"), wait = e.NewLabel("FULL"), done = e.NewLabel("DONE"), kept = e.NewLabel("KEPT");
+        string loop = e.NewLabel("LOOP"), done = e.NewLabel("DONE"), kept = e.NewLabel("KEPT");
         e.Line(loop + ":");
         e.Ins("setp.ge.u32 %p_done, %u20, %u19");
         e.Ins($"@%p_done bra {done}");
-        Barrier(e, "%u48", "%u47", "%u20");
-        e.Ins($"div.u32 %u29, %u20, {Stages}");
-        e.Ins("and.b32 %u29, %u29, 1");
-        e.Line(wait + ":");
-        e.Ins("mbarrier.try_wait.parity.shared::cta.b64 %p_ready, [%u48], %u29");
-        e.Ins($"@!%p_ready bra {wait}");
+        WgmmaGemmPtx.WaitStage(e, "%u47", "%u20");
         WgmmaGemmPtx.Multiply(e, aKMajor, bKMajor);
         e.Ins("wgmma.wait_group.sync.aligned 1");
         // Step kt − 1's wgmma is retired in this warpgroup: its stage may take new copies once both have said so.
@@ -120,7 +109,7 @@ public static class WgmmaWsGemmPtx
         e.Ins("and.pred %p_r, %p_r, %p_lead");
         e.Ins($"@!%p_r bra {kept}");
         e.Ins("sub.u32 %u30, %u20, 1");
-        Barrier(e, "%u48", "%u52", "%u30");
+        WgmmaGemmPtx.StageBarrier(e, "%u48", "%u52", "%u30");
         e.Ins("mbarrier.arrive.shared::cta.b64 _, [%u48]");
         e.Line(kept + ":");
         e.Ins("add.u32 %u20, %u20, 1");
@@ -128,13 +117,5 @@ public static class WgmmaWsGemmPtx
         e.Line(done + ":");
         e.Ins("wgmma.wait_group.sync.aligned 0");
         WgmmaGemmPtx.Stores(e);
-    }
-
-    /// <summary><paramref name="dst"/> = the mbarrier of step <paramref name="step"/>'s stage among those at <paramref name="barriers"/>.</summary>
-    private static void Barrier(GemmPtx.Emitter e, string dst, string barriers, string step)
-    {
-        e.Ins($"rem.u32 %u27, {step}, {Stages}");
-        e.Ins($"shl.b32 {dst}, %u27, 3");
-        e.Ins($"add.u32 {dst}, {dst}, {barriers}");
     }
 }

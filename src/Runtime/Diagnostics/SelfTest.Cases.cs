@@ -72,38 +72,19 @@ public static partial class SelfTest
         yield return MatMulBf16Variant(Bf16GemmVariant.Fast, tokens, vocab, d, false, true, accumulate: false, seed++);
         yield return MatMulBf16Variant(Bf16GemmVariant.Fast, tokens, d, f, false, false, accumulate: false, seed++);
         yield return MatMulBf16Variant(Bf16GemmVariant.Fast, d, d, tokens, true, false, accumulate: true, seed++);
-        // And on the wgmma kernel (forced; sm_90 only, the simple kernel elsewhere): every form of the training shapes.
-        yield return MatMulBf16Variant(Bf16GemmVariant.Wgmma, 4096, 4096, 4096, false, true, accumulate: false, seed++);
-        yield return MatMulBf16Variant(Bf16GemmVariant.Wgmma, tokens, d, d, false, true, accumulate: false, seed++);
-        yield return MatMulBf16Variant(Bf16GemmVariant.Wgmma, tokens, f, d, false, true, accumulate: false, seed++);
-        yield return MatMulBf16Variant(Bf16GemmVariant.Wgmma, tokens, vocab, d, false, true, accumulate: false, seed++);
-        yield return MatMulBf16Variant(Bf16GemmVariant.Wgmma, tokens, d, f, false, false, accumulate: false, seed++);
-        yield return MatMulBf16Variant(Bf16GemmVariant.Wgmma, tokens, d, vocab, false, false, accumulate: false, seed++);
-        yield return MatMulBf16Variant(Bf16GemmVariant.Wgmma, d, d, tokens, true, false, accumulate: true, seed++);
-        yield return MatMulBf16Variant(Bf16GemmVariant.Wgmma, vocab, d, tokens, true, false, accumulate: true, seed++);
-        // And on the wgmma kernel with TMA loads (forced; sm_90 only): every form of the training shapes.
-        yield return MatMulBf16Variant(Bf16GemmVariant.WgmmaTma, 4096, 4096, 4096, false, true, accumulate: false, seed++);
-        yield return MatMulBf16Variant(Bf16GemmVariant.WgmmaTma, tokens, d, d, false, true, accumulate: false, seed++);
-        yield return MatMulBf16Variant(Bf16GemmVariant.WgmmaTma, tokens, vocab, d, false, true, accumulate: false, seed++);
-        yield return MatMulBf16Variant(Bf16GemmVariant.WgmmaTma, tokens, d, f, false, false, accumulate: false, seed++);
-        yield return MatMulBf16Variant(Bf16GemmVariant.WgmmaTma, tokens, d, vocab, false, false, accumulate: false, seed++);
-        yield return MatMulBf16Variant(Bf16GemmVariant.WgmmaTma, d, d, tokens, true, false, accumulate: true, seed++);
-        yield return MatMulBf16Variant(Bf16GemmVariant.WgmmaTma, vocab, d, tokens, true, false, accumulate: true, seed++);
-        // And on the warp-specialized wgmma kernel (forced; sm_90 only).
-        yield return MatMulBf16Variant(Bf16GemmVariant.WgmmaWs, 4096, 4096, 4096, false, true, accumulate: false, seed++);
-        yield return MatMulBf16Variant(Bf16GemmVariant.WgmmaWs, tokens, d, d, false, true, accumulate: false, seed++);
-        yield return MatMulBf16Variant(Bf16GemmVariant.WgmmaWs, tokens, vocab, d, false, true, accumulate: false, seed++);
-        yield return MatMulBf16Variant(Bf16GemmVariant.WgmmaWs, tokens, d, f, false, false, accumulate: false, seed++);
-        yield return MatMulBf16Variant(Bf16GemmVariant.WgmmaWs, tokens, d, vocab, false, false, accumulate: false, seed++);
-        yield return MatMulBf16Variant(Bf16GemmVariant.WgmmaWs, d, d, tokens, true, false, accumulate: true, seed++);
-        yield return MatMulBf16Variant(Bf16GemmVariant.WgmmaWs, vocab, d, tokens, true, false, accumulate: true, seed++);
-        // And on the mma.sync PTX kernel (forced; compute capability 8.0 and later).
-        yield return MatMulBf16Variant(Bf16GemmVariant.Mma, 4096, 4096, 4096, false, true, accumulate: false, seed++);
-        yield return MatMulBf16Variant(Bf16GemmVariant.Mma, tokens, vocab, d, false, true, accumulate: false, seed++);
-        yield return MatMulBf16Variant(Bf16GemmVariant.Mma, tokens, d, f, false, false, accumulate: false, seed++);
-        yield return MatMulBf16Variant(Bf16GemmVariant.Mma, tokens, d, vocab, false, false, accumulate: false, seed++);
-        yield return MatMulBf16Variant(Bf16GemmVariant.Mma, d, d, tokens, true, false, accumulate: true, seed++);
-        yield return MatMulBf16Variant(Bf16GemmVariant.Mma, vocab, d, tokens, true, false, accumulate: true, seed++);
+        // And on each PTX kernel (forced: wgmma with cp.async or TMA loads and warp-specialized on sm_90 only, mma.sync on
+        // compute capability 8.0 and later, the simple kernel elsewhere): every form of the training shapes.
+        foreach (var variant in new[] { Bf16GemmVariant.Wgmma, Bf16GemmVariant.WgmmaTma, Bf16GemmVariant.WgmmaWs, Bf16GemmVariant.Mma })
+        {
+            yield return MatMulBf16Variant(variant, 4096, 4096, 4096, false, true, accumulate: false, seed++);
+            yield return MatMulBf16Variant(variant, tokens, d, d, false, true, accumulate: false, seed++);
+            yield return MatMulBf16Variant(variant, tokens, f, d, false, true, accumulate: false, seed++);
+            yield return MatMulBf16Variant(variant, tokens, vocab, d, false, true, accumulate: false, seed++);
+            yield return MatMulBf16Variant(variant, tokens, d, f, false, false, accumulate: false, seed++);
+            yield return MatMulBf16Variant(variant, tokens, d, vocab, false, false, accumulate: false, seed++);
+            yield return MatMulBf16Variant(variant, d, d, tokens, true, false, accumulate: true, seed++);
+            yield return MatMulBf16Variant(variant, vocab, d, tokens, true, false, accumulate: true, seed++);
+        }
         yield return Attention(4, 1024, 12, 12, 64, false, large: true, seed++);
         yield return Attention(4, 1024, 12, 4, 64, true, large: true, seed++);
         yield return Attention(4, 1024, 12, 12, 64, false, large: true, seed++, bf16: true);
