@@ -20,7 +20,7 @@ public sealed class SelfTestCommandTests
         Assert.That(text, Does.Not.Contain("FAIL"));
     }
 
-    /// <summary>--only narrows the cases; an --only that matches nothing is bad input.</summary>
+    /// <summary>--only narrows the cases, --skip (repeatable) leaves some out; a selection of nothing is bad input.</summary>
     [Test]
     public void OnlySelectsCases()
     {
@@ -28,6 +28,10 @@ public sealed class SelfTestCommandTests
         Assert.That(Program.Run(["selftest", "--device", "ilgpu-cpu", "--only", "rope"], stdout, stderr), Is.EqualTo(Program.ExitOk));
         Assert.That(stdout.ToString(), Does.Contain("rope inverse").And.Not.Contain("matmul"));
         Assert.That(Program.Run(["selftest", "--device", "ilgpu-cpu", "--only", "nothing-like-this"], new StringWriter(), stderr), Is.EqualTo(Program.ExitBadInput));
+        stdout = new StringWriter();
+        Assert.That(Program.Run(["selftest", "--device", "cpu", "--only", "matmul", "--skip", "bf16", "--skip", "acc"], stdout, stderr), Is.EqualTo(Program.ExitOk));
+        Assert.That(stdout.ToString(), Does.Contain("matmul ").And.Contain(" NT ").And.Not.Contain("bf16").And.Not.Contain(" acc "));
+        Assert.That(Program.Run(["selftest", "--device", "cpu", "--only", "rope", "--skip", "rope"], new StringWriter(), stderr), Is.EqualTo(Program.ExitBadInput));
     }
 
     /// <summary>Without a GPU, asking for CUDA is bad input with a clear message (exit code 2), for every command.</summary>

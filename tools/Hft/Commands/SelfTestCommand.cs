@@ -25,22 +25,28 @@ internal static class SelfTestCommand
         };
         shapes.AcceptOnlyFromAmong("auto", "small", "all");
         var only = new Option<string?>("--only") { Description = "Run only the cases whose name contains this text (for example \"matmul\")" };
+        var skip = new Option<string[]>("--skip")
+        {
+            Description = "Leave out the cases whose name contains this text (repeatable; for example the PTX GEMMs a separate run checked)",
+            DefaultValueFactory = _ => [],
+        };
         var threads = CommonOptions.Threads();
         var cmd = new Command("selftest", "Check every kernel of a device against the CPU reference on random inputs (outputs NaN-poisoned); exit code 1 on any failure")
         {
-            device, shapes, only, threads,
+            device, shapes, only, skip, threads,
         };
-        cmd.SetAction(r => Run(r.GetValue(device)!, r.GetValue(shapes)!, r.GetValue(only), r.GetValue(threads), stdout));
+        cmd.SetAction(r => Run(r.GetValue(device)!, r.GetValue(shapes)!, r.GetValue(only), r.GetValue(skip)!, r.GetValue(threads), stdout));
         return cmd;
     }
 
-    private static int Run(string device, string shapes, string? only, int threads, TextWriter o)
+    private static int Run(string device, string shapes, string? only, string[] skip, int threads, TextWriter o)
     {
         using var backend = CreateBackend(device, threads);
         bool large = shapes == "all" || (shapes == "auto" && backend.Name == "cuda");
         bool timings = backend.Name != "ilgpu-cpu";
-        var cases = SelfTest.Cases(large).Where(c => only is null || c.Name.Contains(only, StringComparison.OrdinalIgnoreCase)).ToArray();
-        if (cases.Length == 0) throw new ArgumentException($"no self-test case matches --only '{only}'");
+        var cases = SelfTest.Cases(large).Where(c => only is null || c.Name.Contains(only, StringComparison.OrdinalIgnoreCase))
+            .Where(c => !skip.Any(s => c.Name.Contains(s, StringComparison.OrdinalIgnoreCase))).ToArray();
+        if (cases.Length == 0) throw new ArgumentException($"no self-test case matches --only '{only}'{(skip.Length > 0 ? " without --skip " + string.Join(", ", skip) : "")}");
 
         o.WriteLine($"device    {backend.DeviceName} ({backend.Name})");
         o.WriteLine($"reference cpu back-end; {cases.Length} cases, {(large ? "small and training shapes" : "small shapes")}{(timings ? ", device times per call" : "")}");
