@@ -4,8 +4,9 @@ using ILGPU.Runtime.Cuda;
 namespace HftRuntime.Kernels.Ilgpu;
 
 /// <summary>
-/// The bf16 GEMMs written as PTX text (see <see cref="GemmPtx"/>): <see cref="Bf16GemmVariant.Wgmma"/> and
-/// <see cref="Bf16GemmVariant.WgmmaTma"/> and <see cref="Bf16GemmVariant.WgmmaWs"/> (sm_90a) and <see cref="Bf16GemmVariant.Mma"/> (sm_80 and later), loaded on first use, each form checked against the simple
+/// The bf16 GEMMs written as PTX text (see <see cref="GemmPtx"/>): <see cref="Bf16GemmVariant.Wgmma"/>,
+/// <see cref="Bf16GemmVariant.WgmmaTma"/> and <see cref="Bf16GemmVariant.WgmmaWs"/> (sm_90a), and
+/// <see cref="Bf16GemmVariant.Mma"/> (sm_80 and later), loaded on first use, each form checked against the simple
 /// kernel on its first use.
 /// </summary>
 public sealed partial class IlgpuBackend
@@ -108,7 +109,7 @@ public sealed partial class IlgpuBackend
         }
         catch (InvalidOperationException e) when (gemm.TensorMaps)
         {
-            // The driver refused a tensor map (before anything was queued): this product takes the simple kernel.
+            // The driver refused a tensor map or the launch (nothing was queued): this product takes the simple kernel.
             WarnOnce(slot, $"warning: {e.Message}; that product uses the simple kernel");
             return false;
         }
