@@ -26,20 +26,9 @@ public sealed partial class IlgpuBackend
     private readonly PtxGemmSlot _wgmmaSlot = new("wgmma", "HFT_WGMMA"), _mmaSlot = new("mma", "HFT_MMA"),
         _wgmmaTmaSlot = new("wgmma-tma", "HFT_WGMMA_TMA"), _wgmmaWsSlot = new("wgmma-ws", "HFT_WGMMA_WS");
 
-    /// <summary>Launches of the wgmma kernel so far.</summary>
-    public long WgmmaLaunches => PtxLaunches(Bf16GemmVariant.Wgmma);
-
-    /// <summary>Launches of the mma.sync PTX kernel so far.</summary>
-    public long MmaLaunches => PtxLaunches(Bf16GemmVariant.Mma);
-
-    /// <summary>
-    /// What the wgmma kernel did on this back-end: "unused", "unavailable: …" (not CUDA compute capability 9.0, the
-    /// module did not load, or HFT_WGMMA=off), or per form NT, NN, TN "checked" / "failed: …" / "unchecked".
-    /// </summary>
-    public string WgmmaStatus => Status(_wgmmaSlot);
-
-    /// <summary>As <see cref="WgmmaStatus"/> for the mma.sync PTX kernel (compute capability 8.0 or later; HFT_MMA=off).</summary>
-    public string MmaStatus => Status(_mmaSlot);
+    /// <summary>The variants whose kernels are PTX of our own (<see cref="PtxStatus"/>, <see cref="PtxLaunches"/>).</summary>
+    public static IReadOnlyList<Bf16GemmVariant> PtxVariants { get; } =
+        [Bf16GemmVariant.Wgmma, Bf16GemmVariant.WgmmaTma, Bf16GemmVariant.WgmmaWs, Bf16GemmVariant.Mma];
 
     /// <summary>
     /// The selected bf16 GEMM kernel, with a PTX one's status: "simple", "fast", "wgmma (NT checked; …)", "mma (…)"
@@ -51,7 +40,11 @@ public sealed partial class IlgpuBackend
     /// <summary>Launches of a PTX variant's kernel so far (0 for the others).</summary>
     public long PtxLaunches(Bf16GemmVariant variant) => SlotOf(variant) is { } slot ? Interlocked.Read(ref slot.Launches) : 0;
 
-    /// <summary>A PTX variant's status (<see cref="WgmmaStatus"/>, <see cref="MmaStatus"/>); null for the others.</summary>
+    /// <summary>
+    /// What a PTX variant's kernel did on this back-end: "unused", "unavailable: …" (the device cannot run it, the
+    /// module did not load, or its switch such as HFT_WGMMA=off), or per form NT, NN, TN "checked" / "failed: …" /
+    /// "unchecked"; null for the other variants.
+    /// </summary>
     public string? PtxStatus(Bf16GemmVariant variant) => SlotOf(variant) is { } slot ? Status(slot) : null;
 
     private PtxGemmSlot? SlotOf(Bf16GemmVariant variant) => variant switch

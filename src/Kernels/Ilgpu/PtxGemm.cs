@@ -24,9 +24,7 @@ internal sealed class PtxGemm : IDisposable
     /// <summary>Tile rows per band of the blocks' order: HFT_GEMM_GROUP (1 to 1024, for tuning on a GPU machine), else <see cref="GemmPtx.Group"/>.</summary>
     public static int Group { get; } = IlgpuBackend.EnvInt("HFT_GEMM_GROUP", 1, 1024, GemmPtx.Group);
     private readonly Func<bool, bool, string> _entryOf;
-    private readonly int _sharedBytes;
-
-    private readonly int _threads;
+    private readonly int _sharedBytes, _threads;
 
     private PtxGemm(CudaAccelerator acc, IntPtr module, Func<bool, bool, string> entryOf, int sharedBytes, bool tensorMaps, int threads)
     {

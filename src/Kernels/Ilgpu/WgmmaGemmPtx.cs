@@ -231,18 +231,18 @@ public static class WgmmaGemmPtx
         e.Ins("setp.lt.u32 %p_load, %u21, %u19");
         e.Ins("and.pred %p_load, %p_load, %p_lead");
         e.Ins($"@!%p_load bra {skip}");
-        StageBarrier(e, "%u48", "%u47", "%u21");
         TmaLoads(e, aKMajor, bKMajor);
         e.Line(skip + ":");
         e.Ins("add.u32 %u21, %u21, 1");
     }
 
     /// <summary>
-    /// Load step kl (u32 21)'s 48 KiB announced to the mbarrier in u32 48 and its a and b tiles' TMA copies into its
-    /// stage (boxes at the k coordinate kBegin + 64·kl, kept in u32 49).
+    /// Load step kl (u32 21)'s 48 KiB announced to its stage's full mbarrier (among those at u32 47; its address in
+    /// u32 48) and its a and b tiles' TMA copies into its stage (boxes at the k coordinate kBegin + 64·kl, in u32 49).
     /// </summary>
     internal static void TmaLoads(GemmPtx.Emitter e, bool aKMajor, bool bKMajor)
     {
+        StageBarrier(e, "%u48", "%u47", "%u21");
         e.Ins($"mbarrier.arrive.expect_tx.shared::cta.b64 _, [%u48], {GemmPtx.StageBytesA + GemmPtx.StageBytesB}");
         e.Ins("shl.b32 %u49, %u21, 6");
         e.Ins("add.u32 %u49, %u49, %u18");

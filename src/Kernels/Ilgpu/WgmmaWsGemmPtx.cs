@@ -77,7 +77,6 @@ public static class WgmmaWsGemmPtx
         e.Ins("setp.ge.u32 %p_done, %u21, %u19");
         e.Ins($"@%p_done bra {done}");
         WgmmaGemmPtx.WaitStage(e, "%u52", "%u21", parityOffset: 1);
-        WgmmaGemmPtx.StageBarrier(e, "%u48", "%u47", "%u21");
         WgmmaGemmPtx.TmaLoads(e, aKMajor, bKMajor);
         e.Ins("add.u32 %u21, %u21, 1");
         e.Ins($"bra.uni {loop}");

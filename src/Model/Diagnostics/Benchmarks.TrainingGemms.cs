@@ -55,16 +55,13 @@ public static partial class Benchmarks
             foreach (var variant in Enum.GetValues<Bf16GemmVariant>())
             {
                 backend.Bf16GemmVariant = variant;
-                string impl = "ours-bf16" + (variant == Bf16GemmVariant.Simple ? "" : "-" + IlgpuBackend.NameOf(variant));
+                string impl = Bf16Impl(variant);
                 foreach (var g in TrainingGemms(config, batch, seq))
                 {
                     var entry = new JsonObject { ["impl"] = impl, ["product"] = g.Product, ["form"] = g.Form, ["m"] = g.M, ["n"] = g.N, ["k"] = g.K };
                     try
                     {
-                        long launches = backend.PtxLaunches(variant);
-                        double s = TimeGemm(backend, DType.BF16, g.M, g.N, g.K, repeats, g.TransA, g.TransB);
-                        if (backend.PtxStatus(variant) is { } status && backend.PtxLaunches(variant) == launches)
-                            throw new InvalidOperationException($"the {IlgpuBackend.NameOf(variant)} kernel did not run: {status}");
+                        double s = TimeVariant(backend, variant, () => TimeGemm(backend, DType.BF16, g.M, g.N, g.K, repeats, g.TransA, g.TransB));
                         entry["tflops"] = 2.0 * g.M * g.N * g.K / s / 1e12;
                         log?.Invoke($"gemm {impl} {g.Form} {g.M}x{g.N}x{g.K} ({g.Product}): {entry["tflops"]!.GetValue<double>():F1} TFLOP/s");
                     }

@@ -67,10 +67,8 @@ public static partial class Benchmarks
             // "ours-bf16-fast" the fast one, "ours-bf16-wgmma" the wgmma one, and so on (see Bf16GemmVariant; an entry with an error
             // where that kernel did not run); the selection is restored afterwards.
             var ilgpuCuda = gpu ? backend as IlgpuBackend : null;
-            var impls = new[] { (DType.F32, "ours-fp32", Bf16GemmVariant.Simple), (DType.BF16, "ours-bf16", Bf16GemmVariant.Simple),
-                (DType.BF16, "ours-bf16-fast", Bf16GemmVariant.Fast), (DType.BF16, "ours-bf16-wgmma", Bf16GemmVariant.Wgmma),
-                (DType.BF16, "ours-bf16-mma", Bf16GemmVariant.Mma), (DType.BF16, "ours-bf16-wgmma-tma", Bf16GemmVariant.WgmmaTma),
-                (DType.BF16, "ours-bf16-wgmma-ws", Bf16GemmVariant.WgmmaWs) };
+            var impls = Enum.GetValues<Bf16GemmVariant>().Select(v => (Type: DType.BF16, Impl: Bf16Impl(v), Variant: v))
+                .Prepend((DType.F32, "ours-fp32", Bf16GemmVariant.Simple));
             foreach (var (type, impl, variant) in impls)
             {
                 if (variant != Bf16GemmVariant.Simple && ilgpuCuda is null) continue;
@@ -81,10 +79,7 @@ public static partial class Benchmarks
                     var entry = new JsonObject { ["impl"] = impl, ["m"] = s, ["n"] = s, ["k"] = s };
                     try
                     {
-                        long launches = ilgpuCuda?.PtxLaunches(variant) ?? 0;
-                        double t = TimeGemm(backend, type, s, s, s, repeats);
-                        if (ilgpuCuda?.PtxStatus(variant) is { } status && ilgpuCuda.PtxLaunches(variant) == launches)
-                            throw new InvalidOperationException($"the {IlgpuBackend.NameOf(variant)} kernel did not run: {status}");
+                        double t = TimeVariant(ilgpuCuda, variant, () => TimeGemm(backend, type, s, s, s, repeats));
                         entry["tflops"] = 2.0 * s * s * s / t / 1e12;
                         log?.Invoke($"gemm {impl} {s}^3: {2.0 * s * s * s / t / 1e12:F2} TFLOP/s");
                     }
@@ -107,12 +102,8 @@ public static partial class Benchmarks
                 report["gemm_training"] = TrainingGemmTimes(ilgpuCuda, config, batch, seq, repeats, log);
             }
             if (ilgpuCuda is not null)
-            {
-                report["wgmma"] = ilgpuCuda.WgmmaStatus;
-                report["mma"] = ilgpuCuda.MmaStatus;
-                report["wgmma_tma"] = ilgpuCuda.PtxStatus(Bf16GemmVariant.WgmmaTma);
-                report["wgmma_ws"] = ilgpuCuda.PtxStatus(Bf16GemmVariant.WgmmaWs);
-            }
+                foreach (var variant in IlgpuBackend.PtxVariants)
+                    report[IlgpuBackend.NameOf(variant).Replace('-', '_')] = ilgpuCuda.PtxStatus(variant);
             checkpoint?.Invoke(report);
 
         }
@@ -221,6 +212,23 @@ public static partial class Benchmarks
 
     private static string Describe(Exception e) => $"{e.GetType().Name}: {e.Message}";
 
+    /// <summary>The bench's name of a bf16 kernel: ours-bf16 (the simple one), ours-bf16-fast, ours-bf16-wgmma, ….</summary>
+    private static string Bf16Impl(Bf16GemmVariant variant) =>
+        variant == Bf16GemmVariant.Simple ? "ours-bf16" : "ours-bf16-" + IlgpuBackend.NameOf(variant);
+
+    /// <summary>
+    /// <paramref name="time"/>'s seconds, measured with <paramref name="variant"/> selected on <paramref name="backend"/>;
+    /// throws where it is a PTX variant whose kernel did not run (its status says why).
+    /// </summary>
+    private static double TimeVariant(IlgpuBackend? backend, Bf16GemmVariant variant, Func<double> time)
+    {
+        long launches = backend?.PtxLaunches(variant) ?? 0;
+        double seconds = time();
+        if (backend?.PtxStatus(variant) is { } status && backend.PtxLaunches(variant) == launches)
+            throw new InvalidOperationException($"the {IlgpuBackend.NameOf(variant)} kernel did not run: {status}");
+        return seconds;
+    }
+
     /// <summary>
     /// c = a·bᵀ (or the form of <paramref name="transA"/> and <paramref name="transB"/>) with a and b of
     /// <paramref name="type"/> (F32 or BF16; c is F32): median seconds.
@@ -307,8 +315,7 @@ public static partial class Benchmarks
         var ilgpuCuda = backend.Name == "cuda" ? backend as IlgpuBackend : null;
         var configurations = StepPrecisions.Select(p => (Precision: p, Variant: (Bf16GemmVariant?)null)).ToList();
         if (ilgpuCuda is not null)
-            foreach (var other in new[] { Bf16GemmVariant.Simple, Bf16GemmVariant.Fast, Bf16GemmVariant.Wgmma, Bf16GemmVariant.Mma, Bf16GemmVariant.WgmmaTma,
-                Bf16GemmVariant.WgmmaWs })
+            foreach (var other in Enum.GetValues<Bf16GemmVariant>())
                 if (other != ilgpuCuda.Bf16GemmVariant && ilgpuCuda.PtxStatus(other)?.Contains("checked", StringComparison.Ordinal) != false)
                     configurations.Add((Precision.Bf16, other));
         foreach (var (precision, variant) in configurations)

@@ -74,7 +74,7 @@ public static partial class SelfTest
         yield return MatMulBf16Variant(Bf16GemmVariant.Fast, d, d, tokens, true, false, accumulate: true, seed++);
         // And on each PTX kernel (forced: wgmma with cp.async or TMA loads and warp-specialized on sm_90 only, mma.sync on
         // compute capability 8.0 and later, the simple kernel elsewhere): every form of the training shapes.
-        foreach (var variant in new[] { Bf16GemmVariant.Wgmma, Bf16GemmVariant.WgmmaTma, Bf16GemmVariant.WgmmaWs, Bf16GemmVariant.Mma })
+        foreach (var variant in IlgpuBackend.PtxVariants)
         {
             yield return MatMulBf16Variant(variant, 4096, 4096, 4096, false, true, accumulate: false, seed++);
             yield return MatMulBf16Variant(variant, tokens, d, d, false, true, accumulate: false, seed++);

@@ -65,7 +65,7 @@ internal static class SelfTestCommand
         }
         // A PTX GEMM form that failed its first-use check falls back to the simple kernel, so its cases pass: fail here.
         if (backend is IlgpuBackend ib)
-            foreach (var variant in new[] { Bf16GemmVariant.Wgmma, Bf16GemmVariant.Mma, Bf16GemmVariant.WgmmaTma, Bf16GemmVariant.WgmmaWs })
+            foreach (var variant in IlgpuBackend.PtxVariants)
             {
                 string kernel = IlgpuBackend.NameOf(variant), status = ib.PtxStatus(variant)!;
                 if (!cases.Any(c => c.Operation == "matmul bf16 " + kernel)) continue;
