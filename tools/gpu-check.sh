@@ -12,20 +12,29 @@
 #   before the full correctness checks so that a short call still gets them.
 # Every step has its own timeout, and the steps together stay within GPU_CHECK_BUDGET seconds (default 570) of this
 # script's start, so one hang cannot eat a 10-minute call: a step that would start with too little time left is
-# skipped and counts as a failure. Logs go to $OUT when it is set. Exit status 0 only if everything passed.
+# skipped and counts as a failure. Logs and JSON are packed into $OUT/gpu-check.tar.gz when $OUT is set. Exit status 0
+# only if everything passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 [ -x bundle/hft/hft ] || [ ! -f bundle/hft-linux-x64.tar.xz ] || tar -xJf bundle/hft-linux-x64.tar.xz -C bundle
 HFT=${HFT:-bundle/hft/hft}
 if [ ! -x "$HFT" ]; then echo "gpu-check: $HFT not found; build it with tools/publish-gpu-bundle.sh" >&2; exit 2; fi
-LOG=${OUT:-}
-[ -z "$LOG" ] || mkdir -p "$LOG"
+# Logs and JSON go to a folder that is packed into $OUT/gpu-check.tar.gz after every step (the device tool brings
+# back at most 8 files); without $OUT, nothing is logged.
+LOG=${OUT:+/tmp/gpu-check-logs}
+[ -z "$LOG" ] || { rm -rf "$LOG"; mkdir -p "$LOG"; }
+pack() { [ -z "$LOG" ] || tar -czf "$OUT/gpu-check.tar.gz" -C "$LOG" . ; }
 BUDGET=${GPU_CHECK_BUDGET:-570}
+# .NET needs ICU for culture data; a machine without it runs hft in invariant mode (hft formats with the invariant culture).
+ldconfig -p 2>/dev/null | grep -q libicuuc || export DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1
 
 run() { # run NAME COMMAND...: prints and, with $OUT, logs the command's output; returns its status
   local name=$1; shift
   echo "== $name: $*"
-  if [ -n "$LOG" ]; then "$@" 2>&1 | tee "$LOG/$name.log"; return "${PIPESTATUS[0]}"; fi
+  if [ -n "$LOG" ]; then
+    "$@" 2>&1 | tee "$LOG/$name.log"; local rc=${PIPESTATUS[0]}
+    pack; return "$rc"
+  fi
   "$@" 2>&1
 }
 
@@ -44,16 +53,35 @@ timed() { # timed NAME WANT COMMAND...: run NAME under timeout (WANT seconds, or
   return "$rc"
 }
 
+# The steps, in order (GPU_CHECK_STEPS, space-separated, picks some of them, in its order):
+#   gpu       the card's name, memory and driver
+#   probes    the GEMMs written as PTX (wgmma with cp.async or TMA loads, or warp-specialized, for sm_90a; mma.sync
+#             for sm_80+), each alone in its own process, so that a fault there cannot take the other steps with it;
+#             when one fails, HFT_WGMMA=off, HFT_WGMMA_TMA=off, HFT_WGMMA_WS=off or HFT_MMA=off keeps it out of every
+#             later step
+#   bench     hft bench --device cuda (GPU_CHECK_BENCH_ARGS adds arguments, e.g. --only step)
+#   pytorch   tools/pytorch_baseline.py (GPU_CHECK_TORCH_STEPS timed steps per configuration, default 10)
+#   compare   hft bench --from bench.json --compare pytorch.json
+#   selftest  every other kernel against the CPU back-end (the PTX GEMMs' cases ran alone in probes)
+#   verify    the reference cases in fp32, bf16, and bf16 with HFT_BF16_GEMM=auto
+STEPS=${GPU_CHECK_STEPS:-gpu probes bench pytorch compare selftest verify}
 status=0
-run gpu nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || status=1
-# The GEMMs written as PTX (wgmma with cp.async or TMA loads, or warp-specialized, for sm_90a; mma.sync for sm_80+;
-# never yet run on a card) alone first, each in its own process, so that a fault there cannot take the other steps
-# with it; when one fails, HFT_WGMMA=off, HFT_WGMMA_TMA=off, HFT_WGMMA_WS=off or HFT_MMA=off keeps it out of every
-# later step.
-timed wgmma 50 "$HFT" selftest --device cuda --only "bf16 wgmma " || { status=1; export HFT_WGMMA=off; echo "== wgmma: HFT_WGMMA=off from here"; }
-timed wgmma-tma 50 "$HFT" selftest --device cuda --only "bf16 wgmma-tma" || { status=1; export HFT_WGMMA_TMA=off; echo "== wgmma-tma: HFT_WGMMA_TMA=off from here"; }
-timed wgmma-ws 50 "$HFT" selftest --device cuda --only "bf16 wgmma-ws" || { status=1; export HFT_WGMMA_WS=off; echo "== wgmma-ws: HFT_WGMMA_WS=off from here"; }
-timed mma 50 "$HFT" selftest --device cuda --only "bf16 mma" || { status=1; export HFT_MMA=off; echo "== mma: HFT_MMA=off from here"; }
+
+step_gpu() {
+  run gpu nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader || status=1
+}
+
+probe() { # probe NAME PATTERN SWITCH: the self-test cases of one PTX GEMM; SWITCH=off for later steps when they fail
+  timed "$1" 40 "$HFT" selftest --device cuda --only "$2" || { status=1; export "$3"=off; echo "== $1: $3=off from here"; }
+}
+
+step_probes() {
+  probe wgmma "bf16 wgmma " HFT_WGMMA
+  probe wgmma-tma "bf16 wgmma-tma" HFT_WGMMA_TMA
+  probe wgmma-ws "bf16 wgmma-ws" HFT_WGMMA_WS
+  probe mma "bf16 mma" HFT_MMA
+}
+
 # cuBLAS for the comparison in hft bench: ILGPU.Algorithms loads libcublas.so.12; CUDA 13 ships libcublas.so.13.
 # (PyTorch runs with the LD_LIBRARY_PATH this script was given: the renamed link must not stand in for its cuBLAS.)
 torch_env=(env)
@@ -65,45 +93,62 @@ if [ -n "$blas" ]; then
   [ -z "$lt" ] || ln -sf "$lt" /tmp/hft-cublas/libcublasLt.so.12
   export LD_LIBRARY_PATH=/tmp/hft-cublas:$(dirname "$blas")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 fi
-# bench.json is rewritten after each part of the bench, so a timeout still leaves what was measured for the comparison.
 bench_json=${LOG:-/tmp}/bench.json
-rm -f "$bench_json"
-timed bench 220 "$HFT" bench --device cuda --json "$bench_json" || status=1
+torch_json=${LOG:-/tmp}/pytorch.json
+
+step_bench() { # bench.json is rewritten after each part of the bench, so a timeout still leaves what was measured
+  rm -f "$bench_json"
+  # shellcheck disable=SC2086
+  timed bench 220 "$HFT" bench --device cuda --json "$bench_json" ${GPU_CHECK_BENCH_ARGS:-} || status=1
+}
+
 # The PyTorch baseline: the same model, batch and AdamW steps (fft and hft; fp32, bf16 autocast, pure bf16), HFT's
 # frozen tensors from hft policy. pytorch.json is rewritten after each configuration; --time-budget keeps the script
-# itself inside its timeout.
-torch_json=${LOG:-/tmp}/pytorch.json
-rm -f "$torch_json"
-if [ ! -f tools/pytorch_baseline.py ]; then
-  echo "== pytorch: skipped: no tools/pytorch_baseline.py (no checkout)"
-elif ! "${torch_env[@]}" python3 -c 'import torch, transformers' 2>/dev/null; then
-  echo "== pytorch: skipped: python3 cannot import torch and transformers ($("${torch_env[@]}" python3 -c 'import torch, transformers' 2>&1 | tail -n 1))"
-else
-  t=$((BUDGET - SECONDS - 115)) # 25 s kept for the comparison, 90 for the self-test
-  [ "$t" -le 150 ] || t=150
-  if [ "$t" -gt 45 ]; then
-    timed pytorch "$t" "${torch_env[@]}" python3 tools/pytorch_baseline.py "$torch_json" --hft "$HFT" --model base \
-      --warmup 3 --steps 10 --time-budget $((t - 35)) || status=1
-  else
-    echo "== pytorch: skipped, ${SECONDS} s of the ${BUDGET} s budget used"; status=1
+# itself inside its timeout, which leaves GPU_CHECK_RESERVE seconds (default 115) for the steps after it.
+step_pytorch() {
+  rm -f "$torch_json"
+  if [ ! -f tools/pytorch_baseline.py ]; then
+    echo "== pytorch: skipped: no tools/pytorch_baseline.py (no checkout)"; return
   fi
-fi
-if [ -f "$bench_json" ] && [ -f "$torch_json" ]; then
-  timed compare 20 "$HFT" bench --from "$bench_json" --compare "$torch_json" || status=1
-fi
-# Correctness after the figures: every other kernel against the CPU back-end (the PTX GEMMs' cases ran alone first),
-# then the reference cases in both precisions.
-timed selftest 90 "$HFT" selftest --device cuda --skip "matmul bf16 wgmma" --skip "matmul bf16 mma" || status=1
-cases=()
-for c in tests/fixtures/*/; do [ -f "$c/golden.json" ] && cases+=("${c%/}"); done
-if [ ${#cases[@]} -eq 0 ]; then
-  for c in "$(dirname "$HFT")"/reference-cases/*/; do [ -f "$c/golden.json" ] && cases+=("${c%/}"); done
-fi
-# Every reference case in one process per precision (the kernels compile once).
-for p in fp32 bf16; do
-  timed "verify-$p" 40 "$HFT" verify --device cuda --precision "$p" --golden "${cases[@]}" || status=1
+  if ! "${torch_env[@]}" python3 -c 'import torch, transformers' 2>/dev/null; then
+    echo "== pytorch: skipped: python3 cannot import torch and transformers ($("${torch_env[@]}" python3 -c 'import torch, transformers' 2>&1 | tail -n 1))"
+    return
+  fi
+  local t=$((BUDGET - SECONDS - ${GPU_CHECK_RESERVE:-115}))
+  [ "$t" -le 150 ] || t=150
+  if [ "$t" -le 45 ]; then echo "== pytorch: skipped, ${SECONDS} s of the ${BUDGET} s budget used"; status=1; return; fi
+  timed pytorch "$t" "${torch_env[@]}" python3 tools/pytorch_baseline.py "$torch_json" --hft "$HFT" --model base \
+    --warmup 3 --steps "${GPU_CHECK_TORCH_STEPS:-10}" --time-budget $((t - 35)) || status=1
+}
+
+step_compare() {
+  if [ -f "$bench_json" ] && [ -f "$torch_json" ]; then
+    timed compare 20 "$HFT" bench --from "$bench_json" --compare "$torch_json" || status=1
+  fi
+}
+
+step_selftest() {
+  timed selftest 90 "$HFT" selftest --device cuda --skip "matmul bf16 wgmma" --skip "matmul bf16 mma" || status=1
+}
+
+step_verify() { # every reference case in one process per precision (the kernels compile once)
+  local cases=() c p
+  for c in tests/fixtures/*/; do [ -f "$c/golden.json" ] && cases+=("${c%/}"); done
+  if [ ${#cases[@]} -eq 0 ]; then
+    for c in "$(dirname "$HFT")"/reference-cases/*/; do [ -f "$c/golden.json" ] && cases+=("${c%/}"); done
+  fi
+  for p in fp32 bf16; do
+    timed "verify-$p" 40 "$HFT" verify --device cuda --precision "$p" --golden "${cases[@]}" || status=1
+  done
+  # bf16 once more with the card's PTX GEMM (HFT_BF16_GEMM=auto: wgmma on sm_90, mma on sm_80+) in the whole model.
+  timed verify-bf16-auto 40 env HFT_BF16_GEMM=auto "$HFT" verify --device cuda --precision bf16 --golden "${cases[@]}" || status=1
+}
+
+for s in $STEPS; do
+  case $s in
+    gpu|probes|bench|pytorch|compare|selftest|verify) "step_$s" ;;
+    *) echo "gpu-check: unknown step '$s'" >&2; exit 2 ;;
+  esac
 done
-# bf16 once more with the card's PTX GEMM (HFT_BF16_GEMM=auto: wgmma on sm_90, mma on sm_80+) in the whole model.
-timed verify-bf16-auto 40 env HFT_BF16_GEMM=auto "$HFT" verify --device cuda --precision bf16 --golden "${cases[@]}" || status=1
 echo "== gpu-check: $([ $status -eq 0 ] && echo PASS || echo FAIL) in ${SECONDS} s"
 exit $status
