@@ -7,7 +7,7 @@
 #   skipped, and not counted as a failure, where python3 has no torch or transformers); hft bench --from bench.json
 #   --compare pytorch.json (ours beside PyTorch); hft selftest --device cuda (every kernel against the CPU back-end,
 #   plus the 134M training shapes with timings); hft verify --device cuda in fp32, in bf16, and in bf16 with
-#   HFT_BF16_GEMM=auto on each reference case
+#   HFT_BF16_GEMM=simple on each reference case
 #   (a folder with golden.json) in tests/fixtures, or the bundle's copies when there is no checkout. The figures come
 #   before the full correctness checks so that a short call still gets them.
 # Every step has its own timeout, and the steps together stay within GPU_CHECK_BUDGET seconds (default 570) of this
@@ -63,7 +63,7 @@ timed() { # timed NAME WANT COMMAND...: run NAME under timeout (WANT seconds, or
 #   pytorch   tools/pytorch_baseline.py (GPU_CHECK_TORCH_STEPS timed steps per configuration, default 10)
 #   compare   hft bench --from bench.json --compare pytorch.json
 #   selftest  every other kernel against the CPU back-end (the PTX GEMMs' cases ran alone in probes)
-#   verify    the reference cases in fp32, bf16, and bf16 with HFT_BF16_GEMM=auto
+#   verify    the reference cases in fp32, bf16, and bf16 with HFT_BF16_GEMM=simple
 STEPS=${GPU_CHECK_STEPS:-gpu probes bench pytorch compare selftest verify}
 status=0
 
@@ -140,8 +140,8 @@ step_verify() { # every reference case in one process per precision (the kernels
   for p in fp32 bf16; do
     timed "verify-$p" 40 "$HFT" verify --device cuda --precision "$p" --golden "${cases[@]}" || status=1
   done
-  # bf16 once more with the card's PTX GEMM (HFT_BF16_GEMM=auto: wgmma on sm_90, mma on sm_80+) in the whole model.
-  timed verify-bf16-auto 40 env HFT_BF16_GEMM=auto "$HFT" verify --device cuda --precision bf16 --golden "${cases[@]}" || status=1
+  # bf16 once more with the simple GEMM kernel (the default is the card's fastest PTX GEMM: wgmma-ws on sm_90).
+  timed verify-bf16-simple 40 env HFT_BF16_GEMM=simple "$HFT" verify --device cuda --precision bf16 --golden "${cases[@]}" || status=1
 }
 
 for s in $STEPS; do

@@ -193,19 +193,30 @@ public sealed class MatMulBf16FastTests : IlgpuFixture
     }
 
     /// <summary>
-    /// "auto" picks by device: wgmma on compute capability 9.0, mma on other CUDA devices of 8.0 or later, the simple
-    /// kernel on older ones and off CUDA.
+    /// "auto" (and unset or empty) picks by device: the warp-specialized wgmma on compute capability 9.0, mma on other
+    /// CUDA devices of 8.0 or later, the simple kernel on older ones and off CUDA.
     /// </summary>
-    [TestCase(true, 9, 0, Bf16GemmVariant.Wgmma)]
-    [TestCase(true, 8, 0, Bf16GemmVariant.Mma)]
-    [TestCase(true, 8, 9, Bf16GemmVariant.Mma)]
-    [TestCase(true, 10, 0, Bf16GemmVariant.Mma)]
-    [TestCase(true, 7, 5, Bf16GemmVariant.Simple)]
-    [TestCase(false, 0, 0, Bf16GemmVariant.Simple)]
-    public void AutoPicksTheKernelByDevice(bool cuda, int major, int minor, Bf16GemmVariant expected) =>
-        Assert.That(IlgpuBackend.Bf16GemmVariantFor(" Auto", cuda, major, minor), Is.EqualTo(expected));
+    [TestCase(" Auto", true, 9, 0, Bf16GemmVariant.WgmmaWs)]
+    [TestCase(null, true, 9, 0, Bf16GemmVariant.WgmmaWs)]
+    [TestCase("", true, 9, 0, Bf16GemmVariant.WgmmaWs)]
+    [TestCase("auto", true, 8, 0, Bf16GemmVariant.Mma)]
+    [TestCase(null, true, 8, 9, Bf16GemmVariant.Mma)]
+    [TestCase("auto", true, 10, 0, Bf16GemmVariant.Mma)]
+    [TestCase(null, true, 7, 5, Bf16GemmVariant.Simple)]
+    [TestCase("auto", false, 0, 0, Bf16GemmVariant.Simple)]
+    [TestCase("simple", true, 9, 0, Bf16GemmVariant.Simple)]
+    public void AutoPicksTheKernelByDevice(string? setting, bool cuda, int major, int minor, Bf16GemmVariant expected) =>
+        Assert.That(IlgpuBackend.Bf16GemmVariantFor(setting, cuda, major, minor), Is.EqualTo(expected));
 
-    /// <summary>The variant's default follows HFT_BF16_GEMM: simple unless it says fast, wgmma, mma, wgmma-tma or wgmma-ws.</summary>
+    /// <summary>A setting that names no kernel is refused, with the choices in the message.</summary>
+    [Test]
+    public void UnknownSettingIsRefused()
+    {
+        var e = Assert.Throws<ArgumentException>(() => IlgpuBackend.Bf16GemmVariantFor("wgma", true, 9, 0))!;
+        Assert.That(e.Message, Does.Contain("HFT_BF16_GEMM='wgma'").And.Contain("wgmma-ws"));
+    }
+
+    /// <summary>The variant's default follows HFT_BF16_GEMM: auto (the simple kernel without a device) unless it names a kernel.</summary>
     [Test]
     public void DefaultVariantFollowsTheEnvironment()
     {

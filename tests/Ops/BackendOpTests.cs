@@ -497,5 +497,25 @@ public abstract class BackendOpTests
         Assert.That(h.Read(filled), Is.All.EqualTo(1.5f));
     }
 
+    /// <summary>
+    /// A dot product of 2^24 elements is accurate to 2e-6 against float64 (the self-test's case: b correlates with a).
+    /// A single fp32 pass drifted by 1.4e-5, and the self-test then blamed the GPU for the CPU reference's error.
+    /// </summary>
+    [Test]
+    public void LongDotProductStaysAccurate()
+    {
+        var rng = new Random(11);
+        int n = 1 << 24;
+        var a = Randn(rng, n); var b = Randn(rng, n);
+        for (int i = 0; i < n; i++) b[i] = 0.25f * b[i] + 0.5f * a[i];
+        using var h = H();
+        var ta = h.Input(a); var tb = h.Input(b); var r = h.Output(1);
+        h.Commit();
+        Backend.Dot(r, ta, tb, accumulate: false);
+        double dot = 0;
+        for (int i = 0; i < n; i++) dot += (double)a[i] * b[i];
+        Assert.That(Math.Abs(h.Read(r)[0] - dot) / Math.Abs(dot), Is.LessThan(2e-6));
+    }
+
     private static double[] Minus(float[] a, float[] b) => a.Select((x, i) => (double)x - b[i]).ToArray();
 }

@@ -67,17 +67,17 @@ public sealed partial class IlgpuBackend
         public AFrag K0, K1, K2, K3;
     }
 
-    private Action<KernelConfig, ArrayView<float>, ArrayView<uint>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<uint>, ArrayView<int>, AttentionArgs> _attentionTcForward = null!;
-    private Action<KernelConfig, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, AttentionArgs> _attentionTcDelta = null!;
-    private Action<KernelConfig, ArrayView<float>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<uint>, ArrayView<int>, AttentionArgs> _attentionTcDq = null!;
-    private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<uint>, ArrayView<int>, AttentionArgs> _attentionTcDkDv = null!;
+    private Action<KernelConfig, ArrayView<float>, ArrayView<uint>, ArrayView<float>, ArrayView<U4>, ArrayView<U4>, ArrayView<U4>, ArrayView<int>, AttentionArgs> _attentionTcForward = null!;
+    private Action<KernelConfig, ArrayView<float>, ArrayView<U4>, ArrayView<U4>, AttentionArgs> _attentionTcDelta = null!;
+    private Action<KernelConfig, ArrayView<float>, ArrayView<U4>, ArrayView<float>, ArrayView<float>, ArrayView<U4>, ArrayView<U4>, ArrayView<U4>, ArrayView<int>, AttentionArgs> _attentionTcDq = null!;
+    private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<U4>, ArrayView<float>, ArrayView<float>, ArrayView<U4>, ArrayView<U4>, ArrayView<U4>, ArrayView<int>, AttentionArgs> _attentionTcDkDv = null!;
 
     private void LoadAttentionTc()
     {
-        _attentionTcForward = Load<ArrayView<float>, ArrayView<uint>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<uint>, ArrayView<int>, AttentionArgs>(AttentionTcForwardKernel);
-        _attentionTcDelta = Load<ArrayView<float>, ArrayView<uint>, ArrayView<uint>, AttentionArgs>(AttentionTcDeltaKernel);
-        _attentionTcDq = Load<ArrayView<float>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<uint>, ArrayView<int>, AttentionArgs>(AttentionTcDqKernel);
-        _attentionTcDkDv = Load<ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<uint>, ArrayView<int>, AttentionArgs>(AttentionTcDkDvKernel);
+        _attentionTcForward = Load<ArrayView<float>, ArrayView<uint>, ArrayView<float>, ArrayView<U4>, ArrayView<U4>, ArrayView<U4>, ArrayView<int>, AttentionArgs>(AttentionTcForwardKernel);
+        _attentionTcDelta = Load<ArrayView<float>, ArrayView<U4>, ArrayView<U4>, AttentionArgs>(AttentionTcDeltaKernel);
+        _attentionTcDq = Load<ArrayView<float>, ArrayView<U4>, ArrayView<float>, ArrayView<float>, ArrayView<U4>, ArrayView<U4>, ArrayView<U4>, ArrayView<int>, AttentionArgs>(AttentionTcDqKernel);
+        _attentionTcDkDv = Load<ArrayView<float>, ArrayView<float>, ArrayView<U4>, ArrayView<float>, ArrayView<float>, ArrayView<U4>, ArrayView<U4>, ArrayView<U4>, ArrayView<int>, AttentionArgs>(AttentionTcDkDvKernel);
     }
 
     /// <summary>
@@ -109,32 +109,35 @@ public sealed partial class IlgpuBackend
     }
 
     /// <summary>
-    /// The bf16 operands of the tensor-core kernels as uint pairs: a BF16 tensor as it is (it must start on a 4-byte
-    /// boundary), an F32 one rounded into the scratch buffer after its first <paramref name="reserved"/> floats
-    /// (which the caller uses; returned as <paramref name="head"/>).
+    /// The bf16 operands of the tensor-core kernels as 16-byte chunks: a BF16 tensor that starts on 16 bytes as it is,
+    /// another BF16 one copied, and an F32 one rounded, into the scratch buffer after its first
+    /// <paramref name="reserved"/> floats (which the caller uses; returned as <paramref name="head"/>). Every
+    /// operand's region starts on 16 bytes.
     /// </summary>
-    private ArrayView<uint>[] TcOperands(long reserved, out ArrayView<float> head, params Tensor[] operands)
+    private ArrayView<U4>[] TcOperands(long reserved, out ArrayView<float> head, params Tensor[] operands)
     {
-        long floats = reserved;
-        foreach (var t in operands) if (t.Type == DType.F32) floats += (t.Count + 1) / 2;
+        static long Chunked(long floats) => (floats + 3) / 4 * 4;
+        long floats = Chunked(reserved);
+        foreach (var t in operands)
+            if (t.Type == DType.F32 || t.ByteOffset % 16 != 0) floats += Chunked((t.Count + 1) / 2);
         var scratch = Scratch(floats);
         head = scratch.SubView(0, Math.Max(reserved, 1));
-        var views = new ArrayView<uint>[operands.Length];
-        long offset = reserved;
+        var views = new ArrayView<U4>[operands.Length];
+        long offset = Chunked(reserved);
         for (int i = 0; i < operands.Length; i++)
         {
             var t = operands[i];
-            if (t.Type == DType.BF16)
+            if (t.Type == DType.BF16 && t.ByteOffset % 16 == 0)
             {
-                views[i] = PairView(t, out bool aligned);
-                if (!aligned) throw new ArgumentException($"BF16 attention tensor '{t.Name}' must start on a 4-byte boundary", t.Name);
+                views[i] = Arena(t).Bytes(t).SubView(0, t.Bytes / 16 * 16).Cast<U4>();
                 continue;
             }
-            long half = (t.Count + 1) / 2;
-            var region = scratch.SubView(offset, half);
-            _toBf16(Config(StreamGroups(t.Count)), region.Cast<ushort>().SubView(0, t.Count), F(t));
-            views[i] = region.Cast<uint>();
-            offset += half;
+            long chunked = Chunked((t.Count + 1) / 2);
+            var region = scratch.SubView(offset, chunked);
+            if (t.Type == DType.BF16) Arena(t).Bytes(t).CopyTo(_acc.DefaultStream, region.Cast<byte>().SubView(0, t.Bytes));
+            else _toBf16(Config(StreamGroups(t.Count)), region.Cast<ushort>().SubView(0, t.Count), F(t));
+            views[i] = region.Cast<U4>();
+            offset += chunked;
         }
         return views;
     }
@@ -145,7 +148,7 @@ public sealed partial class IlgpuBackend
         var a = Args(batch, seq, heads, kvHeads, TcHeadDim, scale, !docStart.IsEmpty, (TcRows, TcTile));
         bool outBf16 = o.Type == DType.BF16;
         a.OutBf16 = outBf16 ? 1 : 0;
-        var o16 = ops[0];
+        var o16 = _dummy.View.BaseView.Cast<uint>();
         if (outBf16)
         {
             o16 = PairView(o, out bool aligned);
@@ -228,39 +231,78 @@ public sealed partial class IlgpuBackend
     }
 
     /// <summary>
-    /// Stores rows r0 .. r0 + 63 of a row-major bf16 matrix (head dimension 64) into the shared tile s as
-    /// [row][d pair]; zero for rows ≥ rows. Each thread copies 16 pairs; consecutive threads read consecutive pairs
-    /// of a row.
+    /// A thread's share of a 64-row tile of a row-major bf16 matrix with rows of head dimension 64, as loaded by
+    /// <see cref="LoadTcTile"/>: the 16-byte chunks c = warp and c = warp + 4 (dimensions 8c .. 8c + 7) of the adjacent
+    /// rows 2p and 2p + 1 (p = lane), so that the same registers fill both the tile ([row][d pair],
+    /// <see cref="StoreTileRows"/>) and its transpose ([d][row pair], <see cref="StoreTileCols"/>).
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void LoadTileRows(ArrayView<uint> s, ArrayView<uint> x, long baseIdx, int ld, int r0, int rows, int tid)
+    internal struct TileRegs
     {
-        for (int i = 0; i < TcTile * TcHeadDim / 2 / TcGroup; i++)
-        {
-            int e = tid + i * TcGroup, r = e >> 5, dp = e & 31;
-            s[r * TcLd + dp] = RowPair(x, baseIdx, ld, r0 + r, 2 * dp, rows);
-        }
+        /// <summary>Chunk warp of rows 2p (E0) and 2p + 1 (O0); chunk warp + 4 of the same rows (E1, O1).</summary>
+        public U4 E0, O0, E1, O1;
     }
 
     /// <summary>
-    /// Stores rows r0 .. r0 + 63 transposed into the shared tile s as [d][row pair] (rows r, r + 1 at one d); zero
-    /// for rows ≥ rows. Each thread reads the 2 × 2 block of rows r, r + 1 and dimensions d, d + 1 (two pairs) and
-    /// stores its transpose (two pairs), 8 blocks. A warp's 32 blocks per step are 8 d pairs × 4 row pairs: its
-    /// loads are 8 whole 32-byte sectors (8 pairs of one row each), and its stores, at rows 2·dp of stride
-    /// 36, hit each bank at most twice (consecutive d pairs along a row would hit 4 banks 8 times each).
+    /// This thread's chunks of rows r0 .. r0 + 63 of x (bf16, 16-byte chunks; element (row, d) at baseIdx + row·ld + d,
+    /// baseIdx and ld multiples of 8); zero for rows ≥ rows. The four loads are issued together, with no branch
+    /// between them (a row past the end reads the last row and is zeroed after), so that their latencies overlap.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void LoadTileCols(ArrayView<uint> s, ArrayView<uint> x, long baseIdx, int ld, int r0, int rows, int tid)
+    private static TileRegs LoadTcTile(ArrayView<U4> x, long baseIdx, int ld, int r0, int rows, int tid)
     {
-        int lane = tid & 31, warp = tid >> 5;
-        for (int i = 0; i < TcTile * TcHeadDim / 4 / TcGroup; i++)
-        {
-            int block = warp + i * TcWarps; // 0 .. 31: 4 groups of 8 d pairs × 8 groups of 4 row pairs
-            int dp = (block & 3) * 8 + (lane & 7), rp = (block >> 2) * 4 + (lane >> 3), r = r0 + 2 * rp;
-            uint lo = RowPair(x, baseIdx, ld, r, 2 * dp, rows), hi = RowPair(x, baseIdx, ld, r + 1, 2 * dp, rows);
-            s[2 * dp * TcLd + rp] = (lo & 0xFFFFu) | (hi << 16);
-            s[(2 * dp + 1) * TcLd + rp] = (lo >> 16) | (hi & 0xFFFF0000u);
-        }
+        int c = tid >> 5, r = r0 + 2 * (tid & 31), last = rows - 1;
+        long even = (baseIdx + (long)DeviceReduce.Min(r, last) * ld) >> 3, odd = (baseIdx + (long)DeviceReduce.Min(r + 1, last) * ld) >> 3;
+        TileRegs t;
+        t.E0 = x[even + c];
+        t.O0 = x[odd + c];
+        t.E1 = x[even + c + 4];
+        t.O1 = x[odd + c + 4];
+        if (r > last) { t.E0 = default; t.E1 = default; }
+        if (r + 1 > last) { t.O0 = default; t.O1 = default; }
+        return t;
+    }
+
+    /// <summary>
+    /// Stores a tile's registers into the shared tile s as [row][d pair] (rows of <see cref="TcLd"/> uints, 9 chunks):
+    /// four 16-byte stores.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreTileRows(ArrayView<U4> s, TileRegs t, int tid)
+    {
+        const int row = TcLd / 4;
+        int c = tid >> 5, even = 2 * (tid & 31) * row + c;
+        s[even] = t.E0;
+        s[even + row] = t.O0;
+        s[even + 4] = t.E1;
+        s[even + row + 4] = t.O1;
+    }
+
+    /// <summary>
+    /// Stores a tile's registers transposed into the shared tile s as [d][row pair] (rows 2p, 2p + 1 at one d, the
+    /// even row in the low half): sixteen 4-byte stores. A warp writes one chunk's 8 dimensions for its 32 row pairs
+    /// at a time: 32 consecutive uints, one per bank.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreTileCols(ArrayView<U4> s4, TileRegs t, int tid)
+    {
+        var s = s4.Cast<uint>();
+        int p = tid & 31, d0 = 8 * (tid >> 5);
+        StoreChunkCols(s, t.E0, t.O0, d0 * TcLd + p);
+        StoreChunkCols(s, t.E1, t.O1, (d0 + 32) * TcLd + p);
+    }
+
+    /// <summary>The 8 dimensions of one chunk of rows 2p (even) and 2p + 1 (odd) as row pairs, TcLd uints apart from o.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreChunkCols(ArrayView<uint> s, U4 even, U4 odd, int o)
+    {
+        s[o] = PairLo(even.X, odd.X);
+        s[o + TcLd] = PairHi(even.X, odd.X);
+        s[o + 2 * TcLd] = PairLo(even.Y, odd.Y);
+        s[o + 3 * TcLd] = PairHi(even.Y, odd.Y);
+        s[o + 4 * TcLd] = PairLo(even.Z, odd.Z);
+        s[o + 5 * TcLd] = PairHi(even.Z, odd.Z);
+        s[o + 6 * TcLd] = PairLo(even.W, odd.W);
+        s[o + 7 * TcLd] = PairHi(even.W, odd.W);
     }
 
     /// <summary>

@@ -11,8 +11,9 @@ public sealed partial class IlgpuBackend
     /// pair per lane); one warp per (row, head).
     /// </summary>
     [IlgpuKernel]
-    internal static void AttentionTcDeltaKernel(ArrayView<float> delta, ArrayView<uint> dO, ArrayView<uint> o, AttentionArgs a)
+    internal static void AttentionTcDeltaKernel(ArrayView<float> delta, ArrayView<U4> dO4, ArrayView<U4> o4, AttentionArgs a)
     {
+        ArrayView<uint> dO = dO4.Cast<uint>(), o = o4.Cast<uint>();
         int lane = Warp.LaneIdx;
         long rows = (long)a.Batch * a.Seq * a.Heads, warps = (long)Grid.DimX * (Group.DimX / WarpSize);
         for (long w = (long)Grid.IdxX * (Group.DimX / WarpSize) + Warp.WarpIdx; w < rows; w += warps)
@@ -27,29 +28,34 @@ public sealed partial class IlgpuBackend
     /// <summary>
     /// o and lse for one (sequence, head, 64 queries) per unit: warp w holds queries 16w .. 16w + 15 as A fragments
     /// and walks the visible 64-key tiles (K as [key][d pair], V as [d][key pair]) with an online softmax in base 2.
-    /// q, k, v are bf16 (uint pairs); o is written in fp32, or with a.OutBf16 in bf16 to o16.
+    /// q, k, v are bf16 (16-byte chunks); o is written in fp32, or with a.OutBf16 in bf16 to o16 (uint pairs). The next
+    /// tile's loads are issued before the current tile is multiplied, so that their latency hides behind the mma.
     /// </summary>
     [IlgpuKernel]
-    internal static void AttentionTcForwardKernel(ArrayView<float> o, ArrayView<uint> o16, ArrayView<float> lse, ArrayView<uint> q, ArrayView<uint> k,
-        ArrayView<uint> v, ArrayView<int> doc, AttentionArgs a)
+    internal static void AttentionTcForwardKernel(ArrayView<float> o, ArrayView<uint> o16, ArrayView<float> lse, ArrayView<U4> q, ArrayView<U4> k,
+        ArrayView<U4> v, ArrayView<int> doc, AttentionArgs a)
     {
-        var ks = SharedMemory.Allocate<uint>(TcStage);
-        var vt = SharedMemory.Allocate<uint>(TcStage);
+        var ks4 = SharedMemory.Allocate<U4>(TcStage / 4);
+        var vt4 = SharedMemory.Allocate<U4>(TcStage / 4);
+        ArrayView<uint> ks = ks4.Cast<uint>(), vt = vt4.Cast<uint>();
         int tid = Group.IdxX, warp = tid >> 5, lane = tid & 31, t = lane & 3, frag = (lane >> 2) * TcLd + t;
         int seq = a.Seq, ldq = a.Heads * TcHeadDim, ldk = a.KvHeads * TcHeadDim;
         int qTiles = (seq + TcRows - 1) / TcRows, units = a.Batch * a.Heads * qTiles;
         for (int u = Grid.IdxX; u < units; u += Grid.DimX)
         {
             var unit = QueryUnitOf(u, qTiles, warp, lane, doc, a);
-            A4 qa = LoadRowsA(q, unit.QBase, ldq, unit.Ru, seq, t);
+            A4 qa = LoadRowsA(q.Cast<uint>(), unit.QBase, ldq, unit.Ru, seq, t);
             var scores = unit.Scores;
             float mu = float.NegativeInfinity, ml = float.NegativeInfinity, lu = 0f, ll = 0f;
             C8 acc = default;
+            TileRegs kr = LoadTcTile(k, unit.KBase, ldk, unit.KFirst, seq, tid), vr = LoadTcTile(v, unit.KBase, ldk, unit.KFirst, seq, tid);
             for (int j0 = unit.KFirst; j0 < unit.TEnd; j0 += TcTile)
             {
-                LoadTileRows(ks, k, unit.KBase, ldk, j0, seq, tid);
-                LoadTileCols(vt, v, unit.KBase, ldk, j0, seq, tid);
+                StoreTileRows(ks4, kr, tid);
+                StoreTileCols(vt4, vr, tid);
                 Group.Barrier();
+                kr = LoadTcTile(k, unit.KBase, ldk, j0 + TcTile, seq, tid);
+                vr = LoadTcTile(v, unit.KBase, ldk, j0 + TcTile, seq, tid);
                 if (unit.WarpSees(j0, seq))
                 {
                     scores.Key = j0 + 2 * t;
@@ -81,12 +87,13 @@ public sealed partial class IlgpuBackend
     /// [d][key pair], V as [key][d pair]); dq = scale·dQ.
     /// </summary>
     [IlgpuKernel]
-    internal static void AttentionTcDqKernel(ArrayView<float> dq, ArrayView<uint> dO, ArrayView<float> lse, ArrayView<float> delta,
-        ArrayView<uint> q, ArrayView<uint> k, ArrayView<uint> v, ArrayView<int> doc, AttentionArgs a)
+    internal static void AttentionTcDqKernel(ArrayView<float> dq, ArrayView<U4> dO, ArrayView<float> lse, ArrayView<float> delta,
+        ArrayView<U4> q, ArrayView<U4> k, ArrayView<U4> v, ArrayView<int> doc, AttentionArgs a)
     {
-        var ks = SharedMemory.Allocate<uint>(TcStage);
-        var kt = SharedMemory.Allocate<uint>(TcStage);
-        var vs = SharedMemory.Allocate<uint>(TcStage);
+        var ks4 = SharedMemory.Allocate<U4>(TcStage / 4);
+        var kt4 = SharedMemory.Allocate<U4>(TcStage / 4);
+        var vs4 = SharedMemory.Allocate<U4>(TcStage / 4);
+        ArrayView<uint> ks = ks4.Cast<uint>(), kt = kt4.Cast<uint>(), vs = vs4.Cast<uint>();
         int tid = Group.IdxX, warp = tid >> 5, lane = tid & 31, t = lane & 3, frag = (lane >> 2) * TcLd + t;
         int seq = a.Seq, ldq = a.Heads * TcHeadDim, ldk = a.KvHeads * TcHeadDim;
         int qTiles = (seq + TcRows - 1) / TcRows, units = a.Batch * a.Heads * qTiles;
@@ -94,16 +101,17 @@ public sealed partial class IlgpuBackend
         {
             var unit = QueryUnitOf(u, qTiles, warp, lane, doc, a);
             int ru = unit.Ru, rl = unit.Rl;
-            A4 qa = LoadRowsA(q, unit.QBase, ldq, ru, seq, t), da = LoadRowsA(dO, unit.QBase, ldq, ru, seq, t);
+            A4 qa = LoadRowsA(q.Cast<uint>(), unit.QBase, ldq, ru, seq, t), da = LoadRowsA(dO.Cast<uint>(), unit.QBase, ldq, ru, seq, t);
             var scores = unit.Scores;
             var exp = new RowExp2 { Uu = ru < seq ? lse[unit.Stat + ru] * Log2E : 0f, Ul = rl < seq ? lse[unit.Stat + rl] * Log2E : 0f };
             var ds = new RowDs { Du = ru < seq ? delta[unit.Stat + ru] : 0f, Dl = rl < seq ? delta[unit.Stat + rl] : 0f };
             C8 acc = default;
             for (int j0 = unit.KFirst; j0 < unit.TEnd; j0 += TcTile)
             {
-                LoadTileRows(ks, k, unit.KBase, ldk, j0, seq, tid);
-                LoadTileCols(kt, k, unit.KBase, ldk, j0, seq, tid);
-                LoadTileRows(vs, v, unit.KBase, ldk, j0, seq, tid);
+                TileRegs kr = LoadTcTile(k, unit.KBase, ldk, j0, seq, tid), vr = LoadTcTile(v, unit.KBase, ldk, j0, seq, tid);
+                StoreTileRows(ks4, kr, tid);
+                StoreTileCols(kt4, kr, tid);
+                StoreTileRows(vs4, vr, tid);
                 Group.Barrier();
                 if (unit.WarpSees(j0, seq))
                 {
@@ -114,7 +122,7 @@ public sealed partial class IlgpuBackend
                 }
                 Group.Barrier();
             }
-            StoreRows(dq, q, 0, unit.QBase, ldq, ru, seq, t, acc, a.Scale, a.Scale);
+            StoreRows(dq, q.Cast<uint>(), 0, unit.QBase, ldq, ru, seq, t, acc, a.Scale, a.Scale);
         }
     }
 
@@ -125,13 +133,14 @@ public sealed partial class IlgpuBackend
     /// dk = scale·dK.
     /// </summary>
     [IlgpuKernel]
-    internal static void AttentionTcDkDvKernel(ArrayView<float> dk, ArrayView<float> dv, ArrayView<uint> dO, ArrayView<float> lse,
-        ArrayView<float> delta, ArrayView<uint> q, ArrayView<uint> k, ArrayView<uint> v, ArrayView<int> doc, AttentionArgs a)
+    internal static void AttentionTcDkDvKernel(ArrayView<float> dk, ArrayView<float> dv, ArrayView<U4> dO, ArrayView<float> lse,
+        ArrayView<float> delta, ArrayView<U4> q, ArrayView<U4> k, ArrayView<U4> v, ArrayView<int> doc, AttentionArgs a)
     {
-        var qs = SharedMemory.Allocate<uint>(TcStage);
-        var qt = SharedMemory.Allocate<uint>(TcStage);
-        var dos = SharedMemory.Allocate<uint>(TcStage);
-        var dot = SharedMemory.Allocate<uint>(TcStage);
+        var qs4 = SharedMemory.Allocate<U4>(TcStage / 4);
+        var qt4 = SharedMemory.Allocate<U4>(TcStage / 4);
+        var dos4 = SharedMemory.Allocate<U4>(TcStage / 4);
+        var dot4 = SharedMemory.Allocate<U4>(TcStage / 4);
+        ArrayView<uint> qs = qs4.Cast<uint>(), qt = qt4.Cast<uint>(), dos = dos4.Cast<uint>(), dot = dot4.Cast<uint>();
         var lse2 = SharedMemory.Allocate<float>(TcTile);
         var dl = SharedMemory.Allocate<float>(TcTile);
         var first = SharedMemory.Allocate<int>(TcTile);
@@ -144,7 +153,7 @@ public sealed partial class IlgpuBackend
             int bgs = a.Batch * a.KvHeads, kTile = u / bgs, bg = u % bgs, b = bg / a.KvHeads, g = bg - b * a.KvHeads;
             int k0 = kTile * TcRows, kEnd = DeviceReduce.Min(seq, k0 + TcRows), w0 = k0 + 16 * warp, ku = w0 + (lane >> 2);
             long kBase = (long)b * seq * ldk + g * TcHeadDim;
-            A4 ka = LoadRowsA(k, kBase, ldk, ku, seq, t), va = LoadRowsA(v, kBase, ldk, ku, seq, t);
+            A4 ka = LoadRowsA(k.Cast<uint>(), kBase, ldk, ku, seq, t), va = LoadRowsA(v.Cast<uint>(), kBase, ldk, ku, seq, t);
             var prob = new ColProb { Sl2 = a.Scale * Log2E, Ku = ku, Kl = ku + 8, C0 = 2 * t, Seq = seq, Lse2 = lse2, First = first };
             var ds = new ColDs { C0 = 2 * t, Delta = dl };
             C8 dK = default, dV = default;
@@ -154,10 +163,7 @@ public sealed partial class IlgpuBackend
                 for (int q0 = k0; q0 < seq; q0 += TcTile)
                 {
                     if (MinFirstKey(doc, a, b, q0, DeviceReduce.Min(seq, q0 + TcTile)) >= kEnd) continue; // group-uniform
-                    LoadTileRows(qs, q, qBase, ldq, q0, seq, tid);
-                    LoadTileCols(qt, q, qBase, ldq, q0, seq, tid);
-                    LoadTileRows(dos, dO, qBase, ldq, q0, seq, tid);
-                    LoadTileCols(dot, dO, qBase, ldq, q0, seq, tid);
+                    TileRegs qr = LoadTcTile(q, qBase, ldq, q0, seq, tid), dr = LoadTcTile(dO, qBase, ldq, q0, seq, tid);
                     if (tid < TcTile)
                     {
                         int tq = q0 + tid;
@@ -166,6 +172,10 @@ public sealed partial class IlgpuBackend
                         dl[tid] = ok ? delta[stat + tq] : 0f;
                         first[tid] = FirstKeyOrNone(doc, a, b, tq);
                     }
+                    StoreTileRows(qs4, qr, tid);
+                    StoreTileCols(qt4, qr, tid);
+                    StoreTileRows(dos4, dr, tid);
+                    StoreTileCols(dot4, dr, tid);
                     Group.Barrier();
                     if (w0 < seq && q0 + TcTile - 1 >= w0) // some query of the tile sees a key of this warp (warp-uniform)
                     {
@@ -178,8 +188,8 @@ public sealed partial class IlgpuBackend
                     Group.Barrier();
                 }
             }
-            StoreRows(dk, k, 0, kBase, ldk, ku, seq, t, dK, a.Scale, a.Scale);
-            StoreRows(dv, v, 0, kBase, ldk, ku, seq, t, dV, 1f, 1f);
+            StoreRows(dk, k.Cast<uint>(), 0, kBase, ldk, ku, seq, t, dK, a.Scale, a.Scale);
+            StoreRows(dv, v.Cast<uint>(), 0, kBase, ldk, ku, seq, t, dV, 1f, 1f);
         }
     }
 }

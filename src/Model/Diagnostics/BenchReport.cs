@@ -64,7 +64,8 @@ public static class BenchReport
         }
         if (r["step"] is JsonArray steps)
         {
-            sb.AppendLine().AppendLine($"Training step, {r["step_model"]} model:").AppendLine();
+            string kernel = r["bf16_gemm_default"] is JsonNode k ? $" (bf16 rows without a named GEMM kernel use the default, {k})" : "";
+            sb.AppendLine().AppendLine($"Training step, {r["step_model"]} model{kernel}:").AppendLine();
             sb.AppendLine("| method | precision | ms/step | tokens/s | arena bytes | cost_bound |").AppendLine("| --- | --- | ---: | ---: | ---: | ---: |");
             foreach (var s in steps)
             {

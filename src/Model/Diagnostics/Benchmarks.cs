@@ -143,6 +143,7 @@ public static partial class Benchmarks
             var (config, batch, seq) = StepModel(model);
             var frozen = FreezePolicy.Hft(1).SelectFrozen(LlamaModel.TensorNames(config));
             report["step_model"] = model;
+            if (backend.Name == "cuda" && backend is IlgpuBackend cudaBackend) report["bf16_gemm_default"] = IlgpuBackend.NameOf(cudaBackend.Bf16GemmVariant);
             report["step_config"] = JsonNode.Parse(config.ToJson());
             report["step_batch"] = batch;
             report["step_seq"] = seq;
