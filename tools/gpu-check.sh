@@ -59,6 +59,7 @@ timed() { # timed NAME WANT COMMAND...: run NAME under timeout (WANT seconds, or
 #             for sm_80+), each alone in its own process, so that a fault there cannot take the other steps with it;
 #             when one fails, HFT_WGMMA=off, HFT_WGMMA_TMA=off, HFT_WGMMA_WS=off or HFT_MMA=off keeps it out of every
 #             later step
+#   attention the self-test's attention cases alone (a quick check after a change to the attention kernels)
 #   bench     hft bench --device cuda (GPU_CHECK_BENCH_ARGS adds arguments, e.g. --only step)
 #   pytorch   tools/pytorch_baseline.py (GPU_CHECK_TORCH_STEPS timed steps per configuration, default 10)
 #   compare   hft bench --from bench.json --compare pytorch.json
@@ -127,6 +128,10 @@ step_compare() {
   fi
 }
 
+step_attention() {
+  timed attention 60 "$HFT" selftest --device cuda --only attention || status=1
+}
+
 step_selftest() {
   timed selftest 90 "$HFT" selftest --device cuda --skip "matmul bf16 wgmma" --skip "matmul bf16 mma" || status=1
 }
@@ -146,7 +151,7 @@ step_verify() { # every reference case in one process per precision (the kernels
 
 for s in $STEPS; do
   case $s in
-    gpu|probes|bench|pytorch|compare|selftest|verify) "step_$s" ;;
+    gpu|probes|attention|bench|pytorch|compare|selftest|verify) "step_$s" ;;
     *) echo "gpu-check: unknown step '$s'" >&2; exit 2 ;;
   esac
 done

@@ -53,15 +53,30 @@ public sealed partial class IlgpuBackend
         long stride = (long)blocks * GroupSize;
         for (int blk = Grid.IdxX; blk < blocks; blk += Grid.DimX)
         {
-            float s = 0f;
-            for (long i = (long)blk * GroupSize + Group.IdxX; i < n; i += stride)
+            // Eight independent sums, so that eight loads (sixteen for a dot product) are in flight per thread
+            // instead of one: a single running sum waited for each load before the next (0.8 ms for 134M floats on
+            // an H100, a quarter of the copy bandwidth). The order is fixed, so the sum is the same on every run.
+            float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f, s4 = 0f, s5 = 0f, s6 = 0f, s7 = 0f;
+            long i = (long)blk * GroupSize + Group.IdxX;
+            for (; i + 7 * stride < n; i += 8 * stride)
             {
-                float x = a[i];
-                s += squares != 0 ? x * x : x * b[i];
+                s0 += Term(a, b, i, squares); s1 += Term(a, b, i + stride, squares);
+                s2 += Term(a, b, i + 2 * stride, squares); s3 += Term(a, b, i + 3 * stride, squares);
+                s4 += Term(a, b, i + 4 * stride, squares); s5 += Term(a, b, i + 5 * stride, squares);
+                s6 += Term(a, b, i + 6 * stride, squares); s7 += Term(a, b, i + 7 * stride, squares);
             }
-            s = DeviceReduce.GroupSum(s, shared);
+            for (; i < n; i += stride) s0 += Term(a, b, i, squares);
+            float s = DeviceReduce.GroupSum(((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)), shared);
             if (Group.IdxX == 0) partials[blk] = s;
         }
+    }
+
+    /// <summary>a[i]² (squares ≠ 0) or a[i]·b[i].</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static float Term(ArrayView<float> a, ArrayView<float> b, long i, int squares)
+    {
+        float x = a[i];
+        return squares != 0 ? x * x : x * b[i];
     }
 
     /// <summary>result[0] (+)= Σ partials[0..count) summed in double by one group.</summary>

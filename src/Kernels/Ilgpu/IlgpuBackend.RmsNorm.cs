@@ -97,13 +97,32 @@ public sealed partial class IlgpuBackend
         int lane = Warp.LaneIdx, warps = Grid.DimX * WarpsPerGroup;
         for (int row = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx; row < n; row += warps)
         {
+            // Four columns per step (independent sums; four rows' worth of loads in flight): one column per step
+            // waited for each load (151 µs per 8192 × 768 call with the weight gradient, on an H100).
             long o = (long)row * dim;
-            float dot = 0f;
-            for (int j = lane; j < dim; j += WarpSize) dot += dy[o + j] * w[j] * x[o + j];
-            dot = DeviceReduce.WarpSum(dot, shared);
+            float d0 = 0f, d1 = 0f, d2 = 0f, d3 = 0f;
+            int j = lane;
+            for (; j + 3 * WarpSize < dim; j += 4 * WarpSize)
+            {
+                d0 += dy[o + j] * w[j] * x[o + j];
+                d1 += dy[o + j + WarpSize] * w[j + WarpSize] * x[o + j + WarpSize];
+                d2 += dy[o + j + 2 * WarpSize] * w[j + 2 * WarpSize] * x[o + j + 2 * WarpSize];
+                d3 += dy[o + j + 3 * WarpSize] * w[j + 3 * WarpSize] * x[o + j + 3 * WarpSize];
+            }
+            for (; j < dim; j += WarpSize) d0 += dy[o + j] * w[j] * x[o + j];
+            float dot = DeviceReduce.WarpSum((d0 + d1) + (d2 + d3), shared);
             float r = rstd[row];
             float c = r * r * r * dot / dim;
-            for (int j = lane; j < dim; j += WarpSize) dx[o + j] += r * dy[o + j] * w[j] - c * x[o + j];
+            j = lane;
+            for (; j + 3 * WarpSize < dim; j += 4 * WarpSize)
+            {
+                float g0 = dx[o + j], g1 = dx[o + j + WarpSize], g2 = dx[o + j + 2 * WarpSize], g3 = dx[o + j + 3 * WarpSize];
+                dx[o + j] = g0 + (r * dy[o + j] * w[j] - c * x[o + j]);
+                dx[o + j + WarpSize] = g1 + (r * dy[o + j + WarpSize] * w[j + WarpSize] - c * x[o + j + WarpSize]);
+                dx[o + j + 2 * WarpSize] = g2 + (r * dy[o + j + 2 * WarpSize] * w[j + 2 * WarpSize] - c * x[o + j + 2 * WarpSize]);
+                dx[o + j + 3 * WarpSize] = g3 + (r * dy[o + j + 3 * WarpSize] * w[j + 3 * WarpSize] - c * x[o + j + 3 * WarpSize]);
+            }
+            for (; j < dim; j += WarpSize) dx[o + j] += r * dy[o + j] * w[j] - c * x[o + j];
         }
     }
 
@@ -116,26 +135,44 @@ public sealed partial class IlgpuBackend
         {
             int ei = (int)e, c = ei / dim, j = ei - c * dim;
             int r0 = c * rowsPerChunk, r1 = DeviceReduce.Min(n, r0 + rowsPerChunk);
-            float s = 0f;
-            for (int i = r0; i < r1; i++)
+            // Four rows per step with independent sums (loads in flight), added in a fixed order.
+            float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
+            int i = r0;
+            for (; i + 3 < r1; i += 4)
             {
                 long o = (long)i * dim + j;
-                s += dy[o] * x[o] * rstd[i];
+                s0 += dy[o] * x[o] * rstd[i];
+                s1 += dy[o + dim] * x[o + dim] * rstd[i + 1];
+                s2 += dy[o + 2 * dim] * x[o + 2 * dim] * rstd[i + 2];
+                s3 += dy[o + 3 * dim] * x[o + 3 * dim] * rstd[i + 3];
             }
-            partials[e] = s;
+            for (; i < r1; i++)
+            {
+                long o = (long)i * dim + j;
+                s0 += dy[o] * x[o] * rstd[i];
+            }
+            partials[e] = (s0 + s1) + (s2 + s3);
         }
     }
 
-    /// <summary>dw[j] += Σ_c partials[c, j], chunks in order.</summary>
+    /// <summary>dw[j] += Σ_c partials[c, j], in a fixed order.</summary>
     [IlgpuKernel]
     internal static void RmsNormDwFinalKernel(ArrayView<float> dw, ArrayView<float> partials, int dim, int chunks)
     {
         int stride = Grid.DimX * Group.DimX;
         for (int j = Grid.GlobalIndex.X; j < dim; j += stride)
         {
-            float s = 0f;
-            for (int c = 0; c < chunks; c++) s += partials[(long)c * dim + j];
-            dw[j] += s;
+            // Eight chunks per step with independent sums: one running sum waited ~0.4 µs per chunk (256 chunks).
+            float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f, s4 = 0f, s5 = 0f, s6 = 0f, s7 = 0f;
+            int c = 0;
+            for (; c + 7 < chunks; c += 8)
+            {
+                long o = (long)c * dim + j;
+                s0 += partials[o]; s1 += partials[o + dim]; s2 += partials[o + 2 * dim]; s3 += partials[o + 3 * dim];
+                s4 += partials[o + 4 * dim]; s5 += partials[o + 5 * dim]; s6 += partials[o + 6 * dim]; s7 += partials[o + 7 * dim];
+            }
+            for (; c < chunks; c++) s0 += partials[(long)c * dim + j];
+            dw[j] += ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7));
         }
     }
 }
