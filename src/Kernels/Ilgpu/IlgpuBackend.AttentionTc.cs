@@ -486,20 +486,19 @@ public sealed partial class IlgpuBackend
 
     /// <summary>
     /// Probabilities with keys as rows (Ku, Kl = Ku + 8) and queries as columns (Q0 + C0 + col, + 1, whose
-    /// log2-sum-exp and first key are at Lse2[C0 + col ..] and First[C0 + col ..]): 2^(x·Sl2 − lse2) where the query
+    /// log2-sum-exp and first key (int bits) are at Stats[C0 + col ..] and Stats[2·TcTile + C0 + col ..]): 2^(x·Sl2 − lse2) where the query
     /// sees the key, 0 elsewhere.
     /// </summary>
     internal struct ColProb : IFragMap
     {
         public float Sl2;
         public int Ku, Kl, Q0, C0, Seq;
-        public ArrayView<float> Lse2;
-        public ArrayView<int> First;
+        public ArrayView<float> Stats;
 
         public readonly CFrag Apply(CFrag x, CFrag y, int col)
         {
-            int c = C0 + col, t = Q0 + c, f0 = First[c], f1 = First[c + 1];
-            float l0 = Lse2[c], l1 = Lse2[c + 1];
+            int c = C0 + col, t = Q0 + c, f0 = (int)Interop.FloatAsInt(Stats[2 * TcTile + c]), f1 = (int)Interop.FloatAsInt(Stats[2 * TcTile + c + 1]);
+            float l0 = Stats[c], l1 = Stats[c + 1];
             x.X0 = Sees(t, Ku, f0, Seq) ? XMath.Exp2(x.X0 * Sl2 - l0) : 0f;
             x.X1 = Sees(t + 1, Ku, f1, Seq) ? XMath.Exp2(x.X1 * Sl2 - l1) : 0f;
             x.X2 = Sees(t, Kl, f0, Seq) ? XMath.Exp2(x.X2 * Sl2 - l0) : 0f;
@@ -508,16 +507,16 @@ public sealed partial class IlgpuBackend
         }
     }
 
-    /// <summary>dSᵀ = Pᵀ∘(dPᵀ − D) with keys as rows: x = Pᵀ, y = dPᵀ, D of the column's query at Delta[C0 + col ..].</summary>
+    /// <summary>dSᵀ = Pᵀ∘(dPᵀ − D) with keys as rows: x = Pᵀ, y = dPᵀ, D of the column's query at Stats[TcTile + C0 + col ..].</summary>
     internal struct ColDs : IFragMap
     {
         public int C0;
-        public ArrayView<float> Delta;
+        public ArrayView<float> Stats;
 
         public readonly CFrag Apply(CFrag x, CFrag y, int col)
         {
-            int c = C0 + col;
-            float d0 = Delta[c], d1 = Delta[c + 1];
+            int c = TcTile + C0 + col;
+            float d0 = Stats[c], d1 = Stats[c + 1];
             x.X0 *= y.X0 - d0; x.X1 *= y.X1 - d1; x.X2 *= y.X2 - d0; x.X3 *= y.X3 - d1;
             return x;
         }

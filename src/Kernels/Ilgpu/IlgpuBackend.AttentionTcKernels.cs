@@ -106,13 +106,15 @@ public sealed partial class IlgpuBackend
             var exp = new RowExp2 { Uu = ru < seq ? lse[unit.Stat + ru] * Log2E : 0f, Ul = rl < seq ? lse[unit.Stat + rl] * Log2E : 0f };
             var ds = new RowDs { Du = ru < seq ? delta[unit.Stat + ru] : 0f, Dl = rl < seq ? delta[unit.Stat + rl] : 0f };
             C8 acc = default;
+            TileRegs kr = LoadTcTile(k, unit.KBase, ldk, unit.KFirst, seq, tid), vr = LoadTcTile(v, unit.KBase, ldk, unit.KFirst, seq, tid);
             for (int j0 = unit.KFirst; j0 < unit.TEnd; j0 += TcTile)
             {
-                TileRegs kr = LoadTcTile(k, unit.KBase, ldk, j0, seq, tid), vr = LoadTcTile(v, unit.KBase, ldk, j0, seq, tid);
                 StoreTileRows(ks4, kr, tid);
                 StoreTileCols(kt4, kr, tid);
                 StoreTileRows(vs4, vr, tid);
                 Group.Barrier();
+                kr = LoadTcTile(k, unit.KBase, ldk, j0 + TcTile, seq, tid);
+                vr = LoadTcTile(v, unit.KBase, ldk, j0 + TcTile, seq, tid);
                 if (unit.WarpSees(j0, seq))
                 {
                     scores.Key = j0 + 2 * t;
@@ -125,6 +127,9 @@ public sealed partial class IlgpuBackend
             StoreRows(dq, q.Cast<uint>(), 0, unit.QBase, ldq, ru, seq, t, acc, a.Scale, a.Scale);
         }
     }
+
+    /// <summary>Where head h of sequence b starts in q or dO (bf16 elements; rows of ldq).</summary>
+    private static long QTileBase(int b, int h, int seq, int ldq) => (long)b * seq * ldq + h * TcHeadDim;
 
     /// <summary>
     /// dk, dv for one (sequence, kv head, 64 keys) per unit over the 64-query tiles of every head of its group: K and
@@ -141,9 +146,8 @@ public sealed partial class IlgpuBackend
         var dos4 = SharedMemory.Allocate<U4>(TcStage / 4);
         var dot4 = SharedMemory.Allocate<U4>(TcStage / 4);
         ArrayView<uint> qs = qs4.Cast<uint>(), qt = qt4.Cast<uint>(), dos = dos4.Cast<uint>(), dot = dot4.Cast<uint>();
-        var lse2 = SharedMemory.Allocate<float>(TcTile);
-        var dl = SharedMemory.Allocate<float>(TcTile);
-        var first = SharedMemory.Allocate<int>(TcTile);
+        // The query tile's log2-sum-exp, D and first keys (as int bits) in one array: one view held by both maps.
+        var stats = SharedMemory.Allocate<float>(3 * TcTile);
         int tid = Group.IdxX, warp = tid >> 5, lane = tid & 31, t = lane & 3, frag = (lane >> 2) * TcLd + t;
         int seq = a.Seq, group = a.Heads / a.KvHeads, ldq = a.Heads * TcHeadDim, ldk = a.KvHeads * TcHeadDim;
         int kTiles = (seq + TcRows - 1) / TcRows, units = a.Batch * a.KvHeads * kTiles;
@@ -154,29 +158,37 @@ public sealed partial class IlgpuBackend
             int k0 = kTile * TcRows, kEnd = DeviceReduce.Min(seq, k0 + TcRows), w0 = k0 + 16 * warp, ku = w0 + (lane >> 2);
             long kBase = (long)b * seq * ldk + g * TcHeadDim;
             A4 ka = LoadRowsA(k.Cast<uint>(), kBase, ldk, ku, seq, t), va = LoadRowsA(v.Cast<uint>(), kBase, ldk, ku, seq, t);
-            var prob = new ColProb { Sl2 = a.Scale * Log2E, Ku = ku, Kl = ku + 8, C0 = 2 * t, Seq = seq, Lse2 = lse2, First = first };
-            var ds = new ColDs { C0 = 2 * t, Delta = dl };
+            var prob = new ColProb { Sl2 = a.Scale * Log2E, Ku = ku, Kl = ku + 8, C0 = 2 * t, Seq = seq, Stats = stats };
+            var ds = new ColDs { C0 = 2 * t, Stats = stats };
             C8 dK = default, dV = default;
             for (int h = g * group; h < (g + 1) * group; h++)
             {
-                long qBase = (long)b * seq * ldq + h * TcHeadDim, stat = ((long)b * a.Heads + h) * seq;
+                long qBase = QTileBase(b, h, seq, ldq), stat = ((long)b * a.Heads + h) * seq;
+                // Each step loads the next step's Q tile while it multiplies (`loaded`: the query tile qr holds; a
+                // step skipped by the document starts leaves it for the next, which then loads its own). The dO tile
+                // is loaded at its step: prefetching both took stack at 255 registers.
+                int loaded = k0;
+                TileRegs qr = LoadTcTile(q, qBase, ldq, k0, seq, tid);
                 for (int q0 = k0; q0 < seq; q0 += TcTile)
                 {
                     if (MinFirstKey(doc, a, b, q0, DeviceReduce.Min(seq, q0 + TcTile)) >= kEnd) continue; // group-uniform
-                    TileRegs qr = LoadTcTile(q, qBase, ldq, q0, seq, tid), dr = LoadTcTile(dO, qBase, ldq, q0, seq, tid);
+                    TileRegs dr = LoadTcTile(dO, qBase, ldq, q0, seq, tid);
+                    if (loaded != q0) qr = LoadTcTile(q, qBase, ldq, q0, seq, tid);
                     if (tid < TcTile)
                     {
                         int tq = q0 + tid;
                         bool ok = tq < seq;
-                        lse2[tid] = ok ? lse[stat + tq] * Log2E : 0f;
-                        dl[tid] = ok ? delta[stat + tq] : 0f;
-                        first[tid] = FirstKeyOrNone(doc, a, b, tq);
+                        stats[tid] = ok ? lse[stat + tq] * Log2E : 0f;
+                        stats[TcTile + tid] = ok ? delta[stat + tq] : 0f;
+                        stats[2 * TcTile + tid] = Interop.IntAsFloat((uint)FirstKeyOrNone(doc, a, b, tq));
                     }
                     StoreTileRows(qs4, qr, tid);
                     StoreTileCols(qt4, qr, tid);
                     StoreTileRows(dos4, dr, tid);
                     StoreTileCols(dot4, dr, tid);
                     Group.Barrier();
+                    qr = LoadTcTile(q, qBase, ldq, q0 + TcTile, seq, tid);
+                    loaded = q0 + TcTile;
                     if (w0 < seq && q0 + TcTile - 1 >= w0) // some query of the tile sees a key of this warp (warp-uniform)
                     {
                         prob.Q0 = q0;
