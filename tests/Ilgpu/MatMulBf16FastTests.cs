@@ -139,6 +139,30 @@ public sealed class MatMulBf16FastTests : IlgpuFixture
     }
 
     /// <summary>
+    /// The PTX GEMMs' split (<see cref="IlgpuBackend.PtxSplitPlanFor"/>, one 128×256 block per SM) on the products of
+    /// the 134M model's training step on 132 SMs: none for the 8192-row products (one more wave costs less than the
+    /// partials), one wave of slices for the weight gradients, none for the head's; slices of 64 that cover k.
+    /// </summary>
+    [TestCase(8192, 768, 2048, 1)]
+    [TestCase(8192, 768, 768, 1)]
+    [TestCase(8192, 2048, 768, 1)]
+    [TestCase(768, 768, 8192, 7)]
+    [TestCase(2048, 768, 8192, 2)]
+    [TestCase(768, 2048, 8192, 2)]
+    [TestCase(32000, 768, 2048, 1)]
+    [TestCase(4096, 4096, 4096, 1)]
+    public void PtxSplitWeighsWavesAgainstPartials(int m, int n, int k, int expected)
+    {
+        long tiles = (long)((m + 127) / 128) * ((n + 255) / 256);
+        var (splits, kPer) = IlgpuBackend.PtxSplitPlanFor(tiles, (long)m * n, k, 132);
+        Assert.That(splits, Is.EqualTo(expected));
+        Assert.That(kPer % 64, Is.Zero);
+        Assert.That((long)splits * kPer, Is.GreaterThanOrEqualTo(k));
+        Assert.That((long)(splits - 1) * kPer, Is.LessThan(k), "no empty slice");
+        Assert.That(tiles * splits, Is.LessThanOrEqualTo(Math.Max(tiles, 132)), "the slices fit one wave, or the tiles alone fill the card");
+    }
+
+    /// <summary>
     /// What the fast kernel refuses (the TT form, partial tiles, k not a multiple of 32, an operand not on 16 bytes)
     /// goes to the simple kernel and is still right; NN and TN full tiles, and forced splits, take the fast one.
     /// </summary>

@@ -74,10 +74,54 @@ public sealed partial class IlgpuBackend
         && a.Count >= (long)m * k && b.Count >= (long)n * k && c.Count >= (long)m * n;
 
     /// <summary>
+    /// The split of k for a PTX GEMM (one 128×256 block per multiprocessor: their shared memory fills it) over
+    /// <paramref name="tiles"/> output tiles of an m·n = <paramref name="mn"/> product: the count of at most 16 slices
+    /// (of at least 256 of k) with the least estimated time, where a tile's 64-wide k step takes
+    /// <see cref="PtxStepMicroseconds"/> on a multiprocessor, the slices run in waves of one block per multiprocessor,
+    /// and a split writes its partials and the reduce kernel reads them and writes c, (2·splits + 1)·mn floats at
+    /// <see cref="PtxBytesPerMicrosecond"/>, plus a launch. (The rule of the ILGPU kernels, two tiles per
+    /// multiprocessor, split the 8192×768×2048 products of the 134M model in two, where one pass is faster, and its
+    /// 768×768×8192 weight gradients in fifteen, three waves of partials.)
+    /// </summary>
+    internal static (int Splits, int KPerSplit) PtxSplitPlanFor(long tiles, long mn, int k, int multiprocessors)
+    {
+        (int, int) best = (1, k);
+        double bestCost = double.MaxValue;
+        int sms = Math.Max(1, multiprocessors), most = Math.Clamp(k / 256, 1, 16);
+        for (int s = 1; s <= most; s++)
+        {
+            var (splits, kPer) = RoundSplit(k, s, GemmPtx.TileK);
+            if (splits > 1 && splits * mn > MaxSplitScratch) break;
+            long waves = (tiles * splits + sms - 1) / sms;
+            double cost = waves * Math.Ceiling(kPer / (double)GemmPtx.TileK) * PtxStepMicroseconds
+                + (splits > 1 ? (2.0 * splits + 1) * mn * sizeof(float) / PtxBytesPerMicrosecond + PtxLaunchMicroseconds : 0);
+            if (cost < bestCost)
+            {
+                bestCost = cost;
+                best = (splits, kPer);
+            }
+        }
+        return best;
+    }
+
+    /// <summary>
+    /// One 64-wide k step of a 128×256 tile on one multiprocessor, in µs: 2·128·256·64 flop at the warp-specialized
+    /// wgmma's 870 TFLOP/s over 132 multiprocessors (H100, 2026-11-26).
+    /// </summary>
+    private const double PtxStepMicroseconds = 0.64;
+
+    /// <summary>Device memory bandwidth for the split partials, bytes per µs (an H100 copied 2.85 TB/s).</summary>
+    private const double PtxBytesPerMicrosecond = 2.8e6;
+
+    /// <summary>The split reduce kernel's launch, µs.</summary>
+    private const double PtxLaunchMicroseconds = 3;
+
+    /// <summary>
     /// Runs the selected PTX kernel (<see cref="Bf16GemmVariant.Wgmma"/>, <see cref="Bf16GemmVariant.WgmmaTma"/>,
     /// <see cref="Bf16GemmVariant.WgmmaWs"/> or <see cref="Bf16GemmVariant.Mma"/>) when the
-    /// device runs it, <see cref="AcceptsPtxGemm"/> holds and the form passed its check; split in k as the other
-    /// kernels (slices of a multiple of 64, partials summed by the split reduce kernel). Returns whether it did.
+    /// device runs it, <see cref="AcceptsPtxGemm"/> holds and the form passed its check; split in k by
+    /// <see cref="PtxSplitPlanFor"/> (or HFT_SPLIT_K; slices of a multiple of 64, partials summed by the split reduce
+    /// kernel). Returns whether it did.
     /// </summary>
     private bool TryMatMulPtx(Tensor c, Tensor a, Tensor b, int m, int n, int k, bool transA, bool transB, bool accumulate)
     {
@@ -87,7 +131,8 @@ public sealed partial class IlgpuBackend
         bool swapped = slot.Swapped[Form(transA, transB)];
         int tilesM = (m + GemmPtx.TileM - 1) / GemmPtx.TileM, tilesN = (n + GemmPtx.TileN - 1) / GemmPtx.TileN;
         long tiles = (long)tilesM * tilesN;
-        var (splits, kPer) = SplitPlan(tiles, (long)m * n, k, GemmPtx.TileK);
+        var (splits, kPer) = ForceSplitK > 0 ? SplitPlan(tiles, (long)m * n, k, GemmPtx.TileK)
+            : PtxSplitPlanFor(tiles, (long)m * n, k, _acc.NumMultiprocessors);
         IntPtr pa = Address(a), pb = Address(b);
         try
         {
