@@ -452,6 +452,19 @@ public sealed partial class IlgpuBackend
         }
     }
 
+    /// <summary>2^(x·S − Uu) in the upper row, 2^(x·S − Ul) in the lower one (RowExp2 of scores that need no masking).</summary>
+    internal struct RowScaledExp2 : IFragMap
+    {
+        public float S, Uu, Ul;
+
+        public readonly CFrag Apply(CFrag x, CFrag y, int col)
+        {
+            x.X0 = XMath.Exp2(x.X0 * S - Uu); x.X1 = XMath.Exp2(x.X1 * S - Uu);
+            x.X2 = XMath.Exp2(x.X2 * S - Ul); x.X3 = XMath.Exp2(x.X3 * S - Ul);
+            return x;
+        }
+    }
+
     /// <summary>
     /// Scores with queries as rows (Ru, Rl = Ru + 8 with first keys Fu, Fl) and keys as columns (Key + col, + 1):
     /// x·Sl2 where the query sees the key, −∞ elsewhere.
@@ -503,6 +516,28 @@ public sealed partial class IlgpuBackend
             x.X1 = Sees(t + 1, Ku, f1, Seq) ? XMath.Exp2(x.X1 * Sl2 - l1) : 0f;
             x.X2 = Sees(t, Kl, f0, Seq) ? XMath.Exp2(x.X2 * Sl2 - l0) : 0f;
             x.X3 = Sees(t + 1, Kl, f1, Seq) ? XMath.Exp2(x.X3 * Sl2 - l1) : 0f;
+            return x;
+        }
+    }
+
+    /// <summary>
+    /// <see cref="ColProb"/> where every query of the tile sees every key of the warp: 2^(x·Sl2 − lse2), lse2 of the
+    /// column's query at Stats[C0 + col ..].
+    /// </summary>
+    internal struct ColProbAll : IFragMap
+    {
+        public float Sl2;
+        public int C0;
+        public ArrayView<float> Stats;
+
+        public readonly CFrag Apply(CFrag x, CFrag y, int col)
+        {
+            int c = C0 + col;
+            float l0 = Stats[c], l1 = Stats[c + 1];
+            x.X0 = XMath.Exp2(x.X0 * Sl2 - l0);
+            x.X1 = XMath.Exp2(x.X1 * Sl2 - l1);
+            x.X2 = XMath.Exp2(x.X2 * Sl2 - l0);
+            x.X3 = XMath.Exp2(x.X3 * Sl2 - l1);
             return x;
         }
     }
@@ -575,6 +610,12 @@ public sealed partial class IlgpuBackend
 
         /// <summary>Whether some query of the warp sees a key of the tile at j0 (warp-uniform).</summary>
         public readonly bool WarpSees(int j0, int seq) => W0 < seq && j0 <= W0 + 15;
+
+        /// <summary>
+        /// Whether every query of the warp sees every key of the tile at j0: no document starts, the tile's last key
+        /// at or before the warp's first query, the warp's last query inside the sequence (warp-uniform).
+        /// </summary>
+        public readonly bool WarpSeesAll(int j0, int seq, int hasDoc) => hasDoc == 0 && j0 + TcTile - 1 <= W0 && W0 + 15 < seq;
     }
 
     /// <summary>Unit u of <paramref name="qTiles"/> query tiles per (sequence, head); the last tiles (the most keys) of every sequence and head first.</summary>

@@ -59,7 +59,9 @@ public sealed partial class IlgpuBackend
                 if (unit.WarpSees(j0, seq))
                 {
                     scores.Key = j0 + 2 * t;
-                    C8 s = Map(Product(default, qa, ks, frag, warp, lane), default, scores);
+                    C8 s = Product(default, qa, ks, frag, warp, lane);
+                    // Below the diagonal every query of the warp sees every key of the tile: the scores are only scaled.
+                    s = unit.WarpSeesAll(j0, seq, a.HasDoc) ? Map(s, default, new RowScale { Su = scores.Sl2, Sl = scores.Sl2 }) : Map(s, default, scores);
                     float nu = DeviceReduce.Max(mu, QuadMax(RowMax(s, false))), nl = DeviceReduce.Max(ml, QuadMax(RowMax(s, true)));
                     // A row that has seen nothing yet keeps probabilities 0 (2^(−∞ − 0)) instead of NaN.
                     float uu = nu == float.NegativeInfinity ? 0f : nu, ul = nl == float.NegativeInfinity ? 0f : nl;
@@ -118,7 +120,10 @@ public sealed partial class IlgpuBackend
                 if (unit.WarpSees(j0, seq))
                 {
                     scores.Key = j0 + 2 * t;
-                    C8 p = Map(Map(Product(default, qa, ks, frag, warp, lane), default, scores), default, exp);
+                    C8 sc = Product(default, qa, ks, frag, warp, lane);
+                    C8 p = unit.WarpSeesAll(j0, seq, a.HasDoc)
+                        ? Map(sc, default, new RowScaledExp2 { S = scores.Sl2, Uu = exp.Uu, Ul = exp.Ul })
+                        : Map(Map(sc, default, scores), default, exp);
                     C8 dS = Map(p, Product(default, da, vs, frag, warp, lane), ds);
                     acc = Product(acc, ToA(dS), kt, frag, warp, lane);
                 }
@@ -192,7 +197,11 @@ public sealed partial class IlgpuBackend
                     if (w0 < seq && q0 + TcTile - 1 >= w0) // some query of the tile sees a key of this warp (warp-uniform)
                     {
                         prob.Q0 = q0;
-                        C8 p = Map(Product(default, ka, qs, frag, warp, lane), default, prob);
+                        C8 kq = Product(default, ka, qs, frag, warp, lane);
+                        // Every query of the tile comes at or after the warp's last key: no masking.
+                        C8 p = a.HasDoc == 0 && q0 >= w0 + 15 && q0 + TcTile <= seq
+                            ? Map(kq, default, new ColProbAll { Sl2 = prob.Sl2, C0 = prob.C0, Stats = stats })
+                            : Map(kq, default, prob);
                         dV = Product(dV, ToA(p), dot, frag, warp, lane);
                         C8 dS = Map(p, Product(default, va, dos, frag, warp, lane), ds);
                         dK = Product(dK, ToA(dS), qt, frag, warp, lane);
