@@ -378,12 +378,54 @@ public sealed partial class IlgpuBackend
         return a;
     }
 
+    /// <summary>
+    /// 2^x: one <c>ex2.approx.ftz.f32</c> on CUDA (ILGPU's <c>ex2.approx.f32</c> without ftz made ptxas add a fix-up
+    /// for subnormals, three more instructions per call; probabilities under 2^−126 become 0), XMath.Exp2 elsewhere.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static float TcExp2(float x)
+    {
+        switch (Accelerator.CurrentType)
+        {
+            case AcceleratorType.Cuda:
+                Ref<float> d = 0f;
+                Input<float> a = x;
+                CudaAsm.EmitRef("ex2.approx.ftz.f32 %0, %1;", ref d, ref a);
+                return d.Value;
+            case AcceleratorType.CPU:
+            case AcceleratorType.OpenCL:
+            default:
+                return XMath.Exp2(x);
+        }
+    }
+
+    /// <summary>
+    /// max(a, b), a NaN in either propagating: one <c>max.NaN.f32</c> on CUDA (DeviceReduce.Max's compares and
+    /// select took three instructions), DeviceReduce.Max elsewhere.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static float TcMax(float a, float b)
+    {
+        switch (Accelerator.CurrentType)
+        {
+            case AcceleratorType.Cuda:
+                Ref<float> d = 0f;
+                Input<float> x = a, y = b;
+                CudaAsm.EmitRef("max.NaN.f32 %0, %1, %2;", ref d, ref x, ref y);
+                return d.Value;
+            case AcceleratorType.CPU:
+            case AcceleratorType.OpenCL:
+            default:
+                return DeviceReduce.Max(a, b);
+        }
+    }
+
     /// <summary>Maximum over the quad (the four lanes holding one row of a C fragment).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float QuadMax(float v)
     {
-        v = DeviceReduce.Max(v, Warp.ShuffleXor(v, 1));
-        return DeviceReduce.Max(v, Warp.ShuffleXor(v, 2));
+        v = TcMax(v, Warp.ShuffleXor(v, 1));
+        return TcMax(v, Warp.ShuffleXor(v, 2));
     }
 
     /// <summary>Sum over the quad.</summary>
@@ -396,12 +438,12 @@ public sealed partial class IlgpuBackend
 
     /// <summary>Maximum of a lane's values of the upper row (X0, X1) or the lower row (X2, X3) of the block.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float RowMax(C8 c, bool lower) => DeviceReduce.Max(
-        DeviceReduce.Max(DeviceReduce.Max(FragMax(c.J0, lower), FragMax(c.J1, lower)), DeviceReduce.Max(FragMax(c.J2, lower), FragMax(c.J3, lower))),
-        DeviceReduce.Max(DeviceReduce.Max(FragMax(c.J4, lower), FragMax(c.J5, lower)), DeviceReduce.Max(FragMax(c.J6, lower), FragMax(c.J7, lower))));
+    private static float RowMax(C8 c, bool lower) => TcMax(
+        TcMax(TcMax(FragMax(c.J0, lower), FragMax(c.J1, lower)), TcMax(FragMax(c.J2, lower), FragMax(c.J3, lower))),
+        TcMax(TcMax(FragMax(c.J4, lower), FragMax(c.J5, lower)), TcMax(FragMax(c.J6, lower), FragMax(c.J7, lower))));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float FragMax(CFrag f, bool lower) => lower ? DeviceReduce.Max(f.X2, f.X3) : DeviceReduce.Max(f.X0, f.X1);
+    private static float FragMax(CFrag f, bool lower) => lower ? TcMax(f.X2, f.X3) : TcMax(f.X0, f.X1);
 
     /// <summary>Sum of a lane's values of the upper or lower row of the block.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -446,8 +488,8 @@ public sealed partial class IlgpuBackend
 
         public readonly CFrag Apply(CFrag x, CFrag y, int col)
         {
-            x.X0 = XMath.Exp2(x.X0 - Uu); x.X1 = XMath.Exp2(x.X1 - Uu);
-            x.X2 = XMath.Exp2(x.X2 - Ul); x.X3 = XMath.Exp2(x.X3 - Ul);
+            x.X0 = TcExp2(x.X0 - Uu); x.X1 = TcExp2(x.X1 - Uu);
+            x.X2 = TcExp2(x.X2 - Ul); x.X3 = TcExp2(x.X3 - Ul);
             return x;
         }
     }
@@ -459,8 +501,8 @@ public sealed partial class IlgpuBackend
 
         public readonly CFrag Apply(CFrag x, CFrag y, int col)
         {
-            x.X0 = XMath.Exp2(x.X0 * S - Uu); x.X1 = XMath.Exp2(x.X1 * S - Uu);
-            x.X2 = XMath.Exp2(x.X2 * S - Ul); x.X3 = XMath.Exp2(x.X3 * S - Ul);
+            x.X0 = TcExp2(x.X0 * S - Uu); x.X1 = TcExp2(x.X1 * S - Uu);
+            x.X2 = TcExp2(x.X2 * S - Ul); x.X3 = TcExp2(x.X3 * S - Ul);
             return x;
         }
     }
@@ -512,10 +554,10 @@ public sealed partial class IlgpuBackend
         {
             int c = C0 + col, t = Q0 + c, f0 = (int)Interop.FloatAsInt(Stats[2 * TcTile + c]), f1 = (int)Interop.FloatAsInt(Stats[2 * TcTile + c + 1]);
             float l0 = Stats[c], l1 = Stats[c + 1];
-            x.X0 = Sees(t, Ku, f0, Seq) ? XMath.Exp2(x.X0 * Sl2 - l0) : 0f;
-            x.X1 = Sees(t + 1, Ku, f1, Seq) ? XMath.Exp2(x.X1 * Sl2 - l1) : 0f;
-            x.X2 = Sees(t, Kl, f0, Seq) ? XMath.Exp2(x.X2 * Sl2 - l0) : 0f;
-            x.X3 = Sees(t + 1, Kl, f1, Seq) ? XMath.Exp2(x.X3 * Sl2 - l1) : 0f;
+            x.X0 = Sees(t, Ku, f0, Seq) ? TcExp2(x.X0 * Sl2 - l0) : 0f;
+            x.X1 = Sees(t + 1, Ku, f1, Seq) ? TcExp2(x.X1 * Sl2 - l1) : 0f;
+            x.X2 = Sees(t, Kl, f0, Seq) ? TcExp2(x.X2 * Sl2 - l0) : 0f;
+            x.X3 = Sees(t + 1, Kl, f1, Seq) ? TcExp2(x.X3 * Sl2 - l1) : 0f;
             return x;
         }
     }
@@ -534,10 +576,10 @@ public sealed partial class IlgpuBackend
         {
             int c = C0 + col;
             float l0 = Stats[c], l1 = Stats[c + 1];
-            x.X0 = XMath.Exp2(x.X0 * Sl2 - l0);
-            x.X1 = XMath.Exp2(x.X1 * Sl2 - l1);
-            x.X2 = XMath.Exp2(x.X2 * Sl2 - l0);
-            x.X3 = XMath.Exp2(x.X3 * Sl2 - l1);
+            x.X0 = TcExp2(x.X0 * Sl2 - l0);
+            x.X1 = TcExp2(x.X1 * Sl2 - l1);
+            x.X2 = TcExp2(x.X2 * Sl2 - l0);
+            x.X3 = TcExp2(x.X3 * Sl2 - l1);
             return x;
         }
     }

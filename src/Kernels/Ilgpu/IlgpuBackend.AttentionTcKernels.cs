@@ -62,11 +62,11 @@ public sealed partial class IlgpuBackend
                     C8 s = Product(default, qa, ks, frag, warp, lane);
                     // Below the diagonal every query of the warp sees every key of the tile: the scores are only scaled.
                     s = unit.WarpSeesAll(j0, seq, a.HasDoc) ? Map(s, default, new RowScale { Su = scores.Sl2, Sl = scores.Sl2 }) : Map(s, default, scores);
-                    float nu = DeviceReduce.Max(mu, QuadMax(RowMax(s, false))), nl = DeviceReduce.Max(ml, QuadMax(RowMax(s, true)));
+                    float nu = TcMax(mu, QuadMax(RowMax(s, false))), nl = TcMax(ml, QuadMax(RowMax(s, true)));
                     // A row that has seen nothing yet keeps probabilities 0 (2^(−∞ − 0)) instead of NaN.
                     float uu = nu == float.NegativeInfinity ? 0f : nu, ul = nl == float.NegativeInfinity ? 0f : nl;
                     C8 p = Map(s, default, new RowExp2 { Uu = uu, Ul = ul });
-                    float au = XMath.Exp2(mu - uu), al = XMath.Exp2(ml - ul);
+                    float au = TcExp2(mu - uu), al = TcExp2(ml - ul);
                     lu = lu * au + RowSum(p, false);
                     ll = ll * al + RowSum(p, true);
                     mu = nu;
