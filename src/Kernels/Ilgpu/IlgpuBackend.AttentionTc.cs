@@ -312,14 +312,17 @@ public sealed partial class IlgpuBackend
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static C8 Product(C8 c, A4 a, ArrayView<uint> s, int frag, int warp, int lane)
     {
-        c.J0 = Dot4(c.J0, a, s, frag, warp, lane);
-        c.J1 = Dot4(c.J1, a, s, frag + 8 * TcLd, warp, lane);
-        c.J2 = Dot4(c.J2, a, s, frag + 16 * TcLd, warp, lane);
-        c.J3 = Dot4(c.J3, a, s, frag + 24 * TcLd, warp, lane);
-        c.J4 = Dot4(c.J4, a, s, frag + 32 * TcLd, warp, lane);
-        c.J5 = Dot4(c.J5, a, s, frag + 40 * TcLd, warp, lane);
-        c.J6 = Dot4(c.J6, a, s, frag + 48 * TcLd, warp, lane);
-        c.J7 = Dot4(c.J7, a, s, frag + 56 * TcLd, warp, lane);
+        // One view at the lane's fragment and constant offsets from it: ptxas then folds them into the shared loads'
+        // immediates (with an index register per load it kept 64 of them live and an address instruction per load).
+        var f = s.SubView(frag);
+        c.J0 = Dot4(c.J0, a, f, 0, warp, lane);
+        c.J1 = Dot4(c.J1, a, f, 8 * TcLd, warp, lane);
+        c.J2 = Dot4(c.J2, a, f, 16 * TcLd, warp, lane);
+        c.J3 = Dot4(c.J3, a, f, 24 * TcLd, warp, lane);
+        c.J4 = Dot4(c.J4, a, f, 32 * TcLd, warp, lane);
+        c.J5 = Dot4(c.J5, a, f, 40 * TcLd, warp, lane);
+        c.J6 = Dot4(c.J6, a, f, 48 * TcLd, warp, lane);
+        c.J7 = Dot4(c.J7, a, f, 56 * TcLd, warp, lane);
         return c;
     }
 

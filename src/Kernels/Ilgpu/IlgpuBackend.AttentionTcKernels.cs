@@ -169,16 +169,18 @@ public sealed partial class IlgpuBackend
             for (int h = g * group; h < (g + 1) * group; h++)
             {
                 long qBase = QTileBase(b, h, seq, ldq), stat = ((long)b * a.Heads + h) * seq;
-                // Each step loads the next step's Q tile while it multiplies (`loaded`: the query tile qr holds; a
-                // step skipped by the document starts leaves it for the next, which then loads its own). The dO tile
-                // is loaded at its step: prefetching both took stack at 255 registers.
+                // Each step loads the next step's Q and dO tiles while it multiplies (`loaded`: the query tile qr and
+                // dr hold; a step skipped by the document starts leaves them for the next, which then loads its own).
                 int loaded = k0;
-                TileRegs qr = LoadTcTile(q, qBase, ldq, k0, seq, tid);
+                TileRegs qr = LoadTcTile(q, qBase, ldq, k0, seq, tid), dr = LoadTcTile(dO, qBase, ldq, k0, seq, tid);
                 for (int q0 = k0; q0 < seq; q0 += TcTile)
                 {
                     if (MinFirstKey(doc, a, b, q0, DeviceReduce.Min(seq, q0 + TcTile)) >= kEnd) continue; // group-uniform
-                    TileRegs dr = LoadTcTile(dO, qBase, ldq, q0, seq, tid);
-                    if (loaded != q0) qr = LoadTcTile(q, qBase, ldq, q0, seq, tid);
+                    if (loaded != q0)
+                    {
+                        qr = LoadTcTile(q, qBase, ldq, q0, seq, tid);
+                        dr = LoadTcTile(dO, qBase, ldq, q0, seq, tid);
+                    }
                     if (tid < TcTile)
                     {
                         int tq = q0 + tid;
@@ -193,6 +195,7 @@ public sealed partial class IlgpuBackend
                     StoreTileCols(dot4, dr, tid);
                     Group.Barrier();
                     qr = LoadTcTile(q, qBase, ldq, q0 + TcTile, seq, tid);
+                    dr = LoadTcTile(dO, qBase, ldq, q0 + TcTile, seq, tid);
                     loaded = q0 + TcTile;
                     if (w0 < seq && q0 + TcTile - 1 >= w0) // some query of the tile sees a key of this warp (warp-uniform)
                     {
