@@ -159,10 +159,10 @@ public sealed class AttentionTcTests : IlgpuFixture
     /// probabilities packed by cvt.rn.bf16x2, the static shared memory of their tiles, no f64, and the base-2
     /// exponential as the hardware's ex2.
     /// </summary>
-    [TestCase(nameof(IlgpuBackend.AttentionTcForwardKernel), OptimizationLevel.O2, 64, 32, 2 * 64 * 36 * 4)]
-    [TestCase(nameof(IlgpuBackend.AttentionTcForwardKernel), OptimizationLevel.O1, 64, 32, 2 * 64 * 36 * 4)]
-    [TestCase(nameof(IlgpuBackend.AttentionTcDqKernel), OptimizationLevel.O2, 96, 16, 3 * 64 * 36 * 4)]
-    [TestCase(nameof(IlgpuBackend.AttentionTcDkDvKernel), OptimizationLevel.O2, 128, 32, 4 * 64 * 36 * 4 + 3 * 64 * 4)]
+    [TestCase(nameof(IlgpuBackend.AttentionTcForwardKernel), OptimizationLevel.O2, 64, 32, 2 * 64 * 40 * 4)]
+    [TestCase(nameof(IlgpuBackend.AttentionTcForwardKernel), OptimizationLevel.O1, 64, 32, 2 * 64 * 40 * 4)]
+    [TestCase(nameof(IlgpuBackend.AttentionTcDqKernel), OptimizationLevel.O2, 96, 16, 3 * 64 * 40 * 4)]
+    [TestCase(nameof(IlgpuBackend.AttentionTcDkDvKernel), OptimizationLevel.O2, 128, 32, 4 * 64 * 40 * 4 + 3 * 64 * 4)]
     [TestCase(nameof(IlgpuBackend.AttentionTcDeltaKernel), OptimizationLevel.O2, 0, 0, 0)]
     public void PtxHoldsTheTensorCorePathAlone(string kernel, OptimizationLevel level, int mmas, int packs, int sharedBytes)
     {

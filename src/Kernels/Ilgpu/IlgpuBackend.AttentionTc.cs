@@ -15,14 +15,16 @@ namespace HftRuntime.Kernels.Ilgpu;
 /// the online softmax, the log-sum-exp, D = rowsum(dO∘O) and the accumulators are fp32. The output is written in
 /// fp32, or in bf16 when o is a BF16 tensor.
 /// <para>
-/// Layout: each group of 4 warps (128 threads, not the 256 of the other kernels: with 174 to 245 registers per
-/// thread two or three groups then share an SM, and one loads its next tile while another multiplies) owns 64 rows
+/// Layout: each group of 4 warps (128 threads, not the 256 of the other kernels: with 171 to 239 registers per
+/// thread two groups then share an SM) owns 64 rows
 /// (queries for the forward and dQ kernels, keys for the dK/dV kernel), 16 per warp, held as A fragments in registers
 /// for the whole unit. The other side walks through shared memory in
-/// tiles of 64 rows × 64 dimensions, stored as packed bf16 pairs in rows of 32 + 4 uints ("[n][k pair]": the B
-/// operand of an mma reads pairs along k, and the padding spreads a warp's fragment reads over 32 banks). A tile is
+/// tiles of 64 rows × 64 dimensions, stored as packed bf16 pairs in rows of 32 + 8 uints ("[n][k pair]": the B
+/// operand of an mma reads pairs along k; the 8 pairs of each k16 step interleaved 0, 4, 1, 5, 2, 6, 3, 7, so that a
+/// lane's two B registers are one 8-byte load, and the padding spreads a half-warp's loads over 32 banks). A tile is
 /// stored either along the head dimension ([row][d pair], for products over d) or transposed ([d][row pair], for
-/// products over rows). Scores come out of the mma as C fragments whose layout is the A layout of the next product,
+/// products over rows), from the same registers: each thread loads the 16-byte chunks of one k16 step of two adjacent
+/// rows, and the kernels load the next tile while they multiply the current one. Scores come out of the mma as C fragments whose layout is the A layout of the next product,
 /// so P and dS never leave registers (the FlashAttention-2 register reuse). Row statistics of a C fragment are
 /// shared by the four lanes of a quad and reduced with two shuffles.
 /// </para>
@@ -47,8 +49,8 @@ public sealed partial class IlgpuBackend
     /// </summary>
     internal const int TcHeadDim = 64, TcWarps = 4, TcGroup = TcWarps * WarpSize, TcRows = 16 * TcWarps, TcTile = 64;
 
-    /// <summary>Shared row stride in uints (32 bf16 pairs + 4 of padding) and uints per shared tile.</summary>
-    private const int TcLd = TcHeadDim / 2 + 4, TcStage = TcTile * TcLd;
+    /// <summary>Shared row stride in uints (32 bf16 pairs + 8 of padding) and uints per shared tile.</summary>
+    private const int TcLd = TcHeadDim / 2 + 8, TcStage = TcTile * TcLd;
 
     /// <summary>Scratch uints per warp of the mma emulation: 4 A and 2 B registers of 32 lanes.</summary>
     private const int TcEmuWarp = 6 * WarpSize;
@@ -232,13 +234,13 @@ public sealed partial class IlgpuBackend
 
     /// <summary>
     /// A thread's share of a 64-row tile of a row-major bf16 matrix with rows of head dimension 64, as loaded by
-    /// <see cref="LoadTcTile"/>: the 16-byte chunks c = warp and c = warp + 4 (dimensions 8c .. 8c + 7) of the adjacent
-    /// rows 2p and 2p + 1 (p = lane), so that the same registers fill both the tile ([row][d pair],
+    /// <see cref="LoadTcTile"/>: the 16-byte chunks 2w and 2w + 1 (dimensions 16w .. 16w + 15, one k16 step; w = warp)
+    /// of the adjacent rows 2p and 2p + 1 (p = lane), so that the same registers fill both the tile ([row][d pair],
     /// <see cref="StoreTileRows"/>) and its transpose ([d][row pair], <see cref="StoreTileCols"/>).
     /// </summary>
     internal struct TileRegs
     {
-        /// <summary>Chunk warp of rows 2p (E0) and 2p + 1 (O0); chunk warp + 4 of the same rows (E1, O1).</summary>
+        /// <summary>Chunk 2w of rows 2p (E0) and 2p + 1 (O0); chunk 2w + 1 of the same rows (E1, O1).</summary>
         public U4 E0, O0, E1, O1;
     }
 
@@ -250,45 +252,58 @@ public sealed partial class IlgpuBackend
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static TileRegs LoadTcTile(ArrayView<U4> x, long baseIdx, int ld, int r0, int rows, int tid)
     {
-        int c = tid >> 5, r = r0 + 2 * (tid & 31), last = rows - 1;
+        int c = 2 * (tid >> 5), r = r0 + 2 * (tid & 31), last = rows - 1;
         long even = (baseIdx + (long)DeviceReduce.Min(r, last) * ld) >> 3, odd = (baseIdx + (long)DeviceReduce.Min(r + 1, last) * ld) >> 3;
         TileRegs t;
         t.E0 = x[even + c];
         t.O0 = x[odd + c];
-        t.E1 = x[even + c + 4];
-        t.O1 = x[odd + c + 4];
+        t.E1 = x[even + c + 1];
+        t.O1 = x[odd + c + 1];
         if (r > last) { t.E0 = default; t.E1 = default; }
         if (r + 1 > last) { t.O0 = default; t.O1 = default; }
         return t;
     }
 
     /// <summary>
-    /// Stores a tile's registers into the shared tile s as [row][d pair] (rows of <see cref="TcLd"/> uints, 9 chunks):
-    /// four 16-byte stores.
+    /// Stores a tile's registers into the shared tile s as [row][d pair] (rows of <see cref="TcLd"/> uints), the 8
+    /// pairs of each k16 step interleaved as 0, 4, 1, 5, 2, 6, 3, 7 (<see cref="Interleaved"/>), so that a lane's two
+    /// B registers (pairs t and t + 4) are one 8-byte load: four 16-byte stores.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void StoreTileRows(ArrayView<U4> s, TileRegs t, int tid)
     {
         const int row = TcLd / 4;
-        int c = tid >> 5, even = 2 * (tid & 31) * row + c;
-        s[even] = t.E0;
-        s[even + row] = t.O0;
-        s[even + 4] = t.E1;
-        s[even + row + 4] = t.O1;
+        int even = 2 * (tid & 31) * row + 2 * (tid >> 5);
+        s[even] = Interleave(t.E0.X, t.E1.X, t.E0.Y, t.E1.Y);
+        s[even + 1] = Interleave(t.E0.Z, t.E1.Z, t.E0.W, t.E1.W);
+        s[even + row] = Interleave(t.O0.X, t.O1.X, t.O0.Y, t.O1.Y);
+        s[even + row + 1] = Interleave(t.O0.Z, t.O1.Z, t.O0.W, t.O1.W);
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static U4 Interleave(uint x, uint y, uint z, uint w)
+    {
+        U4 u;
+        u.X = x; u.Y = y; u.Z = z; u.W = w;
+        return u;
+    }
+
+    /// <summary>Where pair j of a k16 step's 8 sits in the shared layout: 0, 4, 1, 5, 2, 6, 3, 7 → 0 .. 7 (j within a group of 8).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int Interleaved(int j) => (j & ~7) | ((j & 3) << 1) | ((j >> 2) & 1);
 
     /// <summary>
     /// Stores a tile's registers transposed into the shared tile s as [d][row pair] (rows 2p, 2p + 1 at one d, the
-    /// even row in the low half): sixteen 4-byte stores. A warp writes one chunk's 8 dimensions for its 32 row pairs
-    /// at a time: 32 consecutive uints, one per bank.
+    /// even row in the low half; the row pairs of each k16 step interleaved as in <see cref="StoreTileRows"/>):
+    /// sixteen 4-byte stores. A warp writes one dimension for its 32 row pairs at a time: 32 uints, one per bank.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void StoreTileCols(ArrayView<U4> s4, TileRegs t, int tid)
     {
         var s = s4.Cast<uint>();
-        int p = tid & 31, d0 = 8 * (tid >> 5);
+        int p = Interleaved(tid & 31), d0 = 16 * (tid >> 5);
         StoreChunkCols(s, t.E0, t.O0, d0 * TcLd + p);
-        StoreChunkCols(s, t.E1, t.O1, (d0 + 32) * TcLd + p);
+        StoreChunkCols(s, t.E1, t.O1, (d0 + 8) * TcLd + p);
     }
 
     /// <summary>The 8 dimensions of one chunk of rows 2p (even) and 2p + 1 (odd) as row pairs, TcLd uints apart from o.</summary>
@@ -307,33 +322,46 @@ public sealed partial class IlgpuBackend
 
     /// <summary>
     /// c + A·B for the warp's 16 × 64 A block (registers) and the 64 × 64 shared tile s seen as B[k][n] = s[n][k]:
-    /// 8 n8 column fragments × 4 k16 steps. frag = (lane/4)·TcLd + lane mod 4 (plus the tile's offset).
+    /// 8 n8 column fragments × 4 k16 steps. frag = (lane/4)·TcLd + 2·(lane mod 4) (plus the tile's offset).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static C8 Product(C8 c, A4 a, ArrayView<uint> s, int frag, int warp, int lane)
     {
         // One view at the lane's fragment and constant offsets from it: ptxas then folds them into the shared loads'
         // immediates (with an index register per load it kept 64 of them live and an address instruction per load).
-        var f = s.SubView(frag);
+        var f = s.Cast<U2>().SubView(frag >> 1);
         c.J0 = Dot4(c.J0, a, f, 0, warp, lane);
-        c.J1 = Dot4(c.J1, a, f, 8 * TcLd, warp, lane);
-        c.J2 = Dot4(c.J2, a, f, 16 * TcLd, warp, lane);
-        c.J3 = Dot4(c.J3, a, f, 24 * TcLd, warp, lane);
-        c.J4 = Dot4(c.J4, a, f, 32 * TcLd, warp, lane);
-        c.J5 = Dot4(c.J5, a, f, 40 * TcLd, warp, lane);
-        c.J6 = Dot4(c.J6, a, f, 48 * TcLd, warp, lane);
-        c.J7 = Dot4(c.J7, a, f, 56 * TcLd, warp, lane);
+        c.J1 = Dot4(c.J1, a, f, 4 * TcLd, warp, lane);
+        c.J2 = Dot4(c.J2, a, f, 8 * TcLd, warp, lane);
+        c.J3 = Dot4(c.J3, a, f, 12 * TcLd, warp, lane);
+        c.J4 = Dot4(c.J4, a, f, 16 * TcLd, warp, lane);
+        c.J5 = Dot4(c.J5, a, f, 20 * TcLd, warp, lane);
+        c.J6 = Dot4(c.J6, a, f, 24 * TcLd, warp, lane);
+        c.J7 = Dot4(c.J7, a, f, 28 * TcLd, warp, lane);
         return c;
     }
 
-    /// <summary>One n8 column fragment over k = 64: four mma, the B fragments at pair columns 8·kk + t (+4).</summary>
+    /// <summary>
+    /// One n8 column fragment over k = 64: four mma, each lane's B registers (pairs t and t + 4 of the k16 step,
+    /// interleaved side by side) one 8-byte load at o + 4·kk (in uint pairs).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static CFrag Dot4(CFrag c, A4 a, ArrayView<uint> s, int o, int warp, int lane)
+    private static CFrag Dot4(CFrag c, A4 a, ArrayView<U2> s, int o, int warp, int lane)
     {
-        c = MmaTc(c, a.K0, ReadB(s, o), warp, lane);
-        c = MmaTc(c, a.K1, ReadB(s, o + 8), warp, lane);
-        c = MmaTc(c, a.K2, ReadB(s, o + 16), warp, lane);
-        return MmaTc(c, a.K3, ReadB(s, o + 24), warp, lane);
+        c = MmaTc(c, a.K0, ReadB2(s, o), warp, lane);
+        c = MmaTc(c, a.K1, ReadB2(s, o + 4), warp, lane);
+        c = MmaTc(c, a.K2, ReadB2(s, o + 8), warp, lane);
+        return MmaTc(c, a.K3, ReadB2(s, o + 12), warp, lane);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static BFrag ReadB2(ArrayView<U2> s, int o)
+    {
+        U2 v = s[o];
+        BFrag f;
+        f.B0 = v.X;
+        f.B1 = v.Y;
+        return f;
     }
 
     /// <summary>One mma: the tensor-core instruction on CUDA, its emulation elsewhere (warp-collective there).</summary>

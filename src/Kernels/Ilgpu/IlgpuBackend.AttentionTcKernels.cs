@@ -38,7 +38,7 @@ public sealed partial class IlgpuBackend
         var ks4 = SharedMemory.Allocate<U4>(TcStage / 4);
         var vt4 = SharedMemory.Allocate<U4>(TcStage / 4);
         ArrayView<uint> ks = ks4.Cast<uint>(), vt = vt4.Cast<uint>();
-        int tid = Group.IdxX, warp = tid >> 5, lane = tid & 31, t = lane & 3, frag = (lane >> 2) * TcLd + t;
+        int tid = Group.IdxX, warp = tid >> 5, lane = tid & 31, t = lane & 3, frag = (lane >> 2) * TcLd + 2 * t;
         int seq = a.Seq, ldq = a.Heads * TcHeadDim, ldk = a.KvHeads * TcHeadDim;
         int qTiles = (seq + TcRows - 1) / TcRows, units = a.Batch * a.Heads * qTiles;
         for (int u = Grid.IdxX; u < units; u += Grid.DimX)
@@ -96,7 +96,7 @@ public sealed partial class IlgpuBackend
         var kt4 = SharedMemory.Allocate<U4>(TcStage / 4);
         var vs4 = SharedMemory.Allocate<U4>(TcStage / 4);
         ArrayView<uint> ks = ks4.Cast<uint>(), kt = kt4.Cast<uint>(), vs = vs4.Cast<uint>();
-        int tid = Group.IdxX, warp = tid >> 5, lane = tid & 31, t = lane & 3, frag = (lane >> 2) * TcLd + t;
+        int tid = Group.IdxX, warp = tid >> 5, lane = tid & 31, t = lane & 3, frag = (lane >> 2) * TcLd + 2 * t;
         int seq = a.Seq, ldq = a.Heads * TcHeadDim, ldk = a.KvHeads * TcHeadDim;
         int qTiles = (seq + TcRows - 1) / TcRows, units = a.Batch * a.Heads * qTiles;
         for (int u = Grid.IdxX; u < units; u += Grid.DimX)
@@ -153,7 +153,7 @@ public sealed partial class IlgpuBackend
         ArrayView<uint> qs = qs4.Cast<uint>(), qt = qt4.Cast<uint>(), dos = dos4.Cast<uint>(), dot = dot4.Cast<uint>();
         // The query tile's log2-sum-exp, D and first keys (as int bits) in one array: one view held by both maps.
         var stats = SharedMemory.Allocate<float>(3 * TcTile);
-        int tid = Group.IdxX, warp = tid >> 5, lane = tid & 31, t = lane & 3, frag = (lane >> 2) * TcLd + t;
+        int tid = Group.IdxX, warp = tid >> 5, lane = tid & 31, t = lane & 3, frag = (lane >> 2) * TcLd + 2 * t;
         int seq = a.Seq, group = a.Heads / a.KvHeads, ldq = a.Heads * TcHeadDim, ldk = a.KvHeads * TcHeadDim;
         int kTiles = (seq + TcRows - 1) / TcRows, units = a.Batch * a.KvHeads * kTiles;
         for (int u = Grid.IdxX; u < units; u += Grid.DimX)
