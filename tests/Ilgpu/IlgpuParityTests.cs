@@ -132,11 +132,12 @@ public sealed class IlgpuParityTests : IlgpuFixture
         Assert.That(h.Read(loss)[1], Is.Zero);
     }
 
-    /// <summary>A position outside the table leaves its row as it was.</summary>
-    [Test]
-    public void RopeLeavesRowsWithOutOfRangePositionsUnchanged()
+    /// <summary>A position outside the table leaves its row as it was (one pair per thread at head dimension 4, four at 8).</summary>
+    [TestCase(4)]
+    [TestCase(8)]
+    public void RopeLeavesRowsWithOutOfRangePositionsUnchanged(int hd)
     {
-        int n = 3, heads = 2, hd = 4, maxPos = 5;
+        int n = 3, heads = 2, maxPos = 5;
         var (cos, sin) = Reference.RopeTables(maxPos, hd, 10000);
         var x = Randn(new Random(3), n * heads * hd);
         int[] pos = [2, 5, -1];
