@@ -196,17 +196,20 @@ public abstract class Backend : IDisposable
 
     /// <summary>
     /// dx += dL/dx through the norm (accumulates into the residual gradient); dw += dL/dw when
-    /// <paramref name="dw"/> is not empty (a frozen norm passes the empty tensor and gets no weight gradient).
+    /// <paramref name="dw"/> is not empty (a frozen norm passes the empty tensor and gets no weight gradient). With
+    /// <paramref name="dxBf16"/> (BF16) the updated dx is also written there rounded to bfloat16, in the same pass: the
+    /// operand of the next bf16 product.
     /// </summary>
-    public void RmsNormBackward(Tensor dx, Tensor dw, Tensor dy, Tensor x, Tensor w, Tensor rstd, int n, int dim)
+    public void RmsNormBackward(Tensor dx, Tensor dw, Tensor dy, Tensor x, Tensor w, Tensor rstd, int n, int dim, Tensor dxBf16 = default)
     {
         Pos(n, nameof(n)); Pos(dim, nameof(dim));
         F32(dx, nameof(dx)); F32(dy, nameof(dy)); F32(x, nameof(x)); F32(w, nameof(w)); F32(rstd, nameof(rstd));
         Need(dx, (long)n * dim, nameof(dx)); Need(dy, (long)n * dim, nameof(dy)); Need(x, (long)n * dim, nameof(x));
         Need(w, dim, nameof(w)); Need(rstd, n, nameof(rstd));
         if (!dw.IsEmpty) { F32(dw, nameof(dw)); Need(dw, dim, nameof(dw)); }
+        OptionalOutputs(dx, dxBf16, (long)n * dim, nameof(dx), nameof(dxBf16));
         long t0 = BeginOp();
-        RmsNormBackwardCore(dx, dw, dy, x, w, rstd, n, dim);
+        RmsNormBackwardCore(dx, dw, dy, x, w, rstd, n, dim, dxBf16);
         EndOp("rmsnorm_backward", t0);
     }
 
@@ -483,7 +486,7 @@ public abstract class Backend : IDisposable
     /// <summary>Implementation of <see cref="RmsNormForward"/>.</summary>
     protected abstract void RmsNormForwardCore(Tensor y, Tensor rstd, Tensor x, Tensor w, int n, int dim, float eps, Tensor residual, Tensor yBf16);
     /// <summary>Implementation of <see cref="RmsNormBackward"/>.</summary>
-    protected abstract void RmsNormBackwardCore(Tensor dx, Tensor dw, Tensor dy, Tensor x, Tensor w, Tensor rstd, int n, int dim);
+    protected abstract void RmsNormBackwardCore(Tensor dx, Tensor dw, Tensor dy, Tensor x, Tensor w, Tensor rstd, int n, int dim, Tensor dxBf16);
     /// <summary>Implementation of <see cref="Rope"/>.</summary>
     protected abstract void RopeCore(Tensor x, Tensor positions, Tensor cos, Tensor sin, int n, int heads, int headDim, int maxPositions, bool inverse, Tensor xBf16);
     /// <summary>Implementation of <see cref="AttentionForward"/>.</summary>

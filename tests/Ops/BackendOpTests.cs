@@ -66,11 +66,16 @@ public abstract class BackendOpTests
         var dx0 = Randn(rng, n * d); var dw0 = Randn(rng, d);
         using var h = H();
         var tx = h.Input(x); var tw = h.Input(w); var y = h.Output(n * d); var rstd = h.Output(n);
-        var tdy = h.Input(r); var tdx = h.Input(dx0); var tdw = h.Input(dw0); var tdx2 = h.Input(dx0);
+        var tdy = h.Input(r); var tdx = h.Input(dx0); var tdw = h.Input(dw0); var tdx2 = h.Input(dx0); var tdx3 = h.Input(dx0);
+        var dx16 = h.OutputBf16(n * d);
         h.Commit();
         Backend.RmsNormForward(y, rstd, tx, tw, n, d, (float)eps);
         Backend.RmsNormBackward(tdx, tdw, tdy, tx, tw, rstd, n, d);
         Backend.RmsNormBackward(tdx2, default, tdy, tx, tw, rstd, n, d);
+        Backend.RmsNormBackward(tdx3, default, tdy, tx, tw, rstd, n, d, dxBf16: dx16);
+        // The fused bf16 copy is the updated dx rounded, and dx itself is as without it.
+        Assert.That(h.Read(tdx3), Is.EqualTo(h.Read(tdx2)));
+        Assert.That(h.ReadBf16(dx16), Is.EqualTo(h.Read(tdx3).Select(Bf16.FromFloat).ToArray()));
 
         double[] xd = D(x), wd = D(w), rd = D(r);
         Assert.That(RelErr(h.Read(y), Reference.RmsNorm(xd, wd, n, d, eps)), Is.LessThan(ForwardTolerance));

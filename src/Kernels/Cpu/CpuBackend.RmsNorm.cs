@@ -40,12 +40,13 @@ public sealed unsafe partial class CpuBackend
     }
 
     /// <inheritdoc/>
-    protected override void RmsNormBackwardCore(Tensor dx, Tensor dw, Tensor dy, Tensor x, Tensor w, Tensor rstd, int n, int dim)
+    protected override void RmsNormBackwardCore(Tensor dx, Tensor dw, Tensor dy, Tensor x, Tensor w, Tensor rstd, int n, int dim, Tensor dxBf16)
     {
         var a = new RmsNormArgs { Dx = F(dx), Dw = dw.IsEmpty ? null : F(dw), Dy = F(dy), X = F(x), W = F(w), Rstd = F(rstd), N = n, Dim = dim };
         _pool.For(n, Math.Max(1, 8192 / dim), &RmsNormBackwardRows, &a);
         // The weight gradient sums over rows: split by columns so the order (and result) is thread-independent.
         if (a.Dw != null) _pool.For(dim, 64, &RmsNormWeightGradColumns, &a);
+        if (!dxBf16.IsEmpty) ToBf16Core(dxBf16.Slice(0, n * dim), dx.Slice(0, n * dim));
     }
 
     private static void RmsNormBackwardRows(void* p, int s, int e)

@@ -12,14 +12,14 @@ namespace HftRuntime.Kernels.Ilgpu;
 public sealed partial class IlgpuBackend
 {
     private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, RmsNormArgs> _rmsForward = null!;
-    private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> _rmsBackwardDx = null!;
+    private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, RmsNormArgs> _rmsBackwardDx = null!;
     private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int> _rmsDwPartial = null!;
     private Action<KernelConfig, ArrayView<float>, ArrayView<float>, int, int> _rmsDwFinal = null!;
 
     private void LoadRmsNorm()
     {
         _rmsForward = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, RmsNormArgs>(RmsNormForwardKernel);
-        _rmsBackwardDx = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(RmsNormBackwardDxKernel);
+        _rmsBackwardDx = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, RmsNormArgs>(RmsNormBackwardDxKernel);
         _rmsDwPartial = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(RmsNormDwPartialKernel);
         _rmsDwFinal = Load<ArrayView<float>, ArrayView<float>, int, int>(RmsNormDwFinalKernel);
     }
@@ -41,9 +41,10 @@ public sealed partial class IlgpuBackend
     }
 
     /// <inheritdoc/>
-    protected override void RmsNormBackwardCore(Tensor dx, Tensor dw, Tensor dy, Tensor x, Tensor w, Tensor rstd, int n, int dim)
+    protected override void RmsNormBackwardCore(Tensor dx, Tensor dw, Tensor dy, Tensor x, Tensor w, Tensor rstd, int n, int dim, Tensor dxBf16)
     {
-        _rmsBackwardDx(Config(RowWarpGroups(n)), F(dx), F(dy), F(x), F(w), F(rstd), n, dim);
+        var a = new RmsNormArgs { N = n, Dim = dim, HasBf16 = dxBf16.IsEmpty ? 0 : 1 };
+        _rmsBackwardDx(Config(RowWarpGroups(n)), F(dx), F(dy), F(x), F(w), F(rstd), Bf16OrDummy(dxBf16), a);
         if (dw.IsEmpty) return;
         int rowsPerChunk = Math.Max(32, (n + 1023) / 1024);
         int chunks = (n + rowsPerChunk - 1) / rowsPerChunk;
@@ -89,12 +90,16 @@ public sealed partial class IlgpuBackend
         }
     }
 
-    /// <summary>dx += rstd·dy·w − c·x with c = rstd³·mean(dy·w·x), per row; one warp per row.</summary>
+    /// <summary>
+    /// dx += rstd·dy·w − c·x with c = rstd³·mean(dy·w·x), per row; one warp per row. With a.HasBf16 the updated dx
+    /// also goes to dx16 rounded to bfloat16.
+    /// </summary>
     [IlgpuKernel]
-    internal static void RmsNormBackwardDxKernel(ArrayView<float> dx, ArrayView<float> dy, ArrayView<float> x, ArrayView<float> w, ArrayView<float> rstd, int n, int dim)
+    internal static void RmsNormBackwardDxKernel(ArrayView<float> dx, ArrayView<float> dy, ArrayView<float> x, ArrayView<float> w, ArrayView<float> rstd,
+        ArrayView<ushort> dx16, RmsNormArgs a)
     {
         var shared = SharedMemory.Allocate<float>(DeviceReduce.SharedSize);
-        int lane = Warp.LaneIdx, warps = Grid.DimX * WarpsPerGroup;
+        int lane = Warp.LaneIdx, warps = Grid.DimX * WarpsPerGroup, n = a.N, dim = a.Dim;
         for (int row = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx; row < n; row += warps)
         {
             // Four columns per step (independent sums; four rows' worth of loads in flight): one column per step
@@ -117,12 +122,28 @@ public sealed partial class IlgpuBackend
             for (; j + 3 * WarpSize < dim; j += 4 * WarpSize)
             {
                 float g0 = dx[o + j], g1 = dx[o + j + WarpSize], g2 = dx[o + j + 2 * WarpSize], g3 = dx[o + j + 3 * WarpSize];
-                dx[o + j] = g0 + (r * dy[o + j] * w[j] - c * x[o + j]);
-                dx[o + j + WarpSize] = g1 + (r * dy[o + j + WarpSize] * w[j + WarpSize] - c * x[o + j + WarpSize]);
-                dx[o + j + 2 * WarpSize] = g2 + (r * dy[o + j + 2 * WarpSize] * w[j + 2 * WarpSize] - c * x[o + j + 2 * WarpSize]);
-                dx[o + j + 3 * WarpSize] = g3 + (r * dy[o + j + 3 * WarpSize] * w[j + 3 * WarpSize] - c * x[o + j + 3 * WarpSize]);
+                g0 += r * dy[o + j] * w[j] - c * x[o + j];
+                g1 += r * dy[o + j + WarpSize] * w[j + WarpSize] - c * x[o + j + WarpSize];
+                g2 += r * dy[o + j + 2 * WarpSize] * w[j + 2 * WarpSize] - c * x[o + j + 2 * WarpSize];
+                g3 += r * dy[o + j + 3 * WarpSize] * w[j + 3 * WarpSize] - c * x[o + j + 3 * WarpSize];
+                dx[o + j] = g0;
+                dx[o + j + WarpSize] = g1;
+                dx[o + j + 2 * WarpSize] = g2;
+                dx[o + j + 3 * WarpSize] = g3;
+                if (a.HasBf16 != 0)
+                {
+                    dx16[o + j] = RoundToBf16(g0);
+                    dx16[o + j + WarpSize] = RoundToBf16(g1);
+                    dx16[o + j + 2 * WarpSize] = RoundToBf16(g2);
+                    dx16[o + j + 3 * WarpSize] = RoundToBf16(g3);
+                }
             }
-            for (; j < dim; j += WarpSize) dx[o + j] += r * dy[o + j] * w[j] - c * x[o + j];
+            for (; j < dim; j += WarpSize)
+            {
+                float g = dx[o + j] + (r * dy[o + j] * w[j] - c * x[o + j]);
+                dx[o + j] = g;
+                if (a.HasBf16 != 0) dx16[o + j] = RoundToBf16(g);
+            }
         }
     }
 
