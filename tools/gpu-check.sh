@@ -64,6 +64,8 @@ timed() { # timed NAME WANT COMMAND...: run NAME under timeout (WANT seconds, or
 #   pytorch   tools/pytorch_baseline.py (GPU_CHECK_TORCH_STEPS timed steps per configuration, default 10)
 #   compare   hft bench --from bench.json --compare pytorch.json
 #   selftest  every other kernel against the CPU back-end (the PTX GEMMs' cases ran alone in probes)
+#   kernels   the self-test without its matrix product and attention cases (the element-wise kernels, norms,
+#             reductions, AdamW, cross-entropy: a quick check after a change to those)
 #   verify    the reference cases in fp32, bf16, and bf16 with HFT_BF16_GEMM=simple
 STEPS=${GPU_CHECK_STEPS:-gpu probes bench pytorch compare selftest verify}
 status=0
@@ -136,6 +138,10 @@ step_selftest() {
   timed selftest 90 "$HFT" selftest --device cuda --skip "matmul bf16 wgmma" --skip "matmul bf16 mma" || status=1
 }
 
+step_kernels() {
+  timed kernels 60 "$HFT" selftest --device cuda --skip matmul --skip attention || status=1
+}
+
 step_verify() { # every reference case in one process per precision (the kernels compile once)
   local cases=() c p
   for c in tests/fixtures/*/; do [ -f "$c/golden.json" ] && cases+=("${c%/}"); done
@@ -151,7 +157,7 @@ step_verify() { # every reference case in one process per precision (the kernels
 
 for s in $STEPS; do
   case $s in
-    gpu|probes|attention|bench|pytorch|compare|selftest|verify) "step_$s" ;;
+    gpu|probes|attention|bench|pytorch|compare|selftest|kernels|verify) "step_$s" ;;
     *) echo "gpu-check: unknown step '$s'" >&2; exit 2 ;;
   esac
 done
