@@ -47,19 +47,29 @@ public sealed partial class IlgpuBackend
     internal static void SwiGluForwardKernel(ArrayView<float> h, ArrayView<float> gate, ArrayView<float> up, ArrayView<ushort> h16,
         ArrayView<ushort> g16, ArrayView<ushort> u16, long n, int flags)
     {
-        long stride = (long)Grid.DimX * Group.DimX;
-        for (long i = Grid.GlobalIndex.X; i < n; i += stride)
+        // Two elements per step, their loads issued together (one per step left the loads of the next element
+        // behind this one's arithmetic: 116 µs per 8192 × 2048 call on an H100, 72 % of the copy bandwidth).
+        long stride = (long)Grid.DimX * Group.DimX, i = Grid.GlobalIndex.X;
+        for (; i + stride < n; i += 2 * stride)
         {
-            float g = gate[i], u = up[i];
-            float s = 1f / (1f + XMath.Exp(-g));
-            float v = g * s * u;
-            if ((flags & 1) != 0) h[i] = v;
-            if ((flags & 2) != 0) h16[i] = RoundToBf16(v);
-            if ((flags & 4) != 0)
-            {
-                g16[i] = RoundToBf16(g);
-                u16[i] = RoundToBf16(u);
-            }
+            float ga = gate[i], ua = up[i], gb = gate[i + stride], ub = up[i + stride];
+            SwiGluForwardAt(h, h16, g16, u16, i, ga, ua, flags);
+            SwiGluForwardAt(h, h16, g16, u16, i + stride, gb, ub, flags);
+        }
+        if (i < n) SwiGluForwardAt(h, h16, g16, u16, i, gate[i], up[i], flags);
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static void SwiGluForwardAt(ArrayView<float> h, ArrayView<ushort> h16, ArrayView<ushort> g16, ArrayView<ushort> u16, long i, float g, float u, int flags)
+    {
+        float s = 1f / (1f + XMath.Exp(-g));
+        float v = g * s * u;
+        if ((flags & 1) != 0) h[i] = v;
+        if ((flags & 2) != 0) h16[i] = RoundToBf16(v);
+        if ((flags & 4) != 0)
+        {
+            g16[i] = RoundToBf16(g);
+            u16[i] = RoundToBf16(u);
         }
     }
 
@@ -67,14 +77,25 @@ public sealed partial class IlgpuBackend
     [IlgpuKernel]
     internal static void SwiGluBackwardBf16Kernel(ArrayView<ushort> dGate, ArrayView<ushort> dUp, ArrayView<float> dh, ArrayView<ushort> gate, ArrayView<ushort> up)
     {
-        long n = dh.Length, stride = (long)Grid.DimX * Group.DimX;
-        for (long i = Grid.GlobalIndex.X; i < n; i += stride)
+        // Two elements per step (see SwiGluForwardKernel).
+        long n = dh.Length, stride = (long)Grid.DimX * Group.DimX, i = Grid.GlobalIndex.X;
+        for (; i + stride < n; i += 2 * stride)
         {
-            float g = Interop.IntAsFloat((uint)gate[i] << 16), u = Interop.IntAsFloat((uint)up[i] << 16), d = dh[i];
-            float s = 1f / (1f + XMath.Exp(-g));
-            dGate[i] = RoundToBf16(d * u * s * (1f + g * (1f - s)));
-            dUp[i] = RoundToBf16(d * (g * s));
+            ushort ga = gate[i], ua = up[i], gb = gate[i + stride], ub = up[i + stride];
+            float da = dh[i], db = dh[i + stride];
+            SwiGluBackwardBf16At(dGate, dUp, i, ga, ua, da);
+            SwiGluBackwardBf16At(dGate, dUp, i + stride, gb, ub, db);
         }
+        if (i < n) SwiGluBackwardBf16At(dGate, dUp, i, gate[i], up[i], dh[i]);
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static void SwiGluBackwardBf16At(ArrayView<ushort> dGate, ArrayView<ushort> dUp, long i, ushort g16, ushort u16, float d)
+    {
+        float g = Interop.IntAsFloat((uint)g16 << 16), u = Interop.IntAsFloat((uint)u16 << 16);
+        float s = 1f / (1f + XMath.Exp(-g));
+        dGate[i] = RoundToBf16(d * u * s * (1f + g * (1f - s)));
+        dUp[i] = RoundToBf16(d * (g * s));
     }
 
     /// <summary>dGate = dh·up·σ·(1 + gate·(1 − σ)), dUp = dh·silu(gate), σ = σ(gate).</summary>
