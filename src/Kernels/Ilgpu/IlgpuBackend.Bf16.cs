@@ -9,7 +9,13 @@ public sealed partial class IlgpuBackend
 {
     private Action<KernelConfig, ArrayView<ushort>, ArrayView<float>> _toBf16 = null!;
 
-    private void LoadBf16() => _toBf16 = Load<ArrayView<ushort>, ArrayView<float>>(ToBf16Kernel);
+    private Action<KernelConfig, ArrayView<U2>, ArrayView<F4>> _toBf16Quads = null!;
+
+    private void LoadBf16()
+    {
+        _toBf16 = Load<ArrayView<ushort>, ArrayView<float>>(ToBf16Kernel);
+        _toBf16Quads = Load<ArrayView<U2>, ArrayView<F4>>(ToBf16QuadsKernel);
+    }
 
     /// <summary>The raw 16-bit elements of a BF16 tensor.</summary>
     private static ArrayView<ushort> Bf16View(Tensor t) => Arena(t).Bytes(t).Cast<ushort>();
@@ -21,7 +27,29 @@ public sealed partial class IlgpuBackend
     protected override void ToBf16Core(Tensor dst, Tensor src)
     {
         if (src.Count == 0) return;
+        // Four elements per thread (a 16-byte load, an 8-byte store) where the tensors allow: one element per thread
+        // took 31 µs for 6.3M floats on an H100, twice what its bytes take.
+        if (src.Count % 4 == 0 && src.ByteOffset % 16 == 0 && dst.ByteOffset % 8 == 0)
+        {
+            long quads = src.Count / 4;
+            _toBf16Quads(Config(StreamGroups(quads)), Bf16View(dst).Cast<U2>().SubView(0, quads), F(src).SubView(0, src.Count).Cast<F4>());
+            return;
+        }
         _toBf16(Config(StreamGroups(src.Count)), Bf16View(dst), F(src));
+    }
+
+    /// <summary>h[i] = bfloat16(f[i]) four elements per step, two quads per thread and step.</summary>
+    [IlgpuKernel]
+    internal static void ToBf16QuadsKernel(ArrayView<U2> h, ArrayView<F4> f)
+    {
+        long n = f.Length, stride = (long)Grid.DimX * Group.DimX, i = Grid.GlobalIndex.X;
+        for (; i + stride < n; i += 2 * stride)
+        {
+            F4 a = f[i], b = f[i + stride];
+            h[i] = PackQuad(a);
+            h[i + stride] = PackQuad(b);
+        }
+        if (i < n) h[i] = PackQuad(f[i]);
     }
 
     /// <summary>h[i] = bfloat16(f[i]).</summary>
