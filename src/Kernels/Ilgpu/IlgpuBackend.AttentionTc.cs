@@ -15,7 +15,7 @@ namespace HftRuntime.Kernels.Ilgpu;
 /// the online softmax, the log-sum-exp, D = rowsum(dO∘O) and the accumulators are fp32. The output is written in
 /// fp32, or in bf16 when o is a BF16 tensor.
 /// <para>
-/// Layout: each group of 4 warps (128 threads, not the 256 of the other kernels: with 171 to 239 registers per
+/// Layout: each group of 4 warps (128 threads, not the 256 of the other kernels: with 175 to 245 registers per
 /// thread two groups then share an SM) owns 64 rows
 /// (queries for the forward and dQ kernels, keys for the dK/dV kernel), 16 per warp, held as A fragments in registers
 /// for the whole unit. The other side walks through shared memory in
