@@ -13,12 +13,14 @@ public sealed partial class IlgpuBackend
     private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, long, int> _swigluForward = null!;
     private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> _swigluBackward = null!;
     private Action<KernelConfig, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>> _swigluBackwardBf16 = null!;
+    private Action<KernelConfig, ArrayView<uint>, ArrayView<uint>, ArrayView<F2>, ArrayView<uint>, ArrayView<uint>> _swigluBackwardBf16Pairs = null!;
 
     private void LoadSwiGlu()
     {
         _swigluForward = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, long, int>(SwiGluForwardKernel);
         _swigluBackward = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(SwiGluBackwardKernel);
         _swigluBackwardBf16 = Load<ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>>(SwiGluBackwardBf16Kernel);
+        _swigluBackwardBf16Pairs = Load<ArrayView<uint>, ArrayView<uint>, ArrayView<F2>, ArrayView<uint>, ArrayView<uint>>(SwiGluBackwardBf16PairsKernel);
     }
 
     /// <inheritdoc/>
@@ -33,7 +35,16 @@ public sealed partial class IlgpuBackend
     protected override void SwiGluBackwardCore(Tensor dGate, Tensor dUp, Tensor dh, Tensor gate, Tensor up)
     {
         if (dh.Count == 0) return;
-        if (gate.Type == DType.BF16)
+        // bf16 pairs (4-byte loads and stores, 8 bytes of dh) where every tensor allows it: one element per thread
+        // and step took 116 µs per 8192 × 2048 call on an H100, 61 % of what its bytes take.
+        if (gate.Type == DType.BF16 && dh.Count % 2 == 0 && dh.ByteOffset % 8 == 0
+            && dGate.ByteOffset % 4 == 0 && dUp.ByteOffset % 4 == 0 && gate.ByteOffset % 4 == 0 && up.ByteOffset % 4 == 0)
+        {
+            long pairs = dh.Count / 2;
+            _swigluBackwardBf16Pairs(Config(StreamGroups(pairs)), Pairs(dGate, pairs), Pairs(dUp, pairs), F(dh).SubView(0, dh.Count).Cast<F2>(),
+                Pairs(gate, pairs), Pairs(up, pairs));
+        }
+        else if (gate.Type == DType.BF16)
             _swigluBackwardBf16(Config(StreamGroups(dh.Count)), Bf16View(dGate), Bf16View(dUp), F(dh), Bf16View(gate), Bf16View(up));
         else
             _swigluBackward(Config(StreamGroups(dh.Count)), F(dGate), F(dUp), F(dh), F(gate), F(up));
@@ -99,6 +110,37 @@ public sealed partial class IlgpuBackend
     }
 
     /// <summary>dGate = dh·up·σ·(1 + gate·(1 − σ)), dUp = dh·silu(gate), σ = σ(gate).</summary>
+    /// <summary>The first <paramref name="pairs"/> bf16 pairs of a BF16 tensor that starts on 4 bytes.</summary>
+    private static ArrayView<uint> Pairs(Tensor t, long pairs) => Bf16View(t).Cast<uint>().SubView(0, pairs);
+
+    /// <summary>
+    /// <see cref="SwiGluBackwardBf16Kernel"/> on bf16 pairs: elements 2i and 2i + 1 of gate, up, dGate and dUp as
+    /// uint i (the even one in the low half), of dh as F2 i; two pairs per thread and step.
+    /// </summary>
+    [IlgpuKernel]
+    internal static void SwiGluBackwardBf16PairsKernel(ArrayView<uint> dGate, ArrayView<uint> dUp, ArrayView<F2> dh, ArrayView<uint> gate, ArrayView<uint> up)
+    {
+        long n = dh.Length, stride = (long)Grid.DimX * Group.DimX, i = Grid.GlobalIndex.X;
+        for (; i + stride < n; i += 2 * stride)
+        {
+            uint ga = gate[i], ua = up[i], gb = gate[i + stride], ub = up[i + stride];
+            F2 da = dh[i], db = dh[i + stride];
+            SwiGluBackwardPairAt(dGate, dUp, i, ga, ua, da);
+            SwiGluBackwardPairAt(dGate, dUp, i + stride, gb, ub, db);
+        }
+        if (i < n) SwiGluBackwardPairAt(dGate, dUp, i, gate[i], up[i], dh[i]);
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static void SwiGluBackwardPairAt(ArrayView<uint> dGate, ArrayView<uint> dUp, long i, uint g2, uint u2, F2 d)
+    {
+        float g0 = Interop.IntAsFloat(g2 << 16), u0 = Interop.IntAsFloat(u2 << 16);
+        float g1 = Interop.IntAsFloat(g2 & 0xFFFF0000u), u1 = Interop.IntAsFloat(u2 & 0xFFFF0000u);
+        float s0 = 1f / (1f + XMath.Exp(-g0)), s1 = 1f / (1f + XMath.Exp(-g1));
+        dGate[i] = RoundToBf16(d.X * u0 * s0 * (1f + g0 * (1f - s0))) | (uint)RoundToBf16(d.Y * u1 * s1 * (1f + g1 * (1f - s1))) << 16;
+        dUp[i] = RoundToBf16(d.X * (g0 * s0)) | (uint)RoundToBf16(d.Y * (g1 * s1)) << 16;
+    }
+
     [IlgpuKernel]
     internal static void SwiGluBackwardKernel(ArrayView<float> dGate, ArrayView<float> dUp, ArrayView<float> dh, ArrayView<float> gate, ArrayView<float> up)
     {
