@@ -132,23 +132,33 @@ public sealed class IlgpuParityTests : IlgpuFixture
         Assert.That(h.Read(loss)[1], Is.Zero);
     }
 
-    /// <summary>A position outside the table leaves its row as it was (one pair per thread at head dimension 4, four at 8).</summary>
-    [TestCase(4)]
-    [TestCase(8)]
-    public void RopeLeavesRowsWithOutOfRangePositionsUnchanged(int hd)
+    /// <summary>
+    /// A position outside the table leaves its row as it was (one pair per thread at head dimension 4, four at 8; 300
+    /// rows give the four-pair kernel's two-quad steps), rows with positions inside it are rotated.
+    /// </summary>
+    [TestCase(4, 3)]
+    [TestCase(8, 3)]
+    [TestCase(8, 300)]
+    public void RopeLeavesRowsWithOutOfRangePositionsUnchanged(int hd, int n)
     {
-        int n = 3, heads = 2, maxPos = 5;
+        int heads = 2, maxPos = 5;
         var (cos, sin) = Reference.RopeTables(maxPos, hd, 10000);
         var x = Randn(new Random(3), n * heads * hd);
-        int[] pos = [2, 5, -1];
+        var pos = Enumerable.Range(0, n).Select(i => (i % 3) switch { 0 => 2, 1 => 5, _ => -1 }).ToArray();
         using var h = new OpHarness(Gpu);
         var tx = h.Input(x); var tp = h.Input(pos); var tc = h.Input(cos); var ts = h.Input(sin);
         h.Commit();
         Gpu.Rope(tx, tp, tc, ts, n, heads, hd, maxPos, inverse: false);
         var got = h.Read(tx);
-        var want = Reference.Rope(D(x), [2, 0, 0], D(cos), D(sin), n, heads, hd);
-        Assert.That(RelErr(got.AsSpan(0, heads * hd), want.AsSpan(0, heads * hd)), Is.LessThan(1e-6));
-        Assert.That(got.AsSpan(heads * hd).ToArray(), Is.EqualTo(x.AsSpan(heads * hd).ToArray()));
+        var want = Reference.Rope(D(x), pos.Select(p => p is >= 0 and < 5 ? p : 0).ToArray(), D(cos), D(sin), n, heads, hd);
+        int row = heads * hd;
+        for (int i = 0; i < n; i++)
+        {
+            if (pos[i] is >= 0 and < 5)
+                Assert.That(RelErr(got.AsSpan(i * row, row), want.AsSpan(i * row, row)), Is.LessThan(1e-6), $"row {i} rotated");
+            else
+                Assert.That(got.AsSpan(i * row, row).ToArray(), Is.EqualTo(x.AsSpan(i * row, row).ToArray()), $"row {i} unchanged");
+        }
     }
 
     /// <summary>Document starts outside [0, t] are clamped into it instead of faulting.</summary>

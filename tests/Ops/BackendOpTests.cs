@@ -159,6 +159,7 @@ public abstract class BackendOpTests
     [TestCase(7, 3, 8, 10000.0)]
     [TestCase(5, 2, 16, 500000.0)]
     [TestCase(4, 3, 6, 10000.0)]
+    [TestCase(150, 2, 8, 10000.0)]
     public void RopeRotatesHalvesAndItsInverseIsTheGradient(int n, int heads, int hd, double theta)
     {
         var rng = new Random(hd);

@@ -57,34 +57,68 @@ public sealed partial class IlgpuBackend
     [IlgpuKernel]
     internal static void RopeQuadsKernel(ArrayView<F4> x, ArrayView<int> positions, ArrayView<F4> cos, ArrayView<F4> sin, ArrayView<U2> x16, RopeArgs a)
     {
-        int half4 = a.HeadDim / 8, perRow = a.Heads * half4, dim4 = a.HeadDim / 4;
-        long total = (long)a.N * perRow, stride = (long)Grid.DimX * Group.DimX;
-        for (long e = Grid.GlobalIndex.X; e < total; e += stride)
+        long total = (long)a.N * a.Heads * (a.HeadDim / 8), stride = (long)Grid.DimX * Group.DimX, e = Grid.GlobalIndex.X;
+        // Two quads per step, each step's loads issued together: the position, then x and the table rows (a position
+        // outside the table reads row 0 and leaves x as it was).
+        for (; e + stride < total; e += 2 * stride)
         {
-            int ei = (int)e, i = ei / perRow, rem = ei - i * perRow, h = rem / half4, j = rem - h * half4;
-            int p = positions[i];
-            long o = ((long)i * a.Heads + h) * dim4 + j;
-            F4 x1 = x[o], x2 = x[o + half4];
-            if (p >= 0 && p < a.MaxPositions)
-            {
-                long t = (long)p * half4 + j;
-                F4 c = cos[t], s = sin[t];
-                float sx = a.Sign * s.X, sy = a.Sign * s.Y, sz = a.Sign * s.Z, sw = a.Sign * s.W;
-                F4 y1, y2;
-                y1.X = x1.X * c.X - x2.X * sx; y2.X = x2.X * c.X + x1.X * sx;
-                y1.Y = x1.Y * c.Y - x2.Y * sy; y2.Y = x2.Y * c.Y + x1.Y * sy;
-                y1.Z = x1.Z * c.Z - x2.Z * sz; y2.Z = x2.Z * c.Z + x1.Z * sz;
-                y1.W = x1.W * c.W - x2.W * sw; y2.W = x2.W * c.W + x1.W * sw;
-                x[o] = y1;
-                x[o + half4] = y2;
-                x1 = y1;
-                x2 = y2;
-            }
-            if (a.HasBf16 != 0)
-            {
-                x16[o] = PackQuad(x1);
-                x16[o + half4] = PackQuad(x2);
-            }
+            var qa = RopeQuadOf(e, positions, a);
+            var qb = RopeQuadOf(e + stride, positions, a);
+            F4 xa1 = x[qa.O], xa2 = x[qa.O + qa.Half4], ca = cos[qa.T], sa = sin[qa.T];
+            F4 xb1 = x[qb.O], xb2 = x[qb.O + qb.Half4], cb = cos[qb.T], sb = sin[qb.T];
+            RopeQuadAt(x, x16, qa, xa1, xa2, ca, sa, a);
+            RopeQuadAt(x, x16, qb, xb1, xb2, cb, sb, a);
+        }
+        if (e < total)
+        {
+            var q = RopeQuadOf(e, positions, a);
+            RopeQuadAt(x, x16, q, x[q.O], x[q.O + q.Half4], cos[q.T], sin[q.T], a);
+        }
+    }
+
+    /// <summary>Where quad e of a RoPE launch sits: its first half in x (O; the second Half4 further), its table row (T), whether its position is in the table.</summary>
+    internal struct RopeQuad
+    {
+        public long O, T;
+        public int Half4;
+        public bool InTable;
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static RopeQuad RopeQuadOf(long e, ArrayView<int> positions, RopeArgs a)
+    {
+        int half4 = a.HeadDim / 8, perRow = a.Heads * half4, dim4 = a.HeadDim / 4;
+        int ei = (int)e, i = ei / perRow, rem = ei - i * perRow, h = rem / half4, j = rem - h * half4;
+        int p = positions[i];
+        RopeQuad q;
+        q.InTable = p >= 0 && p < a.MaxPositions;
+        q.Half4 = half4;
+        q.O = ((long)i * a.Heads + h) * dim4 + j;
+        q.T = (long)(q.InTable ? p : 0) * half4 + j;
+        return q;
+    }
+
+    /// <summary>One quad's rotation from its loaded halves and table rows, stored (with its bf16 copy) where it came from.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static void RopeQuadAt(ArrayView<F4> x, ArrayView<U2> x16, RopeQuad q, F4 x1, F4 x2, F4 c, F4 s, RopeArgs a)
+    {
+        if (q.InTable)
+        {
+            float sx = a.Sign * s.X, sy = a.Sign * s.Y, sz = a.Sign * s.Z, sw = a.Sign * s.W;
+            F4 y1, y2;
+            y1.X = x1.X * c.X - x2.X * sx; y2.X = x2.X * c.X + x1.X * sx;
+            y1.Y = x1.Y * c.Y - x2.Y * sy; y2.Y = x2.Y * c.Y + x1.Y * sy;
+            y1.Z = x1.Z * c.Z - x2.Z * sz; y2.Z = x2.Z * c.Z + x1.Z * sz;
+            y1.W = x1.W * c.W - x2.W * sw; y2.W = x2.W * c.W + x1.W * sw;
+            x[q.O] = y1;
+            x[q.O + q.Half4] = y2;
+            x1 = y1;
+            x2 = y2;
+        }
+        if (a.HasBf16 != 0)
+        {
+            x16[q.O] = PackQuad(x1);
+            x16[q.O + q.Half4] = PackQuad(x2);
         }
     }
 
