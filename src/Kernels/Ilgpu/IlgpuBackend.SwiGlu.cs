@@ -103,13 +103,20 @@ public sealed partial class IlgpuBackend
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     private static void SwiGluBackwardBf16At(ArrayView<ushort> dGate, ArrayView<ushort> dUp, long i, ushort g16, ushort u16, float d)
     {
-        float g = Interop.IntAsFloat((uint)g16 << 16), u = Interop.IntAsFloat((uint)u16 << 16);
-        float s = 1f / (1f + XMath.Exp(-g));
-        dGate[i] = RoundToBf16(d * u * s * (1f + g * (1f - s)));
-        dUp[i] = RoundToBf16(d * (g * s));
+        SwiGluGradient(Interop.IntAsFloat((uint)g16 << 16), Interop.IntAsFloat((uint)u16 << 16), d, out float dg, out float du);
+        dGate[i] = RoundToBf16(dg);
+        dUp[i] = RoundToBf16(du);
     }
 
-    /// <summary>dGate = dh·up·σ·(1 + gate·(1 − σ)), dUp = dh·silu(gate), σ = σ(gate).</summary>
+    /// <summary>The SwiGLU gradients of one element: dGate = d·u·σ·(1 + g·(1 − σ)), dUp = d·g·σ, σ = σ(g).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static void SwiGluGradient(float g, float u, float d, out float dGate, out float dUp)
+    {
+        float s = 1f / (1f + XMath.Exp(-g));
+        dGate = d * u * s * (1f + g * (1f - s));
+        dUp = d * (g * s);
+    }
+
     /// <summary>The first <paramref name="pairs"/> bf16 pairs of a BF16 tensor that starts on 4 bytes.</summary>
     private static ArrayView<uint> Pairs(Tensor t, long pairs) => Bf16View(t).Cast<uint>().SubView(0, pairs);
 
@@ -134,23 +141,22 @@ public sealed partial class IlgpuBackend
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     private static void SwiGluBackwardPairAt(ArrayView<uint> dGate, ArrayView<uint> dUp, long i, uint g2, uint u2, F2 d)
     {
-        float g0 = Interop.IntAsFloat(g2 << 16), u0 = Interop.IntAsFloat(u2 << 16);
-        float g1 = Interop.IntAsFloat(g2 & 0xFFFF0000u), u1 = Interop.IntAsFloat(u2 & 0xFFFF0000u);
-        float s0 = 1f / (1f + XMath.Exp(-g0)), s1 = 1f / (1f + XMath.Exp(-g1));
-        dGate[i] = RoundToBf16(d.X * u0 * s0 * (1f + g0 * (1f - s0))) | (uint)RoundToBf16(d.Y * u1 * s1 * (1f + g1 * (1f - s1))) << 16;
-        dUp[i] = RoundToBf16(d.X * (g0 * s0)) | (uint)RoundToBf16(d.Y * (g1 * s1)) << 16;
+        SwiGluGradient(Interop.IntAsFloat(g2 << 16), Interop.IntAsFloat(u2 << 16), d.X, out float dg0, out float du0);
+        SwiGluGradient(Interop.IntAsFloat(g2 & 0xFFFF0000u), Interop.IntAsFloat(u2 & 0xFFFF0000u), d.Y, out float dg1, out float du1);
+        dGate[i] = RoundToBf16(dg0) | (uint)RoundToBf16(dg1) << 16;
+        dUp[i] = RoundToBf16(du0) | (uint)RoundToBf16(du1) << 16;
     }
 
+    /// <summary>dGate = dh·up·σ·(1 + gate·(1 − σ)), dUp = dh·silu(gate), σ = σ(gate).</summary>
     [IlgpuKernel]
     internal static void SwiGluBackwardKernel(ArrayView<float> dGate, ArrayView<float> dUp, ArrayView<float> dh, ArrayView<float> gate, ArrayView<float> up)
     {
         long n = dh.Length, stride = (long)Grid.DimX * Group.DimX;
         for (long i = Grid.GlobalIndex.X; i < n; i += stride)
         {
-            float g = gate[i], u = up[i], d = dh[i];
-            float s = 1f / (1f + XMath.Exp(-g));
-            dGate[i] = d * u * s * (1f + g * (1f - s));
-            dUp[i] = d * (g * s);
+            SwiGluGradient(gate[i], up[i], dh[i], out float dg, out float du);
+            dGate[i] = dg;
+            dUp[i] = du;
         }
     }
 }
