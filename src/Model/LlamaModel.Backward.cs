@@ -23,8 +23,9 @@ public sealed partial class LlamaModel
 
         var dRes = _act.DRes.Slice(0, n * d);
         be.Fill(dRes, 0f);
-        be.RmsNormBackward(dRes, _finalNorm.Grad, _act.DXn, _act.Residual[_layers.Length], _finalNorm.Value, _act.FinalRstd, n, d,
-            DResBf16For(_layers[^1].Down, n * d));
+        // dResB: the bf16 copy of dRes that the last norm backward wrote with it (empty where it wrote none).
+        var dResB = DResBf16For(_layers[^1].Down, n * d);
+        be.RmsNormBackward(dRes, _finalNorm.Grad, _act.DXn, _act.Residual[_layers.Length], _finalNorm.Value, _act.FinalRstd, n, d, dResB);
 
         for (int l = _layers.Length - 1; l >= 0; l--)
         {
@@ -35,7 +36,7 @@ public sealed partial class LlamaModel
             var a = _act.Layers[l];
             // MLP: Residual[l+1] = xMid + down(silu(gate(xn2)) · up(xn2)), xn2 = norm(xMid)
             var dh = _act.DH.Slice(0, n * f);
-            var dOut = DResOperand(dRes, n * d, w.Down);
+            var dOut = DResOperand(dRes, dResB, n * d, w.Down);
             be.MatMul(dh, dOut, w.Down.Compute, n, f, d, transA: false, transB: false, accumulate: false);
             if (w.Down.Trainable) be.MatMul(w.Down.Grad, dOut, Saved(a.H, a.HB, w.Down), d, f, n, transA: true, transB: false, accumulate: true);
             // The gradients overwrite the SwiGLU inputs: in bf16 the bf16 inputs, giving the products' bf16 operands.
@@ -47,13 +48,14 @@ public sealed partial class LlamaModel
             be.MatMul(_act.DXn, dUpOp, w.Up.Compute, n, d, f, transA: false, transB: false, accumulate: true);
             if (w.Gate.Trainable) be.MatMul(w.Gate.Grad, dGateOp, Saved(a.Xn2, a.Xn2B, w.Gate), f, d, n, transA: true, transB: false, accumulate: true);
             if (w.Up.Trainable) be.MatMul(w.Up.Grad, dUpOp, Saved(a.Xn2, a.Xn2B, w.Up), f, d, n, transA: true, transB: false, accumulate: true);
-            be.RmsNormBackward(dRes, w.PostNorm.Grad, _act.DXn, a.XMid, w.PostNorm.Value, a.Rstd2, n, d, DResBf16For(w.O, n * d));
+            dResB = DResBf16For(w.O, n * d);
+            be.RmsNormBackward(dRes, w.PostNorm.Grad, _act.DXn, a.XMid, w.PostNorm.Value, a.Rstd2, n, d, dResB);
 
             // Attention: xMid = x + o(attn(rope(q(xn1)), rope(k(xn1)), v(xn1))), xn1 = norm(x)
             bool needInputGrad = l > 0 || _embed.Trainable;
             bool needDxn = needInputGrad || w.InputNorm.Trainable;
             bool needQkv = needDxn || w.Q.Trainable || w.K.Trainable || w.V.Trainable;
-            var dMid = DResOperand(dRes, n * d, w.O);
+            var dMid = DResOperand(dRes, dResB, n * d, w.O);
             if (w.O.Trainable) be.MatMul(w.O.Grad, dMid, Saved(a.Attn, a.AttnB, w.O), d, qd, n, transA: true, transB: false, accumulate: true);
             if (!needQkv) continue;
             be.MatMul(_act.DAttn, dMid, w.O.Compute, n, qd, d, transA: false, transB: false, accumulate: false);
@@ -72,34 +74,26 @@ public sealed partial class LlamaModel
             be.MatMul(_act.DXn, dq, w.Q.Compute, n, d, qd, transA: false, transB: false, accumulate: false);
             be.MatMul(_act.DXn, dk, w.K.Compute, n, d, kvd, transA: false, transB: false, accumulate: true);
             be.MatMul(_act.DXn, dv, w.V.Compute, n, d, kvd, transA: false, transB: false, accumulate: true);
-            be.RmsNormBackward(dRes, w.InputNorm.Grad, _act.DXn, _act.Residual[l], w.InputNorm.Value, a.Rstd1, n, d,
-                DResBf16For(l > 0 ? _layers[l - 1].Down : null, n * d));
+            dResB = DResBf16For(l > 0 ? _layers[l - 1].Down : null, n * d);
+            be.RmsNormBackward(dRes, w.InputNorm.Grad, _act.DXn, _act.Residual[l], w.InputNorm.Value, a.Rstd1, n, d, dResB);
         }
         if (_embed.Trainable) be.EmbeddingBackward(_embed.Grad, _act.Ids, dRes, n, d, v);
     }
-
-    /// <summary>Whether _act.DResB holds dRes rounded to bf16 (written by the last norm backward).</summary>
-    private bool _dResBf16Current;
 
     /// <summary>
     /// Where the norm backward that updates dRes also writes its bf16 copy: the next product's operand, when that
     /// product's weight computes in bf16 (empty otherwise); <see cref="DResOperand"/> then takes it as it is.
     /// </summary>
-    private Tensor DResBf16For(Parameter? next, int count)
-    {
-        _dResBf16Current = next?.Compute.Type == DType.BF16;
-        return _dResBf16Current ? _act.DResB.Slice(0, count) : default;
-    }
+    private Tensor DResBf16For(Parameter? next, int count) => next?.Compute.Type == DType.BF16 ? _act.DResB.Slice(0, count) : default;
 
     /// <summary>
     /// The residual gradient as the operand of a product with <paramref name="weight"/>: dRes in fp32, or its bf16
-    /// copy, which the last norm backward wrote (or, where it did not, rounded here).
+    /// copy dResB, which the last norm backward wrote (or, where it wrote none, dRes rounded here).
     /// </summary>
-    private Tensor DResOperand(Tensor dRes, int count, Parameter weight)
+    private Tensor DResOperand(Tensor dRes, Tensor dResB, int count, Parameter weight)
     {
         if (weight.Compute.Type == DType.F32) return dRes;
-        if (_dResBf16Current) return _act.DResB;
-        return Operand(dRes, _act.DResB, count, weight);
+        return dResB.IsEmpty ? Operand(dRes, _act.DResB, count, weight) : dResB;
     }
 
     /// <summary>The saved forward operand of a weight's gradient: the fp32 activation, or its bf16 copy when the weight computes in bf16.</summary>

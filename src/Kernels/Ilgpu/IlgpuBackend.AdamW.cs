@@ -118,13 +118,7 @@ public sealed partial class IlgpuBackend
         m4[j] = mq;
         v4[j] = vq;
         p4[j] = pq;
-        if (a.HasBf16 != 0)
-        {
-            U2 h;
-            h.X = RoundToBf16(pq.X) | (uint)RoundToBf16(pq.Y) << 16;
-            h.Y = RoundToBf16(pq.Z) | (uint)RoundToBf16(pq.W) << 16;
-            p16q[j] = h;
-        }
+        if (a.HasBf16 != 0) p16q[j] = PackQuad(pq);
     }
 
     /// <summary>One element's update (m and v in place); the new parameter.</summary>

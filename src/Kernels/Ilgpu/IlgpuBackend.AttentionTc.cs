@@ -24,9 +24,10 @@ namespace HftRuntime.Kernels.Ilgpu;
 /// lane's two B registers are one 8-byte load, and the padding spreads a half-warp's loads over 32 banks). A tile is
 /// stored either along the head dimension ([row][d pair], for products over d) or transposed ([d][row pair], for
 /// products over rows), from the same registers: each thread loads the 16-byte chunks of one k16 step of two adjacent
-/// rows, and the kernels load the next tile while they multiply the current one. Scores come out of the mma as C fragments whose layout is the A layout of the next product,
-/// so P and dS never leave registers (the FlashAttention-2 register reuse). Row statistics of a C fragment are
-/// shared by the four lanes of a quad and reduced with two shuffles.
+/// rows, and the kernels load the next tile while they multiply the current one. Scores come out of the mma as C
+/// fragments whose layout is the A layout of the next product, so P and dS never leave registers (the
+/// FlashAttention-2 register reuse). Row statistics of a C fragment are shared by the four lanes of a quad and
+/// reduced with two shuffles.
 /// </para>
 /// <para>
 /// Kernels: forward (one unit per (sequence, head, 64 queries); K and Vᵀ tiles), dQ (one unit per (sequence, head,
@@ -274,14 +275,15 @@ public sealed partial class IlgpuBackend
     {
         const int row = TcLd / 4;
         int even = 2 * (tid & 31) * row + 2 * (tid >> 5);
-        s[even] = Interleave(t.E0.X, t.E1.X, t.E0.Y, t.E1.Y);
-        s[even + 1] = Interleave(t.E0.Z, t.E1.Z, t.E0.W, t.E1.W);
-        s[even + row] = Interleave(t.O0.X, t.O1.X, t.O0.Y, t.O1.Y);
-        s[even + row + 1] = Interleave(t.O0.Z, t.O1.Z, t.O0.W, t.O1.W);
+        s[even] = ChunkOf(t.E0.X, t.E1.X, t.E0.Y, t.E1.Y);
+        s[even + 1] = ChunkOf(t.E0.Z, t.E1.Z, t.E0.W, t.E1.W);
+        s[even + row] = ChunkOf(t.O0.X, t.O1.X, t.O0.Y, t.O1.Y);
+        s[even + row + 1] = ChunkOf(t.O0.Z, t.O1.Z, t.O0.W, t.O1.W);
     }
 
+    /// <summary>A 16-byte chunk of the four pairs x, y, z, w, in that order.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static U4 Interleave(uint x, uint y, uint z, uint w)
+    private static U4 ChunkOf(uint x, uint y, uint z, uint w)
     {
         U4 u;
         u.X = x; u.Y = y; u.Z = z; u.W = w;

@@ -60,6 +60,16 @@ public sealed partial class IlgpuBackend
         for (long i = Grid.GlobalIndex.X; i < n; i += stride) h[i] = RoundToBf16(f[i]);
     }
 
+    /// <summary>A quad rounded to bf16 (nearest even, as <see cref="RoundToBf16"/>), as two pairs.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static U2 PackQuad(F4 v)
+    {
+        U2 h;
+        h.X = RoundToBf16(v.X) | (uint)RoundToBf16(v.Y) << 16;
+        h.Y = RoundToBf16(v.Z) | (uint)RoundToBf16(v.W) << 16;
+        return h;
+    }
+
     /// <summary>bfloat16 bits of x, as <see cref="Bf16.FromFloat"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static ushort RoundToBf16(float x)

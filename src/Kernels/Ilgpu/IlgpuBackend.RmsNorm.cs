@@ -121,30 +121,30 @@ public sealed partial class IlgpuBackend
             j = lane;
             for (; j + 3 * WarpSize < dim; j += 4 * WarpSize)
             {
-                float g0 = dx[o + j], g1 = dx[o + j + WarpSize], g2 = dx[o + j + 2 * WarpSize], g3 = dx[o + j + 3 * WarpSize];
-                g0 += r * dy[o + j] * w[j] - c * x[o + j];
-                g1 += r * dy[o + j + WarpSize] * w[j + WarpSize] - c * x[o + j + WarpSize];
-                g2 += r * dy[o + j + 2 * WarpSize] * w[j + 2 * WarpSize] - c * x[o + j + 2 * WarpSize];
-                g3 += r * dy[o + j + 3 * WarpSize] * w[j + 3 * WarpSize] - c * x[o + j + 3 * WarpSize];
-                dx[o + j] = g0;
-                dx[o + j + WarpSize] = g1;
-                dx[o + j + 2 * WarpSize] = g2;
-                dx[o + j + 3 * WarpSize] = g3;
-                if (a.HasBf16 != 0)
-                {
-                    dx16[o + j] = RoundToBf16(g0);
-                    dx16[o + j + WarpSize] = RoundToBf16(g1);
-                    dx16[o + j + 2 * WarpSize] = RoundToBf16(g2);
-                    dx16[o + j + 3 * WarpSize] = RoundToBf16(g3);
-                }
+                // Every load of the four columns before any store.
+                float g0 = dx[o + j] + DxTerm(dy, x, w, o, j, r, c), g1 = dx[o + j + WarpSize] + DxTerm(dy, x, w, o, j + WarpSize, r, c);
+                float g2 = dx[o + j + 2 * WarpSize] + DxTerm(dy, x, w, o, j + 2 * WarpSize, r, c);
+                float g3 = dx[o + j + 3 * WarpSize] + DxTerm(dy, x, w, o, j + 3 * WarpSize, r, c);
+                StoreDx(dx, dx16, o + j, g0, a.HasBf16);
+                StoreDx(dx, dx16, o + j + WarpSize, g1, a.HasBf16);
+                StoreDx(dx, dx16, o + j + 2 * WarpSize, g2, a.HasBf16);
+                StoreDx(dx, dx16, o + j + 3 * WarpSize, g3, a.HasBf16);
             }
-            for (; j < dim; j += WarpSize)
-            {
-                float g = dx[o + j] + (r * dy[o + j] * w[j] - c * x[o + j]);
-                dx[o + j] = g;
-                if (a.HasBf16 != 0) dx16[o + j] = RoundToBf16(g);
-            }
+            for (; j < dim; j += WarpSize) StoreDx(dx, dx16, o + j, dx[o + j] + DxTerm(dy, x, w, o, j, r, c), a.HasBf16);
         }
+    }
+
+    /// <summary>Column j of the row at o: r·dy·w − c·x, what the norm adds to dx there.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static float DxTerm(ArrayView<float> dy, ArrayView<float> x, ArrayView<float> w, long o, int j, float r, float c) =>
+        r * dy[o + j] * w[j] - c * x[o + j];
+
+    /// <summary>dx[i] = g, and with bf16 ≠ 0 dx16[i] = g rounded.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static void StoreDx(ArrayView<float> dx, ArrayView<ushort> dx16, long i, float g, int bf16)
+    {
+        dx[i] = g;
+        if (bf16 != 0) dx16[i] = RoundToBf16(g);
     }
 
     /// <summary>partials[c, j] = Σ over rows i of chunk c of dy[i, j]·x[i, j]·rstd[i] (chunks of rowsPerChunk rows).</summary>

@@ -42,11 +42,6 @@ public sealed partial class IlgpuBackend
         _rope(Config(StreamGroups((long)n * heads * (headDim / 2))), F(x), I(positions), F(cos), F(sin), Bf16OrDummy(xBf16), a);
     }
 
-    /// <summary>
-    /// For each row i, head h and j &lt; headDim/2: (x1, x2) = (x[j], x[j + half]) becomes
-    /// (x1·cos − x2·sin', x2·cos + x1·sin') with sin' = ±sin of position positions[i]; with HasBf16 also rounded
-    /// into x16 (a row outside the table is copied there unrotated).
-    /// </summary>
     /// <summary>The first <paramref name="floats"/> (a multiple of 4) of an F32 tensor as quads.</summary>
     private static ArrayView<F4> Quads(Tensor t, long floats) => F(t).SubView(0, floats).Cast<F4>();
 
@@ -122,16 +117,11 @@ public sealed partial class IlgpuBackend
         }
     }
 
-    /// <summary>A quad rounded to bf16 (nearest even), as two pairs.</summary>
-    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
-    private static U2 PackQuad(F4 v)
-    {
-        U2 h;
-        h.X = RoundToBf16(v.X) | (uint)RoundToBf16(v.Y) << 16;
-        h.Y = RoundToBf16(v.Z) | (uint)RoundToBf16(v.W) << 16;
-        return h;
-    }
-
+    /// <summary>
+    /// For each row i, head h and j &lt; headDim/2: (x1, x2) = (x[j], x[j + half]) becomes
+    /// (x1·cos − x2·sin', x2·cos + x1·sin') with sin' = ±sin of position positions[i]; with HasBf16 also rounded
+    /// into x16 (a row outside the table is copied there unrotated).
+    /// </summary>
     [IlgpuKernel]
     internal static void RopeKernel(ArrayView<float> x, ArrayView<int> positions, ArrayView<float> cos, ArrayView<float> sin, ArrayView<ushort> x16, RopeArgs a)
     {
