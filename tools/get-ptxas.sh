@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fetches NVIDIA's ptxas into .tools/cuda and prints its path: CUDA 12.4's (Debian trixie's non-free
+# Fetches NVIDIA's ptxas (and nvdisasm, beside it) into .tools/cuda and prints ptxas's path: CUDA 12.4's (Debian trixie's non-free
 # nvidia-cuda-toolkit package), which assembles sm_90a (the wgmma GEMM), else CUDA 11.8's (bookworm's), which
 # assembles sm_90 only; prints nothing and exits 1 where apt cannot get either. The tests use it (HFT_PTXAS) to check
 # that every kernel assembles without a stack frame; without it those tests are inconclusive. Needs apt (root).
@@ -20,6 +20,8 @@ fetch() { # $1: Debian release
     ( cd "$work" && rm -f ./*.deb && timeout 300 apt-get "${opts[@]}" download nvidia-cuda-toolkit >/dev/null 2>&1 ) || return 1
     dpkg-deb -x "$work"/nvidia-cuda-toolkit_*.deb "$work/x" || return 1
     mkdir -p "$dest/usr/bin" && cp "$work/x/usr/bin/ptxas" "$dest/usr/bin/ptxas" || return 1
+    # nvdisasm too where the package has it: the test that the attention kernels' loads overlap their products reads the SASS.
+    [ -x "$work/x/usr/bin/nvdisasm" ] && cp "$work/x/usr/bin/nvdisasm" "$dest/usr/bin/nvdisasm"
     "$dest/usr/bin/ptxas" --version >/dev/null 2>&1
 }
 fetch trixie || fetch bookworm || exit 1

@@ -89,10 +89,8 @@ public sealed class PtxCompileTests
     [Test]
     public void PtxasAssemblesEveryKernelWithoutAStackFrame()
     {
-        string? ptxas = Environment.GetEnvironmentVariable("HFT_PTXAS");
-        if (string.IsNullOrEmpty(ptxas))
-            ptxas = (Environment.GetEnvironmentVariable("PATH") ?? "").Split(Path.PathSeparator).Select(d => Path.Combine(d, "ptxas")).FirstOrDefault(File.Exists);
-        if (ptxas is null || !File.Exists(ptxas)) Assert.Inconclusive("no ptxas (set HFT_PTXAS to NVIDIA's ptxas to run this check)");
+        string ptxas = Tool("HFT_PTXAS", "ptxas") ?? "";
+        if (!File.Exists(ptxas)) Assert.Inconclusive("no ptxas (set HFT_PTXAS to NVIDIA's ptxas to run this check)");
         string version = RunTool(ptxas, "--version").Output;
         var m = Regex.Match(version, @"release (\d+)\.(\d+)");
         string isa = m.Success ? PtxIsaOf(int.Parse(m.Groups[1].Value), int.Parse(m.Groups[2].Value)) : "8.8";
@@ -113,6 +111,48 @@ public sealed class PtxCompileTests
                 failures.Add($"{method.Name}: {(stack.Success ? stack.Value : "no stack report")}");
         }
         Assert.That(failures, Is.Empty);
+    }
+
+    /// <summary>
+    /// With ptxas and nvdisasm (HFT_NVDISASM, or beside ptxas), the tensor-core attention kernels load their next tile
+    /// while they multiply the current one: no instruction waits for a load of the main loop before the loop's
+    /// products (mma) have been issued. Zeroing a tile's rows past the end right after its loads did that (a write to
+    /// a register a load has yet to fill waits for the load) and left every tile's load latency exposed.
+    /// </summary>
+    [TestCase(nameof(IlgpuBackend.AttentionTcForwardKernel), 64)]
+    [TestCase(nameof(IlgpuBackend.AttentionTcDqKernel), 96)]
+    [TestCase(nameof(IlgpuBackend.AttentionTcDkDvKernel), 128)]
+    public void AttentionLoadsTheNextTileWhileItMultiplies(string kernel, int mmas)
+    {
+        if (_level != OptimizationLevel.O2) Assert.Ignore("the default level (O2) is the one that runs");
+        string ptxas = Tool("HFT_PTXAS", "ptxas") ?? "";
+        if (!File.Exists(ptxas)) Assert.Inconclusive("no ptxas (set HFT_PTXAS)");
+        string? nvdisasm = Tool("HFT_NVDISASM", "nvdisasm");
+        string beside = Path.Combine(Path.GetDirectoryName(ptxas)!, "nvdisasm");
+        if (nvdisasm is null && File.Exists(beside)) nvdisasm = beside;
+        if (nvdisasm is null) Assert.Inconclusive("no nvdisasm (set HFT_NVDISASM, or put it beside ptxas)");
+        string file = Path.Combine(Path.GetTempPath(), $"hft-sass-{kernel}-{Environment.ProcessId}.ptx");
+        var m = Regex.Match(RunTool(ptxas, "--version").Output, @"release (\d+)\.(\d+)");
+        string isa = m.Success ? PtxIsaOf(int.Parse(m.Groups[1].Value), int.Parse(m.Groups[2].Value)) : "8.8";
+        File.WriteAllText(file, Compile(MarkedKernels().Single(k => k.Name == kernel)).Replace(".version 8.8", ".version " + isa));
+        var (code, output) = RunTool(ptxas, $"-arch=sm_90 \"{file}\" -o \"{file}.cubin\"");
+        Assert.That(code, Is.Zero, output);
+        var (dcode, sass) = RunTool(nvdisasm, $"-hex \"{file}.cubin\"");
+        Assert.That(dcode, Is.Zero, sass);
+        var instructions = SassScoreboards.Parse(sass);
+        Assert.That(instructions.Count(i => i.Opcode.StartsWith("HMMA", StringComparison.Ordinal)), Is.EqualTo(mmas), "the parse found the kernel's mma");
+        var loads = SassScoreboards.LoadsInTheLoop(instructions, i => i.Opcode.StartsWith("HMMA", StringComparison.Ordinal));
+        Assert.That(loads.Count(l => l.Load.Opcode.StartsWith("LDG.E.128", StringComparison.Ordinal)), Is.EqualTo(8), "the next tiles' eight 16-byte loads per thread");
+        foreach (var (load, before) in loads)
+            Assert.That(before, Is.GreaterThanOrEqualTo(32), $"{kernel}: the load at {load.Address:x} ({load.Text}) is waited for after only {before} mma");
+    }
+
+    /// <summary>An NVIDIA tool: the path in <paramref name="variable"/>, else <paramref name="name"/> on PATH; null if neither exists.</summary>
+    private static string? Tool(string variable, string name)
+    {
+        string? path = Environment.GetEnvironmentVariable(variable);
+        if (!string.IsNullOrEmpty(path)) return File.Exists(path) ? path : null;
+        return (Environment.GetEnvironmentVariable("PATH") ?? "").Split(Path.PathSeparator).Select(d => Path.Combine(d, name)).FirstOrDefault(File.Exists);
     }
 
     /// <summary>

@@ -243,12 +243,18 @@ public sealed partial class IlgpuBackend
     {
         /// <summary>Chunk 2w of rows 2p (E0) and 2p + 1 (O0); chunk 2w + 1 of the same rows (E1, O1).</summary>
         public U4 E0, O0, E1, O1;
+
+        /// <summary>Whether row 2p (EvenIn) and row 2p + 1 (OddIn) lie inside the matrix (1) or past its end (0: stored as zeros).</summary>
+        public int EvenIn, OddIn;
     }
 
     /// <summary>
     /// This thread's chunks of rows r0 .. r0 + 63 of x (bf16, 16-byte chunks; element (row, d) at baseIdx + row·ld + d,
-    /// baseIdx and ld multiples of 8); zero for rows ≥ rows. The four loads are issued together, with no branch
-    /// between them (a row past the end reads the last row and is zeroed after), so that their latencies overlap.
+    /// baseIdx and ld multiples of 8); rows ≥ rows are stored as zeros. The four loads are issued together, with no
+    /// branch between them (a row past the end reads the last row), so that their latencies overlap, and nothing
+    /// writes their registers until they are stored (<see cref="InRows"/>): zeroing them here, after the loads, made
+    /// the warp wait for the loads on the spot (a write to a register a load has yet to fill waits for the load),
+    /// and the prefetch of the next tile hid nothing.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static TileRegs LoadTcTile(ArrayView<U4> x, long baseIdx, int ld, int r0, int rows, int tid)
@@ -260,8 +266,17 @@ public sealed partial class IlgpuBackend
         t.O0 = x[odd + c];
         t.E1 = x[even + c + 1];
         t.O1 = x[odd + c + 1];
-        if (r > last) { t.E0 = default; t.E1 = default; }
-        if (r + 1 > last) { t.O0 = default; t.O1 = default; }
+        t.EvenIn = r <= last ? 1 : 0;
+        t.OddIn = r + 1 <= last ? 1 : 0;
+        return t;
+    }
+
+    /// <summary>The tile's chunks with those of rows past the end zeroed: where it is stored, once its loads have arrived.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static TileRegs InRows(TileRegs t)
+    {
+        if (t.EvenIn == 0) { t.E0 = default; t.E1 = default; }
+        if (t.OddIn == 0) { t.O0 = default; t.O1 = default; }
         return t;
     }
 
@@ -274,6 +289,7 @@ public sealed partial class IlgpuBackend
     private static void StoreTileRows(ArrayView<U4> s, TileRegs t, int tid)
     {
         const int row = TcLd / 4;
+        t = InRows(t);
         int even = 2 * (tid & 31) * row + 2 * (tid >> 5);
         s[even] = ChunkOf(t.E0.X, t.E1.X, t.E0.Y, t.E1.Y);
         s[even + 1] = ChunkOf(t.E0.Z, t.E1.Z, t.E0.W, t.E1.W);
@@ -304,6 +320,7 @@ public sealed partial class IlgpuBackend
     {
         var s = s4.Cast<uint>();
         int p = Interleaved(tid & 31), d0 = 16 * (tid >> 5);
+        t = InRows(t);
         StoreChunkCols(s, t.E0, t.O0, d0 * TcLd + p);
         StoreChunkCols(s, t.E1, t.O1, (d0 + 8) * TcLd + p);
     }
@@ -706,7 +723,7 @@ public sealed partial class IlgpuBackend
         q.W0 = q.T0 + 16 * warp;
         q.Ru = q.W0 + (lane >> 2);
         q.Rl = q.Ru + 8;
-        q.KFirst = MinFirstKey(doc, a, q.B, q.T0, q.TEnd) / TcTile * TcTile;
+        q.KFirst = a.HasDoc != 0 ? MinFirstKey(doc, a, q.B, q.T0, q.TEnd) / TcTile * TcTile : 0;
         q.QBase = (long)q.B * seq * a.Heads * TcHeadDim + q.H * TcHeadDim;
         q.KBase = (long)q.B * seq * a.KvHeads * TcHeadDim + q.H / (a.Heads / a.KvHeads) * TcHeadDim;
         q.Stat = ((long)q.B * a.Heads + q.H) * seq;

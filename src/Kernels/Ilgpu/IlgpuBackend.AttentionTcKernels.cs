@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using ILGPU;
 using ILGPU.Algorithms;
 
@@ -133,6 +134,46 @@ public sealed partial class IlgpuBackend
         }
     }
 
+    /// <summary>
+    /// Query q0 + (tid mod 64)'s log-sum-exp, D and document start, loaded ahead as the tiles are, by every thread and
+    /// without a branch (a query past the end reads the last one): nothing may write or move the loads' registers
+    /// before <see cref="StoreQueryStats"/> (threads below 64) puts them in shared memory, or the warp waits for them
+    /// there and then.
+    /// </summary>
+    internal struct QueryStats
+    {
+        public float Lse, D;
+        public int Doc, Query;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static QueryStats LoadQueryStats(ArrayView<float> lse, ArrayView<float> delta, ArrayView<int> doc, AttentionArgs a, int b, long stat, int q0, int tid)
+    {
+        QueryStats s;
+        s.Query = q0 + (tid & (TcTile - 1));
+        int tc = DeviceReduce.Min(s.Query, a.Seq - 1);
+        s.Lse = lse[stat + tc];
+        s.D = delta[stat + tc];
+        s.Doc = a.HasDoc != 0 ? doc[(long)b * a.Seq + tc] : 0;
+        return s;
+    }
+
+    /// <summary>
+    /// The query tile's statistics into the shared stats (threads below 64): log2-sum-exp, D, first key as int bits
+    /// (the document start clamped to [0, query], as <see cref="FirstKey"/>; int.MaxValue, no key, past the end; 0, 0
+    /// and int.MaxValue there).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreQueryStats(ArrayView<float> stats, QueryStats s, int seq, int tid)
+    {
+        if (tid >= TcTile) return;
+        bool ok = s.Query < seq;
+        int first = s.Doc < 0 ? 0 : s.Doc > s.Query ? s.Query : s.Doc;
+        stats[tid] = ok ? s.Lse * Log2E : 0f;
+        stats[TcTile + tid] = ok ? s.D : 0f;
+        stats[2 * TcTile + tid] = Interop.IntAsFloat((uint)(ok ? first : int.MaxValue));
+    }
+
     /// <summary>Where head h of sequence b starts in q or dO (bf16 elements; rows of ldq).</summary>
     private static long QTileBase(int b, int h, int seq, int ldq) => (long)b * seq * ldq + h * TcHeadDim;
 
@@ -173,22 +214,18 @@ public sealed partial class IlgpuBackend
                 // dr hold; a step skipped by the document starts leaves them for the next, which then loads its own).
                 int loaded = k0;
                 TileRegs qr = LoadTcTile(q, qBase, ldq, k0, seq, tid), dr = LoadTcTile(dO, qBase, ldq, k0, seq, tid);
+                var st = LoadQueryStats(lse, delta, doc, a, b, stat, k0, tid);
                 for (int q0 = k0; q0 < seq; q0 += TcTile)
                 {
-                    if (MinFirstKey(doc, a, b, q0, DeviceReduce.Min(seq, q0 + TcTile)) >= kEnd) continue; // group-uniform
+                    // Without document starts every query tile from k0 on sees the unit's keys (MinFirstKey's loop skipped).
+                    if (a.HasDoc != 0 && MinFirstKey(doc, a, b, q0, DeviceReduce.Min(seq, q0 + TcTile)) >= kEnd) continue; // group-uniform
                     if (loaded != q0)
                     {
                         qr = LoadTcTile(q, qBase, ldq, q0, seq, tid);
                         dr = LoadTcTile(dO, qBase, ldq, q0, seq, tid);
+                        st = LoadQueryStats(lse, delta, doc, a, b, stat, q0, tid);
                     }
-                    if (tid < TcTile)
-                    {
-                        int tq = q0 + tid;
-                        bool ok = tq < seq;
-                        stats[tid] = ok ? lse[stat + tq] * Log2E : 0f;
-                        stats[TcTile + tid] = ok ? delta[stat + tq] : 0f;
-                        stats[2 * TcTile + tid] = Interop.IntAsFloat((uint)FirstKeyOrNone(doc, a, b, tq));
-                    }
+                    StoreQueryStats(stats, st, seq, tid);
                     StoreTileRows(qs4, qr, tid);
                     StoreTileCols(qt4, qr, tid);
                     StoreTileRows(dos4, dr, tid);
@@ -196,6 +233,7 @@ public sealed partial class IlgpuBackend
                     Group.Barrier();
                     qr = LoadTcTile(q, qBase, ldq, q0 + TcTile, seq, tid);
                     dr = LoadTcTile(dO, qBase, ldq, q0 + TcTile, seq, tid);
+                    st = LoadQueryStats(lse, delta, doc, a, b, stat, q0 + TcTile, tid);
                     loaded = q0 + TcTile;
                     if (w0 < seq && q0 + TcTile - 1 >= w0) // some query of the tile sees a key of this warp (warp-uniform)
                     {
