@@ -66,9 +66,24 @@ public sealed partial class IlgpuBackend
         int lane = Warp.LaneIdx, warps = Grid.DimX * WarpsPerGroup, dim = a.Dim;
         for (int row = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx; row < a.N; row += warps)
         {
+            // Four columns per step, every load of a step issued before its arithmetic and stores: one column per
+            // step kept one 4-byte load per lane in flight (38 µs per 8192 × 768 call on an H100, about twice its bytes).
             long o = (long)row * dim;
-            float ss = 0f;
-            for (int j = lane; j < dim; j += WarpSize)
+            float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
+            int j = lane;
+            for (; j + 3 * WarpSize < dim; j += 4 * WarpSize)
+            {
+                long i = o + j;
+                float v0 = x[i], v1 = x[i + WarpSize], v2 = x[i + 2 * WarpSize], v3 = x[i + 3 * WarpSize];
+                if (a.HasResidual != 0)
+                {
+                    float r0 = residual[i], r1 = residual[i + WarpSize], r2 = residual[i + 2 * WarpSize], r3 = residual[i + 3 * WarpSize];
+                    v0 += r0; v1 += r1; v2 += r2; v3 += r3;
+                    x[i] = v0; x[i + WarpSize] = v1; x[i + 2 * WarpSize] = v2; x[i + 3 * WarpSize] = v3;
+                }
+                s0 += v0 * v0; s1 += v1 * v1; s2 += v2 * v2; s3 += v3 * v3;
+            }
+            for (; j < dim; j += WarpSize)
             {
                 float v = x[o + j];
                 if (a.HasResidual != 0)
@@ -76,18 +91,31 @@ public sealed partial class IlgpuBackend
                     v += residual[o + j];
                     x[o + j] = v;
                 }
-                ss += v * v;
+                s0 += v * v;
             }
-            ss = DeviceReduce.WarpSum(ss, shared);
+            float ss = DeviceReduce.WarpSum((s0 + s1) + (s2 + s3), shared);
             float r = 1f / XMath.Sqrt(ss / dim + a.Eps);
             if (lane == 0) rstd[row] = r;
-            for (int j = lane; j < dim; j += WarpSize)
+            j = lane;
+            for (; j + 3 * WarpSize < dim; j += 4 * WarpSize)
             {
-                float v = x[o + j] * r * w[j];
-                if (a.HasY != 0) y[o + j] = v;
-                if (a.HasBf16 != 0) y16[o + j] = RoundToBf16(v);
+                long i = o + j;
+                float v0 = x[i] * w[j], v1 = x[i + WarpSize] * w[j + WarpSize], v2 = x[i + 2 * WarpSize] * w[j + 2 * WarpSize], v3 = x[i + 3 * WarpSize] * w[j + 3 * WarpSize];
+                StoreNormed(y, y16, i, v0 * r, a);
+                StoreNormed(y, y16, i + WarpSize, v1 * r, a);
+                StoreNormed(y, y16, i + 2 * WarpSize, v2 * r, a);
+                StoreNormed(y, y16, i + 3 * WarpSize, v3 * r, a);
             }
+            for (; j < dim; j += WarpSize) StoreNormed(y, y16, o + j, x[o + j] * w[j] * r, a);
         }
+    }
+
+    /// <summary>y[i] = v where a.HasY, y16[i] = v rounded where a.HasBf16.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static void StoreNormed(ArrayView<float> y, ArrayView<ushort> y16, long i, float v, RmsNormArgs a)
+    {
+        if (a.HasY != 0) y[i] = v;
+        if (a.HasBf16 != 0) y16[i] = RoundToBf16(v);
     }
 
     /// <summary>
