@@ -21,7 +21,7 @@ public readonly record struct AdamWStep(float Lr, float Beta1, float Beta2, floa
 /// shapes are passed explicitly, row-major. Public methods validate their arguments (names, sizes, back-end)
 /// and then call the implementation. Unless a method says it accumulates, outputs are overwritten.
 /// </summary>
-public abstract class Backend : IDisposable
+public abstract partial class Backend : IDisposable
 {
     /// <summary>Short name: "cpu", "cuda" or "ilgpu-cpu".</summary>
     public abstract string Name { get; }

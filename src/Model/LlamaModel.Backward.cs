@@ -59,14 +59,7 @@ public sealed partial class LlamaModel
             if (w.O.Trainable) be.MatMul(w.O.Grad, dMid, Saved(a.Attn, a.AttnB, w.O), d, qd, n, transA: true, transB: false, accumulate: true);
             if (!needQkv) continue;
             be.MatMul(_act.DAttn, dMid, w.O.Compute, n, qd, d, transA: false, transB: false, accumulate: false);
-            be.AttentionBackward(_act.DQ, _act.DK, _act.DV, _act.DAttn, a.AttnO, a.Lse, a.AttnQ, a.AttnK, a.AttnV, DocStartOrEmpty,
-                _batch, _seq, hq, hkv, hd, _attnScale, bf16);
-            // In bf16 the inverse rotation writes the products' bf16 operands in the same pass.
-            var dq = bf16 ? _act.DQB : _act.DQ;
-            var dk = bf16 ? _act.DKB : _act.DK;
-            be.Rope(_act.DQ, _act.Positions, _act.RopeCos, _act.RopeSin, n, hq, hd, Options.Seq, inverse: true, xBf16: bf16 ? dq.Slice(0, n * qd) : default);
-            be.Rope(_act.DK, _act.Positions, _act.RopeCos, _act.RopeSin, n, hkv, hd, Options.Seq, inverse: true, xBf16: bf16 ? dk.Slice(0, n * kvd) : default);
-            var dv = Operand(_act.DV, _act.DVB, n * kvd, w.V);
+            var (dq, dk, dv) = AttentionGradients(w, a, n);
             if (w.Q.Trainable) be.MatMul(w.Q.Grad, dq, Saved(a.Xn1, a.Xn1B, w.Q), qd, d, n, transA: true, transB: false, accumulate: true);
             if (w.K.Trainable) be.MatMul(w.K.Grad, dk, Saved(a.Xn1, a.Xn1B, w.K), kvd, d, n, transA: true, transB: false, accumulate: true);
             if (w.V.Trainable) be.MatMul(w.V.Grad, dv, Saved(a.Xn1, a.Xn1B, w.V), kvd, d, n, transA: true, transB: false, accumulate: true);
@@ -78,6 +71,34 @@ public sealed partial class LlamaModel
             be.RmsNormBackward(dRes, w.InputNorm.Grad, _act.DXn, _act.Residual[l], w.InputNorm.Value, a.Rstd1, n, d, dResB);
         }
         if (_embed.Trainable) be.EmbeddingBackward(_embed.Grad, _act.Ids, dRes, n, d, v);
+    }
+
+    /// <summary>
+    /// The attention's backward pass from dO = DAttn: the products' operands dq and dk (rotated back by RoPE) and dv.
+    /// Where the back-end fuses it (bf16 attention operands, every q, k, v weight computing in bf16), one call rotates
+    /// and rounds the gradients as the attention kernels store them; else the attention writes fp32 gradients, the
+    /// inverse rotation writes the bf16 operands of dq and dk in the same pass, and dv is rounded (in bf16).
+    /// </summary>
+    private (Tensor Dq, Tensor Dk, Tensor Dv) AttentionGradients(LayerWeights w, LayerActivations a, int n)
+    {
+        var be = Backend;
+        var c = Config;
+        int hd = c.HeadDim, hq = c.NumAttentionHeads, hkv = c.NumKeyValueHeads, qd = hq * hd, kvd = hkv * hd;
+        bool bf16 = Options.Precision == Precision.Bf16;
+        if (bf16 && _act.Bf16Attention && be.FusesAttentionBackwardRope(hd)
+            && w.Q.Compute.Type == DType.BF16 && w.K.Compute.Type == DType.BF16 && w.V.Compute.Type == DType.BF16)
+        {
+            be.AttentionBackwardRope(_act.DQB, _act.DKB, _act.DVB, _act.DAttn, a.AttnO, a.Lse, a.AttnQ, a.AttnK, a.AttnV, DocStartOrEmpty,
+                _batch, _seq, hq, hkv, hd, _attnScale, _act.Positions, _act.RopeCos, _act.RopeSin, Options.Seq);
+            return (_act.DQB, _act.DKB, _act.DVB);
+        }
+        be.AttentionBackward(_act.DQ, _act.DK, _act.DV, _act.DAttn, a.AttnO, a.Lse, a.AttnQ, a.AttnK, a.AttnV, DocStartOrEmpty,
+            _batch, _seq, hq, hkv, hd, _attnScale, bf16);
+        var dq = bf16 ? _act.DQB : _act.DQ;
+        var dk = bf16 ? _act.DKB : _act.DK;
+        be.Rope(_act.DQ, _act.Positions, _act.RopeCos, _act.RopeSin, n, hq, hd, Options.Seq, inverse: true, xBf16: bf16 ? dq.Slice(0, n * qd) : default);
+        be.Rope(_act.DK, _act.Positions, _act.RopeCos, _act.RopeSin, n, hkv, hd, Options.Seq, inverse: true, xBf16: bf16 ? dk.Slice(0, n * kvd) : default);
+        return (dq, dk, Operand(_act.DV, _act.DVB, n * kvd, w.V));
     }
 
     /// <summary>

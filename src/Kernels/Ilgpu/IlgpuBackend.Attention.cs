@@ -25,7 +25,7 @@ public sealed partial class IlgpuBackend
     /// <summary>Shape and tiling of an attention launch.</summary>
     internal struct AttentionArgs
     {
-        public int Batch, Seq, Heads, KvHeads, HeadDim, BQ, BK, HasDoc, OutBf16;
+        public int Batch, Seq, Heads, KvHeads, HeadDim, BQ, BK, HasDoc, OutBf16, RopeMax;
         public float Scale;
     }
 

@@ -72,15 +72,15 @@ public sealed partial class IlgpuBackend
 
     private Action<KernelConfig, ArrayView<float>, ArrayView<uint>, ArrayView<float>, ArrayView<U4>, ArrayView<U4>, ArrayView<U4>, ArrayView<int>, AttentionArgs> _attentionTcForward = null!;
     private Action<KernelConfig, ArrayView<float>, ArrayView<U4>, ArrayView<U4>, AttentionArgs> _attentionTcDelta = null!;
-    private Action<KernelConfig, ArrayView<float>, ArrayView<U4>, ArrayView<float>, ArrayView<float>, ArrayView<U4>, ArrayView<U4>, ArrayView<U4>, ArrayView<int>, AttentionArgs> _attentionTcDq = null!;
-    private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<U4>, ArrayView<float>, ArrayView<float>, ArrayView<U4>, ArrayView<U4>, ArrayView<U4>, ArrayView<int>, AttentionArgs> _attentionTcDkDv = null!;
+    private Action<KernelConfig, ArrayView<uint>, ArrayView<U4>, ArrayView<float>, ArrayView<float>, ArrayView<U4>, ArrayView<U4>, ArrayView<U4>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, AttentionArgs> _attentionTcDq = null!;
+    private Action<KernelConfig, ArrayView<uint>, ArrayView<uint>, ArrayView<U4>, ArrayView<float>, ArrayView<float>, ArrayView<U4>, ArrayView<U4>, ArrayView<U4>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, AttentionArgs> _attentionTcDkDv = null!;
 
     private void LoadAttentionTc()
     {
         _attentionTcForward = Load<ArrayView<float>, ArrayView<uint>, ArrayView<float>, ArrayView<U4>, ArrayView<U4>, ArrayView<U4>, ArrayView<int>, AttentionArgs>(AttentionTcForwardKernel);
         _attentionTcDelta = Load<ArrayView<float>, ArrayView<U4>, ArrayView<U4>, AttentionArgs>(AttentionTcDeltaKernel);
-        _attentionTcDq = Load<ArrayView<float>, ArrayView<U4>, ArrayView<float>, ArrayView<float>, ArrayView<U4>, ArrayView<U4>, ArrayView<U4>, ArrayView<int>, AttentionArgs>(AttentionTcDqKernel);
-        _attentionTcDkDv = Load<ArrayView<float>, ArrayView<float>, ArrayView<U4>, ArrayView<float>, ArrayView<float>, ArrayView<U4>, ArrayView<U4>, ArrayView<U4>, ArrayView<int>, AttentionArgs>(AttentionTcDkDvKernel);
+        _attentionTcDq = Load<ArrayView<uint>, ArrayView<U4>, ArrayView<float>, ArrayView<float>, ArrayView<U4>, ArrayView<U4>, ArrayView<U4>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, AttentionArgs>(AttentionTcDqKernel);
+        _attentionTcDkDv = Load<ArrayView<uint>, ArrayView<uint>, ArrayView<U4>, ArrayView<float>, ArrayView<float>, ArrayView<U4>, ArrayView<U4>, ArrayView<U4>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, AttentionArgs>(AttentionTcDkDvKernel);
     }
 
     /// <summary>
@@ -161,19 +161,47 @@ public sealed partial class IlgpuBackend
         _attentionTcForward(TcConfig(units), outBf16 ? _dummy.View.BaseView.Cast<float>() : F(o), o16, F(lse), ops[0], ops[1], ops[2], IOrDummy(docStart), a);
     }
 
-    private void AttentionTcBackward(Tensor dq, Tensor dk, Tensor dv, Tensor dO, Tensor o, Tensor lse,
-        Tensor q, Tensor k, Tensor v, Tensor docStart, int batch, int seq, int heads, int kvHeads, float scale)
+    /// <inheritdoc/>
+    /// <remarks>On the tensor-core kernels (head dimension 64, <see cref="TensorCoreAttention"/> on): dQ and dK/dV rotate their rows back and round them as they store them.</remarks>
+    public override bool FusesAttentionBackwardRope(int headDim) => TensorCoreAttention && headDim == TcHeadDim;
+
+    /// <inheritdoc/>
+    protected override void AttentionBackwardRopeCore(Tensor dq, Tensor dk, Tensor dv, Tensor dO, Tensor o, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor docStart,
+        int batch, int seq, int heads, int kvHeads, int headDim, float scale, Tensor positions, Tensor cos, Tensor sin, int maxPositions) =>
+        AttentionTcBackward(dq, dk, dv, dO, o, lse, q, k, v, docStart, batch, seq, heads, kvHeads, scale, positions, cos, sin, maxPositions);
+
+    /// <summary>
+    /// The tensor-core backward pass. dq, dk, dv are F32, or BF16 (each starting on 4 bytes); with maxPositions &gt; 0
+    /// the dQ and dK/dV kernels rotate dq and dk back by the positions' angles (as RopeCore with inverse: true) as they
+    /// store them.
+    /// </summary>
+    private void AttentionTcBackward(Tensor dq, Tensor dk, Tensor dv, Tensor dO, Tensor o, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor docStart,
+        int batch, int seq, int heads, int kvHeads, float scale, Tensor positions = default, Tensor cos = default, Tensor sin = default, int maxPositions = 0)
     {
         long rows = (long)batch * seq * heads;
         var ops = TcOperands(rows, out var delta, dO, o, q, k, v);
         var da = Args(batch, seq, heads, kvHeads, TcHeadDim, scale, !docStart.IsEmpty, (1, 1));
         _attentionTcDelta(Config(TileGroups((rows + WarpsPerGroup - 1) / WarpsPerGroup)), delta, ops[0], ops[1], da);
         var aq = Args(batch, seq, heads, kvHeads, TcHeadDim, scale, !docStart.IsEmpty, (TcRows, TcTile));
+        aq.OutBf16 = dq.Type == DType.BF16 ? 1 : 0;
+        aq.RopeMax = maxPositions;
+        var (pos, c, s) = maxPositions > 0 ? (I(positions), F(cos), F(sin)) : (IOrDummy(default), FOrDummy(default), FOrDummy(default));
         long unitsQ = (long)batch * heads * ((seq + TcRows - 1) / TcRows);
-        _attentionTcDq(TcConfig(unitsQ), F(dq), ops[0], F(lse), delta, ops[2], ops[3], ops[4], IOrDummy(docStart), aq);
+        _attentionTcDq(TcConfig(unitsQ), GradientWords(dq), ops[0], F(lse), delta, ops[2], ops[3], ops[4], IOrDummy(docStart), pos, c, s, aq);
         var ak = Args(batch, seq, heads, kvHeads, TcHeadDim, scale, !docStart.IsEmpty, (TcTile, TcRows));
+        ak.OutBf16 = aq.OutBf16;
+        ak.RopeMax = maxPositions;
         long unitsK = (long)batch * kvHeads * ((seq + TcRows - 1) / TcRows);
-        _attentionTcDkDv(TcConfig(unitsK), F(dk), F(dv), ops[0], F(lse), delta, ops[2], ops[3], ops[4], IOrDummy(docStart), ak);
+        _attentionTcDkDv(TcConfig(unitsK), GradientWords(dk), GradientWords(dv), ops[0], F(lse), delta, ops[2], ops[3], ops[4], IOrDummy(docStart), pos, c, s, ak);
+    }
+
+    /// <summary>A gradient output of the backward kernels as 4-byte words: one per float (F32), one per bf16 pair (BF16, starting on 4 bytes).</summary>
+    private ArrayView<uint> GradientWords(Tensor t)
+    {
+        if (t.Type == DType.F32) return F(t).Cast<uint>();
+        var pairs = PairView(t, out bool aligned);
+        if (!aligned) throw new ArgumentException($"BF16 attention gradient '{t.Name}' must start on a 4-byte boundary", t.Name);
+        return pairs;
     }
 
     // ------------------------------------------------------------------ fragments and tiles

@@ -87,11 +87,12 @@ public sealed partial class IlgpuBackend
     /// <summary>
     /// dq for one (sequence, head, 64 queries) per unit: Q and dO as A fragments; per visible 64-key tile
     /// P = 2^(S·scale·log2 e − lse·log2 e), dP = dO·Vᵀ, dS = P∘(dP − D), dQ += dS·K (K as [key][d pair] and
-    /// [d][key pair], V as [key][d pair]); dq = scale·dQ.
+    /// [d][key pair], V as [key][d pair]); dq = scale·dQ, with a.RopeMax &gt; 0 rotated back by the rows' positions
+    /// (<see cref="Unrotated"/>), stored as floats or, with a.OutBf16, as bf16 pairs (dq as 4-byte words).
     /// </summary>
     [IlgpuKernel]
-    internal static void AttentionTcDqKernel(ArrayView<float> dq, ArrayView<U4> dO, ArrayView<float> lse, ArrayView<float> delta,
-        ArrayView<U4> q, ArrayView<U4> k, ArrayView<U4> v, ArrayView<int> doc, AttentionArgs a)
+    internal static void AttentionTcDqKernel(ArrayView<uint> dq, ArrayView<U4> dO, ArrayView<float> lse, ArrayView<float> delta,
+        ArrayView<U4> q, ArrayView<U4> k, ArrayView<U4> v, ArrayView<int> doc, ArrayView<int> positions, ArrayView<float> cos, ArrayView<float> sin, AttentionArgs a)
     {
         var ks4 = SharedMemory.Allocate<U4>(TcStage / 4);
         var kt4 = SharedMemory.Allocate<U4>(TcStage / 4);
@@ -130,8 +131,75 @@ public sealed partial class IlgpuBackend
                 }
                 Group.Barrier();
             }
-            StoreRows(dq, q.Cast<uint>(), 0, unit.QBase, ldq, ru, seq, t, acc, a.Scale, a.Scale);
+            acc = Map(acc, default, new RowScale { Su = a.Scale, Sl = a.Scale });
+            if (a.RopeMax != 0) acc = Unrotated(acc, RopeRowsOf(positions, (long)unit.B * seq, ru, seq, a.RopeMax), cos, sin, t);
+            StoreRows(dq.Cast<float>(), dq, a.OutBf16, unit.QBase, ldq, ru, seq, t, acc, 1f, 1f);
         }
+    }
+
+    /// <summary>
+    /// Where a lane's two rows (r and r + 8 of a sequence whose tokens start at token0) find their angles: table row
+    /// offsets (position · 32) and whether each position lies in the table (a row past the sequence or a position
+    /// outside the table keeps its values, as RopeCore leaves them; its offset is row 0's).
+    /// </summary>
+    internal struct RopeRows
+    {
+        public long Tu, Tl;
+        public bool InU, InL;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static RopeRows RopeRowsOf(ArrayView<int> positions, long token0, int r, int seq, int max)
+    {
+        int pu = r < seq ? positions[token0 + r] : -1, pl = r + 8 < seq ? positions[token0 + r + 8] : -1;
+        RopeRows rr;
+        rr.InU = pu >= 0 && pu < max;
+        rr.InL = pl >= 0 && pl < max;
+        rr.Tu = (long)(rr.InU ? pu : 0) * (TcHeadDim / 2);
+        rr.Tl = (long)(rr.InL ? pl : 0) * (TcHeadDim / 2);
+        return rr;
+    }
+
+    /// <summary>
+    /// A warp's 16 × 64 gradient block rotated back (rotate-half layout: column c pairs with c + 32, which is the same
+    /// lane's fragment J(j + 4) for J(j)): the arithmetic of RopeQuadAt with sign −1, so that the result is the one the
+    /// separate inverse RoPE gives.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static C8 Unrotated(C8 c, RopeRows r, ArrayView<float> cos, ArrayView<float> sin, int t)
+    {
+        var p = UnrotatedPair(c.J0, c.J4, 2 * t, r, cos, sin); c.J0 = p.Lo; c.J4 = p.Hi;
+        p = UnrotatedPair(c.J1, c.J5, 8 + 2 * t, r, cos, sin); c.J1 = p.Lo; c.J5 = p.Hi;
+        p = UnrotatedPair(c.J2, c.J6, 16 + 2 * t, r, cos, sin); c.J2 = p.Lo; c.J6 = p.Hi;
+        p = UnrotatedPair(c.J3, c.J7, 24 + 2 * t, r, cos, sin); c.J3 = p.Lo; c.J7 = p.Hi;
+        return c;
+    }
+
+    /// <summary>Two C fragments: columns col, col + 1 (Lo) and col + 32, col + 33 (Hi).</summary>
+    internal struct FragPair
+    {
+        public CFrag Lo, Hi;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static FragPair UnrotatedPair(CFrag lo, CFrag hi, int col, RopeRows r, ArrayView<float> cos, ArrayView<float> sin)
+    {
+        float cu0 = cos[r.Tu + col], cu1 = cos[r.Tu + col + 1], su0 = -sin[r.Tu + col], su1 = -sin[r.Tu + col + 1];
+        float cl0 = cos[r.Tl + col], cl1 = cos[r.Tl + col + 1], sl0 = -sin[r.Tl + col], sl1 = -sin[r.Tl + col + 1];
+        FragPair p;
+        p.Lo = lo;
+        p.Hi = hi;
+        if (r.InU)
+        {
+            p.Lo.X0 = lo.X0 * cu0 - hi.X0 * su0; p.Hi.X0 = hi.X0 * cu0 + lo.X0 * su0;
+            p.Lo.X1 = lo.X1 * cu1 - hi.X1 * su1; p.Hi.X1 = hi.X1 * cu1 + lo.X1 * su1;
+        }
+        if (r.InL)
+        {
+            p.Lo.X2 = lo.X2 * cl0 - hi.X2 * sl0; p.Hi.X2 = hi.X2 * cl0 + lo.X2 * sl0;
+            p.Lo.X3 = lo.X3 * cl1 - hi.X3 * sl1; p.Hi.X3 = hi.X3 * cl1 + lo.X3 * sl1;
+        }
+        return p;
     }
 
     /// <summary>
@@ -181,11 +249,13 @@ public sealed partial class IlgpuBackend
     /// dk, dv for one (sequence, kv head, 64 keys) per unit over the 64-query tiles of every head of its group: K and
     /// V as A fragments; Pᵀ = 2^(K·Qᵀ·scale·log2 e − lse·log2 e), dV += Pᵀ·dO, dPᵀ = V·dOᵀ, dSᵀ = Pᵀ∘(dPᵀ − D),
     /// dK += dSᵀ·Q (Q and dO as [query][d pair] and [d][query pair]; the tile's lse, D and first keys in shared);
-    /// dk = scale·dK.
+    /// dk = scale·dK, with a.RopeMax &gt; 0 rotated back by the keys' positions; dk and dv stored as floats or, with
+    /// a.OutBf16, as bf16 pairs (as 4-byte words).
     /// </summary>
     [IlgpuKernel]
-    internal static void AttentionTcDkDvKernel(ArrayView<float> dk, ArrayView<float> dv, ArrayView<U4> dO, ArrayView<float> lse,
-        ArrayView<float> delta, ArrayView<U4> q, ArrayView<U4> k, ArrayView<U4> v, ArrayView<int> doc, AttentionArgs a)
+    internal static void AttentionTcDkDvKernel(ArrayView<uint> dk, ArrayView<uint> dv, ArrayView<U4> dO, ArrayView<float> lse,
+        ArrayView<float> delta, ArrayView<U4> q, ArrayView<U4> k, ArrayView<U4> v, ArrayView<int> doc, ArrayView<int> positions, ArrayView<float> cos,
+        ArrayView<float> sin, AttentionArgs a)
     {
         var qs4 = SharedMemory.Allocate<U4>(TcStage / 4);
         var qt4 = SharedMemory.Allocate<U4>(TcStage / 4);
@@ -250,8 +320,10 @@ public sealed partial class IlgpuBackend
                     Group.Barrier();
                 }
             }
-            StoreRows(dk, k.Cast<uint>(), 0, kBase, ldk, ku, seq, t, dK, a.Scale, a.Scale);
-            StoreRows(dv, v.Cast<uint>(), 0, kBase, ldk, ku, seq, t, dV, 1f, 1f);
+            dK = Map(dK, default, new RowScale { Su = a.Scale, Sl = a.Scale });
+            if (a.RopeMax != 0) dK = Unrotated(dK, RopeRowsOf(positions, (long)b * seq, ku, seq, a.RopeMax), cos, sin, t);
+            StoreRows(dk.Cast<float>(), dk, a.OutBf16, kBase, ldk, ku, seq, t, dK, 1f, 1f);
+            StoreRows(dv.Cast<float>(), dv, a.OutBf16, kBase, ldk, ku, seq, t, dV, 1f, 1f);
         }
     }
 }

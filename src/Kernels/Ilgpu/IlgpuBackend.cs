@@ -375,6 +375,18 @@ public sealed partial class IlgpuBackend : Backend
         where T7 : struct where T8 : struct where T9 : struct where T10 : struct
     { Track(k); return _acc.LoadStreamKernel(k); }
 
+    private Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12> Load<T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12>(
+        Action<T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12> k)
+        where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct
+        where T7 : struct where T8 : struct where T9 : struct where T10 : struct where T11 : struct where T12 : struct
+    { Track(k); return _acc.LoadStreamKernel(k); }
+
+    private Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12, T13> Load<T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12, T13>(
+        Action<T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12, T13> k)
+        where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct
+        where T7 : struct where T8 : struct where T9 : struct where T10 : struct where T11 : struct where T12 : struct where T13 : struct
+    { Track(k); return _acc.LoadStreamKernel(k); }
+
     /// <summary>Compiles every kernel once (each family's file declares its launchers and loads them here).</summary>
     private void LoadKernels()
     {
