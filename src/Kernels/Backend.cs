@@ -219,10 +219,13 @@ public abstract partial class Backend : IDisposable
     /// Rotates x [n, heads, headDim] in place, Hugging Face's rotate-half layout (pairs i and i + headDim/2), by the
     /// angles of positions[i] taken from the tables cos/sin [maxPositions, headDim/2]. With
     /// <paramref name="inverse"/> it rotates by the negative angle, which is the backward pass. With
-    /// <paramref name="xBf16"/> (BF16) the rotated values are also written rounded to bfloat16, in the same pass.
+    /// <paramref name="xBf16"/> (BF16) the rotated values are also written rounded to bfloat16, in the same pass, and
+    /// with <paramref name="writeX"/> false only there (x is left as it was: its fp32 rotation is not written at all).
     /// </summary>
-    public void Rope(Tensor x, Tensor positions, Tensor cos, Tensor sin, int n, int heads, int headDim, int maxPositions, bool inverse, Tensor xBf16 = default)
+    public void Rope(Tensor x, Tensor positions, Tensor cos, Tensor sin, int n, int heads, int headDim, int maxPositions, bool inverse, Tensor xBf16 = default,
+        bool writeX = true)
     {
+        if (!writeX && xBf16.IsEmpty) throw new ArgumentException("writeX false needs xBf16: the rotation would go nowhere", nameof(writeX));
         Pos(n, nameof(n)); Pos(heads, nameof(heads)); Pos(headDim, nameof(headDim)); Pos(maxPositions, nameof(maxPositions));
         if (headDim % 2 != 0) throw new ArgumentException($"headDim must be even for RoPE, got {headDim}", nameof(headDim));
         F32(x, nameof(x)); I32(positions, nameof(positions)); F32(cos, nameof(cos)); F32(sin, nameof(sin));
@@ -230,7 +233,7 @@ public abstract partial class Backend : IDisposable
         Need(cos, (long)maxPositions * headDim / 2, nameof(cos)); Need(sin, (long)maxPositions * headDim / 2, nameof(sin));
         if (!xBf16.IsEmpty) OptionalOutputs(default, xBf16, (long)n * heads * headDim, nameof(x), nameof(xBf16));
         long t0 = BeginOp();
-        RopeCore(x, positions, cos, sin, n, heads, headDim, maxPositions, inverse, xBf16);
+        RopeCore(x, positions, cos, sin, n, heads, headDim, maxPositions, inverse, xBf16, writeX);
         EndOp("rope", t0);
     }
 
@@ -488,7 +491,7 @@ public abstract partial class Backend : IDisposable
     /// <summary>Implementation of <see cref="RmsNormBackward"/>.</summary>
     protected abstract void RmsNormBackwardCore(Tensor dx, Tensor dw, Tensor dy, Tensor x, Tensor w, Tensor rstd, int n, int dim, Tensor dxBf16);
     /// <summary>Implementation of <see cref="Rope"/>.</summary>
-    protected abstract void RopeCore(Tensor x, Tensor positions, Tensor cos, Tensor sin, int n, int heads, int headDim, int maxPositions, bool inverse, Tensor xBf16);
+    protected abstract void RopeCore(Tensor x, Tensor positions, Tensor cos, Tensor sin, int n, int heads, int headDim, int maxPositions, bool inverse, Tensor xBf16, bool writeX);
     /// <summary>Implementation of <see cref="AttentionForward"/>.</summary>
     protected abstract void AttentionForwardCore(Tensor o, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor docStart,
         int batch, int seq, int heads, int kvHeads, int headDim, float scale, bool bf16);

@@ -62,10 +62,11 @@ public sealed partial class LlamaModel
         be.MatMul(a.Q, xn1, w.Q.Compute, n, qd, d, transA: false, transB: true, accumulate: false);
         be.MatMul(a.K, xn1, w.K.Compute, n, kvd, d, transA: false, transB: true, accumulate: false);
         be.MatMul(a.V, xn1, w.V.Compute, n, kvd, d, transA: false, transB: true, accumulate: false);
-        // With bf16 attention operands RoPE also writes the rotated q and k in bf16, kept alone for the backward pass.
+        // With bf16 attention operands RoPE writes the rotated q and k in bf16 alone (kept for the backward pass; the
+        // fp32 q and k are scratch, their rotation unread).
         bool bf16Attention = _act.Bf16Attention;
-        be.Rope(a.Q, _act.Positions, _act.RopeCos, _act.RopeSin, n, hq, hd, Options.Seq, inverse: false, xBf16: bf16Attention ? a.QB.Slice(0, n * qd) : default);
-        be.Rope(a.K, _act.Positions, _act.RopeCos, _act.RopeSin, n, hkv, hd, Options.Seq, inverse: false, xBf16: bf16Attention ? a.KB.Slice(0, n * kvd) : default);
+        be.Rope(a.Q, _act.Positions, _act.RopeCos, _act.RopeSin, n, hq, hd, Options.Seq, inverse: false, xBf16: bf16Attention ? a.QB.Slice(0, n * qd) : default, writeX: !bf16Attention);
+        be.Rope(a.K, _act.Positions, _act.RopeCos, _act.RopeSin, n, hkv, hd, Options.Seq, inverse: false, xBf16: bf16Attention ? a.KB.Slice(0, n * kvd) : default, writeX: !bf16Attention);
         if (bf16Attention) be.ToBf16(a.VB.Slice(0, n * kvd), a.V.Slice(0, n * kvd));
         be.AttentionForward(a.AttnO, a.Lse, a.AttnQ, a.AttnK, a.AttnV, DocStartOrEmpty, _batch, _seq, hq, hkv, hd, _attnScale, bf16);
         var xMid = a.XMid.Slice(0, n * d);

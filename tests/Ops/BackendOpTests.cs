@@ -172,8 +172,14 @@ public abstract class BackendOpTests
         using var h = H();
         var tx = h.Input(x); var tr = h.Input(r); var tp = h.Input(pos); var tc = h.Input(cos); var ts = h.Input(sin);
         var x16 = h.OutputBf16(n * heads * hd); var r16 = h.OutputBf16(n * heads * hd);
+        var tk = h.Input(x); var k16 = h.OutputBf16(n * heads * hd);
         h.Commit();
+        // writeX false: the rotation goes to the bf16 copy alone, x stays as it was.
+        Backend.Rope(tk, tp, tc, ts, n, heads, hd, maxPos, inverse: false, xBf16: k16, writeX: false);
+        Assert.That(h.Read(tk), Is.EqualTo(x));
+        Assert.Throws<ArgumentException>(() => Backend.Rope(tk, tp, tc, ts, n, heads, hd, maxPos, inverse: false, writeX: false));
         Backend.Rope(tx, tp, tc, ts, n, heads, hd, maxPos, inverse: false, xBf16: x16);
+        Assert.That(h.ReadBf16(k16), Is.EqualTo(h.ReadBf16(x16)));
         Backend.Rope(tr, tp, tc, ts, n, heads, hd, maxPos, inverse: true, xBf16: r16);
         double[] xd = D(x), cd = D(cos), sd = D(sin), rd = D(r);
         Assert.That(RelErr(h.Read(tx), Reference.Rope(xd, pos, cd, sd, n, heads, hd)), Is.LessThan(ForwardTolerance));

@@ -2,15 +2,15 @@ namespace HftRuntime.Kernels.Cpu;
 
 public sealed unsafe partial class CpuBackend
 {
-    private struct RopeArgs { public float* X, Cos, Sin; public int* Pos; public ushort* X16; public int Heads, HeadDim, MaxPositions; public bool Inverse; }
+    private struct RopeArgs { public float* X, Cos, Sin; public int* Pos; public ushort* X16; public int Heads, HeadDim, MaxPositions; public bool Inverse, WriteX; }
 
     /// <inheritdoc/>
-    protected override void RopeCore(Tensor x, Tensor positions, Tensor cos, Tensor sin, int n, int heads, int headDim, int maxPositions, bool inverse, Tensor xBf16)
+    protected override void RopeCore(Tensor x, Tensor positions, Tensor cos, Tensor sin, int n, int heads, int headDim, int maxPositions, bool inverse, Tensor xBf16, bool writeX)
     {
         var a = new RopeArgs
         {
             X = F(x), Cos = F(cos), Sin = F(sin), Pos = I(positions), X16 = xBf16.IsEmpty ? null : H(xBf16),
-            Heads = heads, HeadDim = headDim, MaxPositions = maxPositions, Inverse = inverse,
+            Heads = heads, HeadDim = headDim, MaxPositions = maxPositions, Inverse = inverse, WriteX = writeX,
         };
         for (int i = 0; i < n; i++)
             if ((uint)a.Pos[i] >= (uint)maxPositions)
@@ -26,7 +26,15 @@ public sealed unsafe partial class CpuBackend
         for (int i = s; i < e; i++)
         {
             float* c = a->Cos + (long)a->Pos[i] * half, sn = a->Sin + (long)a->Pos[i] * half;
-            float* row = a->X + (long)i * a->Heads * a->HeadDim;
+            int width = a->Heads * a->HeadDim;
+            float* row = a->X + (long)i * width;
+            if (!a->WriteX)
+            {
+                // Only the bf16 copy receives the rotation: rotate a copy of the row.
+                float* copy = ScratchBuffer.Get(width);
+                Buffer.MemoryCopy(row, copy, (long)width * sizeof(float), (long)width * sizeof(float));
+                row = copy;
+            }
             for (int h = 0; h < a->Heads; h++)
             {
                 float* x = row + h * a->HeadDim;
@@ -37,7 +45,6 @@ public sealed unsafe partial class CpuBackend
                     x[j + half] = x2 * cj + x1 * sj;
                 }
             }
-            int width = a->Heads * a->HeadDim;
             if (a->X16 != null) RoundRange(row, a->X16 + (long)i * width, 0, width);
         }
     }

@@ -14,7 +14,7 @@ public sealed partial class IlgpuBackend
     /// <summary>Shape of a RoPE launch.</summary>
     internal struct RopeArgs
     {
-        public int N, Heads, HeadDim, MaxPositions, HasBf16;
+        public int N, Heads, HeadDim, MaxPositions, HasBf16, WriteX;
         public float Sign;
     }
 
@@ -27,9 +27,9 @@ public sealed partial class IlgpuBackend
     }
 
     /// <inheritdoc/>
-    protected override void RopeCore(Tensor x, Tensor positions, Tensor cos, Tensor sin, int n, int heads, int headDim, int maxPositions, bool inverse, Tensor xBf16)
+    protected override void RopeCore(Tensor x, Tensor positions, Tensor cos, Tensor sin, int n, int heads, int headDim, int maxPositions, bool inverse, Tensor xBf16, bool writeX)
     {
-        var a = new RopeArgs { N = n, Heads = heads, HeadDim = headDim, MaxPositions = maxPositions, Sign = inverse ? -1f : 1f, HasBf16 = xBf16.IsEmpty ? 0 : 1 };
+        var a = new RopeArgs { N = n, Heads = heads, HeadDim = headDim, MaxPositions = maxPositions, Sign = inverse ? -1f : 1f, HasBf16 = xBf16.IsEmpty ? 0 : 1, WriteX = writeX ? 1 : 0 };
         // Four pairs per thread in 16-byte loads where the halves are whole quads and every tensor starts on 16 bytes
         // (8 for the bf16 copy): a quarter of the threads and loads.
         if (headDim % 8 == 0 && x.ByteOffset % 16 == 0 && cos.ByteOffset % 16 == 0 && sin.ByteOffset % 16 == 0 && (xBf16.IsEmpty || xBf16.ByteOffset % 8 == 0))
@@ -105,8 +105,11 @@ public sealed partial class IlgpuBackend
             y1.Y = x1.Y * c.Y - x2.Y * sy; y2.Y = x2.Y * c.Y + x1.Y * sy;
             y1.Z = x1.Z * c.Z - x2.Z * sz; y2.Z = x2.Z * c.Z + x1.Z * sz;
             y1.W = x1.W * c.W - x2.W * sw; y2.W = x2.W * c.W + x1.W * sw;
-            x[q.O] = y1;
-            x[q.O + q.Half4] = y2;
+            if (a.WriteX != 0)
+            {
+                x[q.O] = y1;
+                x[q.O + q.Half4] = y2;
+            }
             x1 = y1;
             x2 = y2;
         }
@@ -138,8 +141,11 @@ public sealed partial class IlgpuBackend
                 long t = (long)p * half + j;
                 float c = cos[t], s = a.Sign * sin[t];
                 float y1 = x1 * c - x2 * s, y2 = x2 * c + x1 * s;
-                x[o] = y1;
-                x[o + half] = y2;
+                if (a.WriteX != 0)
+                {
+                    x[o] = y1;
+                    x[o + half] = y2;
+                }
                 x1 = y1;
                 x2 = y2;
             }
