@@ -111,10 +111,10 @@ public abstract class BackendOpTests
         Assert.Throws<ArgumentException>(() => Backend.RmsNormForward(default, rstd, tx, tw, n, d, 1e-5f), "no output at all");
     }
 
-    [Test]
-    public void FusedSwiGluWritesBf16WithOrWithoutTheFloatOutput()
+    [TestCase(5003)]
+    [TestCase(5004)] // whole quads: the GPU back-end's quad kernel
+    public void FusedSwiGluWritesBf16WithOrWithoutTheFloatOutput(int count)
     {
-        int count = 5003;
         var rng = new Random(9);
         var g = Randn(rng, count, 2); var u = Randn(rng, count);
         using var h = H();
@@ -137,7 +137,8 @@ public abstract class BackendOpTests
     [TestCase(4100)]
     public void SwiGluInBf16KeepsRoundedInputsAndWritesRoundedGradients(int count)
     {
-        // An odd count takes the GPU back-end's one-element kernel, an even one its bf16-pair kernel.
+        // An odd count takes the GPU back-end's one-element kernels, an even one its bf16-pair backward kernel (and
+        // 4100, whole quads, its quad forward kernel).
         var rng = new Random(10);
         var g = Randn(rng, count, 2); var u = Randn(rng, count); var r = Randn(rng, count);
         var gr = g.Select(Bf16.Round).ToArray(); var ur = u.Select(Bf16.Round).ToArray();
