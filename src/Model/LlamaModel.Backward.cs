@@ -31,7 +31,7 @@ public sealed partial class LlamaModel
         {
             // With activation checkpointing every layer shares one activation set: refill it from the layer's input
             // (the last layer's is still there from the forward pass).
-            if (Options.CheckpointActivations && l < _layers.Length - 1) ForwardLayer(l);
+            if (Options.CheckpointActivations && l < _layers.Length - 1) ForwardLayer(l, refill: true);
             var w = _layers[l];
             var a = _act.Layers[l];
             // MLP: Residual[l+1] = xMid + down(silu(gate(xn2)) · up(xn2)), xn2 = norm(xMid)

@@ -43,8 +43,10 @@ public sealed partial class LlamaModel
     /// <summary>
     /// One decoder layer: Residual[l + 1] from Residual[l], keeping what the backward pass reads in the layer's
     /// activation set (with activation checkpointing the one shared set, refilled again during the backward pass).
+    /// With <paramref name="refill"/> (that refill) it stops after SwiGLU: the backward pass reads nothing the down
+    /// projection and the residual add produce, and Residual[l + 1] already holds their sum.
     /// </summary>
-    private void ForwardLayer(int l)
+    private void ForwardLayer(int l, bool refill = false)
     {
         var be = Backend;
         var c = Config;
@@ -81,6 +83,7 @@ public sealed partial class LlamaModel
             be.SwiGluForward(default, a.Gate.Slice(0, n * f), a.Up.Slice(0, n * f), a.HB.Slice(0, n * f), a.GateB.Slice(0, n * f), a.UpB.Slice(0, n * f));
         else
             be.SwiGluForward(a.H.Slice(0, n * f), a.Gate.Slice(0, n * f), a.Up.Slice(0, n * f));
+        if (refill) return;
         var next = _act.Residual[l + 1].Slice(0, n * d);
         be.MatMul(next, bf16 ? a.HB : a.H, w.Down.Compute, n, d, f, transA: false, transB: true, accumulate: false);
         be.AddInPlace(next, xMid);
