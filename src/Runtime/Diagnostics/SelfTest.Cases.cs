@@ -174,7 +174,8 @@ public static partial class SelfTest
         };
     });
 
-    private static SelfTestCase Rope(int n, int heads, int hd, int maxPos, bool large, int seed) => new("rope", S($"{n}x{heads}x{hd}"), large, seed, rng =>
+    /// <summary>RoPE tables [maxPos, hd/2] with base 10000.</summary>
+    private static (float[] Cos, float[] Sin) RopeTables(int maxPos, int hd)
     {
         int half = hd / 2;
         var cos = new float[maxPos * half]; var sin = new float[maxPos * half];
@@ -185,6 +186,12 @@ public static partial class SelfTest
                 cos[p * half + j] = (float)Math.Cos(angle);
                 sin[p * half + j] = (float)Math.Sin(angle);
             }
+        return (cos, sin);
+    }
+
+    private static SelfTestCase Rope(int n, int heads, int hd, int maxPos, bool large, int seed) => new("rope", S($"{n}x{heads}x{hd}"), large, seed, rng =>
+    {
+        var (cos, sin) = RopeTables(maxPos, hd);
         var x = Randn(rng, (long)n * heads * hd); var pos = RandInt(rng, n, maxPos);
         return c =>
         {
@@ -228,14 +235,21 @@ public static partial class SelfTest
             float scale = 1f / MathF.Sqrt(hd);
             // Causal: half of the seq² score matrix; QKᵀ and PV forward, five products backward.
             double fwdFlops = 2.0 * 2 * batch * heads * ((double)seq * (seq + 1) / 2) * hd;
+            // RoPE after the backward pass (the model's order): positions t mod 100.
+            const int maxPos = 100;
+            var (cos, sin) = RopeTables(maxPos, hd);
+            var pos = new int[batch * seq];
+            for (int i = 0; i < pos.Length; i++) pos[i] = i % seq % maxPos;
             return c =>
             {
                 var tq = c.In(q); var tk = c.In(k); var tv = c.In(v); var tdo = c.In(dO);
                 var td = doc is null ? default : c.In(doc);
                 var o = c.Out(nq); var lse = c.Out((long)batch * heads * seq);
                 var dq = c.Out(nq); var dk = c.Out(nk); var dv = c.Out(nk);
+                var rq = c.Out(nq); var rk = c.Out(nk); var rv = c.Out(nk);
+                var tp = c.In(pos); var tc = c.In(cos); var ts = c.In(sin);
                 var be = c.Backend;
-                return
+                Step[] steps =
                 [
                     new Step("attention forward", () => be.AttentionForward(o, lse, tq, tk, tv, td, batch, seq, heads, kvHeads, hd, scale, bf16), [o, lse],
                         bf16 ? 1e-2 : 1e-5, fwdFlops),
@@ -243,7 +257,21 @@ public static partial class SelfTest
                     // the three gradients are compared as one vector there.
                     new Step("attention backward", () => be.AttentionBackward(dq, dk, dv, tdo, o, lse, tq, tk, tv, td, batch, seq, heads, kvHeads, hd, scale, bf16),
                         [dq, dk, dv], bf16 ? 2e-2 : 5e-5, 2.5 * fwdFlops, Combined: seq == 1),
+                    // The backward pass with the inverse RoPE of dq and dk: fused where the back-end fuses it (the
+                    // tensor-core kernels' stores), the separate operations elsewhere (the CPU reference).
+                    new Step("attention backward + rope", () =>
+                    {
+                        if (be.FusesAttentionBackwardRope(hd))
+                        {
+                            be.AttentionBackwardRope(rq, rk, rv, tdo, o, lse, tq, tk, tv, td, batch, seq, heads, kvHeads, hd, scale, tp, tc, ts, maxPos);
+                            return;
+                        }
+                        be.AttentionBackward(rq, rk, rv, tdo, o, lse, tq, tk, tv, td, batch, seq, heads, kvHeads, hd, scale, bf16);
+                        be.Rope(rq, tp, tc, ts, batch * seq, heads, hd, maxPos, inverse: true);
+                        be.Rope(rk, tp, tc, ts, batch * seq, kvHeads, hd, maxPos, inverse: true);
+                    }, [rq, rk, rv], 2e-2, 2.5 * fwdFlops, Combined: seq == 1),
                 ];
+                return bf16 && hd == 64 ? steps : steps[..2];
             };
         });
 
