@@ -22,7 +22,10 @@ public sealed partial class IlgpuBackend
     private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionArgs> _attentionDq = null!;
     private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionArgs> _attentionDkDv = null!;
 
-    /// <summary>Shape and tiling of an attention launch.</summary>
+    /// <summary>
+    /// Shape and tiling of an attention launch; for the tensor-core kernels also whether their outputs are bf16
+    /// (OutBf16) and the RoPE table's rows by which dq and dk are rotated back (RopeMax; 0: no rotation).
+    /// </summary>
     internal struct AttentionArgs
     {
         public int Batch, Seq, Heads, KvHeads, HeadDim, BQ, BK, HasDoc, OutBf16, RopeMax;

@@ -13,9 +13,10 @@ namespace HftRuntime.Kernels.Ilgpu;
 /// FlashAttention-2 does. The kernels read q, k, v, o and dO in bf16 (BF16 tensors as they are; F32 ones are rounded
 /// into scratch first) and round the probabilities P and dS (nearest even) where they become mma operands; scores,
 /// the online softmax, the log-sum-exp, D = rowsum(dO∘O) and the accumulators are fp32. The output is written in
-/// fp32, or in bf16 when o is a BF16 tensor.
+/// fp32, or in bf16 when o is a BF16 tensor; the gradients likewise, and through AttentionBackwardRope with dq and dk
+/// rotated back by RoPE as they are stored.
 /// <para>
-/// Layout: each group of 4 warps (128 threads, not the 256 of the other kernels: with 175 to 245 registers per
+/// Layout: each group of 4 warps (128 threads, not the 256 of the other kernels: with 174 to 246 registers per
 /// thread two groups then share an SM) owns 64 rows
 /// (queries for the forward and dQ kernels, keys for the dK/dV kernel), 16 per warp, held as A fragments in registers
 /// for the whole unit. The other side walks through shared memory in
