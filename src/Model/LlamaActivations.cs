@@ -28,8 +28,8 @@ public sealed partial class LlamaModel
     /// SwiGLU keeps its inputs in bf16 alone (its backward pass writes the bf16 gradients over them), and the
     /// backward pass rounds each other output gradient into a bf16 scratch buffer before its two products. Where the
     /// back-end also takes bf16 attention operands (<see cref="Bf16Attention"/>), a layer keeps q, k, v and the
-    /// attention output in bf16 alone: the fp32 q, k, v only pass through scratch, and the attention writes its output
-    /// in bf16 directly.
+    /// attention output in bf16 alone: the fp32 q, k, v only pass through scratch (which the fp32 gradients of q, k, v
+    /// share in the backward pass), and the attention writes its output in bf16 directly.
     /// </summary>
     private sealed class Activations
     {
@@ -122,7 +122,10 @@ public sealed partial class LlamaModel
             if (train)
             {
                 DRes = R("grad.residual", n * d); DXn = R("grad.xn", n * d);
-                DQ = R("grad.q", n * qd); DK = R("grad.k", n * kvd); DV = R("grad.v", n * kvd);
+                // With bf16 attention the fp32 q, k, v scratch is free during the backward pass (a layer's refill
+                // under activation checkpointing is done with it before the layer's attention backward begins): the fp32
+                // gradients (written only where the back-end does not fuse the backward pass with RoPE) take it.
+                (DQ, DK, DV) = Bf16Attention ? (scratchQ, scratchK, scratchV) : (R("grad.q", n * qd), R("grad.k", n * kvd), R("grad.v", n * kvd));
                 DAttn = R("grad.attn", n * qd);
                 DH = scratchF; // the SwiGLU output is dead once the down projection's gradient is formed
             }
