@@ -163,6 +163,19 @@ public sealed class MatMulBf16FastTests : IlgpuFixture
     }
 
     /// <summary>
+    /// Where the warp-specialized kernel takes its 128 × 192 tiles on 132 SMs: the n = 768 products of the 134M model
+    /// (192 tiles of 256 fill 1.45 waves, 256 of 192 fill 1.94), not those with n = 2048 or the head's 32000.
+    /// </summary>
+    [TestCase(8192, 768, true)]
+    [TestCase(2048, 768, true)]
+    [TestCase(8192, 2048, false)]
+    [TestCase(2048, 32000, false)]
+    [TestCase(4096, 4096, false)]
+    [TestCase(128, 256, true)] // one wave either way: each of the two narrow blocks has three quarters of the wide one's work
+    public void NarrowTilesWhereTheLastWaveOfWideOnesIsPartlyEmpty(int m, int n, bool narrow) =>
+        Assert.That(IlgpuBackend.NarrowTilesPay(m, n, 132), Is.EqualTo(narrow));
+
+    /// <summary>
     /// What the fast kernel refuses (the TT form, partial tiles, k not a multiple of 32, an operand not on 16 bytes)
     /// goes to the simple kernel and is still right; NN and TN full tiles, and forced splits, take the fast one.
     /// </summary>

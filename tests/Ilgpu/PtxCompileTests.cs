@@ -156,13 +156,14 @@ public sealed class PtxCompileTests
     }
 
     /// <summary>
-    /// With ptxas 12.0 or newer (sm_90a needs it), the PTX GEMM modules assemble: wgmma (cp.async and TMA loads, and warp-specialized) for sm_90a, mma.sync with 2, 3
+    /// With ptxas 12.0 or newer (sm_90a needs it), the PTX GEMM modules assemble: wgmma (cp.async and TMA loads, and warp-specialized, 256 and 192 wide) for sm_90a, mma.sync with 2, 3
     /// and 4 stages for sm_80 and sm_90; no entry keeps a stack frame or spills, and ptxas does not serialize the wgmma
     /// (a warning it prints when it must).
     /// </summary>
     [TestCase("wgmma", 0, "sm_90a")]
     [TestCase("wgmma-tma", 0, "sm_90a")]
     [TestCase("wgmma-ws", 0, "sm_90a")]
+    [TestCase("wgmma-ws-192", 0, "sm_90a")]
     [TestCase("mma", 2, "sm_80")]
     [TestCase("mma", 3, "sm_80")]
     [TestCase("mma", 4, "sm_90")]
@@ -173,7 +174,7 @@ public sealed class PtxCompileTests
         var m = Regex.Match(RunTool(ptxas, "--version").Output, @"release (\d+)\.");
         if (!m.Success || int.Parse(m.Groups[1].Value) < 12) Assert.Inconclusive("sm_90a needs ptxas 12.0 or newer");
         string file = Path.Combine(Path.GetTempPath(), $"hft-{kernel}{stages}-{arch}-{Environment.ProcessId}.ptx");
-        File.WriteAllText(file, kernel switch { "wgmma" => WgmmaGemmPtx.Module, "wgmma-tma" => WgmmaGemmPtx.TmaModule, "wgmma-ws" => WgmmaWsGemmPtx.Module, _ => MmaGemmPtx.Module(stages) });
+        File.WriteAllText(file, kernel switch { "wgmma" => WgmmaGemmPtx.Module, "wgmma-tma" => WgmmaGemmPtx.TmaModule, "wgmma-ws" => WgmmaWsGemmPtx.Module, "wgmma-ws-192" => WgmmaWsGemmPtx.NarrowModule, _ => MmaGemmPtx.Module(stages) });
         var (code, output) = RunTool(ptxas, $"-arch={arch} -v \"{file}\" -o \"{file}.cubin\"");
         TestContext.Out.WriteLine(output);
         Assert.That(code, Is.Zero, output);

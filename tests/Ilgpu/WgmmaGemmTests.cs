@@ -22,7 +22,11 @@ public class WgmmaGemmTests : IlgpuFixture
     private static readonly PtxGemmCheck WgmmaWs = new(WgmmaWsGemmPtx.Module, WgmmaWsGemmPtx.EntryOf, WgmmaWsGemmPtx.SharedBytes, TensorMaps: true,
         Threads: WgmmaWsGemmPtx.Threads);
 
-    /// <summary>Each shape for the cp.async module, the TMA one and the warp-specialized one.</summary>
+    /// <summary>The warp-specialized module with 128 × 192 tiles.</summary>
+    private static readonly PtxGemmCheck WgmmaWsNarrow = new(WgmmaWsGemmPtx.NarrowModule, WgmmaWsGemmPtx.NarrowEntryOf,
+        WgmmaWsGemmPtx.SharedBytesFor(WgmmaWsGemmPtx.NarrowTileN), TensorMaps: true, Threads: WgmmaWsGemmPtx.Threads, TileN: WgmmaWsGemmPtx.NarrowTileN);
+
+    /// <summary>Each shape for the cp.async module, the TMA one and the warp-specialized ones (256 and 192 wide).</summary>
     private static IEnumerable<TestCaseData> Shapes()
     {
         (bool, bool, int, int, int, bool, int, string)[] shapes =
@@ -37,7 +41,7 @@ public class WgmmaGemmTests : IlgpuFixture
             (false, false, 200, 264, 136, false, 1, "NN, ragged m, n and k"),
             (true, false, 136, 264, 328, true, 2, "TN, ragged m, n and k, split k into 192 + 136, accumulate"),
         ];
-        foreach (string module in new[] { "cp.async", "TMA", "warp-specialized" })
+        foreach (string module in new[] { "cp.async", "TMA", "warp-specialized", "warp-specialized 192" })
             foreach (var (ta, tb, m, n, k, acc, splits, name) in shapes)
                 yield return new TestCaseData(module, ta, tb, m, n, k, acc, splits).SetName(module + ": " + name);
     }
@@ -45,7 +49,7 @@ public class WgmmaGemmTests : IlgpuFixture
     [TestCaseSource(nameof(Shapes))]
     public void MatchesFloat64(string module, bool transA, bool transB, int m, int n, int k, bool accumulate, int splits)
     {
-        var check = module switch { "TMA" => WgmmaTma, "warp-specialized" => WgmmaWs, _ => Wgmma };
+        var check = module switch { "TMA" => WgmmaTma, "warp-specialized" => WgmmaWs, "warp-specialized 192" => WgmmaWsNarrow, _ => Wgmma };
         Assert.That(check.WorstError(transA, transB, m, n, k, accumulate, splits, out string where), Is.LessThanOrEqualTo(1.0), where);
         // The other extreme of asynchrony (copies land at once, wgmma read at their wait) in the other thread order.
         Assert.That(check.WorstError(transA, transB, m, n, k, accumulate, splits, out where, late: true), Is.LessThanOrEqualTo(1.0), "late wgmma: " + where);

@@ -6,9 +6,10 @@ namespace HftRuntime.Tests.Support;
 /// Runs a bf16 GEMM module written as PTX (one of the <see cref="WgmmaGemmPtx"/>-style modules: same parameters, tiles
 /// and layouts of a, b and c) through <see cref="PtxInterpreter"/> against float64; with <paramref name="TensorMaps"/>
 /// its entries also take a's and b's tensor maps (<see cref="GemmTensorMaps.For"/>) after the other parameters; blocks
-/// of <paramref name="Threads"/> threads.
+/// of <paramref name="Threads"/> threads, tiles <paramref name="TileN"/> wide.
 /// </summary>
-internal sealed record PtxGemmCheck(string Module, Func<bool, bool, string> EntryOf, int SharedBytes, bool TensorMaps = false, int Threads = WgmmaGemmPtx.Threads)
+internal sealed record PtxGemmCheck(string Module, Func<bool, bool, string> EntryOf, int SharedBytes, bool TensorMaps = false, int Threads = WgmmaGemmPtx.Threads,
+    int TileN = WgmmaGemmPtx.TileN)
 {
     /// <summary>
     /// Runs the entry of a form in the interpreter (with <paramref name="late"/> the other extreme of asynchrony, in
@@ -36,7 +37,7 @@ internal sealed record PtxGemmCheck(string Module, Func<bool, bool, string> Entr
         Buffer.BlockCopy(b, 0, ptx.Global, (int)bAt, b.Length * 2);
         // Everything past c (the gaps, a and b) must come out as it went in: no store outside c.
         var outside = ptx.Global.AsSpan((int)cBytes).ToArray();
-        int tilesM = (m + WgmmaGemmPtx.TileM - 1) / WgmmaGemmPtx.TileM, tilesN = (n + WgmmaGemmPtx.TileN - 1) / WgmmaGemmPtx.TileN;
+        int tilesM = (m + WgmmaGemmPtx.TileM - 1) / WgmmaGemmPtx.TileM, tilesN = (n + TileN - 1) / TileN;
         ulong g = PtxInterpreter.GlobalBase;
         var (aLo, aHi) = WgmmaGemmPtx.DescriptorBits(kMajor: !transA, swapped);
         var (bLo, bHi) = WgmmaGemmPtx.DescriptorBits(kMajor: transB, swapped);
@@ -45,7 +46,7 @@ internal sealed record PtxGemmCheck(string Module, Func<bool, bool, string> Entr
         if (TensorMaps)
         {
             // The maps' values are handles the interpreter looks up (the driver's encoding is opaque).
-            (ptx.TensorMaps[1], ptx.TensorMaps[2]) = GemmTensorMaps.For(transA, transB, m, n, k, g + (ulong)aAt, g + (ulong)bAt);
+            (ptx.TensorMaps[1], ptx.TensorMaps[2]) = GemmTensorMaps.For(transA, transB, m, n, k, g + (ulong)aAt, g + (ulong)bAt, TileN);
             args = [.. args, 1, 2];
         }
         ptx.Run(tilesM * tilesN * splits, Threads, SharedBytes, args);

@@ -35,13 +35,16 @@ internal static class GemmPtx
 
     public const int StageBytesA = TileM * TileK * 2, StageBytesB = TileN * TileK * 2;
 
+    /// <summary>Bytes of one stage of b for tiles <paramref name="tileN"/> wide (the warp-specialized module also builds 192).</summary>
+    public static int StageBytesBFor(int tileN) => tileN * TileK * 2;
+
     public const string SharedSymbol = "hft_gemm_smem";
 
     public static readonly string[] Parameters = ["p_c", "p_a", "p_b", "p_m", "p_n", "p_k", "p_acc", "p_tiles_m", "p_tiles_n", "p_kper", "p_slice",
         "p_desc_a_lo", "p_desc_a_hi", "p_desc_b_lo", "p_desc_b_hi", "p_group"];
 
     /// <summary>Dynamic shared memory per block for <paramref name="stages"/> stages, plus 1 KiB to align them.</summary>
-    public static int SharedBytes(int stages) => 1024 + stages * (StageBytesA + StageBytesB);
+    public static int SharedBytes(int stages, int tileN = TileN) => 1024 + stages * (StageBytesA + StageBytesBFor(tileN));
 
     /// <summary>The entry of a form (transA: a is [k, m]; transB: b is [n, k]) in a module whose entries start with <paramref name="prefix"/>.</summary>
     public static string EntryOf(string prefix, bool transA, bool transB) => (transA, transB) switch
@@ -123,7 +126,7 @@ internal static class GemmPtx
     /// Parameters, thread indices, this block's tile and k slice (m0, n0, kBegin, kEnd and the step count), and the
     /// shared stages (a's from u32 23, b's from 24).
     /// </summary>
-    public static void Setup(Emitter e, int stages)
+    public static void Setup(Emitter e, int stages, int tileN = TileN)
     {
         for (int i = 0; i < 3; i++)
         {
@@ -157,7 +160,7 @@ internal static class GemmPtx
         e.Ins("add.u32 %u14, %u14, %u46");
         e.Ins("div.u32 %u13, %u27, %u43");
         e.Ins($"mul.lo.u32 %u16, %u14, {TileM}");
-        e.Ins($"mul.lo.u32 %u17, %u13, {TileN}");
+        e.Ins($"mul.lo.u32 %u17, %u13, {tileN}");
         e.Ins("mul.lo.u32 %u18, %u15, %u11");
         e.Ins("add.u32 %u78, %u18, %u11");
         e.Ins("min.u32 %u78, %u78, %u7");
@@ -255,10 +258,10 @@ internal static class GemmPtx
     /// <paramref name="dst"/> = the shared address of stage <paramref name="step"/> mod <paramref name="stages"/> of
     /// a (<paramref name="isA"/>) or b, plus <paramref name="offset"/> (a u32 register) where given.
     /// </summary>
-    public static void StageAddress(Emitter e, string dst, string step, int stages, bool isA, string? offset = null)
+    public static void StageAddress(Emitter e, string dst, string step, int stages, bool isA, string? offset = null, int tileN = TileN)
     {
         e.Ins($"rem.u32 %u27, {step}, {stages}");
-        e.Ins($"mul.lo.u32 {dst}, %u27, {(isA ? StageBytesA : StageBytesB)}");
+        e.Ins($"mul.lo.u32 {dst}, %u27, {(isA ? StageBytesA : StageBytesBFor(tileN))}");
         e.Ins($"add.u32 {dst}, {dst}, {(isA ? "%u23" : "%u24")}");
         if (offset is not null) e.Ins($"add.u32 {dst}, {dst}, {offset}");
     }
@@ -319,7 +322,7 @@ internal static class GemmPtx
     /// sits 16·i rows and 8·j columns further, in registers <paramref name="regOf"/>(i, j) .. + 3 (rows r and r + 8,
     /// two columns each).
     /// </summary>
-    public static void Epilogue(Emitter e, int rowBlocks, int colBlocks, Func<int, int, int> regOf)
+    public static void Epilogue(Emitter e, int rowBlocks, int colBlocks, Func<int, int, int> regOf, int tileN = TileN)
     {
         e.Ins("mul.wide.u32 %q9, %u15, %u12");
         e.Ins("shl.b64 %q9, %q9, 2");
@@ -335,7 +338,7 @@ internal static class GemmPtx
         e.Ins("mul.wide.u32 %q12, %u6, 64");
         // A tile inside c is stored without bounds; a ragged one checks each row (i, half) and column block j.
         e.Ins($"add.u32 %u29, %u16, {TileM}");
-        e.Ins($"add.u32 %u30, %u17, {TileN}");
+        e.Ins($"add.u32 %u30, %u17, {tileN}");
         e.Ins("setp.le.u32 %p_full, %u29, %u5");
         e.Ins("setp.le.u32 %p_r, %u30, %u6");
         e.Ins("and.pred %p_full, %p_full, %p_r");

@@ -23,13 +23,13 @@ internal static class GemmTensorMaps
 {
     /// <summary>
     /// The maps of a and b for op(a) [m, k] · op(b) [k, n]: a k-contiguous operand (a [m, k], b [n, k]) in boxes of 64 k
-    /// × its tile's rows (128 of a, 256 of b); an m- or n-contiguous one (a [k, m], b [k, n]) in boxes of 64 m or n ×
+    /// × its tile's rows (128 of a, 256 or 192 of b); an m- or n-contiguous one (a [k, m], b [k, n]) in boxes of 64 m or n ×
     /// 64 k, one per 64-wide block of its tile.
     /// </summary>
-    public static (TensorMapSpec A, TensorMapSpec B) For(bool transA, bool transB, int m, int n, int k, ulong a, ulong b)
+    public static (TensorMapSpec A, TensorMapSpec B) For(bool transA, bool transB, int m, int n, int k, ulong a, ulong b, int tileN = GemmPtx.TileN)
     {
         var ma = transA ? new TensorMapSpec(a, (uint)m, (uint)k, (ulong)m * 2, 64, 64) : new TensorMapSpec(a, (uint)k, (uint)m, (ulong)k * 2, 64, GemmPtx.TileM);
-        var mb = transB ? new TensorMapSpec(b, (uint)k, (uint)n, (ulong)k * 2, 64, GemmPtx.TileN) : new TensorMapSpec(b, (uint)n, (uint)k, (ulong)n * 2, 64, 64);
+        var mb = transB ? new TensorMapSpec(b, (uint)k, (uint)n, (ulong)k * 2, 64, (uint)tileN) : new TensorMapSpec(b, (uint)n, (uint)k, (ulong)n * 2, 64, 64);
         return (ma, mb);
     }
 

@@ -26,6 +26,18 @@ public sealed partial class IlgpuBackend
     private readonly PtxGemmSlot _wgmmaSlot = new("wgmma", "HFT_WGMMA"), _mmaSlot = new("mma", "HFT_MMA"),
         _wgmmaTmaSlot = new("wgmma-tma", "HFT_WGMMA_TMA"), _wgmmaWsSlot = new("wgmma-ws", "HFT_WGMMA_WS");
 
+    /// <summary>
+    /// The warp-specialized kernel with 128 × 192 tiles, which wgmma-ws takes for the products where it pays
+    /// (<see cref="NarrowTilesPay"/>) once each form passed its own check; HFT_WGMMA_WS192=off keeps every product on 128 × 256.
+    /// </summary>
+    private readonly PtxGemmSlot _wgmmaWsNarrowSlot = new("wgmma-ws-192", "HFT_WGMMA_WS192");
+
+    /// <summary>
+    /// Whether wgmma-ws takes its 128 × 192 kernel where that pays (the default); false keeps every product on
+    /// 128 × 256 tiles (the bench measures both). HFT_WGMMA_WS192=off keeps the narrow module from loading at all.
+    /// </summary>
+    public bool NarrowTiles { get; set; } = true;
+
     /// <summary>The variants whose kernels are PTX of our own (<see cref="PtxStatus"/>, <see cref="PtxLaunches"/>).</summary>
     public static IReadOnlyList<Bf16GemmVariant> PtxVariants { get; } =
         [Bf16GemmVariant.Wgmma, Bf16GemmVariant.WgmmaTma, Bf16GemmVariant.WgmmaWs, Bf16GemmVariant.Mma];
@@ -38,7 +50,9 @@ public sealed partial class IlgpuBackend
         SlotOf(Bf16GemmVariant) is { } slot ? $"{slot.Name} ({Status(slot)})" : NameOf(Bf16GemmVariant);
 
     /// <summary>Launches of a PTX variant's kernel so far (0 for the others).</summary>
-    public long PtxLaunches(Bf16GemmVariant variant) => SlotOf(variant) is { } slot ? Interlocked.Read(ref slot.Launches) : 0;
+    public long PtxLaunches(Bf16GemmVariant variant) => SlotOf(variant) is { } slot
+        ? Interlocked.Read(ref slot.Launches) + (slot == _wgmmaWsSlot ? Interlocked.Read(ref _wgmmaWsNarrowSlot.Launches) : 0)
+        : 0;
 
     /// <summary>
     /// What a PTX variant's kernel did on this back-end: "unused", "unavailable: …" (the device cannot run it, the
@@ -46,6 +60,11 @@ public sealed partial class IlgpuBackend
     /// "unchecked"; null for the other variants.
     /// </summary>
     public string? PtxStatus(Bf16GemmVariant variant) => SlotOf(variant) is { } slot ? Status(slot) : null;
+
+    /// <summary>A slot's status; wgmma-ws's with its 128 × 192 kernel's once that was tried.</summary>
+    private string Status(PtxGemmSlot s) => s == _wgmmaWsSlot && (_wgmmaWsNarrowSlot.Gemm is not null || _wgmmaWsNarrowSlot.Unavailable is not null)
+        ? $"{SlotStatus(s)}; 128×192 tiles: {SlotStatus(_wgmmaWsNarrowSlot)}"
+        : SlotStatus(s);
 
     private PtxGemmSlot? SlotOf(Bf16GemmVariant variant) => variant switch
     {
@@ -56,7 +75,7 @@ public sealed partial class IlgpuBackend
         _ => null,
     };
 
-    private static string Status(PtxGemmSlot s) =>
+    private static string SlotStatus(PtxGemmSlot s) =>
         s.Unavailable is not null ? "unavailable: " + s.Unavailable
         : s.Gemm is null ? "unused"
         : string.Join("; ", new[] { "NT", "NN", "TN" }.Select((f, i) => $"{f} {s.Form[i] ?? "unchecked"}"));
@@ -134,6 +153,7 @@ public sealed partial class IlgpuBackend
         var (splits, kPer) = ForceSplitK > 0 ? SplitPlan(tiles, (long)m * n, k, GemmPtx.TileK)
             : PtxSplitPlanFor(tiles, (long)m * n, k, _acc.NumMultiprocessors);
         IntPtr pa = Address(a), pb = Address(b);
+        if (splits == 1 && ForceSplitK == 0 && slot == _wgmmaWsSlot && NarrowTiles && TryNarrow(c, pa, pb, m, n, k, transA, transB, accumulate)) return true;
         try
         {
             if (splits == 1)
@@ -155,6 +175,41 @@ public sealed partial class IlgpuBackend
         return true;
     }
 
+    /// <summary>
+    /// Whether tiles of 128 × <see cref="WgmmaWsGemmPtx.NarrowTileN"/> finish an unsplit m × n product in less than 0.9
+    /// of the time of 128 × 256 ones, taking a wave of one block per multiprocessor to last in proportion to its tile
+    /// width: for n = 768 and m = 8192, 2 waves of 192 columns against 2 of 256 (the 256-wide second wave 45 % full);
+    /// for n = 2048, 6 waves of 192 against 4 of 256, so the wide tiles stay.
+    /// </summary>
+    internal static bool NarrowTilesPay(int m, int n, int multiprocessors)
+    {
+        long tilesM = (m + GemmPtx.TileM - 1) / GemmPtx.TileM, sms = Math.Max(1, multiprocessors);
+        long Waves(int width) => (tilesM * ((n + width - 1) / width) + sms - 1) / sms;
+        return Waves(WgmmaWsGemmPtx.NarrowTileN) * WgmmaWsGemmPtx.NarrowTileN < 0.9 * Waves(GemmPtx.TileN) * GemmPtx.TileN;
+    }
+
+    /// <summary>
+    /// An unsplit product on the 128 × 192 warp-specialized kernel where <see cref="NarrowTilesPay"/>, its module loads
+    /// and the form passed its check; false (nothing queued) otherwise, and the caller goes on with 128 × 256 tiles.
+    /// </summary>
+    private bool TryNarrow(Tensor c, IntPtr pa, IntPtr pb, int m, int n, int k, bool transA, bool transB, bool accumulate)
+    {
+        var slot = _wgmmaWsNarrowSlot;
+        if (!NarrowTilesPay(m, n, _acc.NumMultiprocessors) || Module(slot) is not { } gemm || !FormChecked(slot, gemm, transA, transB)) return false;
+        int tilesM = (m + GemmPtx.TileM - 1) / GemmPtx.TileM, tilesN = (n + gemm.TileN - 1) / gemm.TileN;
+        try
+        {
+            gemm.Launch(transA, transB, tilesM * tilesN, Address(c), pa, pb, m, n, k, accumulate, tilesM, tilesN, k, m * n, slot.Swapped[Form(transA, transB)]);
+        }
+        catch (InvalidOperationException e)
+        {
+            WarnOnce(slot, $"warning: {e.Message}; that product uses 128×256 tiles");
+            return false;
+        }
+        Interlocked.Increment(ref slot.Launches);
+        return true;
+    }
+
     /// <summary>Writes a slot's warning to stderr the first time only.</summary>
     private static void WarnOnce(PtxGemmSlot slot, string message)
     {
@@ -162,7 +217,7 @@ public sealed partial class IlgpuBackend
     }
 
     /// <summary>Whether a slot holds one of the wgmma modules (sm_90a; descriptors of <see cref="WgmmaGemmPtx.DescriptorBits"/>).</summary>
-    private bool IsWgmma(PtxGemmSlot slot) => slot == _wgmmaSlot || slot == _wgmmaTmaSlot || slot == _wgmmaWsSlot;
+    private bool IsWgmma(PtxGemmSlot slot) => slot == _wgmmaSlot || slot == _wgmmaTmaSlot || slot == _wgmmaWsSlot || slot == _wgmmaWsNarrowSlot;
 
     /// <summary>The device address of a tensor's first byte.</summary>
     private static IntPtr Address(Tensor t) => Arena(t).DeviceAddress(t);
@@ -193,6 +248,9 @@ public sealed partial class IlgpuBackend
                 else if (slot == _wgmmaWsSlot)
                     slot.Gemm = PtxGemm.Load(cuda, "warp-specialized wgmma GEMM", WgmmaWsGemmPtx.Module, WgmmaWsGemmPtx.EntryOf,
                         WgmmaWsGemmPtx.SharedBytes, tensorMaps: true, WgmmaWsGemmPtx.Threads);
+                else if (slot == _wgmmaWsNarrowSlot)
+                    slot.Gemm = PtxGemm.Load(cuda, "warp-specialized wgmma GEMM (128×192 tiles)", WgmmaWsGemmPtx.NarrowModule, WgmmaWsGemmPtx.NarrowEntryOf,
+                        WgmmaWsGemmPtx.SharedBytesFor(WgmmaWsGemmPtx.NarrowTileN), tensorMaps: true, WgmmaWsGemmPtx.Threads, WgmmaWsGemmPtx.NarrowTileN);
                 else if (slot == _wgmmaTmaSlot)
                     slot.Gemm = PtxGemm.Load(cuda, "wgmma GEMM with TMA loads", WgmmaGemmPtx.TmaModule, WgmmaGemmPtx.TmaEntryOf,
                         WgmmaGemmPtx.TmaSharedBytes, tensorMaps: true);
@@ -282,7 +340,7 @@ public sealed partial class IlgpuBackend
         Upload<ushort>(tb, b);
         MatMulBf16Simple(want, ta, tb, m, n, k, transA, transB, accumulate: false);
         Fill(got, float.NaN);
-        int tilesM = (m + GemmPtx.TileM - 1) / GemmPtx.TileM, tilesN = (n + GemmPtx.TileN - 1) / GemmPtx.TileN;
+        int tilesM = (m + GemmPtx.TileM - 1) / GemmPtx.TileM, tilesN = (n + gemm.TileN - 1) / gemm.TileN;
         try
         {
             gemm.Launch(transA, transB, tilesM * tilesN, Address(got), Address(ta), Address(tb), m, n, k, false, tilesM, tilesN,

@@ -26,8 +26,9 @@ internal sealed class PtxGemm : IDisposable
     private readonly Func<bool, bool, string> _entryOf;
     private readonly int _sharedBytes, _threads;
 
-    private PtxGemm(CudaAccelerator acc, IntPtr module, Func<bool, bool, string> entryOf, int sharedBytes, bool tensorMaps, int threads)
+    private PtxGemm(CudaAccelerator acc, IntPtr module, Func<bool, bool, string> entryOf, int sharedBytes, bool tensorMaps, int threads, int tileN)
     {
+        TileN = tileN;
         _threads = threads;
         _acc = acc;
         _module = module;
@@ -39,19 +40,22 @@ internal sealed class PtxGemm : IDisposable
     /// <summary>Whether the module's entries take the operands' tensor maps after the other parameters (<see cref="WgmmaGemmPtx.TmaModule"/>).</summary>
     public bool TensorMaps { get; }
 
+    /// <summary>The width of the module's tiles of c (<see cref="GemmPtx.TileN"/>, or <see cref="WgmmaWsGemmPtx.NarrowTileN"/>).</summary>
+    public int TileN { get; }
+
     /// <summary>
     /// Loads <paramref name="ptx"/> on <paramref name="acc"/> (the driver compiles it for the card) and allows its three
     /// forms' functions (named by <paramref name="entryOf"/>(transA, transB)) <paramref name="sharedBytes"/> of dynamic
     /// shared memory, launched in blocks of <paramref name="threads"/>.
     /// </summary>
     public static PtxGemm Load(CudaAccelerator acc, string what, string ptx, Func<bool, bool, string> entryOf, int sharedBytes, bool tensorMaps = false,
-        int threads = GemmPtx.Threads)
+        int threads = GemmPtx.Threads, int tileN = GemmPtx.TileN)
     {
         acc.Bind();
         var error = CudaAPI.CurrentAPI.LoadModule(out var module, ptx, out string? log);
         if (error != CudaError.CUDA_SUCCESS)
             throw new InvalidOperationException($"the {what} module did not load on {acc.Name}: {error} {log?.TrimEnd('\0').Trim()}");
-        var gemm = new PtxGemm(acc, module, entryOf, sharedBytes, tensorMaps, threads);
+        var gemm = new PtxGemm(acc, module, entryOf, sharedBytes, tensorMaps, threads, tileN);
         try
         {
             var setAttribute = Marshal.GetDelegateForFunctionPointer<FuncSetAttribute>(
@@ -118,7 +122,7 @@ internal sealed class PtxGemm : IDisposable
             if (TensorMaps)
             {
                 byte* maps = (byte*)((values.ToInt64() + scalars * 8 + 63) & ~63L);
-                var (ma, mb) = GemmTensorMaps.For(transA, transB, m, n, k, (ulong)a.ToInt64(), (ulong)b.ToInt64());
+                var (ma, mb) = GemmTensorMaps.For(transA, transB, m, n, k, (ulong)a.ToInt64(), (ulong)b.ToInt64(), TileN);
                 GemmTensorMaps.Encode(ma, maps);
                 GemmTensorMaps.Encode(mb, maps + 128);
                 Marshal.WriteIntPtr(pointers + scalars * IntPtr.Size, (IntPtr)maps);

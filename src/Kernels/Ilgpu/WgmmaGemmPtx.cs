@@ -97,14 +97,14 @@ public static class WgmmaGemmPtx
     }
 
     /// <summary>The accumulators to c: warpgroup u32 1's row 64·wg + 16·warp + g, column 2t; n8 block j in registers 4j .. 4j + 3.</summary>
-    internal static void Stores(GemmPtx.Emitter e)
+    internal static void Stores(GemmPtx.Emitter e, int tileN = TileN)
     {
         e.Ins("shl.b32 %u27, %u1, 6");
         e.Ins("shl.b32 %u28, %u2, 4");
         e.Ins("add.u32 %u27, %u27, %u28");
         e.Ins("add.u32 %u27, %u27, %u3");
         e.Ins("shl.b32 %u28, %u4, 1");
-        GemmPtx.Epilogue(e, rowBlocks: 1, colBlocks: TileN / 8, (_, j) => 4 * j);
+        GemmPtx.Epilogue(e, rowBlocks: 1, colBlocks: tileN / 8, (_, j) => 4 * j, tileN);
     }
 
     private static void MainLoop(GemmPtx.Emitter e, bool aKMajor, bool bKMajor, bool tma)
@@ -136,16 +136,16 @@ public static class WgmmaGemmPtx
     }
 
     /// <summary>The four wgmma of step kt from its stage (a at warpgroup u32 1's 64 rows), committed as one group.</summary>
-    internal static void Multiply(GemmPtx.Emitter e, bool aKMajor, bool bKMajor)
+    internal static void Multiply(GemmPtx.Emitter e, bool aKMajor, bool bKMajor, int tileN = TileN)
     {
         // Descriptors of stage kt mod 4: a at its warpgroup's 64 rows (8192 bytes in either layout), b whole.
         e.Ins("shl.b32 %u29, %u1, 13");
         GemmPtx.StageAddress(e, "%u28", "%u20", Stages, isA: true, "%u29");
         DescriptorLow(e, "%u37", "%u39");
-        GemmPtx.StageAddress(e, "%u28", "%u20", Stages, isA: false);
+        GemmPtx.StageAddress(e, "%u28", "%u20", Stages, isA: false, tileN: tileN);
         DescriptorLow(e, "%u38", "%u40");
         e.Ins("wgmma.fence.sync.aligned");
-        string acc = string.Join(", ", Enumerable.Range(0, 128).Select(i => "%d" + i));
+        string acc = string.Join(", ", Enumerable.Range(0, tileN / 2).Select(i => "%d" + i));
         for (int kk = 0; kk < TileK / 16; kk++)
         {
             // K-major: the k16 slice starts 32 bytes further; MN-major: 16 k rows (two 8-row atoms) further.
@@ -153,7 +153,7 @@ public static class WgmmaGemmPtx
             e.Ins("mov.b64 %q13, {%u28, %u36}");
             e.Ins($"add.u32 %u29, %u38, {kk * (bKMajor ? 32 : 2048) >> 4}");
             e.Ins("mov.b64 %q14, {%u29, %u41}");
-            e.Ins($"wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {{{acc}}}, %q13, %q14, %p_one, 1, 1, {(aKMajor ? 0 : 1)}, {(bKMajor ? 0 : 1)}");
+            e.Ins($"wgmma.mma_async.sync.aligned.m64n{tileN}k16.f32.bf16.bf16 {{{acc}}}, %q13, %q14, %p_one, 1, 1, {(aKMajor ? 0 : 1)}, {(bKMajor ? 0 : 1)}");
         }
         e.Ins("wgmma.commit_group.sync.aligned");
     }
@@ -240,16 +240,16 @@ public static class WgmmaGemmPtx
     /// Load step kl (u32 21)'s 48 KiB announced to its stage's full mbarrier (among those at u32 47; its address in
     /// u32 48) and its a and b tiles' TMA copies into its stage (boxes at the k coordinate kBegin + 64·kl, in u32 49).
     /// </summary>
-    internal static void TmaLoads(GemmPtx.Emitter e, bool aKMajor, bool bKMajor)
+    internal static void TmaLoads(GemmPtx.Emitter e, bool aKMajor, bool bKMajor, int tileN = TileN)
     {
         StageBarrier(e, "%u48", "%u47", "%u21");
-        e.Ins($"mbarrier.arrive.expect_tx.shared::cta.b64 _, [%u48], {GemmPtx.StageBytesA + GemmPtx.StageBytesB}");
+        e.Ins($"mbarrier.arrive.expect_tx.shared::cta.b64 _, [%u48], {GemmPtx.StageBytesA + GemmPtx.StageBytesBFor(tileN)}");
         e.Ins("shl.b32 %u49, %u21, 6");
         e.Ins("add.u32 %u49, %u49, %u18");
         GemmPtx.StageAddress(e, "%u28", "%u21", Stages, isA: true);
         TmaTile(e, "%u28", "%q17", "%u16", aKMajor, TileM / 64);
-        GemmPtx.StageAddress(e, "%u28", "%u21", Stages, isA: false);
-        TmaTile(e, "%u28", "%q18", "%u17", bKMajor, TileN / 64);
+        GemmPtx.StageAddress(e, "%u28", "%u21", Stages, isA: false, tileN: tileN);
+        TmaTile(e, "%u28", "%q18", "%u17", bKMajor, tileN / 64);
     }
 
     /// <summary>

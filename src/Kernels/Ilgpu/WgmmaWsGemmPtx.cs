@@ -21,25 +21,45 @@ public static class WgmmaWsGemmPtx
     /// <summary>Registers per thread of the producer and of the consumers after <c>setmaxnreg</c> (128·40 + 256·232 ≤ 65536).</summary>
     public const int ProducerRegisters = 40, ConsumerRegisters = 232;
 
-    /// <summary>Dynamic shared memory per block: the stages, a full and an empty mbarrier per stage, 1 KiB to align them.</summary>
-    public static readonly int SharedBytes = GemmPtx.SharedBytes(Stages) + 16 * Stages;
+    /// <summary>
+    /// The narrow tiles' width: 128 × 192 tiles (wgmma n192, 96 accumulators per thread), for products whose n leaves
+    /// the last wave of 128 × 256 tiles partly empty (n = 768: 192 tiles of 256 fill 1.45 waves of 132
+    /// multiprocessors, 256 tiles of 192 fill 1.94).
+    /// </summary>
+    public const int NarrowTileN = 192;
 
-    private static readonly Lazy<string> _module = new(() => GemmPtx.Module("8.0", "sm_90a", "hft_wgmma_ws_bf16", [".reg .pred %p_lead, %p_ready"],
-        [WgmmaGemmPtx.TensorMapA, WgmmaGemmPtx.TensorMapB], Entry, Threads));
+    /// <summary>Dynamic shared memory per block: the stages, a full and an empty mbarrier per stage, 1 KiB to align them.</summary>
+    public static readonly int SharedBytes = SharedBytesFor(GemmPtx.TileN);
+
+    /// <summary><see cref="SharedBytes"/> of the module with tiles <paramref name="tileN"/> wide.</summary>
+    public static int SharedBytesFor(int tileN) => GemmPtx.SharedBytes(Stages, tileN) + 16 * Stages;
+
+    private static readonly Lazy<string> _module = new(() => ModuleText(GemmPtx.TileN)), _narrow = new(() => ModuleText(NarrowTileN));
+
+    private static string Prefix(int tileN) => tileN == GemmPtx.TileN ? "hft_wgmma_ws_bf16" : $"hft_wgmma_ws{tileN}_bf16";
+
+    private static string ModuleText(int tileN) => GemmPtx.Module("8.0", "sm_90a", Prefix(tileN), [".reg .pred %p_lead, %p_ready"],
+        [WgmmaGemmPtx.TensorMapA, WgmmaGemmPtx.TensorMapB], (e, aKMajor, bKMajor) => Entry(e, aKMajor, bKMajor, tileN), Threads);
 
     /// <summary>The module's PTX text; its entries take the operands' tensor maps after the other parameters, as <see cref="WgmmaGemmPtx.TmaModule"/>.</summary>
     public static string Module => _module.Value;
 
+    /// <summary>The same module with tiles of 128 × <see cref="NarrowTileN"/>.</summary>
+    public static string NarrowModule => _narrow.Value;
+
     /// <summary>The entry of a form (transA: a is [k, m]; transB: b is [n, k]); the TT form has none.</summary>
-    public static string EntryOf(bool transA, bool transB) => GemmPtx.EntryOf("hft_wgmma_ws_bf16", transA, transB);
+    public static string EntryOf(bool transA, bool transB) => GemmPtx.EntryOf(Prefix(GemmPtx.TileN), transA, transB);
+
+    /// <summary>The entry of a form in <see cref="NarrowModule"/>.</summary>
+    public static string NarrowEntryOf(bool transA, bool transB) => GemmPtx.EntryOf(Prefix(NarrowTileN), transA, transB);
 
     // Registers besides GemmPtx's and WgmmaGemmPtx's TMA ones: u32 47 the full mbarriers (8 bytes per stage after the
     // stages), 52 the empty ones (after the full ones), 48 the mbarrier of the current step, 29 its parity.
 
-    private static void Entry(GemmPtx.Emitter e, bool aKMajor, bool bKMajor)
+    private static void Entry(GemmPtx.Emitter e, bool aKMajor, bool bKMajor, int tileN)
     {
-        GemmPtx.Setup(e, Stages);
-        e.Ins($"add.u32 %u47, %u22, {Stages * (GemmPtx.StageBytesA + GemmPtx.StageBytesB)}");
+        GemmPtx.Setup(e, Stages, tileN);
+        e.Ins($"add.u32 %u47, %u22, {Stages * (GemmPtx.StageBytesA + GemmPtx.StageBytesBFor(tileN))}");
         e.Ins($"add.u32 %u52, %u47, {8 * Stages}");
         WgmmaGemmPtx.TensorMapAddresses(e);
         // Thread 0 initialises the mbarriers (full: one arrival, the producer's, plus the bytes; empty: one arrival per
@@ -57,9 +77,9 @@ public static class WgmmaWsGemmPtx
         e.Ins("bar.sync 0");
         e.Ins("setp.ne.u32 %p_r, %u1, 0");
         e.Ins($"@%p_r bra {consumer}");
-        Producer(e, aKMajor, bKMajor);
+        Producer(e, aKMajor, bKMajor, tileN);
         e.Line(consumer + ":");
-        Consumer(e, aKMajor, bKMajor);
+        Consumer(e, aKMajor, bKMajor, tileN);
     }
 
     /// <summary>
@@ -67,7 +87,7 @@ public static class WgmmaWsGemmPtx
     /// (the consumers retired load step kl − 4; parity (kl / 4 + 1) mod 2, which a fresh mbarrier passes at once), and
     /// issues the step's copies; the other threads leave.
     /// </summary>
-    private static void Producer(GemmPtx.Emitter e, bool aKMajor, bool bKMajor)
+    private static void Producer(GemmPtx.Emitter e, bool aKMajor, bool bKMajor, int tileN)
     {
         e.Ins($"setmaxnreg.dec.sync.aligned.u32 {ProducerRegisters}");
         e.Ins("@!%p_lead ret");
@@ -77,7 +97,7 @@ public static class WgmmaWsGemmPtx
         e.Ins("setp.ge.u32 %p_done, %u21, %u19");
         e.Ins($"@%p_done bra {done}");
         WgmmaGemmPtx.WaitStage(e, "%u52", "%u21", parityOffset: 1);
-        WgmmaGemmPtx.TmaLoads(e, aKMajor, bKMajor);
+        WgmmaGemmPtx.TmaLoads(e, aKMajor, bKMajor, tileN);
         e.Ins("add.u32 %u21, %u21, 1");
         e.Ins($"bra.uni {loop}");
         e.Line(done + ":");
@@ -89,7 +109,7 @@ public static class WgmmaWsGemmPtx
     /// kt: wait until its stage is full (parity kt / 4 mod 2), the four wgmma, and once step kt − 1's group is retired
     /// (<c>wgmma.wait_group 1</c>), the warpgroup's first thread releases step kt − 1's stage; finally the stores.
     /// </summary>
-    private static void Consumer(GemmPtx.Emitter e, bool aKMajor, bool bKMajor)
+    private static void Consumer(GemmPtx.Emitter e, bool aKMajor, bool bKMajor, int tileN)
     {
         e.Ins($"setmaxnreg.inc.sync.aligned.u32 {ConsumerRegisters}");
         e.Ins("sub.u32 %u1, %u1, 1");
@@ -101,7 +121,7 @@ public static class WgmmaWsGemmPtx
         e.Ins("setp.ge.u32 %p_done, %u20, %u19");
         e.Ins($"@%p_done bra {done}");
         WgmmaGemmPtx.WaitStage(e, "%u47", "%u20");
-        WgmmaGemmPtx.Multiply(e, aKMajor, bKMajor);
+        WgmmaGemmPtx.Multiply(e, aKMajor, bKMajor, tileN);
         e.Ins("wgmma.wait_group.sync.aligned 1");
         // Step kt − 1's wgmma is retired in this warpgroup: its stage may take new copies once both have said so.
         e.Ins("setp.ne.u32 %p_r, %u20, 0");
@@ -115,6 +135,6 @@ public static class WgmmaWsGemmPtx
         e.Ins($"bra.uni {loop}");
         e.Line(done + ":");
         e.Ins("wgmma.wait_group.sync.aligned 0");
-        WgmmaGemmPtx.Stores(e);
+        WgmmaGemmPtx.Stores(e, tileN);
     }
 }
