@@ -13,6 +13,7 @@ public sealed partial class IlgpuBackend
 {
     private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, RmsNormArgs> _rmsForward = null!;
     private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, RmsNormArgs> _rmsBackwardDx = null!;
+    private Action<KernelConfig, ArrayView<F4>, ArrayView<F4>, ArrayView<F4>, ArrayView<F4>, ArrayView<float>, ArrayView<U2>, RmsNormArgs> _rmsBackwardDxQuads = null!;
     private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int> _rmsDwPartial = null!;
     private Action<KernelConfig, ArrayView<float>, ArrayView<float>, int, int> _rmsDwFinal = null!;
 
@@ -20,6 +21,7 @@ public sealed partial class IlgpuBackend
     {
         _rmsForward = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, RmsNormArgs>(RmsNormForwardKernel);
         _rmsBackwardDx = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, RmsNormArgs>(RmsNormBackwardDxKernel);
+        _rmsBackwardDxQuads = Load<ArrayView<F4>, ArrayView<F4>, ArrayView<F4>, ArrayView<F4>, ArrayView<float>, ArrayView<U2>, RmsNormArgs>(RmsNormBackwardDxQuadsKernel);
         _rmsDwPartial = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(RmsNormDwPartialKernel);
         _rmsDwFinal = Load<ArrayView<float>, ArrayView<float>, int, int>(RmsNormDwFinalKernel);
     }
@@ -44,7 +46,15 @@ public sealed partial class IlgpuBackend
     protected override void RmsNormBackwardCore(Tensor dx, Tensor dw, Tensor dy, Tensor x, Tensor w, Tensor rstd, int n, int dim, Tensor dxBf16)
     {
         var a = new RmsNormArgs { N = n, Dim = dim, HasBf16 = dxBf16.IsEmpty ? 0 : 1 };
-        _rmsBackwardDx(Config(RowWarpGroups(n)), F(dx), F(dy), F(x), F(w), F(rstd), Bf16OrDummy(dxBf16), a);
+        // Quads where the rows are whole quads on 16 bytes (and the bf16 copy's on 8).
+        if (dim % 4 == 0 && dx.ByteOffset % 16 == 0 && dy.ByteOffset % 16 == 0 && x.ByteOffset % 16 == 0 && w.ByteOffset % 16 == 0
+            && (dxBf16.IsEmpty || dxBf16.ByteOffset % 8 == 0))
+        {
+            long floats = (long)n * dim;
+            _rmsBackwardDxQuads(Config(RowWarpGroups(n)), Quads(dx, floats), Quads(dy, floats), Quads(x, floats), Quads(w, dim), F(rstd),
+                dxBf16.IsEmpty ? _dummy.View.BaseView.Cast<U2>() : Bf16View(dxBf16).SubView(0, floats).Cast<U2>(), a);
+        }
+        else _rmsBackwardDx(Config(RowWarpGroups(n)), F(dx), F(dy), F(x), F(w), F(rstd), Bf16OrDummy(dxBf16), a);
         if (dw.IsEmpty) return;
         int rowsPerChunk = Math.Max(32, (n + 1023) / 1024);
         int chunks = (n + rowsPerChunk - 1) / rowsPerChunk;
@@ -160,6 +170,68 @@ public sealed partial class IlgpuBackend
             }
             for (; j < dim; j += WarpSize) StoreDx(dx, dx16, o + j, dx[o + j] + DxTerm(dy, x, w, o, j, r, c), a.HasBf16);
         }
+    }
+
+    /// <summary>
+    /// <see cref="RmsNormBackwardDxKernel"/> on quads (dim a multiple of 4): two quads per lane and step, each step's
+    /// loads issued before its arithmetic and stores (16-byte loads: six, then eight, 96 and 128 bytes per lane in
+    /// flight); the bf16 copy as 8-byte stores.
+    /// </summary>
+    [IlgpuKernel]
+    internal static void RmsNormBackwardDxQuadsKernel(ArrayView<F4> dx, ArrayView<F4> dy, ArrayView<F4> x, ArrayView<F4> w, ArrayView<float> rstd,
+        ArrayView<U2> dx16, RmsNormArgs a)
+    {
+        var shared = SharedMemory.Allocate<float>(DeviceReduce.SharedSize);
+        int lane = Warp.LaneIdx, warps = Grid.DimX * WarpsPerGroup, quads = a.Dim / 4;
+        for (int row = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx; row < a.N; row += warps)
+        {
+            long o = (long)row * quads;
+            float d0 = 0f, d1 = 0f;
+            int j = lane;
+            for (; j + WarpSize < quads; j += 2 * WarpSize)
+            {
+                F4 ya = dy[o + j], xa = x[o + j], wa = w[j], yb = dy[o + j + WarpSize], xb = x[o + j + WarpSize], wb = w[j + WarpSize];
+                d0 += DotQuad(ya, wa, xa);
+                d1 += DotQuad(yb, wb, xb);
+            }
+            if (j < quads) d0 += DotQuad(dy[o + j], w[j], x[o + j]);
+            float dot = DeviceReduce.WarpSum(d0 + d1, shared);
+            float r = rstd[row];
+            float c = r * r * r * dot / a.Dim;
+            j = lane;
+            for (; j + WarpSize < quads; j += 2 * WarpSize)
+            {
+                long i = o + j, k = i + WarpSize;
+                F4 ga = dx[i], ya = dy[i], xa = x[i], wa = w[j], gb = dx[k], yb = dy[k], xb = x[k], wb = w[j + WarpSize];
+                F4 na = DxQuad(ga, ya, xa, wa, r, c), nb = DxQuad(gb, yb, xb, wb, r, c);
+                StoreDxQuad(dx, dx16, i, na, a.HasBf16);
+                StoreDxQuad(dx, dx16, k, nb, a.HasBf16);
+            }
+            if (j < quads) StoreDxQuad(dx, dx16, o + j, DxQuad(dx[o + j], dy[o + j], x[o + j], w[j], r, c), a.HasBf16);
+        }
+    }
+
+    /// <summary>Σ dy·w·x over a quad.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static float DotQuad(F4 dy, F4 w, F4 x) => (dy.X * w.X * x.X + dy.Y * w.Y * x.Y) + (dy.Z * w.Z * x.Z + dy.W * w.W * x.W);
+
+    /// <summary>dx + r·dy·w − c·x on a quad (<see cref="DxTerm"/>'s arithmetic).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static F4 DxQuad(F4 g, F4 dy, F4 x, F4 w, float r, float c)
+    {
+        g.X += r * dy.X * w.X - c * x.X;
+        g.Y += r * dy.Y * w.Y - c * x.Y;
+        g.Z += r * dy.Z * w.Z - c * x.Z;
+        g.W += r * dy.W * w.W - c * x.W;
+        return g;
+    }
+
+    /// <summary>dx[i] = g, and with bf16 ≠ 0 dx16[i] = g rounded.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static void StoreDxQuad(ArrayView<F4> dx, ArrayView<U2> dx16, long i, F4 g, int bf16)
+    {
+        dx[i] = g;
+        if (bf16 != 0) dx16[i] = PackQuad(g);
     }
 
     /// <summary>Column j of the row at o: r·dy·w − c·x, what the norm adds to dx there.</summary>
