@@ -14,6 +14,7 @@ public sealed partial class IlgpuBackend
     private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, RmsNormArgs> _rmsForward = null!;
     private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, RmsNormArgs> _rmsBackwardDx = null!;
     private Action<KernelConfig, ArrayView<F4>, ArrayView<F4>, ArrayView<F4>, ArrayView<F4>, ArrayView<float>, ArrayView<U2>, RmsNormArgs> _rmsBackwardDxQuads = null!;
+    private Action<KernelConfig, ArrayView<F4>, ArrayView<float>, ArrayView<F4>, ArrayView<F4>, ArrayView<F4>, ArrayView<U2>, RmsNormArgs> _rmsForwardQuads = null!;
     private Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int> _rmsDwPartial = null!;
     private Action<KernelConfig, ArrayView<float>, ArrayView<float>, int, int> _rmsDwFinal = null!;
 
@@ -21,6 +22,7 @@ public sealed partial class IlgpuBackend
     {
         _rmsForward = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, RmsNormArgs>(RmsNormForwardKernel);
         _rmsBackwardDx = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, RmsNormArgs>(RmsNormBackwardDxKernel);
+        _rmsForwardQuads = Load<ArrayView<F4>, ArrayView<float>, ArrayView<F4>, ArrayView<F4>, ArrayView<F4>, ArrayView<U2>, RmsNormArgs>(RmsNormForwardQuadsKernel);
         _rmsBackwardDxQuads = Load<ArrayView<F4>, ArrayView<F4>, ArrayView<F4>, ArrayView<F4>, ArrayView<float>, ArrayView<U2>, RmsNormArgs>(RmsNormBackwardDxQuadsKernel);
         _rmsDwPartial = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(RmsNormDwPartialKernel);
         _rmsDwFinal = Load<ArrayView<float>, ArrayView<float>, int, int>(RmsNormDwFinalKernel);
@@ -39,6 +41,15 @@ public sealed partial class IlgpuBackend
     protected override void RmsNormForwardCore(Tensor y, Tensor rstd, Tensor x, Tensor w, int n, int dim, float eps, Tensor residual, Tensor yBf16)
     {
         var a = new RmsNormArgs { N = n, Dim = dim, Eps = eps, HasY = y.IsEmpty ? 0 : 1, HasResidual = residual.IsEmpty ? 0 : 1, HasBf16 = yBf16.IsEmpty ? 0 : 1 };
+        if (dim % 4 == 0 && x.ByteOffset % 16 == 0 && w.ByteOffset % 16 == 0 && (y.IsEmpty || y.ByteOffset % 16 == 0)
+            && (residual.IsEmpty || residual.ByteOffset % 16 == 0) && (yBf16.IsEmpty || yBf16.ByteOffset % 8 == 0))
+        {
+            long floats = (long)n * dim;
+            var dummy4 = _dummy.View.BaseView.Cast<F4>();
+            _rmsForwardQuads(Config(RowWarpGroups(n)), y.IsEmpty ? dummy4 : Quads(y, floats), F(rstd), Quads(x, floats), Quads(w, dim),
+                residual.IsEmpty ? dummy4 : Quads(residual, floats), yBf16.IsEmpty ? _dummy.View.BaseView.Cast<U2>() : Bf16View(yBf16).SubView(0, floats).Cast<U2>(), a);
+            return;
+        }
         _rmsForward(Config(RowWarpGroups(n)), FOrDummy(y), F(rstd), F(x), F(w), FOrDummy(residual), Bf16OrDummy(yBf16), a);
     }
 
@@ -118,6 +129,80 @@ public sealed partial class IlgpuBackend
             }
             for (; j < dim; j += WarpSize) StoreNormed(y, y16, o + j, x[o + j] * w[j] * r, a);
         }
+    }
+
+    /// <summary>
+    /// <see cref="RmsNormForwardKernel"/> on quads (dim a multiple of 4): two quads per lane and step, each step's
+    /// loads issued before its stores; the bf16 output as 8-byte stores.
+    /// </summary>
+    [IlgpuKernel]
+    internal static void RmsNormForwardQuadsKernel(ArrayView<F4> y, ArrayView<float> rstd, ArrayView<F4> x, ArrayView<F4> w,
+        ArrayView<F4> residual, ArrayView<U2> y16, RmsNormArgs a)
+    {
+        var shared = SharedMemory.Allocate<float>(DeviceReduce.SharedSize);
+        int lane = Warp.LaneIdx, warps = Grid.DimX * WarpsPerGroup, quads = a.Dim / 4;
+        for (int row = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx; row < a.N; row += warps)
+        {
+            long o = (long)row * quads;
+            float s0 = 0f, s1 = 0f;
+            int j = lane;
+            for (; j + WarpSize < quads; j += 2 * WarpSize)
+            {
+                long i = o + j, k = i + WarpSize;
+                F4 va = x[i], vb = x[k];
+                if (a.HasResidual != 0)
+                {
+                    F4 ra = residual[i], rb = residual[k];
+                    va = Sum(va, ra);
+                    vb = Sum(vb, rb);
+                    x[i] = va;
+                    x[k] = vb;
+                }
+                s0 += SquaresOf(va);
+                s1 += SquaresOf(vb);
+            }
+            if (j < quads)
+            {
+                F4 v = x[o + j];
+                if (a.HasResidual != 0)
+                {
+                    v = Sum(v, residual[o + j]);
+                    x[o + j] = v;
+                }
+                s0 += SquaresOf(v);
+            }
+            float ss = DeviceReduce.WarpSum(s0 + s1, shared);
+            float r = 1f / XMath.Sqrt(ss / a.Dim + a.Eps);
+            if (lane == 0) rstd[row] = r;
+            j = lane;
+            for (; j + WarpSize < quads; j += 2 * WarpSize)
+            {
+                long i = o + j, k = i + WarpSize;
+                F4 xa = x[i], wa = w[j], xb = x[k], wb = w[j + WarpSize];
+                F4 ya = Normed(xa, wa, r), yb = Normed(xb, wb, r);
+                StoreNormedQuad(y, y16, i, ya, a);
+                StoreNormedQuad(y, y16, k, yb, a);
+            }
+            if (j < quads) StoreNormedQuad(y, y16, o + j, Normed(x[o + j], w[j], r), a);
+        }
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static float SquaresOf(F4 v) => (v.X * v.X + v.Y * v.Y) + (v.Z * v.Z + v.W * v.W);
+
+    /// <summary>x·w·r on a quad (the scalar kernel's order).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static F4 Normed(F4 x, F4 w, float r)
+    {
+        x.X = x.X * w.X * r; x.Y = x.Y * w.Y * r; x.Z = x.Z * w.Z * r; x.W = x.W * w.W * r;
+        return x;
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static void StoreNormedQuad(ArrayView<F4> y, ArrayView<U2> y16, long i, F4 v, RmsNormArgs a)
+    {
+        if (a.HasY != 0) y[i] = v;
+        if (a.HasBf16 != 0) y16[i] = PackQuad(v);
     }
 
     /// <summary>y[i] = v where a.HasY, y16[i] = v rounded where a.HasBf16.</summary>
