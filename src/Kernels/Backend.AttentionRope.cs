@@ -20,15 +20,11 @@ public abstract partial class Backend
     {
         if (!FusesAttentionBackwardRope(headDim))
             throw new NotSupportedException($"back-end '{Name}' does not fuse the attention backward pass with RoPE at head dimension {headDim}: call AttentionBackward, then Rope with inverse: true");
-        CheckAttention(q, k, v, docStart, batch, seq, heads, kvHeads, headDim);
-        long nq = (long)batch * seq * heads * headDim, nk = (long)batch * seq * kvHeads * headDim;
         Own(dq, nameof(dq)); Own(dk, nameof(dk)); Own(dv, nameof(dv));
         if (dq.Type is not (DType.F32 or DType.BF16)) throw new ArgumentException($"dq '{dq.Name}' must be F32 or BF16, is {dq.Type}", nameof(dq));
         if (dk.Type != dq.Type || dv.Type != dq.Type)
             throw new ArgumentException($"dq, dk and dv must have one type: '{dq.Name}' is {dq.Type}, '{dk.Name}' {dk.Type}, '{dv.Name}' {dv.Type}", nameof(dk));
-        AttentionOperand(dO, nameof(dO), headDim); AttentionOperand(o, nameof(o), headDim); F32(lse, nameof(lse));
-        Need(dq, nq, nameof(dq)); Need(dO, nq, nameof(dO)); Need(o, nq, nameof(o));
-        Need(dk, nk, nameof(dk)); Need(dv, nk, nameof(dv)); Need(lse, (long)batch * heads * seq, nameof(lse));
+        CheckAttentionBackward(dq, dk, dv, dO, o, lse, q, k, v, docStart, batch, seq, heads, kvHeads, headDim);
         Pos(maxPositions, nameof(maxPositions));
         I32(positions, nameof(positions)); F32(cos, nameof(cos)); F32(sin, nameof(sin));
         Need(positions, (long)batch * seq, nameof(positions));

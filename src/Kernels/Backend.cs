@@ -266,11 +266,8 @@ public abstract partial class Backend : IDisposable
     public void AttentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor dO, Tensor o, Tensor lse,
         Tensor q, Tensor k, Tensor v, Tensor docStart, int batch, int seq, int heads, int kvHeads, int headDim, float scale, bool bf16 = false)
     {
-        CheckAttention(q, k, v, docStart, batch, seq, heads, kvHeads, headDim);
-        long nq = (long)batch * seq * heads * headDim, nk = (long)batch * seq * kvHeads * headDim;
-        F32(dq, nameof(dq)); F32(dk, nameof(dk)); F32(dv, nameof(dv)); AttentionOperand(dO, nameof(dO), headDim); AttentionOperand(o, nameof(o), headDim); F32(lse, nameof(lse));
-        Need(dq, nq, nameof(dq)); Need(dO, nq, nameof(dO)); Need(o, nq, nameof(o));
-        Need(dk, nk, nameof(dk)); Need(dv, nk, nameof(dv)); Need(lse, (long)batch * heads * seq, nameof(lse));
+        F32(dq, nameof(dq)); F32(dk, nameof(dk)); F32(dv, nameof(dv));
+        CheckAttentionBackward(dq, dk, dv, dO, o, lse, q, k, v, docStart, batch, seq, heads, kvHeads, headDim);
         long t0 = BeginOp();
         AttentionBackwardCore(dq, dk, dv, dO, o, lse, q, k, v, docStart, batch, seq, heads, kvHeads, headDim, scale, bf16);
         EndOp("attention_backward", t0);
@@ -513,6 +510,17 @@ public abstract partial class Backend : IDisposable
     protected abstract void AdamWCore(Tensor param, Tensor grad, Tensor m, Tensor v, Tensor segments, int segmentCount, AdamWStep step, Tensor gradScale, Tensor paramBf16);
 
     // ------------------------------------------------------------------ validation
+
+    /// <summary>The checks of an attention backward pass but the gradients' types (which its caller checks): operands and sizes.</summary>
+    private void CheckAttentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor dO, Tensor o, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor docStart,
+        int batch, int seq, int heads, int kvHeads, int headDim)
+    {
+        CheckAttention(q, k, v, docStart, batch, seq, heads, kvHeads, headDim);
+        long nq = (long)batch * seq * heads * headDim, nk = (long)batch * seq * kvHeads * headDim;
+        AttentionOperand(dO, nameof(dO), headDim); AttentionOperand(o, nameof(o), headDim); F32(lse, nameof(lse));
+        Need(dq, nq, nameof(dq)); Need(dO, nq, nameof(dO)); Need(o, nq, nameof(o));
+        Need(dk, nk, nameof(dk)); Need(dv, nk, nameof(dv)); Need(lse, (long)batch * heads * seq, nameof(lse));
+    }
 
     private void CheckAttention(Tensor q, Tensor k, Tensor v, Tensor docStart, int batch, int seq, int heads, int kvHeads, int headDim)
     {

@@ -33,7 +33,7 @@ internal static class GemmPtx
 {
     public const int TileM = 128, TileN = 256, TileK = 64, Threads = 256, Group = 16;
 
-    public const int StageBytesA = TileM * TileK * 2, StageBytesB = TileN * TileK * 2;
+    public const int StageBytesA = TileM * TileK * 2;
 
     /// <summary>Bytes of one stage of b for tiles <paramref name="tileN"/> wide (the warp-specialized module also builds 192).</summary>
     public static int StageBytesBFor(int tileN) => tileN * TileK * 2;

@@ -169,7 +169,7 @@ public static class WgmmaGemmPtx
     private static void TmaPrologue(GemmPtx.Emitter e, bool aKMajor, bool bKMajor)
     {
         GemmPtx.Setup(e, Stages);
-        e.Ins($"add.u32 %u47, %u22, {Stages * (GemmPtx.StageBytesA + GemmPtx.StageBytesB)}");
+        e.Ins($"add.u32 %u47, %u22, {Stages * (GemmPtx.StageBytesA + GemmPtx.StageBytesBFor(TileN))}");
         TensorMapAddresses(e);
         e.Ins("setp.eq.u32 %p_lead, %u0, 0");
         string initialised = e.NewLabel("INIT");

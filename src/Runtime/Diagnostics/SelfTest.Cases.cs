@@ -235,43 +235,44 @@ public static partial class SelfTest
             float scale = 1f / MathF.Sqrt(hd);
             // Causal: half of the seq² score matrix; QKᵀ and PV forward, five products backward.
             double fwdFlops = 2.0 * 2 * batch * heads * ((double)seq * (seq + 1) / 2) * hd;
-            // RoPE after the backward pass (the model's order): positions t mod 100.
+            // The tensor-core cases also run the backward pass with RoPE after it (the model's order): positions t mod 100.
+            bool withRope = bf16 && hd == 64;
             const int maxPos = 100;
-            var (cos, sin) = RopeTables(maxPos, hd);
-            var pos = new int[batch * seq];
-            for (int i = 0; i < pos.Length; i++) pos[i] = i % seq % maxPos;
+            var (cos, sin) = withRope ? RopeTables(maxPos, hd) : ([], []);
+            var pos = withRope ? Enumerable.Range(0, batch * seq).Select(i => i % seq % maxPos).ToArray() : [];
             return c =>
             {
                 var tq = c.In(q); var tk = c.In(k); var tv = c.In(v); var tdo = c.In(dO);
                 var td = doc is null ? default : c.In(doc);
                 var o = c.Out(nq); var lse = c.Out((long)batch * heads * seq);
                 var dq = c.Out(nq); var dk = c.Out(nk); var dv = c.Out(nk);
-                var rq = c.Out(nq); var rk = c.Out(nk); var rv = c.Out(nk);
-                var tp = c.In(pos); var tc = c.In(cos); var ts = c.In(sin);
                 var be = c.Backend;
-                Step[] steps =
-                [
+                var steps = new List<Step>
+                {
                     new Step("attention forward", () => be.AttentionForward(o, lse, tq, tk, tv, td, batch, seq, heads, kvHeads, hd, scale, bf16), [o, lse],
                         bf16 ? 1e-2 : 1e-5, fwdFlops),
                     // With one token the softmax is over a single key: dq and dk vanish (rounding noise only), so
                     // the three gradients are compared as one vector there.
                     new Step("attention backward", () => be.AttentionBackward(dq, dk, dv, tdo, o, lse, tq, tk, tv, td, batch, seq, heads, kvHeads, hd, scale, bf16),
                         [dq, dk, dv], bf16 ? 2e-2 : 5e-5, 2.5 * fwdFlops, Combined: seq == 1),
-                    // The backward pass with the inverse RoPE of dq and dk: fused where the back-end fuses it (the
-                    // tensor-core kernels' stores), the separate operations elsewhere (the CPU reference).
-                    new Step("attention backward + rope", () =>
+                };
+                if (!withRope) return [.. steps];
+                var rq = c.Out(nq); var rk = c.Out(nk); var rv = c.Out(nk);
+                var tp = c.In(pos); var tc = c.In(cos); var ts = c.In(sin);
+                // Fused where the back-end fuses it (the tensor-core kernels' stores), the separate operations elsewhere
+                // (the CPU reference).
+                steps.Add(new Step("attention backward + rope", () =>
+                {
+                    if (be.FusesAttentionBackwardRope(hd))
                     {
-                        if (be.FusesAttentionBackwardRope(hd))
-                        {
-                            be.AttentionBackwardRope(rq, rk, rv, tdo, o, lse, tq, tk, tv, td, batch, seq, heads, kvHeads, hd, scale, tp, tc, ts, maxPos);
-                            return;
-                        }
-                        be.AttentionBackward(rq, rk, rv, tdo, o, lse, tq, tk, tv, td, batch, seq, heads, kvHeads, hd, scale, bf16);
-                        be.Rope(rq, tp, tc, ts, batch * seq, heads, hd, maxPos, inverse: true);
-                        be.Rope(rk, tp, tc, ts, batch * seq, kvHeads, hd, maxPos, inverse: true);
-                    }, [rq, rk, rv], 2e-2, 2.5 * fwdFlops, Combined: seq == 1),
-                ];
-                return bf16 && hd == 64 ? steps : steps[..2];
+                        be.AttentionBackwardRope(rq, rk, rv, tdo, o, lse, tq, tk, tv, td, batch, seq, heads, kvHeads, hd, scale, tp, tc, ts, maxPos);
+                        return;
+                    }
+                    be.AttentionBackward(rq, rk, rv, tdo, o, lse, tq, tk, tv, td, batch, seq, heads, kvHeads, hd, scale, bf16);
+                    be.Rope(rq, tp, tc, ts, batch * seq, heads, hd, maxPos, inverse: true);
+                    be.Rope(rk, tp, tc, ts, batch * seq, kvHeads, hd, maxPos, inverse: true);
+                }, [rq, rk, rv], 2e-2, 2.5 * fwdFlops, Combined: seq == 1));
+                return [.. steps];
             };
         });
 
