@@ -358,12 +358,18 @@ public abstract partial class Backend : IDisposable
     /// </summary>
     /// <remarks>
     /// a and b are both F32 or both BF16 (mixed precision: bf16 products accumulated in fp32, on tensor cores where
-    /// the back-end has them); c is always F32.
+    /// the back-end has them). c is F32, or BF16 without <paramref name="accumulate"/>: the fp32 result rounded to
+    /// bfloat16 (nearest even) as it is stored, for a product whose output is only ever read as a bf16 operand (half
+    /// the bytes written and read again, and no rounding pass).
     /// </remarks>
     public void MatMul(Tensor c, Tensor a, Tensor b, int m, int n, int k, bool transA, bool transB, bool accumulate)
     {
         Pos(m, nameof(m)); Pos(n, nameof(n)); Pos(k, nameof(k));
-        F32(c, nameof(c)); Own(a, nameof(a)); Own(b, nameof(b));
+        Own(c, nameof(c)); Own(a, nameof(a)); Own(b, nameof(b));
+        if (c.Type is not (DType.F32 or DType.BF16))
+            throw new ArgumentException($"matmul output '{c.Name}' must be F32 or BF16, is {c.Type}", nameof(c));
+        if (c.Type == DType.BF16 && accumulate)
+            throw new ArgumentException($"matmul output '{c.Name}' is BF16: a bf16 output is written, never accumulated into", nameof(accumulate));
         if (a.Type is not (DType.F32 or DType.BF16) || b.Type != a.Type)
             throw new ArgumentException($"matmul operands must be both F32 or both BF16: a '{a.Name}' is {a.Type}, b '{b.Name}' is {b.Type}");
         Need(c, (long)m * n, nameof(c)); Need(a, (long)m * k, nameof(a)); Need(b, (long)k * n, nameof(b));

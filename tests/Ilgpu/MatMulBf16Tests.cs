@@ -19,6 +19,29 @@ public sealed class MatMulBf16Tests : IlgpuFixture
     private void Check(int m, int n, int k, bool transA, bool transB, bool accumulate, int offsetA = 0, int offsetB = 0, int seed = 1) =>
         Bf16Gemm.Check(Gpu, m, n, k, transA, transB, accumulate, offsetA, offsetB, seed);
 
+    /// <summary>
+    /// The split reduce kernels sum the slices in order: into fp32 (written or added to) and, for a product stored in
+    /// bf16, rounded to nearest even (the sum the fp32 kernel writes, rounded).
+    /// </summary>
+    [Test]
+    public void SplitReduceSumsTheSlicesInFp32AndBf16()
+    {
+        int m = 7, n = 9, splits = 3, mn = m * n;
+        var rng = new Random(3);
+        var partials = Enumerable.Range(0, splits * mn).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        var c0 = Enumerable.Range(0, mn).Select(_ => (float)rng.NextDouble()).ToArray();
+        using var h = new OpHarness(Gpu);
+        var tp = h.Input(partials); var c = h.Output(mn); var cacc = h.Input(c0); var c16 = h.OutputBf16(mn);
+        h.Commit();
+        Gpu.SplitReduce(c, tp, m, n, splits, accumulate: false);
+        Gpu.SplitReduce(cacc, tp, m, n, splits, accumulate: true);
+        Gpu.SplitReduce(c16, tp, m, n, splits, accumulate: false);
+        var sums = Enumerable.Range(0, mn).Select(i => partials[i] + partials[mn + i] + partials[2 * mn + i]).ToArray();
+        Assert.That(h.Read(c), Is.EqualTo(sums));
+        Assert.That(h.Read(cacc), Is.EqualTo(Enumerable.Range(0, mn).Select(i => c0[i] + partials[i] + partials[mn + i] + partials[2 * mn + i]).ToArray()));
+        Assert.That(h.ReadBf16(c16), Is.EqualTo(sums.Select(Kernels.Bf16.FromFloat).ToArray()));
+    }
+
     /// <summary>Edge shapes in the three forms training uses: Y = X·Wᵀ (NT), dX = dY·W (NN), dW += dYᵀ·X (TN), and TT.</summary>
     [TestCase(1, 1, 1)]
     [TestCase(37, 45, 70)]

@@ -31,6 +31,13 @@ public class MmaGemmTests
         Assert.That(mma.WorstError(transA, transB, m, n, k, accumulate, splits, out where, late: true), Is.LessThanOrEqualTo(1.0), "copies landing at once: " + where);
     }
 
+    /// <summary>Stores in bf16: every element the fp32 store's value rounded to nearest even (whole and ragged tiles).</summary>
+    [TestCase(false, true, 128, 256, 128)]
+    [TestCase(false, false, 130, 264, 136)]
+    [TestCase(true, false, 136, 264, 200)]
+    public void Bf16StoresAreTheFp32StoresRounded(bool transA, bool transB, int m, int n, int k) =>
+        Assert.That(Mma(3).Bf16StoresMismatch(transA, transB, m, n, k), Is.Null);
+
     /// <summary>As many stages as a block's shared memory allows: 4 on sm_90 (227 KiB), 3 on sm_80 (163 KiB), 2 on sm_86/89 (99 KiB), none below.</summary>
     [TestCase(232448, 4)]
     [TestCase(166912, 3)]

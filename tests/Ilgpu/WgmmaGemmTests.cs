@@ -59,6 +59,23 @@ public class WgmmaGemmTests : IlgpuFixture
             "late wgmma, first warpgroup ahead: " + where);
     }
 
+    /// <summary>
+    /// Stores in bf16 (a product whose output is only a bf16 operand): every element is the fp32 store's value rounded
+    /// to nearest even, in the right place, whole and ragged tiles, and nothing lands past c's 2-byte elements.
+    /// </summary>
+    [TestCase("cp.async", false, true, 128, 256, 128)]
+    [TestCase("TMA", false, false, 130, 264, 136)]
+    [TestCase("warp-specialized", true, false, 136, 264, 200)]
+    [TestCase("warp-specialized", false, true, 256, 512, 64)]
+    [TestCase("warp-specialized 192", false, false, 200, 392, 128)]
+    [TestCase("warp-specialized 192", false, true, 128, 192, 64)]
+    public void Bf16StoresAreTheFp32StoresRounded(string module, bool transA, bool transB, int m, int n, int k)
+    {
+        var check = module switch { "TMA" => WgmmaTma, "warp-specialized" => WgmmaWs, "warp-specialized 192" => WgmmaWsNarrow, _ => Wgmma };
+        Assert.That(check.Bf16StoresMismatch(transA, transB, m, n, k), Is.Null);
+        Assert.That(check.Bf16StoresMismatch(transA, transB, m, n, k, late: true), Is.Null, "late wgmma");
+    }
+
     /// <summary>Bands of 2 tile rows over 3 (a ragged last band) × 2 tile columns × 2 k slices: every tile of every slice, once.</summary>
     [Test]
     public void RaggedBandsOfTheTileOrderCoverEveryTile() =>
@@ -162,8 +179,10 @@ public class WgmmaGemmTests : IlgpuFixture
             Assert.That(Regex.Matches(body, @"wgmma\.mma_async\.sync\.aligned\.m64n256k16\.f32\.bf16\.bf16 .*, 1, 1, " + ta + ", " + tb + ";").Count, Is.EqualTo(4), name);
             // Two prologue issues and one in the loop, 12 copies each.
             Assert.That(Regex.Matches(body, @"cp\.async\.cg\.shared\.global").Count, Is.EqualTo(3 * 12), name);
-            // Written and added, each for a whole tile and, with bounds, for a ragged one.
+            // Written and added, each for a whole tile and, with bounds, for a ragged one; and written in bf16.
             Assert.That(Regex.Matches(body, @"st\.global\.v2\.f32").Count, Is.EqualTo(4 * 64), name);
+            Assert.That(Regex.Matches(body, @"cvt\.rn\.bf16x2\.f32").Count, Is.EqualTo(2 * 64), name);
+            Assert.That(Regex.Matches(body, @"st\.global\.b32").Count, Is.EqualTo(2 * 64), name);
         }
     }
 

@@ -385,6 +385,34 @@ public abstract class BackendOpTests
         Assert.Throws<ArgumentException>(() => Backend.MatMul(c, ta, tf, m, n, k, transA, transB, false), "mixed operand types");
     }
 
+    /// <summary>
+    /// A BF16 output holds the F32 output of the same product rounded to nearest even, bit for bit, for fp32 and bf16
+    /// operands and every transpose form; it is never accumulated into, and other output types are refused.
+    /// </summary>
+    [TestCase(false, false, false)]
+    [TestCase(false, true, true)]
+    [TestCase(true, false, true)]
+    [TestCase(true, true, false)]
+    [TestCase(false, true, false)]
+    public void MatMulWritesABf16OutputAsTheFp32OneRounded(bool transA, bool transB, bool bf16Operands)
+    {
+        int m = 23, n = 18, k = 41;
+        var rng = new Random(200 + (transA ? 1 : 0) + (transB ? 2 : 0));
+        var a = Randn(rng, m * k); var b = Randn(rng, k * n);
+        using var h = H();
+        var (ta, tb) = bf16Operands
+            ? (h.InputBf16(a.Select(Bf16.FromFloat).ToArray()), h.InputBf16(b.Select(Bf16.FromFloat).ToArray()))
+            : (h.Input(a), h.Input(b));
+        var c = h.Output(m * n); var c16 = h.OutputBf16(m * n); var ids = h.Input(new int[m * n]);
+        h.Commit();
+        Backend.MatMul(c, ta, tb, m, n, k, transA, transB, accumulate: false);
+        Backend.MatMul(c16, ta, tb, m, n, k, transA, transB, accumulate: false);
+        Assert.That(h.ReadBf16(c16), Is.EqualTo(h.Read(c).Select(Bf16.FromFloat).ToArray()));
+        var e = Assert.Throws<ArgumentException>(() => Backend.MatMul(c16, ta, tb, m, n, k, transA, transB, accumulate: true))!;
+        Assert.That(e.Message, Does.Contain("never accumulated"));
+        Assert.Throws<ArgumentException>(() => Backend.MatMul(ids, ta, tb, m, n, k, transA, transB, accumulate: false), "an I32 output");
+    }
+
     [TestCase(70_001)]
     [TestCase(70_000)]
     public void ToBf16RoundsToNearestEvenAndKeepsSpecialValues(int random)

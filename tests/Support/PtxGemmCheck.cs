@@ -22,41 +22,18 @@ internal sealed record PtxGemmCheck(string Module, Func<bool, bool, string> Entr
         var rng = new Random(m * 7 + n * 3 + k + (transA ? 1 : 0) + (transB ? 2 : 0));
         ushort[] a = Bf16Gemm.RandomBf16(rng, m * k), b = Bf16Gemm.RandomBf16(rng, n * k);
         int kPer = splits == 1 ? (k + 63) / 64 * 64 : ((k + splits - 1) / splits + 63) / 64 * 64;
-        long cBytes = (long)splits * m * n * 4, aAt = Align(cBytes), bAt = Align(aAt + a.Length * 2L);
-        string[] parameters = TensorMaps ? [.. WgmmaGemmPtx.Parameters, WgmmaGemmPtx.TensorMapA, WgmmaGemmPtx.TensorMapB] : [.. WgmmaGemmPtx.Parameters];
-        var ptx = new PtxInterpreter(Module, EntryOf(transA, transB), parameters, (int)Align(bAt + b.Length * 2L))
-        {
-            LateWgmmaEarlyCopies = late,
-            ReverseThreadOrder = late && !ahead,
-            FirstWarpgroupAhead = ahead,
-        };
         var c0 = new float[splits * m * n];
         for (int i = 0; i < c0.Length; i++) c0[i] = accumulate ? (float)(rng.NextDouble() * 2 - 1) : float.NaN;
-        Buffer.BlockCopy(c0, 0, ptx.Global, 0, (int)cBytes);
-        Buffer.BlockCopy(a, 0, ptx.Global, (int)aAt, a.Length * 2);
-        Buffer.BlockCopy(b, 0, ptx.Global, (int)bAt, b.Length * 2);
-        // Everything past c (the gaps, a and b) must come out as it went in: no store outside c.
-        var outside = ptx.Global.AsSpan((int)cBytes).ToArray();
-        int tilesM = (m + WgmmaGemmPtx.TileM - 1) / WgmmaGemmPtx.TileM, tilesN = (n + TileN - 1) / TileN;
-        ulong g = PtxInterpreter.GlobalBase;
-        var (aLo, aHi) = WgmmaGemmPtx.DescriptorBits(kMajor: !transA, swapped);
-        var (bLo, bHi) = WgmmaGemmPtx.DescriptorBits(kMajor: transB, swapped);
-        ulong[] args = [g, g + (ulong)aAt, g + (ulong)bAt, (ulong)m, (ulong)n, (ulong)k, accumulate ? 1UL : 0, (ulong)tilesM, (ulong)tilesN, (ulong)kPer, (ulong)(m * n),
-             aLo, aHi, bLo, bHi, (ulong)group];
-        if (TensorMaps)
-        {
-            // The maps' values are handles the interpreter looks up (the driver's encoding is opaque).
-            (ptx.TensorMaps[1], ptx.TensorMaps[2]) = GemmTensorMaps.For(transA, transB, m, n, k, g + (ulong)aAt, g + (ulong)bAt, TileN);
-            args = [.. args, 1, 2];
-        }
-        ptx.Run(tilesM * tilesN * splits, Threads, SharedBytes, args);
-        if (!ptx.Global.AsSpan((int)cBytes).SequenceEqual(outside))
+        var cBytes = new byte[c0.Length * 4];
+        Buffer.BlockCopy(c0, 0, cBytes, 0, cBytes.Length);
+        var result = Run(transA, transB, m, n, k, a, b, cBytes, accumulate ? GemmStore.Add : GemmStore.Write, splits, kPer, swapped, group, late, ahead);
+        if (result is null)
         {
             where = "a store landed outside c";
             return double.PositiveInfinity;
         }
         var got = new float[splits * m * n];
-        Buffer.BlockCopy(ptx.Global, 0, got, 0, (int)cBytes);
+        Buffer.BlockCopy(result, 0, got, 0, result.Length);
 
         double worst = 0;
         where = "";
@@ -69,6 +46,68 @@ internal sealed record PtxGemmCheck(string Module, Func<bool, bool, string> Entr
             if (ratio > worst) { worst = ratio; where = $"slice {z} ({i}, {j}): {got[z * mn + i * n + j]}, error {ratio:g3} × the tolerance"; }
         }
         return worst;
+    }
+
+    /// <summary>
+    /// Runs a form with bf16 stores (<see cref="GemmStore.WriteBf16"/>) and with fp32 ones on the same operands: null
+    /// where every bf16 element is the fp32 one rounded to nearest even (and nothing landed outside c), else where not.
+    /// </summary>
+    public string? Bf16StoresMismatch(bool transA, bool transB, int m, int n, int k, bool late = false)
+    {
+        var rng = new Random(m * 5 + n + k * 3);
+        ushort[] a = Bf16Gemm.RandomBf16(rng, m * k), b = Bf16Gemm.RandomBf16(rng, n * k);
+        int kPer = (k + 63) / 64 * 64;
+        var fp32 = Run(transA, transB, m, n, k, a, b, Enumerable.Repeat((byte)0xFF, m * n * 4).ToArray(), GemmStore.Write, 1, kPer, false,
+            WgmmaGemmPtx.Group, late, ahead: false);
+        var bf16 = Run(transA, transB, m, n, k, a, b, Enumerable.Repeat((byte)0xFF, m * n * 2).ToArray(), GemmStore.WriteBf16, 1, kPer, false,
+            WgmmaGemmPtx.Group, late, ahead: false);
+        if (fp32 is null || bf16 is null) return "a store landed outside c";
+        for (int i = 0; i < m * n; i++)
+        {
+            float want = BitConverter.ToSingle(fp32, 4 * i);
+            ushort got = BitConverter.ToUInt16(bf16, 2 * i);
+            if (got != Kernels.Bf16.FromFloat(want))
+                return $"({i / n}, {i % n}): bf16 0x{got:x4}, the fp32 store {want} rounds to 0x{Kernels.Bf16.FromFloat(want):x4}";
+        }
+        return null;
+    }
+
+    /// <summary>
+    /// Runs the entry of a form on a and b with c's initial bytes <paramref name="c"/> (<paramref name="splits"/> slices
+    /// of m·n elements, 4 or, with bf16 stores, 2 bytes each): c's bytes afterwards, or null where a store landed
+    /// outside c.
+    /// </summary>
+    private byte[]? Run(bool transA, bool transB, int m, int n, int k, ushort[] a, ushort[] b, byte[] c, GemmStore store, int splits, int kPer,
+        bool swapped, int group, bool late, bool ahead)
+    {
+        long cBytes = c.Length, aAt = Align(cBytes), bAt = Align(aAt + a.Length * 2L);
+        string[] parameters = TensorMaps ? [.. WgmmaGemmPtx.Parameters, WgmmaGemmPtx.TensorMapA, WgmmaGemmPtx.TensorMapB] : [.. WgmmaGemmPtx.Parameters];
+        var ptx = new PtxInterpreter(Module, EntryOf(transA, transB), parameters, (int)Align(bAt + b.Length * 2L))
+        {
+            LateWgmmaEarlyCopies = late,
+            ReverseThreadOrder = late && !ahead,
+            FirstWarpgroupAhead = ahead,
+        };
+        Buffer.BlockCopy(c, 0, ptx.Global, 0, c.Length);
+        Buffer.BlockCopy(a, 0, ptx.Global, (int)aAt, a.Length * 2);
+        Buffer.BlockCopy(b, 0, ptx.Global, (int)bAt, b.Length * 2);
+        // Everything past c (the gaps, a and b) must come out as it went in: no store outside c.
+        var outside = ptx.Global.AsSpan((int)cBytes).ToArray();
+        int tilesM = (m + WgmmaGemmPtx.TileM - 1) / WgmmaGemmPtx.TileM, tilesN = (n + TileN - 1) / TileN;
+        ulong g = PtxInterpreter.GlobalBase;
+        var (aLo, aHi) = WgmmaGemmPtx.DescriptorBits(kMajor: !transA, swapped);
+        var (bLo, bHi) = WgmmaGemmPtx.DescriptorBits(kMajor: transB, swapped);
+        ulong[] args = [g, g + (ulong)aAt, g + (ulong)bAt, (ulong)m, (ulong)n, (ulong)k, (ulong)store, (ulong)tilesM, (ulong)tilesN, (ulong)kPer, (ulong)(m * n),
+             aLo, aHi, bLo, bHi, (ulong)group];
+        if (TensorMaps)
+        {
+            // The maps' values are handles the interpreter looks up (the driver's encoding is opaque).
+            (ptx.TensorMaps[1], ptx.TensorMaps[2]) = GemmTensorMaps.For(transA, transB, m, n, k, g + (ulong)aAt, g + (ulong)bAt, TileN);
+            args = [.. args, 1, 2];
+        }
+        ptx.Run(tilesM * tilesN * splits, Threads, SharedBytes, args);
+        if (!ptx.Global.AsSpan((int)cBytes).SequenceEqual(outside)) return null;
+        return ptx.Global.AsSpan(0, (int)cBytes).ToArray();
     }
 
     private static long Align(long bytes) => (bytes + 255) / 256 * 256;

@@ -1,11 +1,13 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
+using HftRuntime.Kernels;
 
 namespace HftRuntime.Tests.Support;
 
 /// <summary>
 /// Runs one entry of a PTX module, thread by thread, for the subset of PTX that <c>WgmmaGemmPtx</c> writes: integer
-/// and f32 arithmetic, predicates and branches, <c>ld.param</c>, <c>ld/st.global.v2.f32</c>, <c>cp.async</c> with its
+/// and f32 arithmetic, predicates and branches, <c>ld.param</c>, <c>ld/st.global.v2.f32</c>, <c>cvt.rn.bf16x2.f32</c> and
+/// <c>st.global.b32</c>, <c>cp.async</c> with its
 /// groups (a copy lands only when a <c>cp.async.wait_group</c> of its thread lets it, so a missing wait shows), block
 /// barriers, and <c>wgmma.mma_async</c> m64nNk16 f32 += bf16·bf16 from shared-memory descriptors with the 128-byte
 /// swizzle, run when all 128 threads of a warpgroup reach it, with the same descriptors required of all of them.
@@ -24,7 +26,7 @@ internal sealed partial class PtxInterpreter
     private enum Op
     {
         LdParam, Cvta, Mov, MovPack, Add, Sub, MulLo, MulWide, Div, Rem, Min, Shl, Shr, And, Or, Xor, Cvt, Setp, Selp, Bra,
-        CpAsync, CpCommit, CpWait, Nop, Bar, Wgmma, WgmmaCommit, WgmmaWait, Ldmatrix, Mma, StGlobal, LdGlobal, AddF, Ret,
+        CpAsync, CpCommit, CpWait, Nop, Bar, Wgmma, WgmmaCommit, WgmmaWait, Ldmatrix, Mma, StGlobal, StGlobal32, LdGlobal, AddF, CvtBf16x2, Ret,
         MbarInit, MbarExpectTx, MbarArrive, MbarTryWait, TensorCopy,
     }
 
@@ -134,6 +136,8 @@ internal sealed partial class PtxInterpreter
             "ldmatrix.sync.aligned.m8n8.x4.shared.b16" or "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16" => Op.Ldmatrix,
             "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" => Op.Mma,
             "st.global.v2.f32" => Op.StGlobal,
+            "st.global.b32" => Op.StGlobal32,
+            "cvt.rn.bf16x2.f32" => Op.CvtBf16x2,
             "ld.global.v2.f32" => Op.LdGlobal,
             "ret" => Op.Ret,
             _ => throw new NotSupportedException($"PTX interpreter: unsupported instruction '{text}'"),
@@ -328,6 +332,19 @@ internal sealed partial class PtxInterpreter
                         var v = a[1].Trim('{', '}').Split(',').Select(x => (uint)t.R[_regs[x.Trim()]]).ToArray();
                         BitConverter.TryWriteBytes(Global.AsSpan((int)at), v[0]);
                         BitConverter.TryWriteBytes(Global.AsSpan((int)at + 4), v[1]);
+                        break;
+                    }
+                case Op.StGlobal32:
+                    {
+                        long at = Checked(Aligned(Address(t, a[0]), 4, ins) - GlobalBase, 4, Global.Length, "global");
+                        BitConverter.TryWriteBytes(Global.AsSpan((int)at), (uint)t.R[_regs[a[1]]]);
+                        break;
+                    }
+                case Op.CvtBf16x2:
+                    {
+                        // d = bf16(a) in the high half, bf16(b) in the low half, each rounded to nearest even.
+                        float hi = BitConverter.UInt32BitsToSingle((uint)t.R[_regs[a[1]]]), lo = BitConverter.UInt32BitsToSingle((uint)t.R[_regs[a[2]]]);
+                        Set(t, a[0], Bf16.FromFloat(lo) | ((ulong)Bf16.FromFloat(hi) << 16));
                         break;
                     }
                 case Op.LdGlobal:

@@ -6,12 +6,13 @@ namespace HftRuntime.Kernels.Cpu;
 /// <summary>
 /// bfloat16 on the CPU back-end: the rounding conversion, and matrix products of bf16 operands. A bf16 product is
 /// exact in fp32, so widening the operands and running the fp32 GEMM gives what a tensor core computes (fp32
-/// accumulation; only the summation order differs). The widened operands live in two buffers that grow on first use.
+/// accumulation; only the summation order differs). The widened operands (and a product's fp32 result where it is
+/// stored in bf16) live in buffers that grow on first use.
 /// </summary>
 public sealed unsafe partial class CpuBackend
 {
-    private float* _wideA, _wideB;
-    private long _wideACap, _wideBCap;
+    private float* _wideA, _wideB, _wideC;
+    private long _wideACap, _wideBCap, _wideCCap;
 
     private struct ConvertArgs { public float* F; public ushort* H; }
 
@@ -64,32 +65,41 @@ public sealed unsafe partial class CpuBackend
         for (; i < e; i++) f[i] = Bf16.ToFloat(h[i]);
     }
 
-    /// <summary>Widens a BF16 tensor's first <paramref name="count"/> elements into a grown-on-demand buffer.</summary>
-    private float* Widen(Tensor t, long count, ref float* buffer, ref long capacity)
+    /// <summary>A grown-on-demand buffer of at least <paramref name="count"/> floats (contents undefined).</summary>
+    private static float* Grow(long count, ref float* buffer, ref long capacity)
     {
         if (count > capacity)
         {
             if (buffer != null) NativeMemory.AlignedFree(buffer);
+            buffer = null;
+            capacity = 0;
             buffer = (float*)NativeMemory.AlignedAlloc((nuint)(count * sizeof(float)), 64);
             capacity = count;
         }
+        return buffer;
+    }
+
+    /// <summary>Widens a BF16 tensor's first <paramref name="count"/> elements into a grown-on-demand buffer.</summary>
+    private float* Widen(Tensor t, long count, ref float* buffer, ref long capacity)
+    {
+        Grow(count, ref buffer, ref capacity);
         var a = new ConvertArgs { F = buffer, H = H(t) };
         _pool.For((int)count, ElementGrain, &WidenChunk, &a);
         return buffer;
     }
 
-    private void MatMulBf16(Tensor c, Tensor a, Tensor b, int m, int n, int k, bool transA, bool transB, bool accumulate)
+    private void MatMulBf16(float* c, Tensor a, Tensor b, int m, int n, int k, bool transA, bool transB, bool accumulate)
     {
         float* wa = Widen(a, (long)m * k, ref _wideA, ref _wideACap);
         float* wb = Widen(b, (long)k * n, ref _wideB, ref _wideBCap);
-        CpuGemm.Gemm(_pool, m, n, k, 1f, wa, transA ? m : k, transA, wb, transB ? k : n, transB, F(c), n, accumulate);
+        CpuGemm.Gemm(_pool, m, n, k, 1f, wa, transA ? m : k, transA, wb, transB ? k : n, transB, c, n, accumulate);
     }
 
     private void FreeBf16Buffers()
     {
-        if (_wideA != null) NativeMemory.AlignedFree(_wideA);
-        if (_wideB != null) NativeMemory.AlignedFree(_wideB);
-        _wideA = _wideB = null;
-        _wideACap = _wideBCap = 0;
+        foreach (var p in new[] { (nint)_wideA, (nint)_wideB, (nint)_wideC })
+            if (p != 0) NativeMemory.AlignedFree((void*)p);
+        _wideA = _wideB = _wideC = null;
+        _wideACap = _wideBCap = _wideCCap = 0;
     }
 }

@@ -22,11 +22,11 @@ namespace HftRuntime.Kernels.Ilgpu;
 /// </para>
 /// <para>
 /// Split k: block z of a launch with several k slices covers k from z·kPer and writes its tile at c + z·slice (the
-/// caller then sums the slices). C is written, or with acc ≠ 0 added to, as 8-byte pairs straight from the
-/// accumulators. Ragged sizes: chunks outside the operand or the k slice are copied with source size 0 (zeros), and a
+/// caller then sums the slices). C is written, or added to, as 8-byte fp32 pairs straight from the accumulators, or
+/// written as 4-byte bf16 pairs (p_acc: <see cref="GemmStore"/>). Ragged sizes: chunks outside the operand or the k slice are copied with source size 0 (zeros), and a
 /// tile that reaches past m or n stores only its rows and column blocks inside. Preconditions (checked by the caller,
 /// see IlgpuBackend.AcceptsPtxGemm): a and b on 16 bytes and every row of theirs too (k, m or n a multiple of 8 where
-/// it is a row length), c on 8 bytes and n even.
+/// it is a row length), c on 8 bytes (4 for a bf16 c) and n even.
 /// </para>
 /// </remarks>
 internal static class GemmPtx
@@ -85,7 +85,7 @@ internal static class GemmPtx
             e.Line(")");
             e.Line($".maxntid {threads}, 1, 1");
             e.Line("{");
-            e.Ins(".reg .pred %p_done, %p_load, %p_acc, %p_one, %p_r, %p_c, %p_v, %p_full");
+            e.Ins(".reg .pred %p_done, %p_load, %p_acc, %p_bf, %p_one, %p_r, %p_c, %p_v, %p_full");
             e.Ins(".reg .pred %pr<8>");
             e.Ins(".reg .pred %pc<32>");
             e.Ins(".reg .b32 %u<80>");
@@ -167,7 +167,8 @@ internal static class GemmPtx
         e.Ins("sub.u32 %u19, %u78, %u18");
         e.Ins("add.u32 %u19, %u19, 63");
         e.Ins("shr.u32 %u19, %u19, 6");
-        e.Ins("setp.ne.u32 %p_acc, %u8, 0");
+        e.Ins($"setp.eq.u32 %p_acc, %u8, {(int)GemmStore.Add}");
+        e.Ins($"setp.eq.u32 %p_bf, %u8, {(int)GemmStore.WriteBf16}");
         e.Ins("setp.eq.u32 %p_one, %u0, %u0");
         // Shared memory: aligned to 1 KiB, then the a stages, then the b stages.
         e.Ins($"mov.u32 %u22, {SharedSymbol}");
@@ -317,38 +318,42 @@ internal static class GemmPtx
     }
 
     /// <summary>
-    /// Stores (or with acc adds) the accumulators: %u27 holds this thread's first row (of c's tile, g included) and
-    /// %u28 its first column (2t included); fragment (i, j) of <paramref name="rowBlocks"/> × <paramref name="colBlocks"/>
-    /// sits 16·i rows and 8·j columns further, in registers <paramref name="regOf"/>(i, j) .. + 3 (rows r and r + 8,
-    /// two columns each).
+    /// Stores the accumulators as p_acc (<see cref="GemmStore"/>) says: fp32 pairs written or added to, or bf16 pairs
+    /// written (rounded to nearest even, one 4-byte store per pair). %u27 holds this thread's first row (of c's tile, g
+    /// included) and %u28 its first column (2t included); fragment (i, j) of <paramref name="rowBlocks"/> ×
+    /// <paramref name="colBlocks"/> sits 16·i rows and 8·j columns further, in registers <paramref name="regOf"/>(i, j)
+    /// .. + 3 (rows r and r + 8, two columns each).
     /// </summary>
     public static void Epilogue(Emitter e, int rowBlocks, int colBlocks, Func<int, int, int> regOf, int tileN = TileN)
     {
+        // u64 10: the element index of this thread's first pair, z·slice + row·n + column.
         e.Ins("mul.wide.u32 %q9, %u15, %u12");
-        e.Ins("shl.b64 %q9, %q9, 2");
-        e.Ins("add.u64 %q9, %q0, %q9");
         e.Ins("add.u32 %u27, %u27, %u16");
         e.Ins("mul.wide.u32 %q10, %u27, %u6");
         e.Ins("add.u32 %u28, %u28, %u17");
         e.Ins("cvt.u64.u32 %q11, %u28");
         e.Ins("add.u64 %q10, %q10, %q11");
-        e.Ins("shl.b64 %q10, %q10, 2");
-        e.Ins("add.u64 %q9, %q9, %q10");
-        e.Ins("mul.wide.u32 %q11, %u6, 32");
-        e.Ins("mul.wide.u32 %q12, %u6, 64");
+        e.Ins("add.u64 %q10, %q10, %q9");
         // A tile inside c is stored without bounds; a ragged one checks each row (i, half) and column block j.
         e.Ins($"add.u32 %u29, %u16, {TileM}");
         e.Ins($"add.u32 %u30, %u17, {tileN}");
         e.Ins("setp.le.u32 %p_full, %u29, %u5");
         e.Ins("setp.le.u32 %p_r, %u30, %u6");
         e.Ins("and.pred %p_full, %p_full, %p_r");
-        string add = e.NewLabel("ADD"), partial = e.NewLabel("PARTIAL"), partialAdd = e.NewLabel("PARTIAL_ADD"), end = e.NewLabel("END");
+        string add = e.NewLabel("ADD"), bf = e.NewLabel("BF16"), partial = e.NewLabel("PARTIAL"), partialAdd = e.NewLabel("PARTIAL_ADD"),
+            partialBf = e.NewLabel("PARTIAL_BF16"), end = e.NewLabel("END");
         e.Ins($"@!%p_full bra {partial}");
+        e.Ins($"@%p_bf bra {bf}");
+        StoreAddresses(e, bf16: false);
         e.Ins($"@%p_acc bra {add}");
-        Stores(e, rowBlocks, colBlocks, regOf, accumulate: false, bounded: false);
+        Stores(e, rowBlocks, colBlocks, regOf, GemmStore.Write, bounded: false);
         e.Ins($"bra.uni {end}");
         e.Line(add + ":");
-        Stores(e, rowBlocks, colBlocks, regOf, accumulate: true, bounded: false);
+        Stores(e, rowBlocks, colBlocks, regOf, GemmStore.Add, bounded: false);
+        e.Ins($"bra.uni {end}");
+        e.Line(bf + ":");
+        StoreAddresses(e, bf16: true);
+        Stores(e, rowBlocks, colBlocks, regOf, GemmStore.WriteBf16, bounded: false);
         e.Ins($"bra.uni {end}");
         e.Line(partial + ":");
         for (int i = 0; i < rowBlocks; i++)
@@ -362,17 +367,37 @@ internal static class GemmPtx
             e.Ins($"add.u32 %u29, %u28, {8 * j}");
             e.Ins($"setp.lt.u32 %pc{j}, %u29, %u6");
         }
+        e.Ins($"@%p_bf bra {partialBf}");
+        StoreAddresses(e, bf16: false);
         e.Ins($"@%p_acc bra {partialAdd}");
-        Stores(e, rowBlocks, colBlocks, regOf, accumulate: false, bounded: true);
+        Stores(e, rowBlocks, colBlocks, regOf, GemmStore.Write, bounded: true);
         e.Ins($"bra.uni {end}");
         e.Line(partialAdd + ":");
-        Stores(e, rowBlocks, colBlocks, regOf, accumulate: true, bounded: true);
+        Stores(e, rowBlocks, colBlocks, regOf, GemmStore.Add, bounded: true);
+        e.Ins($"bra.uni {end}");
+        e.Line(partialBf + ":");
+        StoreAddresses(e, bf16: true);
+        Stores(e, rowBlocks, colBlocks, regOf, GemmStore.WriteBf16, bounded: true);
         e.Line(end + ":");
         e.Ins("ret");
     }
 
-    private static void Stores(Emitter e, int rowBlocks, int colBlocks, Func<int, int, int> regOf, bool accumulate, bool bounded)
+    /// <summary>
+    /// From the element index (u64 10): the address of this thread's first pair (u64 9), and the strides of 8 rows
+    /// (u64 11) and 16 rows (u64 12), for 4-byte or (<paramref name="bf16"/>) 2-byte elements.
+    /// </summary>
+    private static void StoreAddresses(Emitter e, bool bf16)
     {
+        int size = bf16 ? 2 : 4;
+        e.Ins($"shl.b64 %q9, %q10, {(bf16 ? 1 : 2)}");
+        e.Ins("add.u64 %q9, %q0, %q9");
+        e.Ins($"mul.wide.u32 %q11, %u6, {8 * size}");
+        e.Ins($"mul.wide.u32 %q12, %u6, {16 * size}");
+    }
+
+    private static void Stores(Emitter e, int rowBlocks, int colBlocks, Func<int, int, int> regOf, GemmStore store, bool bounded)
+    {
+        int pairBytes = store == GemmStore.WriteBf16 ? 4 : 8;
         e.Ins("mov.u64 %q15, %q9");
         for (int i = 0; i < rowBlocks; i++)
         {
@@ -381,22 +406,30 @@ internal static class GemmPtx
             for (int j = 0; j < colBlocks; j++)
                 for (int half = 0; half < 2; half++)
                 {
-                    string addr = $"[%q{15 + half}+{j * 32}]", guard = "";
+                    string addr = $"[%q{15 + half}+{j * 4 * pairBytes}]", guard = "";
                     if (bounded)
                     {
                         e.Ins($"and.pred %p_v, %pr{2 * i + half}, %pc{j}");
                         guard = "@%p_v ";
                     }
                     int r = regOf(i, j) + 2 * half;
-                    if (!accumulate)
+                    switch (store)
                     {
-                        e.Ins($"{guard}st.global.v2.f32 {addr}, {{%d{r}, %d{r + 1}}}");
-                        continue;
+                        case GemmStore.Write:
+                            e.Ins($"{guard}st.global.v2.f32 {addr}, {{%d{r}, %d{r + 1}}}");
+                            break;
+                        case GemmStore.WriteBf16:
+                            // The first column's element in the low half.
+                            e.Ins($"cvt.rn.bf16x2.f32 %u79, %d{r + 1}, %d{r}");
+                            e.Ins($"{guard}st.global.b32 {addr}, %u79");
+                            break;
+                        default:
+                            e.Ins($"{guard}ld.global.v2.f32 {{%f0, %f1}}, {addr}");
+                            e.Ins($"add.f32 %f0, %f0, %d{r}");
+                            e.Ins($"add.f32 %f1, %f1, %d{r + 1}");
+                            e.Ins($"{guard}st.global.v2.f32 {addr}, {{%f0, %f1}}");
+                            break;
                     }
-                    e.Ins($"{guard}ld.global.v2.f32 {{%f0, %f1}}, {addr}");
-                    e.Ins($"add.f32 %f0, %f0, %d{r}");
-                    e.Ins($"add.f32 %f1, %f1, %d{r + 1}");
-                    e.Ins($"{guard}st.global.v2.f32 {addr}, {{%f0, %f1}}");
                 }
         }
     }
@@ -415,4 +448,17 @@ internal static class GemmPtx
 
         public override string ToString() => _sb.ToString();
     }
+}
+
+/// <summary>How a PTX GEMM stores its tile (the p_acc parameter): fp32 written, fp32 added to c, or bf16 written.</summary>
+internal enum GemmStore
+{
+    /// <summary>c = the product (fp32).</summary>
+    Write = 0,
+
+    /// <summary>c += the product (fp32).</summary>
+    Add = 1,
+
+    /// <summary>c = the product rounded to bfloat16 (nearest even); c's element size is 2 bytes.</summary>
+    WriteBf16 = 2,
 }

@@ -49,11 +49,13 @@ public sealed partial class IlgpuBackend
     {
         _matmul = Load<ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>(MatMulKernel);
         _matmulSplitReduce = Load<ArrayView<float>, ArrayView<float>, int, int>(MatMulSplitReduceKernel);
+        LoadMatMulBf16Out();
     }
 
     /// <inheritdoc/>
     protected override void MatMulCore(Tensor c, Tensor a, Tensor b, int m, int n, int k, bool transA, bool transB, bool accumulate)
     {
+        if (c.Type == DType.BF16) { MatMulToBf16(c, a, b, m, n, k, transA, transB); return; }
         if (a.Type == DType.BF16) { MatMulBf16(c, a, b, m, n, k, transA, transB, accumulate); return; }
         var (tilesM, tilesN, tiles, splits, kPer) = TilePlan(m, n, k, TileM, TileK);
         var p = new GemmArgs

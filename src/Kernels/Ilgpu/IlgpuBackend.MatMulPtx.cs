@@ -18,6 +18,8 @@ public sealed partial class IlgpuBackend
         public PtxGemm? Gemm;
         public string? Unavailable;
         public readonly string?[] Form = new string?[3];
+        /// <summary>Per form, the check of its bf16 stores (<see cref="GemmStore.WriteBf16"/>), made on a form's first bf16 product.</summary>
+        public readonly string?[] FormBf16 = new string?[3];
         public readonly bool[] Swapped = new bool[3];
         public long Launches;
         public int Warned;
@@ -78,18 +80,19 @@ public sealed partial class IlgpuBackend
     private static string SlotStatus(PtxGemmSlot s) =>
         s.Unavailable is not null ? "unavailable: " + s.Unavailable
         : s.Gemm is null ? "unused"
-        : string.Join("; ", new[] { "NT", "NN", "TN" }.Select((f, i) => $"{f} {s.Form[i] ?? "unchecked"}"));
+        : string.Join("; ", new[] { "NT", "NN", "TN" }.Select((f, i) => $"{f} {s.Form[i] ?? "unchecked"}" + (s.FormBf16[i] is { } b ? $" (bf16 stores {b})" : "")));
 
     /// <summary>
     /// Whether the PTX kernels compute c[m, n] (+)= op(a)·op(b): the NT, NN or TN form, a and b starting on 16 bytes
     /// and c on 8, m·n within 2³¹, and every row of a and b on 16 bytes: k a multiple of 8 where a k-contiguous operand
     /// has rows of k (NT, NN), n a multiple of 8 where b has rows of n (NN, TN), m a multiple of 8 where a has rows of m
-    /// (TN), and n even (c's rows on 8 bytes). Any other size: ragged tiles are bounded in the kernels.
+    /// (TN), and n even (c's rows on 8 bytes; on 4 for a BF16 c, which starts on 4). Any other size: ragged tiles are
+    /// bounded in the kernels.
     /// </summary>
     internal static bool AcceptsPtxGemm(Tensor c, Tensor a, Tensor b, int m, int n, int k, bool transA, bool transB) =>
         !(transA && transB) && m > 0 && n > 0 && k > 0
         && (transA || k % 8 == 0) && (transB || n % 8 == 0) && (!transA || m % 8 == 0) && n % 2 == 0
-        && a.ByteOffset % 16 == 0 && b.ByteOffset % 16 == 0 && c.ByteOffset % 8 == 0 && (long)m * n <= int.MaxValue
+        && a.ByteOffset % 16 == 0 && b.ByteOffset % 16 == 0 && c.ByteOffset % (c.Type == DType.BF16 ? 4 : 8) == 0 && (long)m * n <= int.MaxValue
         && a.Count >= (long)m * k && b.Count >= (long)n * k && c.Count >= (long)m * n;
 
     /// <summary>
@@ -140,29 +143,33 @@ public sealed partial class IlgpuBackend
     /// <see cref="Bf16GemmVariant.WgmmaWs"/> or <see cref="Bf16GemmVariant.Mma"/>) when the
     /// device runs it, <see cref="AcceptsPtxGemm"/> holds and the form passed its check; split in k by
     /// <see cref="PtxSplitPlanFor"/> (or HFT_SPLIT_K; slices of a multiple of 64, partials summed by the split reduce
-    /// kernel). Returns whether it did.
+    /// kernel). A BF16 c is written in bf16 by the kernel (unsplit; the form's bf16 stores checked too) or by the split
+    /// reduce kernel. Returns whether it did.
     /// </summary>
     private bool TryMatMulPtx(Tensor c, Tensor a, Tensor b, int m, int n, int k, bool transA, bool transB, bool accumulate)
     {
         var slot = SlotOf(Bf16GemmVariant);
         if (slot is null || !AcceptsPtxGemm(c, a, b, m, n, k, transA, transB)) return false;
         if (Module(slot) is not { } gemm || !FormChecked(slot, gemm, transA, transB)) return false;
+        bool bf16Out = c.Type == DType.BF16;
         bool swapped = slot.Swapped[Form(transA, transB)];
         int tilesM = (m + GemmPtx.TileM - 1) / GemmPtx.TileM, tilesN = (n + GemmPtx.TileN - 1) / GemmPtx.TileN;
         long tiles = (long)tilesM * tilesN;
         var (splits, kPer) = ForceSplitK > 0 ? SplitPlan(tiles, (long)m * n, k, GemmPtx.TileK)
             : PtxSplitPlanFor(tiles, (long)m * n, k, _acc.NumMultiprocessors);
         IntPtr pa = Address(a), pb = Address(b);
-        if (splits == 1 && ForceSplitK == 0 && slot == _wgmmaWsSlot && NarrowTiles && TryNarrow(c, pa, pb, m, n, k, transA, transB, accumulate)) return true;
+        var store = bf16Out ? GemmStore.WriteBf16 : accumulate ? GemmStore.Add : GemmStore.Write;
+        if (splits == 1 && bf16Out && !FormChecked(slot, gemm, transA, transB, bf16Out: true)) return false;
+        if (splits == 1 && ForceSplitK == 0 && slot == _wgmmaWsSlot && NarrowTiles && TryNarrow(c, pa, pb, m, n, k, transA, transB, store)) return true;
         try
         {
             if (splits == 1)
-                gemm.Launch(transA, transB, (int)tiles, Address(c), pa, pb, m, n, k, accumulate, tilesM, tilesN, kPer, m * n, swapped);
+                gemm.Launch(transA, transB, (int)tiles, Address(c), pa, pb, m, n, k, store, tilesM, tilesN, kPer, m * n, swapped);
             else
             {
                 var partials = Scratch((long)splits * m * n);
-                gemm.Launch(transA, transB, (int)(tiles * splits), _scratch!.NativePtr, pa, pb, m, n, k, false, tilesM, tilesN, kPer, m * n, swapped);
-                _matmulSplitReduce(Config(StreamGroups((long)m * n)), F(c).SubView(0, (long)m * n), partials, splits, accumulate ? 1 : 0);
+                gemm.Launch(transA, transB, (int)(tiles * splits), _scratch!.NativePtr, pa, pb, m, n, k, GemmStore.Write, tilesM, tilesN, kPer, m * n, swapped);
+                SplitReduce(c, partials, m, n, splits, accumulate);
             }
         }
         catch (InvalidOperationException e) when (gemm.TensorMaps)
@@ -192,14 +199,15 @@ public sealed partial class IlgpuBackend
     /// An unsplit product on the 128 × 192 warp-specialized kernel where <see cref="NarrowTilesPay"/>, its module loads
     /// and the form passed its check; false (nothing queued) otherwise, and the caller goes on with 128 × 256 tiles.
     /// </summary>
-    private bool TryNarrow(Tensor c, IntPtr pa, IntPtr pb, int m, int n, int k, bool transA, bool transB, bool accumulate)
+    private bool TryNarrow(Tensor c, IntPtr pa, IntPtr pb, int m, int n, int k, bool transA, bool transB, GemmStore store)
     {
         var slot = _wgmmaWsNarrowSlot;
-        if (!NarrowTilesPay(m, n, _acc.NumMultiprocessors) || Module(slot) is not { } gemm || !FormChecked(slot, gemm, transA, transB)) return false;
+        if (!NarrowTilesPay(m, n, _acc.NumMultiprocessors) || Module(slot) is not { } gemm || !FormChecked(slot, gemm, transA, transB)
+            || (store == GemmStore.WriteBf16 && !FormChecked(slot, gemm, transA, transB, bf16Out: true))) return false;
         int tilesM = (m + GemmPtx.TileM - 1) / GemmPtx.TileM, tilesN = (n + gemm.TileN - 1) / gemm.TileN;
         try
         {
-            gemm.Launch(transA, transB, tilesM * tilesN, Address(c), pa, pb, m, n, k, accumulate, tilesM, tilesN, k, m * n, slot.Swapped[Form(transA, transB)]);
+            gemm.Launch(transA, transB, tilesM * tilesN, Address(c), pa, pb, m, n, k, store, tilesM, tilesN, k, m * n, slot.Swapped[Form(transA, transB)]);
         }
         catch (InvalidOperationException e)
         {
@@ -296,11 +304,14 @@ public sealed partial class IlgpuBackend
     /// the largest magnitude (the two sum the same exact products in another order). A wgmma form with an MN-major
     /// operand (NN, TN) that fails is tried once more with the descriptors' two byte offsets exchanged
     /// (<see cref="WgmmaGemmPtx.DescriptorBits"/>) and keeps that where it passes. A failure is reported once on
-    /// stderr and kept.
+    /// stderr and kept. With <paramref name="bf16Out"/> (on a form that passed): the same two products stored in bf16,
+    /// each element within 1e-4 of the largest magnitude plus 2⁻⁸ of its own of the simple kernel's fp32 result (one
+    /// rounding to bf16); where that fails the form's bf16 products are computed in fp32 and rounded after.
     /// </summary>
-    private bool FormChecked(PtxGemmSlot slot, PtxGemm gemm, bool transA, bool transB)
+    private bool FormChecked(PtxGemmSlot slot, PtxGemm gemm, bool transA, bool transB, bool bf16Out = false)
     {
         int form = Form(transA, transB);
+        if (bf16Out) return Bf16StoresChecked(slot, gemm, transA, transB, form);
         if (slot.Form[form] is { } done) return done.StartsWith("checked", StringComparison.Ordinal);
         string name = transA ? "TN" : transB ? "NT" : "NN", first = "";
         bool tryExchanged = IsWgmma(slot) && (transA || !transB);
@@ -322,8 +333,25 @@ public sealed partial class IlgpuBackend
         return false;
     }
 
-    /// <summary>One product of the check: null where the PTX kernel agrees with the simple one, else where it does not.</summary>
-    private string? CheckShape(PtxGemm gemm, int m, int n, int k, bool transA, bool transB, bool swapped, int seed)
+    /// <summary>The bf16 stores' check of a form (see <see cref="FormChecked"/>), on its first bf16 product.</summary>
+    private bool Bf16StoresChecked(PtxGemmSlot slot, PtxGemm gemm, bool transA, bool transB, int form)
+    {
+        if (slot.FormBf16[form] is { } done) return done == "checked";
+        bool swapped = slot.Swapped[form];
+        string? mismatch = CheckShape(gemm, 256, 512, 320, transA, transB, swapped, 20261128 + form, bf16Out: true)
+            ?? CheckShape(gemm, 136, 264, 200, transA, transB, swapped, 20261129 + form, bf16Out: true);
+        slot.FormBf16[form] = mismatch is null ? "checked" : "failed: " + mismatch;
+        if (mismatch is not null)
+            Console.Error.WriteLine($"warning: the {slot.Name} bf16 GEMM's bf16 stores ({(transA ? "TN" : transB ? "NT" : "NN")}) disagree with the simple kernel ({mismatch}); "
+                + "those products are computed in fp32 and rounded after");
+        return mismatch is null;
+    }
+
+    /// <summary>
+    /// One product of the check: null where the PTX kernel agrees with the simple one, else where it does not. With
+    /// <paramref name="bf16Out"/> the PTX kernel stores bf16, compared with the fp32 result within one rounding.
+    /// </summary>
+    private string? CheckShape(PtxGemm gemm, int m, int n, int k, bool transA, bool transB, bool swapped, int seed, bool bf16Out = false)
     {
         var rng = new Random(seed);
         var a = new ushort[m * k];
@@ -335,33 +363,39 @@ public sealed partial class IlgpuBackend
         var tb = arena.Reserve("ptx_gemm_check_b", b.Length, DType.BF16);
         var want = arena.Reserve("ptx_gemm_check_want", m * n);
         var got = arena.Reserve("ptx_gemm_check_got", m * n);
+        var got16 = arena.Reserve("ptx_gemm_check_got_bf16", m * n, DType.BF16);
         arena.Commit();
         Upload<ushort>(ta, a);
         Upload<ushort>(tb, b);
         MatMulBf16Simple(want, ta, tb, m, n, k, transA, transB, accumulate: false);
         Fill(got, float.NaN);
+        Upload<ushort>(got16, Enumerable.Repeat((ushort)0x7FC0, m * n).ToArray());
         int tilesM = (m + GemmPtx.TileM - 1) / GemmPtx.TileM, tilesN = (n + gemm.TileN - 1) / gemm.TileN;
         try
         {
-            gemm.Launch(transA, transB, tilesM * tilesN, Address(got), Address(ta), Address(tb), m, n, k, false, tilesM, tilesN,
-                (k + GemmPtx.TileK - 1) / GemmPtx.TileK * GemmPtx.TileK, m * n, swapped);
+            gemm.Launch(transA, transB, tilesM * tilesN, Address(bf16Out ? got16 : got), Address(ta), Address(tb), m, n, k,
+                bf16Out ? GemmStore.WriteBf16 : GemmStore.Write, tilesM, tilesN, (k + GemmPtx.TileK - 1) / GemmPtx.TileK * GemmPtx.TileK, m * n, swapped);
         }
         catch (InvalidOperationException e) when (gemm.TensorMaps)
         {
             return $"{m}×{n}×{k}: {e.Message}";
         }
-        string? mismatch = Mismatch(ToArray<float>(want), ToArray<float>(got), n);
+        float[] result = bf16Out ? ToArray<ushort>(got16).Select(Bf16.ToFloat).ToArray() : ToArray<float>(got);
+        string? mismatch = Mismatch(ToArray<float>(want), result, n, bf16Out ? 1.0 / 256 : 0);
         return mismatch is null ? null : $"{m}×{n}×{k}: {mismatch}";
     }
 
-    /// <summary>Where <paramref name="got"/> differs from <paramref name="want"/> by more than 1e-4 of want's largest magnitude (null: nowhere).</summary>
-    private static string? Mismatch(float[] want, float[] got, int n)
+    /// <summary>
+    /// Where <paramref name="got"/> differs from <paramref name="want"/> by more than 1e-4 of want's largest magnitude
+    /// plus <paramref name="relative"/> of the element's own (null: nowhere).
+    /// </summary>
+    internal static string? Mismatch(float[] want, float[] got, int n, double relative = 0)
     {
         double scale = want.Max(Math.Abs), worst = 0;
         int at = -1;
         for (int i = 0; i < want.Length; i++)
         {
-            double e = Math.Abs(want[i] - got[i]);
+            double e = Math.Abs(want[i] - got[i]) - relative * Math.Abs(want[i]);
             if (!(e <= worst)) { worst = double.IsNaN(e) ? double.PositiveInfinity : e; at = i; }
         }
         return at >= 0 && worst > 1e-4 * scale ? $"element ({at / n}, {at % n}) is {got[at]}, the simple kernel gives {want[at]}" : null;

@@ -212,9 +212,9 @@ public sealed partial class IlgpuBackend : Backend
         _disposed = true;
         _acc.DefaultStream.Synchronize();
         _scratch?.Dispose();
+        _stagingArena?.Dispose();
         _dummy.Dispose();
-        _wgmmaSlot.Gemm?.Dispose();
-        _mmaSlot.Gemm?.Dispose();
+        foreach (var slot in new[] { _wgmmaSlot, _mmaSlot, _wgmmaTmaSlot, _wgmmaWsSlot, _wgmmaWsNarrowSlot }) slot.Gemm?.Dispose();
         if (_ownsAccelerator)
         {
             var context = _acc.Context;

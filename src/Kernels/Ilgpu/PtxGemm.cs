@@ -95,8 +95,9 @@ internal sealed class PtxGemm : IDisposable
     /// operands' descriptors take <see cref="WgmmaGemmPtx.DescriptorBits"/> with <paramref name="swappedStrides"/> (the
     /// wgmma module's; the others ignore them). A module with <see cref="TensorMaps"/> gets a's and b's
     /// (<see cref="GemmTensorMaps"/>); its k slices must then be a multiple of 64 (whole boxes), or the whole of k.
+    /// <paramref name="store"/>: c written or added to in fp32, or written in bf16 (then slice counts bf16 elements).
     /// </summary>
-    public unsafe void Launch(bool transA, bool transB, int grid, IntPtr c, IntPtr a, IntPtr b, int m, int n, int k, bool accumulate,
+    public unsafe void Launch(bool transA, bool transB, int grid, IntPtr c, IntPtr a, IntPtr b, int m, int n, int k, GemmStore store,
         int tilesM, int tilesN, int kPer, int slice, bool swappedStrides = false)
     {
         string entry = _entryOf(transA, transB);
@@ -111,7 +112,7 @@ internal sealed class PtxGemm : IDisposable
         var pointers = Marshal.AllocHGlobal(count * IntPtr.Size);
         try
         {
-            long[] args = [c.ToInt64(), a.ToInt64(), b.ToInt64(), m, n, k, accumulate ? 1 : 0, tilesM, tilesN, kPer, slice, aLo, aHi, bLo, bHi, Group];
+            long[] args = [c.ToInt64(), a.ToInt64(), b.ToInt64(), m, n, k, (int)store, tilesM, tilesN, kPer, slice, aLo, aHi, bLo, bHi, Group];
             for (int i = 0; i < scalars; i++)
             {
                 var slot = values + i * 8;
