@@ -305,14 +305,19 @@ public abstract partial class Backend : IDisposable
 
     /// <summary>h = silu(gate) · up, element-wise over gate.Count elements.</summary>
     /// <remarks>
-    /// With <paramref name="hBf16"/> (BF16) the result is also written rounded to bfloat16, in the same pass (the
+    /// gate and up are both F32, or both BF16 (the bf16 outputs of the products: widened, computed in fp32). With
+    /// <paramref name="hBf16"/> (BF16) the result is also written rounded to bfloat16, in the same pass (the
     /// operand of a bf16 product); h may then be the empty tensor, when nothing needs the fp32 values. With
-    /// <paramref name="gateBf16"/> and <paramref name="upBf16"/> (BF16, both or neither) the inputs are also written
-    /// rounded, for a bf16 backward pass.
+    /// <paramref name="gateBf16"/> and <paramref name="upBf16"/> (BF16, both or neither; F32 inputs only) the inputs are
+    /// also written rounded, for a bf16 backward pass.
     /// </remarks>
     public void SwiGluForward(Tensor h, Tensor gate, Tensor up, Tensor hBf16 = default, Tensor gateBf16 = default, Tensor upBf16 = default)
     {
-        F32(gate, nameof(gate)); F32(up, nameof(up)); Same(gate, up);
+        Own(gate, nameof(gate));
+        if (gate.Type is not (DType.F32 or DType.BF16)) throw new ArgumentException($"gate '{gate.Name}' must be F32 or BF16, is {gate.Type}", nameof(gate));
+        Like(up, gate, gate, nameof(up));
+        if (gate.Type == DType.BF16 && !gateBf16.IsEmpty)
+            throw new ArgumentException($"gate '{gate.Name}' is BF16 already: gateBf16 and upBf16 copies are for F32 inputs", nameof(gateBf16));
         OptionalOutputs(h, hBf16, gate.Count, nameof(h), nameof(hBf16));
         if (gateBf16.IsEmpty != upBf16.IsEmpty) throw new ArgumentException("gateBf16 and upBf16 go together: give both or neither", nameof(gateBf16));
         if (!gateBf16.IsEmpty)
@@ -326,15 +331,18 @@ public abstract partial class Backend : IDisposable
     }
 
     /// <summary>
-    /// dGate, dUp from dh (F32). gate, up, dGate and dUp are all F32, or all BF16 (the bf16 precision: the inputs
-    /// widened, the gradients rounded). dGate may alias gate and dUp may alias up (each element is read before it is
+    /// dGate, dUp from dh. gate, up, dGate and dUp are all F32, or all BF16 (the bf16 precision: the inputs
+    /// widened, the gradients rounded); dh is F32, or BF16 with BF16 gate and up (the bf16 output of the down
+    /// projection's input gradient). dGate may alias gate and dUp may alias up (each element is read before it is
     /// written).
     /// </summary>
     public void SwiGluBackward(Tensor dGate, Tensor dUp, Tensor dh, Tensor gate, Tensor up)
     {
-        F32(dh, nameof(dh));
+        Own(dh, nameof(dh));
         Own(gate, nameof(gate));
         if (gate.Type != DType.F32 && gate.Type != DType.BF16) throw new ArgumentException($"gate '{gate.Name}' must be F32 or BF16, is {gate.Type}", nameof(gate));
+        if (dh.Type != DType.F32 && !(dh.Type == DType.BF16 && gate.Type == DType.BF16))
+            throw new ArgumentException($"dh '{dh.Name}' must be F32, or BF16 with BF16 gate and up; it is {dh.Type} with {gate.Type} gate", nameof(dh));
         Like(gate, dh, gate, nameof(gate)); Like(up, dh, gate, nameof(up)); Like(dGate, dh, gate, nameof(dGate)); Like(dUp, dh, gate, nameof(dUp));
         long t0 = BeginOp();
         SwiGluBackwardCore(dGate, dUp, dh, gate, up);

@@ -159,6 +159,44 @@ public abstract class BackendOpTests
         Assert.That(() => Backend.SwiGluForward(default, tg, tu, h16, g16, default), Throws.ArgumentException.With.Message.Contains("go together"));
     }
 
+    /// <summary>
+    /// SwiGLU from the products' bf16 outputs: the forward pass from bf16 gate and up, and the backward pass from a bf16
+    /// dh, are the fp32 passes on the same (widened) values, rounded, bit for bit; inconsistent types are refused.
+    /// </summary>
+    [TestCase(4099)]
+    [TestCase(4100)]
+    [TestCase(4104)] // whole octets: the GPU back-end's 16-byte kernels
+    public void SwiGluFromBf16GateUpAndDhIsTheFp32PassRounded(int count)
+    {
+        var rng = new Random(11);
+        ushort[] g = Randn(rng, count, 2).Select(Bf16.FromFloat).ToArray(), u = Randn(rng, count).Select(Bf16.FromFloat).ToArray();
+        ushort[] r = Randn(rng, count).Select(Bf16.FromFloat).ToArray();
+        float[] W(ushort[] x) => x.Select(Bf16.ToFloat).ToArray();
+        using var h = H();
+        var g16 = h.InputBf16(g); var u16 = h.InputBf16(u); var r16 = h.InputBf16(r);
+        var gw = h.Input(W(g)); var uw = h.Input(W(u)); var rw = h.Input(W(r));
+        var h16 = h.OutputBf16(count); var hf = h.Output(count); var h16b = h.OutputBf16(count); var wantH = h.Output(count); var wantH16 = h.OutputBf16(count);
+        var dg16 = h.OutputBf16(count); var du16 = h.OutputBf16(count);
+        h.Commit();
+        Backend.SwiGluForward(default, g16, u16, h16);
+        Backend.SwiGluForward(hf, g16, u16, h16b);
+        Backend.SwiGluForward(wantH, gw, uw, wantH16);
+        Assert.That(h.ReadBf16(h16), Is.EqualTo(h.ReadBf16(wantH16)), "h in bf16");
+        Assert.That(h.Read(hf), Is.EqualTo(h.Read(wantH)), "h in fp32");
+        Assert.That(h.ReadBf16(h16b), Is.EqualTo(h.ReadBf16(wantH16)), "h in bf16 beside fp32");
+        Backend.SwiGluBackward(dg16, du16, r16, g16, u16);
+        Backend.SwiGluBackward(gw, uw, rw, gw, uw);
+        Assert.That(h.ReadBf16(dg16), Is.EqualTo(h.Read(gw).Select(Bf16.FromFloat).ToArray()), "dGate");
+        Assert.That(h.ReadBf16(du16), Is.EqualTo(h.Read(uw).Select(Bf16.FromFloat).ToArray()), "dUp");
+        // In place over the inputs, as the model runs it.
+        Backend.SwiGluBackward(g16, u16, r16, g16, u16);
+        Assert.That(h.ReadBf16(g16), Is.EqualTo(h.ReadBf16(dg16)), "dGate over gate");
+        Assert.That(h.ReadBf16(u16), Is.EqualTo(h.ReadBf16(du16)), "dUp over up");
+        Assert.That(() => Backend.SwiGluBackward(hf, wantH, r16, hf, wantH), Throws.ArgumentException.With.Message.Contains("BF16 with BF16 gate"));
+        Assert.That(() => Backend.SwiGluForward(default, g16, u16, h16, dg16, du16), Throws.ArgumentException.With.Message.Contains("BF16 already"));
+        Assert.That(() => Backend.SwiGluForward(default, g16, uw, h16), Throws.ArgumentException.With.Message.Contains("must be BF16 like"));
+    }
+
     [TestCase(7, 3, 8, 10000.0)]
     [TestCase(5, 2, 16, 500000.0)]
     [TestCase(4, 3, 6, 10000.0)]

@@ -4,17 +4,19 @@ namespace HftRuntime.Kernels.Cpu;
 
 public sealed unsafe partial class CpuBackend
 {
-    private struct SwiGluArgs { public float* H, G, U, Dg, Du; public ushort* H16, G16, U16, Dg16, Du16; }
+    private struct SwiGluArgs { public float* H, G, U, Dg, Du; public ushort* H16, G16, U16, Dg16, Du16, In16G, In16U, Dh16; }
 
     private const int SwiGluChunk = 1024;
 
     /// <inheritdoc/>
     protected override void SwiGluForwardCore(Tensor h, Tensor gate, Tensor up, Tensor hBf16, Tensor gateBf16, Tensor upBf16)
     {
+        bool bf16In = gate.Type == DType.BF16;
         var a = new SwiGluArgs
         {
-            H = h.IsEmpty ? null : F(h), G = F(gate), U = F(up), H16 = hBf16.IsEmpty ? null : H(hBf16),
+            H = h.IsEmpty ? null : F(h), G = bf16In ? null : F(gate), U = bf16In ? null : F(up), H16 = hBf16.IsEmpty ? null : H(hBf16),
             G16 = gateBf16.IsEmpty ? null : H(gateBf16), U16 = upBf16.IsEmpty ? null : H(upBf16),
+            In16G = bf16In ? H(gate) : null, In16U = bf16In ? H(up) : null,
         };
         _pool.For(gate.Count, 16 * SwiGluChunk, &SwiGluForwardChunk, &a);
     }
@@ -24,16 +26,26 @@ public sealed unsafe partial class CpuBackend
         var a = (SwiGluArgs*)p;
         float* sig = stackalloc float[SwiGluChunk];
         float* tmp = stackalloc float[SwiGluChunk];
+        float* gw = stackalloc float[SwiGluChunk];
+        float* uw = stackalloc float[SwiGluChunk];
         for (int c = s; c < e; c += SwiGluChunk)
         {
             int len = Math.Min(SwiGluChunk, e - c);
-            var g = new ReadOnlySpan<float>(a->G + c, len);
+            // bf16 inputs (In16G set) are widened chunk by chunk.
+            float* gp = a->G + c, upp = a->U + c;
+            if (a->In16G != null)
+            {
+                WidenRange(a->In16G + c, gw, 0, len);
+                WidenRange(a->In16U + c, uw, 0, len);
+                gp = gw; upp = uw;
+            }
+            var g = new ReadOnlySpan<float>(gp, len);
             var sg = new Span<float>(sig, len);
             TensorPrimitives.Sigmoid(g, sg);
             float* hp = a->H != null ? a->H + c : tmp;
             var h = new Span<float>(hp, len);
             TensorPrimitives.Multiply(g, sg, h);
-            TensorPrimitives.Multiply(h, new ReadOnlySpan<float>(a->U + c, len), h);
+            TensorPrimitives.Multiply(h, new ReadOnlySpan<float>(upp, len), h);
             if (a->H16 != null) RoundRange(hp, a->H16 + c, 0, len);
             if (a->G16 != null)
             {
@@ -47,14 +59,17 @@ public sealed unsafe partial class CpuBackend
     protected override void SwiGluBackwardCore(Tensor dGate, Tensor dUp, Tensor dh, Tensor gate, Tensor up)
     {
         var a = gate.Type == DType.BF16
-            ? new SwiGluArgs { H = F(dh), G16 = H(gate), U16 = H(up), Dg16 = H(dGate), Du16 = H(dUp) }
-            : new SwiGluArgs { H = F(dh), G = F(gate), U = F(up), Dg = F(dGate), Du = F(dUp) };
+            ? new SwiGluArgs { G16 = H(gate), U16 = H(up), Dg16 = H(dGate), Du16 = H(dUp) }
+            : new SwiGluArgs { G = F(gate), U = F(up), Dg = F(dGate), Du = F(dUp) };
+        if (dh.Type == DType.BF16) a.Dh16 = H(dh);
+        else a.H = F(dh);
         _pool.For(dh.Count, 16 * SwiGluChunk, &SwiGluBackwardChunk, &a);
     }
 
     /// <summary>
     /// The backward pass over [s, e). In bf16 (G16 set) gate and up are widened chunk by chunk and the gradients
-    /// rounded into Dg16 and Du16 (which may alias G16 and U16: a chunk is read before it is written).
+    /// rounded into Dg16 and Du16 (which may alias G16 and U16: a chunk is read before it is written); a bf16 dh (Dh16
+    /// set) is widened too.
     /// </summary>
     private static void SwiGluBackwardChunk(void* p, int s, int e)
     {
@@ -65,6 +80,7 @@ public sealed unsafe partial class CpuBackend
         float* uw = stackalloc float[SwiGluChunk];
         float* dgw = stackalloc float[SwiGluChunk];
         float* duw = stackalloc float[SwiGluChunk];
+        float* dhw = stackalloc float[SwiGluChunk];
         for (int c = s; c < e; c += SwiGluChunk)
         {
             int len = Math.Min(SwiGluChunk, e - c);
@@ -77,6 +93,11 @@ public sealed unsafe partial class CpuBackend
             }
             TensorPrimitives.Sigmoid(new ReadOnlySpan<float>(g, len), new Span<float>(sig, len));
             float* dh = a->H + c;
+            if (a->Dh16 != null)
+            {
+                WidenRange(a->Dh16 + c, dhw, 0, len);
+                dh = dhw;
+            }
             for (int j = 0; j < len; j++)
             {
                 float gj = g[j], uj = u[j], sj = sig[j], dhj = dh[j];
