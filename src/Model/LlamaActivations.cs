@@ -11,7 +11,7 @@ public sealed partial class LlamaModel
         public Tensor Rstd1, Xn1, Q, K, V, Attn, Lse, XMid, Rstd2, Xn2, Gate, Up, H;
         /// <summary>bf16 copies of the matrix-product inputs (bf16 precision only; else empty).</summary>
         public Tensor Xn1B, AttnB, Xn2B, HB;
-        /// <summary>The SwiGLU inputs in bf16 (bf16 precision only: the fp32 gate and up then pass through scratch).</summary>
+        /// <summary>The SwiGLU inputs in bf16, as the gate and up products store them (bf16 precision only; Gate, Up and H are then empty).</summary>
         public Tensor GateB, UpB;
         /// <summary>bf16 q, k, v (after RoPE) for a back-end that takes bf16 attention operands (else empty).</summary>
         public Tensor QB, KB, VB;
@@ -57,16 +57,15 @@ public sealed partial class LlamaModel
             RopeCos = R("rope.cos", (long)o.Seq * c.HeadDim / 2); RopeSin = R("rope.sin", (long)o.Seq * c.HeadDim / 2);
 
             var scratchD = R("scratch.d", n * d);
-            var scratchF = R("scratch.f", n * f);
             bool bf16 = o.Precision == Precision.Bf16;
+            // In bf16 the products write gate, up and dh in bf16 and SwiGLU reads them so: no fp32 [n, f] buffer at all.
+            var scratchF = bf16 ? default : R("scratch.f", n * f);
             Tensor B(string name, long count) => R(name, count, DType.BF16);
             Tensor scratchDB = default, scratchQB = default, scratchFB = default;
             if (bf16) { scratchDB = B("scratch.d.bf16", n * d); scratchQB = B("scratch.q.bf16", n * qd); scratchFB = B("scratch.f.bf16", n * f); }
             Bf16Attention = bf16 && arena.Backend.TakesBf16AttentionInputs(c.HeadDim);
             Tensor scratchQ = default, scratchK = default, scratchV = default;
             if (Bf16Attention) { scratchQ = R("scratch.q", n * qd); scratchK = R("scratch.k", n * kvd); scratchV = R("scratch.v", n * kvd); }
-            Tensor scratchGate = default, scratchUp = default;
-            if (bf16) { scratchGate = R("scratch.gate", n * f); scratchUp = R("scratch.up", n * f); }
             Residual = new Tensor[layers + 1];
             if (train) for (int l = 0; l <= layers; l++) Residual[l] = R($"residual.{l}", n * d);
             else
@@ -97,7 +96,7 @@ public sealed partial class LlamaModel
                     Attn = Bf16Attention ? default : R(p + "attn", n * qd), Lse = R(p + "lse", n * c.NumAttentionHeads),
                     XMid = R(p + "xmid", n * d), Rstd2 = R(p + "rstd2", n),
                     Xn2 = anyGateUp && !bf16 ? R(p + "xn2", n * d) : scratchD,
-                    Gate = bf16 ? scratchGate : R(p + "gate", n * f), Up = bf16 ? scratchUp : R(p + "up", n * f),
+                    Gate = bf16 ? default : R(p + "gate", n * f), Up = bf16 ? default : R(p + "up", n * f),
                     H = keepH && !bf16 ? R(p + "h", n * f) : scratchF,
                 };
                 if (bf16)
@@ -126,8 +125,10 @@ public sealed partial class LlamaModel
                 // under activation checkpointing is done with it before the layer's attention backward begins): the fp32
                 // gradients (written only where the back-end does not fuse the backward pass with RoPE) take it.
                 (DQ, DK, DV) = Bf16Attention ? (scratchQ, scratchK, scratchV) : (R("grad.q", n * qd), R("grad.k", n * kvd), R("grad.v", n * kvd));
-                DAttn = R("grad.attn", n * qd);
-                DH = scratchF; // the SwiGLU output is dead once the down projection's gradient is formed
+                // With bf16 attention the o projection's input gradient is stored in bf16, the attention backward's dO.
+                DAttn = Bf16Attention ? B("grad.attn.bf16", n * qd) : R("grad.attn", n * qd);
+                // The SwiGLU output is dead once the down projection's gradient is formed; in bf16 dh is stored in bf16.
+                DH = bf16 ? B("grad.h.bf16", n * f) : scratchF;
             }
             if (bf16)
             {

@@ -34,7 +34,7 @@ public sealed partial class LlamaModel
             if (Options.CheckpointActivations && l < _layers.Length - 1) ForwardLayer(l, refill: true);
             var w = _layers[l];
             var a = _act.Layers[l];
-            // MLP: Residual[l+1] = xMid + down(silu(gate(xn2)) · up(xn2)), xn2 = norm(xMid)
+            // MLP: Residual[l+1] = xMid + down(silu(gate(xn2)) · up(xn2)), xn2 = norm(xMid); dh in bf16 in bf16 precision.
             var dh = _act.DH.Slice(0, n * f);
             var dOut = DResOperand(dRes, dResB, n * d, w.Down);
             be.MatMul(dh, dOut, w.Down.Compute, n, f, d, transA: false, transB: false, accumulate: false);

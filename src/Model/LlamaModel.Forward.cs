@@ -63,13 +63,12 @@ public sealed partial class LlamaModel
         var xn1 = bf16 ? a.Xn1B : a.Xn1;
         be.MatMul(a.Q, xn1, w.Q.Compute, n, qd, d, transA: false, transB: true, accumulate: false);
         be.MatMul(a.K, xn1, w.K.Compute, n, kvd, d, transA: false, transB: true, accumulate: false);
-        be.MatMul(a.V, xn1, w.V.Compute, n, kvd, d, transA: false, transB: true, accumulate: false);
-        // With bf16 attention operands RoPE writes the rotated q and k in bf16 alone (kept for the backward pass; the
-        // fp32 q and k are scratch, their rotation unread).
+        // With bf16 attention operands the v product stores them in bf16 as they are, and RoPE writes the rotated q and
+        // k in bf16 alone (kept for the backward pass; the fp32 q and k are scratch, their rotation unread).
         bool bf16Attention = _act.Bf16Attention;
+        be.MatMul(bf16Attention ? a.VB.Slice(0, n * kvd) : a.V, xn1, w.V.Compute, n, kvd, d, transA: false, transB: true, accumulate: false);
         be.Rope(a.Q, _act.Positions, _act.RopeCos, _act.RopeSin, n, hq, hd, Options.Seq, inverse: false, xBf16: bf16Attention ? a.QB.Slice(0, n * qd) : default, writeX: !bf16Attention);
         be.Rope(a.K, _act.Positions, _act.RopeCos, _act.RopeSin, n, hkv, hd, Options.Seq, inverse: false, xBf16: bf16Attention ? a.KB.Slice(0, n * kvd) : default, writeX: !bf16Attention);
-        if (bf16Attention) be.ToBf16(a.VB.Slice(0, n * kvd), a.V.Slice(0, n * kvd));
         be.AttentionForward(a.AttnO, a.Lse, a.AttnQ, a.AttnK, a.AttnV, DocStartOrEmpty, _batch, _seq, hq, hkv, hd, _attnScale, bf16);
         var xMid = a.XMid.Slice(0, n * d);
         // With bf16 attention its output already is the o projection's bf16 operand.
@@ -77,12 +76,12 @@ public sealed partial class LlamaModel
         be.MatMul(xMid, attn, w.O.Compute, n, d, qd, transA: false, transB: true, accumulate: false);
         be.RmsNormForward(bf16 ? default : a.Xn2, a.Rstd2, xMid, w.PostNorm.Value, n, d, eps, residual: x.Slice(0, n * d), yBf16: bf16 ? a.Xn2B : default);
         var xn2 = bf16 ? a.Xn2B : a.Xn2;
-        be.MatMul(a.Gate, xn2, w.Gate.Compute, n, f, d, transA: false, transB: true, accumulate: false);
-        be.MatMul(a.Up, xn2, w.Up.Compute, n, f, d, transA: false, transB: true, accumulate: false);
-        if (bf16)
-            be.SwiGluForward(default, a.Gate.Slice(0, n * f), a.Up.Slice(0, n * f), a.HB.Slice(0, n * f), a.GateB.Slice(0, n * f), a.UpB.Slice(0, n * f));
-        else
-            be.SwiGluForward(a.H.Slice(0, n * f), a.Gate.Slice(0, n * f), a.Up.Slice(0, n * f));
+        // In bf16 the gate and up products store bf16 (what the backward pass keeps), and SwiGLU reads them so.
+        var (gate, up) = bf16 ? (a.GateB.Slice(0, n * f), a.UpB.Slice(0, n * f)) : (a.Gate.Slice(0, n * f), a.Up.Slice(0, n * f));
+        be.MatMul(gate, xn2, w.Gate.Compute, n, f, d, transA: false, transB: true, accumulate: false);
+        be.MatMul(up, xn2, w.Up.Compute, n, f, d, transA: false, transB: true, accumulate: false);
+        if (bf16) be.SwiGluForward(default, gate, up, a.HB.Slice(0, n * f));
+        else be.SwiGluForward(a.H.Slice(0, n * f), gate, up);
         if (refill) return;
         var next = _act.Residual[l + 1].Slice(0, n * d);
         be.MatMul(next, bf16 ? a.HB : a.H, w.Down.Compute, n, d, f, transA: false, transB: true, accumulate: false);

@@ -305,6 +305,7 @@ public static partial class SelfTest
             var tg = c.In(g); var tu = c.In(u); var tdh = c.In(dh); var h = c.Out(n);
             var dg = c.Out(n); var du = c.Out(n); var h16 = c.OutBf16(n);
             var g16 = c.OutBf16(n); var u16 = c.OutBf16(n); var dg16 = c.OutBf16(n); var du16 = c.OutBf16(n);
+            var hIn16 = c.OutBf16(n); var dh16 = c.InBf16(dh); var dgIn16 = c.OutBf16(n); var duIn16 = c.OutBf16(n);
             var be = c.Backend;
             return
             [
@@ -315,6 +316,10 @@ public static partial class SelfTest
                 // bf16: from the rounded inputs, gradients rounded (a last-bit difference of σ may move a gradient by one bf16 step).
                 new Step("swiglu backward (bf16)", () => { be.Copy(dg16, g16); be.Copy(du16, u16); be.SwiGluBackward(dg16, du16, tdh, dg16, du16); },
                     [dg16, du16], 4e-3),
+                // From the products' bf16 outputs: bf16 gate and up forward, a bf16 dh backward.
+                new Step("swiglu forward (bf16 in)", () => be.SwiGluForward(default, g16, u16, hIn16), [hIn16], 4e-3),
+                new Step("swiglu backward (bf16 dh)", () => { be.Copy(dgIn16, g16); be.Copy(duIn16, u16); be.SwiGluBackward(dgIn16, duIn16, dh16, dgIn16, duIn16); },
+                    [dgIn16, duIn16], 4e-3),
             ];
         };
     });
@@ -330,7 +335,12 @@ public static partial class SelfTest
                     var ta = bf16 ? c.InBf16(a) : c.In(a); var tb = bf16 ? c.InBf16(b) : c.In(b);
                     var tc = c0 is null ? c.Out((long)m * n) : c.In(c0);
                     var be = c.Backend;
-                    return [new Step(bf16 ? "matmul bf16" : "matmul", () => be.MatMul(tc, ta, tb, m, n, k, transA, transB, accumulate), [tc], k >= 2048 ? 5e-5 : 1e-5, 2.0 * m * n * k)];
+                    double tolerance = k >= 2048 ? 5e-5 : 1e-5, flops = 2.0 * m * n * k;
+                    var step = new Step(bf16 ? "matmul bf16" : "matmul", () => be.MatMul(tc, ta, tb, m, n, k, transA, transB, accumulate), [tc], tolerance, flops);
+                    if (!bf16 || accumulate) return [step];
+                    // The same product stored in bf16 (the model's gate, up, v, dO and dh): within one bf16 rounding.
+                    var tc16 = c.OutBf16((long)m * n);
+                    return [step, new Step("matmul bf16 → bf16", () => be.MatMul(tc16, ta, tb, m, n, k, transA, transB, accumulate: false), [tc16], 4e-3, flops)];
                 };
             },
             forceSplit > 0 ? be => { if (be is IlgpuBackend ib) ib.ForceSplitK = forceSplit; } : null,
