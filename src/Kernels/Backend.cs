@@ -221,6 +221,7 @@ public abstract partial class Backend : IDisposable
     /// <paramref name="inverse"/> it rotates by the negative angle, which is the backward pass. With
     /// <paramref name="xBf16"/> (BF16) the rotated values are also written rounded to bfloat16, in the same pass, and
     /// with <paramref name="writeX"/> false only there (x is left as it was: its fp32 rotation is not written at all).
+    /// A BF16 x (the bf16 output of the q or k product) is rotated in place in fp32 and rounded back; xBf16 is then empty.
     /// </summary>
     public void Rope(Tensor x, Tensor positions, Tensor cos, Tensor sin, int n, int heads, int headDim, int maxPositions, bool inverse, Tensor xBf16 = default,
         bool writeX = true)
@@ -228,7 +229,10 @@ public abstract partial class Backend : IDisposable
         if (!writeX && xBf16.IsEmpty) throw new ArgumentException("writeX false needs xBf16: the rotation would go nowhere", nameof(writeX));
         Pos(n, nameof(n)); Pos(heads, nameof(heads)); Pos(headDim, nameof(headDim)); Pos(maxPositions, nameof(maxPositions));
         if (headDim % 2 != 0) throw new ArgumentException($"headDim must be even for RoPE, got {headDim}", nameof(headDim));
-        F32(x, nameof(x)); I32(positions, nameof(positions)); F32(cos, nameof(cos)); F32(sin, nameof(sin));
+        Own(x, nameof(x)); I32(positions, nameof(positions)); F32(cos, nameof(cos)); F32(sin, nameof(sin));
+        if (x.Type is not (DType.F32 or DType.BF16)) throw new ArgumentException($"x '{x.Name}' must be F32 or BF16, is {x.Type}", nameof(x));
+        if (x.Type == DType.BF16 && (!xBf16.IsEmpty || !writeX))
+            throw new ArgumentException($"x '{x.Name}' is BF16: it is rotated in place, with no xBf16 copy and writeX true", nameof(xBf16));
         Need(x, (long)n * heads * headDim, nameof(x)); Need(positions, n, nameof(positions));
         Need(cos, (long)maxPositions * headDim / 2, nameof(cos)); Need(sin, (long)maxPositions * headDim / 2, nameof(sin));
         if (!xBf16.IsEmpty) OptionalOutputs(default, xBf16, (long)n * heads * headDim, nameof(x), nameof(xBf16));

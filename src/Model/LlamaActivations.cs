@@ -28,8 +28,9 @@ public sealed partial class LlamaModel
     /// SwiGLU keeps its inputs in bf16 alone (its backward pass writes the bf16 gradients over them), and the
     /// backward pass rounds each other output gradient into a bf16 scratch buffer before its two products. Where the
     /// back-end also takes bf16 attention operands (<see cref="Bf16Attention"/>), a layer keeps q, k, v and the
-    /// attention output in bf16 alone: the fp32 q, k, v only pass through scratch (which the fp32 gradients of q, k, v
-    /// share in the backward pass), and the attention writes its output in bf16 directly.
+    /// attention output in bf16 alone: the q, k, v products store bf16 (RoPE rotates q and k in place), and the
+    /// attention writes its output in bf16 directly; fp32 gradients of q, k, v exist only where the back-end does not
+    /// fuse the attention backward pass with RoPE (<see cref="FusedAttentionBackward"/>).
     /// </summary>
     private sealed class Activations
     {
@@ -42,6 +43,11 @@ public sealed partial class LlamaModel
         public readonly long Bytes;
         /// <summary>bf16 precision on a back-end that takes bf16 q, k, v and o for this head dimension.</summary>
         public readonly bool Bf16Attention;
+        /// <summary>
+        /// Bf16Attention on a back-end that fuses the attention backward pass with RoPE (writing dq, dk, dv in bf16):
+        /// no fp32 gradients of q, k, v are reserved then.
+        /// </summary>
+        public readonly bool FusedAttentionBackward;
 
         public Activations(DeviceArena arena, LlamaConfig c, LlamaModelOptions o, LayerWeights[] w)
         {
@@ -64,8 +70,7 @@ public sealed partial class LlamaModel
             Tensor scratchDB = default, scratchQB = default, scratchFB = default;
             if (bf16) { scratchDB = B("scratch.d.bf16", n * d); scratchQB = B("scratch.q.bf16", n * qd); scratchFB = B("scratch.f.bf16", n * f); }
             Bf16Attention = bf16 && arena.Backend.TakesBf16AttentionInputs(c.HeadDim);
-            Tensor scratchQ = default, scratchK = default, scratchV = default;
-            if (Bf16Attention) { scratchQ = R("scratch.q", n * qd); scratchK = R("scratch.k", n * kvd); scratchV = R("scratch.v", n * kvd); }
+            FusedAttentionBackward = Bf16Attention && arena.Backend.FusesAttentionBackwardRope(c.HeadDim);
             Residual = new Tensor[layers + 1];
             if (train) for (int l = 0; l <= layers; l++) Residual[l] = R($"residual.{l}", n * d);
             else
@@ -91,8 +96,8 @@ public sealed partial class LlamaModel
                 {
                     Rstd1 = R(p + "rstd1", n),
                     Xn1 = anyQkv && !bf16 ? R(p + "xn1", n * d) : scratchD,
-                    Q = Bf16Attention ? scratchQ : R(p + "q", n * qd), K = Bf16Attention ? scratchK : R(p + "k", n * kvd),
-                    V = Bf16Attention ? scratchV : R(p + "v", n * kvd),
+                    Q = Bf16Attention ? default : R(p + "q", n * qd), K = Bf16Attention ? default : R(p + "k", n * kvd),
+                    V = Bf16Attention ? default : R(p + "v", n * kvd),
                     Attn = Bf16Attention ? default : R(p + "attn", n * qd), Lse = R(p + "lse", n * c.NumAttentionHeads),
                     XMid = R(p + "xmid", n * d), Rstd2 = R(p + "rstd2", n),
                     Xn2 = anyGateUp && !bf16 ? R(p + "xn2", n * d) : scratchD,
@@ -121,10 +126,8 @@ public sealed partial class LlamaModel
             if (train)
             {
                 DRes = R("grad.residual", n * d); DXn = R("grad.xn", n * d);
-                // With bf16 attention the fp32 q, k, v scratch is free during the backward pass (a layer's refill
-                // under activation checkpointing is done with it before the layer's attention backward begins): the fp32
-                // gradients (written only where the back-end does not fuse the backward pass with RoPE) take it.
-                (DQ, DK, DV) = Bf16Attention ? (scratchQ, scratchK, scratchV) : (R("grad.q", n * qd), R("grad.k", n * kvd), R("grad.v", n * kvd));
+                // The fp32 gradients of q, k, v, unless the attention backward writes them in bf16 (fused with RoPE).
+                if (!FusedAttentionBackward) (DQ, DK, DV) = (R("grad.q", n * qd), R("grad.k", n * kvd), R("grad.v", n * kvd));
                 // With bf16 attention the o projection's input gradient is stored in bf16, the attention backward's dO.
                 DAttn = Bf16Attention ? B("grad.attn.bf16", n * qd) : R("grad.attn", n * qd);
                 // The SwiGLU output is dead once the down projection's gradient is formed; in bf16 dh is stored in bf16.

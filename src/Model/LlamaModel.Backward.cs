@@ -75,7 +75,7 @@ public sealed partial class LlamaModel
 
     /// <summary>
     /// The attention's backward pass from dO = DAttn: the products' operands dq and dk (rotated back by RoPE) and dv.
-    /// Where the back-end fuses it (bf16 attention operands, every q, k, v weight computing in bf16), one call rotates
+    /// Where the back-end fuses it (<see cref="Activations.FusedAttentionBackward"/>), one call rotates
     /// and rounds the gradients as the attention kernels store them; else the attention writes fp32 gradients, the
     /// inverse rotation writes the bf16 operands of dq and dk in the same pass, and dv is rounded (in bf16).
     /// </summary>
@@ -85,9 +85,10 @@ public sealed partial class LlamaModel
         var c = Config;
         int hd = c.HeadDim, hq = c.NumAttentionHeads, hkv = c.NumKeyValueHeads, qd = hq * hd, kvd = hkv * hd;
         bool bf16 = Options.Precision == Precision.Bf16;
-        if (bf16 && _act.Bf16Attention && be.FusesAttentionBackwardRope(hd)
-            && w.Q.Compute.Type == DType.BF16 && w.K.Compute.Type == DType.BF16 && w.V.Compute.Type == DType.BF16)
+        if (_act.FusedAttentionBackward)
         {
+            // bf16 precision: every layer matrix computes in bf16 (trainable ones from their bf16 copy), so dq, dk, dv
+            // in bf16 are their products' operands.
             be.AttentionBackwardRope(_act.DQB, _act.DKB, _act.DVB, _act.DAttn, a.AttnO, a.Lse, a.AttnQ, a.AttnK, a.AttnV, DocStartOrEmpty,
                 _batch, _seq, hq, hkv, hd, _attnScale, _act.Positions, _act.RopeCos, _act.RopeSin, Options.Seq);
             return (_act.DQB, _act.DKB, _act.DVB);

@@ -61,14 +61,15 @@ public sealed partial class LlamaModel
         bool bf16 = Options.Precision == Precision.Bf16;
         be.RmsNormForward(bf16 ? default : a.Xn1, a.Rstd1, x, w.InputNorm.Value, n, d, eps, yBf16: bf16 ? a.Xn1B : default);
         var xn1 = bf16 ? a.Xn1B : a.Xn1;
-        be.MatMul(a.Q, xn1, w.Q.Compute, n, qd, d, transA: false, transB: true, accumulate: false);
-        be.MatMul(a.K, xn1, w.K.Compute, n, kvd, d, transA: false, transB: true, accumulate: false);
-        // With bf16 attention operands the v product stores them in bf16 as they are, and RoPE writes the rotated q and
-        // k in bf16 alone (kept for the backward pass; the fp32 q and k are scratch, their rotation unread).
+        // With bf16 attention operands the q, k, v products store them in bf16 (what the layer keeps), and RoPE rotates
+        // q and k there, in place.
         bool bf16Attention = _act.Bf16Attention;
-        be.MatMul(bf16Attention ? a.VB.Slice(0, n * kvd) : a.V, xn1, w.V.Compute, n, kvd, d, transA: false, transB: true, accumulate: false);
-        be.Rope(a.Q, _act.Positions, _act.RopeCos, _act.RopeSin, n, hq, hd, Options.Seq, inverse: false, xBf16: bf16Attention ? a.QB.Slice(0, n * qd) : default, writeX: !bf16Attention);
-        be.Rope(a.K, _act.Positions, _act.RopeCos, _act.RopeSin, n, hkv, hd, Options.Seq, inverse: false, xBf16: bf16Attention ? a.KB.Slice(0, n * kvd) : default, writeX: !bf16Attention);
+        var (q, k, v) = bf16Attention ? (a.QB.Slice(0, n * qd), a.KB.Slice(0, n * kvd), a.VB.Slice(0, n * kvd)) : (a.Q, a.K, a.V);
+        be.MatMul(q, xn1, w.Q.Compute, n, qd, d, transA: false, transB: true, accumulate: false);
+        be.MatMul(k, xn1, w.K.Compute, n, kvd, d, transA: false, transB: true, accumulate: false);
+        be.MatMul(v, xn1, w.V.Compute, n, kvd, d, transA: false, transB: true, accumulate: false);
+        be.Rope(q, _act.Positions, _act.RopeCos, _act.RopeSin, n, hq, hd, Options.Seq, inverse: false);
+        be.Rope(k, _act.Positions, _act.RopeCos, _act.RopeSin, n, hkv, hd, Options.Seq, inverse: false);
         be.AttentionForward(a.AttnO, a.Lse, a.AttnQ, a.AttnK, a.AttnV, DocStartOrEmpty, _batch, _seq, hq, hkv, hd, _attnScale, bf16);
         var xMid = a.XMid.Slice(0, n * d);
         // With bf16 attention its output already is the o projection's bf16 operand.

@@ -229,6 +229,33 @@ public abstract class BackendOpTests
         Assert.That(h.ReadBf16(r16), Is.EqualTo(h.Read(tr).Select(Bf16.FromFloat).ToArray()));
     }
 
+    /// <summary>
+    /// RoPE on a BF16 x (the q and k products' bf16 outputs), in place, forward and inverse: the fp32 rotation of the
+    /// same (widened) values, rounded, bit for bit; a BF16 x takes no separate bf16 copy.
+    /// </summary>
+    [TestCase(7, 3, 8)]
+    [TestCase(5, 2, 6)] // halves of 3: the GPU back-end's one-pair kernel
+    [TestCase(150, 2, 16)]
+    public void RopeOnBf16RotatesInPlaceAsFp32Rounded(int n, int heads, int hd)
+    {
+        var rng = new Random(hd + 1);
+        int maxPos = 13, count = n * heads * hd;
+        var (cos, sin) = Reference.RopeTables(maxPos, hd, 10000.0);
+        var x16 = Randn(rng, count).Select(Bf16.FromFloat).ToArray();
+        var pos = RandInt(rng, n, maxPos);
+        using var h = H();
+        var tx16 = h.InputBf16(x16); var tr16 = h.InputBf16(x16); var tx = h.Input(x16.Select(Bf16.ToFloat).ToArray()); var tr = h.Input(x16.Select(Bf16.ToFloat).ToArray());
+        var tp = h.Input(pos); var tc = h.Input(cos); var ts = h.Input(sin); var other = h.OutputBf16(count);
+        h.Commit();
+        Backend.Rope(tx16, tp, tc, ts, n, heads, hd, maxPos, inverse: false);
+        Backend.Rope(tr16, tp, tc, ts, n, heads, hd, maxPos, inverse: true);
+        Backend.Rope(tx, tp, tc, ts, n, heads, hd, maxPos, inverse: false);
+        Backend.Rope(tr, tp, tc, ts, n, heads, hd, maxPos, inverse: true);
+        Assert.That(h.ReadBf16(tx16), Is.EqualTo(h.Read(tx).Select(Bf16.FromFloat).ToArray()), "forward");
+        Assert.That(h.ReadBf16(tr16), Is.EqualTo(h.Read(tr).Select(Bf16.FromFloat).ToArray()), "inverse");
+        Assert.That(() => Backend.Rope(tx16, tp, tc, ts, n, heads, hd, maxPos, inverse: false, xBf16: other), Throws.ArgumentException.With.Message.Contains("rotated in place"));
+    }
+
     [TestCase(2, 7, 4, 2, 6, false)]
     [TestCase(1, 70, 2, 1, 8, false)]
     [TestCase(2, 9, 3, 3, 4, true)]

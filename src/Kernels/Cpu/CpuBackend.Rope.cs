@@ -2,15 +2,17 @@ namespace HftRuntime.Kernels.Cpu;
 
 public sealed unsafe partial class CpuBackend
 {
-    private struct RopeArgs { public float* X, Cos, Sin; public int* Pos; public ushort* X16; public int Heads, HeadDim, MaxPositions; public bool Inverse, WriteX; }
+    private struct RopeArgs { public float* X, Cos, Sin; public int* Pos; public ushort* X16; public int Heads, HeadDim, MaxPositions; public bool Inverse, WriteX, Bf16In; }
 
     /// <inheritdoc/>
+    /// <remarks>A BF16 x is widened row by row, rotated and rounded back.</remarks>
     protected override void RopeCore(Tensor x, Tensor positions, Tensor cos, Tensor sin, int n, int heads, int headDim, int maxPositions, bool inverse, Tensor xBf16, bool writeX)
     {
+        bool bf16In = x.Type == DType.BF16;
         var a = new RopeArgs
         {
-            X = F(x), Cos = F(cos), Sin = F(sin), Pos = I(positions), X16 = xBf16.IsEmpty ? null : H(xBf16),
-            Heads = heads, HeadDim = headDim, MaxPositions = maxPositions, Inverse = inverse, WriteX = writeX,
+            X = bf16In ? null : F(x), Cos = F(cos), Sin = F(sin), Pos = I(positions), X16 = bf16In ? H(x) : xBf16.IsEmpty ? null : H(xBf16),
+            Heads = heads, HeadDim = headDim, MaxPositions = maxPositions, Inverse = inverse, WriteX = writeX, Bf16In = bf16In,
         };
         for (int i = 0; i < n; i++)
             if ((uint)a.Pos[i] >= (uint)maxPositions)
@@ -28,7 +30,12 @@ public sealed unsafe partial class CpuBackend
             float* c = a->Cos + (long)a->Pos[i] * half, sn = a->Sin + (long)a->Pos[i] * half;
             int width = a->Heads * a->HeadDim;
             float* row = a->X + (long)i * width;
-            if (!a->WriteX)
+            if (a->Bf16In)
+            {
+                row = ScratchBuffer.Get(width);
+                WidenRange(a->X16 + (long)i * width, row, 0, width);
+            }
+            else if (!a->WriteX)
             {
                 // Only the bf16 copy receives the rotation: rotate a copy of the row.
                 float* copy = ScratchBuffer.Get(width);

@@ -20,8 +20,13 @@ public sealed partial class IlgpuBackend
 
     private Action<KernelConfig, ArrayView<F4>, ArrayView<int>, ArrayView<F4>, ArrayView<F4>, ArrayView<U2>, RopeArgs> _ropeQuads = null!;
 
+    private Action<KernelConfig, ArrayView<U2>, ArrayView<int>, ArrayView<F4>, ArrayView<F4>, RopeArgs> _ropeBf16Quads = null!;
+    private Action<KernelConfig, ArrayView<ushort>, ArrayView<int>, ArrayView<float>, ArrayView<float>, RopeArgs> _ropeBf16 = null!;
+
     private void LoadRope()
     {
+        _ropeBf16Quads = Load<ArrayView<U2>, ArrayView<int>, ArrayView<F4>, ArrayView<F4>, RopeArgs>(RopeBf16QuadsKernel);
+        _ropeBf16 = Load<ArrayView<ushort>, ArrayView<int>, ArrayView<float>, ArrayView<float>, RopeArgs>(RopeBf16Kernel);
         _rope = Load<ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, RopeArgs>(RopeKernel);
         _ropeQuads = Load<ArrayView<F4>, ArrayView<int>, ArrayView<F4>, ArrayView<F4>, ArrayView<U2>, RopeArgs>(RopeQuadsKernel);
     }
@@ -30,6 +35,11 @@ public sealed partial class IlgpuBackend
     protected override void RopeCore(Tensor x, Tensor positions, Tensor cos, Tensor sin, int n, int heads, int headDim, int maxPositions, bool inverse, Tensor xBf16, bool writeX)
     {
         var a = new RopeArgs { N = n, Heads = heads, HeadDim = headDim, MaxPositions = maxPositions, Sign = inverse ? -1f : 1f, HasBf16 = xBf16.IsEmpty ? 0 : 1, WriteX = writeX ? 1 : 0 };
+        if (x.Type == DType.BF16)
+        {
+            RopeBf16(x, positions, cos, sin, a);
+            return;
+        }
         // Four pairs per thread in 16-byte loads where the halves are whole quads and every tensor starts on 16 bytes
         // (8 for the bf16 copy): a quarter of the threads and loads.
         if (headDim % 8 == 0 && x.ByteOffset % 16 == 0 && cos.ByteOffset % 16 == 0 && sin.ByteOffset % 16 == 0 && (xBf16.IsEmpty || xBf16.ByteOffset % 8 == 0))
@@ -40,6 +50,74 @@ public sealed partial class IlgpuBackend
             return;
         }
         _rope(Config(StreamGroups((long)n * heads * (headDim / 2))), F(x), I(positions), F(cos), F(sin), Bf16OrDummy(xBf16), a);
+    }
+
+    /// <summary>A BF16 x rotated in place: four pairs per thread where the halves are whole quads and the tensors allow, else one.</summary>
+    private void RopeBf16(Tensor x, Tensor positions, Tensor cos, Tensor sin, RopeArgs a)
+    {
+        long count = (long)a.N * a.Heads * a.HeadDim;
+        a.HasBf16 = 1;
+        a.WriteX = 0;
+        if (a.HeadDim % 8 == 0 && x.ByteOffset % 8 == 0 && cos.ByteOffset % 16 == 0 && sin.ByteOffset % 16 == 0)
+        {
+            _ropeBf16Quads(Config(StreamGroups(count / 8)), Bf16View(x).SubView(0, count).Cast<U2>(), I(positions),
+                Quads(cos, (long)a.MaxPositions * a.HeadDim / 2), Quads(sin, (long)a.MaxPositions * a.HeadDim / 2), a);
+            return;
+        }
+        _ropeBf16(Config(StreamGroups(count / 2)), Bf16View(x), I(positions), F(cos), F(sin), a);
+    }
+
+    /// <summary><see cref="RopeQuadsKernel"/> on a bf16 x, in place (quads of bf16 as 8-byte loads and stores; a.HasBf16 = 1, a.WriteX = 0).</summary>
+    [IlgpuKernel]
+    internal static void RopeBf16QuadsKernel(ArrayView<U2> x16, ArrayView<int> positions, ArrayView<F4> cos, ArrayView<F4> sin, RopeArgs a)
+    {
+        long total = (long)a.N * a.Heads * (a.HeadDim / 8), stride = (long)Grid.DimX * Group.DimX, e = Grid.GlobalIndex.X;
+        var none = cos.SubView(0, 0);
+        for (; e + stride < total; e += 2 * stride)
+        {
+            var qa = RopeQuadOf(e, positions, a);
+            var qb = RopeQuadOf(e + stride, positions, a);
+            U2 xa1 = x16[qa.O], xa2 = x16[qa.O + qa.Half4];
+            F4 ca = cos[qa.T], sa = sin[qa.T];
+            U2 xb1 = x16[qb.O], xb2 = x16[qb.O + qb.Half4];
+            F4 cb = cos[qb.T], sb = sin[qb.T];
+            RopeQuadAt(none, x16, qa, WidenQuad(xa1), WidenQuad(xa2), ca, sa, a);
+            RopeQuadAt(none, x16, qb, WidenQuad(xb1), WidenQuad(xb2), cb, sb, a);
+        }
+        if (e < total)
+        {
+            var q = RopeQuadOf(e, positions, a);
+            RopeQuadAt(none, x16, q, WidenQuad(x16[q.O]), WidenQuad(x16[q.O + q.Half4]), cos[q.T], sin[q.T], a);
+        }
+    }
+
+    /// <summary>Four bf16 (two pairs) widened to fp32.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static F4 WidenQuad(U2 h)
+    {
+        F4 v;
+        v.X = Interop.IntAsFloat(h.X << 16); v.Y = Interop.IntAsFloat(h.X & 0xFFFF0000u);
+        v.Z = Interop.IntAsFloat(h.Y << 16); v.W = Interop.IntAsFloat(h.Y & 0xFFFF0000u);
+        return v;
+    }
+
+    /// <summary><see cref="RopeKernel"/> on a bf16 x, in place, one pair per thread (a row outside the table is left as it was).</summary>
+    [IlgpuKernel]
+    internal static void RopeBf16Kernel(ArrayView<ushort> x, ArrayView<int> positions, ArrayView<float> cos, ArrayView<float> sin, RopeArgs a)
+    {
+        int half = a.HeadDim / 2, perRow = a.Heads * half;
+        long total = (long)a.N * perRow, stride = (long)Grid.DimX * Group.DimX;
+        for (long e = Grid.GlobalIndex.X; e < total; e += stride)
+        {
+            int ei = (int)e, i = ei / perRow, rem = ei - i * perRow, h = rem / half, j = rem - h * half;
+            int p = positions[i];
+            if (p < 0 || p >= a.MaxPositions) continue;
+            long o = ((long)i * a.Heads + h) * a.HeadDim + j, t = (long)p * half + j;
+            float x1 = Interop.IntAsFloat((uint)x[o] << 16), x2 = Interop.IntAsFloat((uint)x[o + half] << 16);
+            float c = cos[t], s = a.Sign * sin[t];
+            x[o] = RoundToBf16(x1 * c - x2 * s);
+            x[o + half] = RoundToBf16(x2 * c + x1 * s);
+        }
     }
 
     /// <summary>The first <paramref name="floats"/> (a multiple of 4) of an F32 tensor as quads.</summary>

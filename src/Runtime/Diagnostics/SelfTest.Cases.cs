@@ -198,12 +198,15 @@ public static partial class SelfTest
             var tc = c.In(cos); var ts = c.In(sin); var tp = c.In(pos);
             var fwd = c.Out((long)n * heads * hd); var inv = c.Out((long)n * heads * hd); var tx = c.In(x);
             var both = c.Out((long)n * heads * hd); var both16 = c.OutBf16((long)n * heads * hd);
+            var x16 = c.InBf16(x); var inPlace16 = c.OutBf16((long)n * heads * hd);
             var be = c.Backend;
             return
             [
                 new Step("rope", () => { be.Copy(fwd, tx); be.Rope(fwd, tp, tc, ts, n, heads, hd, maxPos, inverse: false); }, [fwd], 1e-6),
                 new Step("rope inverse", () => { be.Copy(inv, tx); be.Rope(inv, tp, tc, ts, n, heads, hd, maxPos, inverse: true); }, [inv], 1e-6),
                 new Step("rope (bf16)", () => { be.Copy(both, tx); be.Rope(both, tp, tc, ts, n, heads, hd, maxPos, inverse: false, xBf16: both16); }, [both, both16], 4e-3),
+                // In place on bf16 (the q and k products' bf16 outputs).
+                new Step("rope (bf16 in place)", () => { be.Copy(inPlace16, x16); be.Rope(inPlace16, tp, tc, ts, n, heads, hd, maxPos, inverse: false); }, [inPlace16], 4e-3),
             ];
         };
     });
