@@ -56,7 +56,7 @@ public sealed class PtxCompileTests
     {
         var implicitly = method.GetCustomAttribute<IlgpuKernelAttribute>()!.ImplicitlyGrouped;
         var entry = implicitly ? EntryPointDescription.FromImplicitlyGroupedKernel(method) : EntryPointDescription.FromExplicitlyGroupedKernel(method);
-        var compiled = (PTXCompiledKernel)_ptx.Compile(entry, new KernelSpecialization());
+        var compiled = (PTXCompiledKernel)_ptx.Compile(entry, method.GetCustomAttribute<IlgpuKernelAttribute>()!.Specialization);
         return compiled.PTXAssembly;
     }
 
@@ -69,6 +69,13 @@ public sealed class PtxCompileTests
         Assert.That(ptx, Does.Match(@"\.target sm_\d+"), "ILGPU targets the lowest architecture the kernel needs (sm_80 here); the driver JIT-compiles it for sm_90");
         Assert.That(ptx, Does.Contain(".version 8.8"));
         Assert.That(Regex.IsMatch(ptx, @"\.entry\s+\S*" + Regex.Escape(name)), Is.True, $"no .entry for {name} in the PTX");
+        // An occupancy specialization reaches the PTX as the directives ptxas bounds the registers by.
+        var attribute = method.GetCustomAttribute<IlgpuKernelAttribute>()!;
+        if (attribute.MinGroupsPerMultiprocessor > 0)
+        {
+            Assert.That(ptx, Does.Match(@"\.maxntid\s+" + attribute.MaxGroupThreads + @"\b"));
+            Assert.That(ptx, Does.Match(@"\.minnctapersm\s+" + attribute.MinGroupsPerMultiprocessor + @"\b"));
+        }
     }
 
     /// <summary>The GEMM keeps its 8×8 accumulator block in registers: no local memory in its PTX.</summary>
@@ -105,7 +112,12 @@ public sealed class PtxCompileTests
             var stack = Regex.Match(output, @"(\d+) bytes stack frame");
             var regs = Regex.Match(output, @"Used (\d+) registers");
             TestContext.Out.WriteLine($"{method.Name,-36} registers {(regs.Success ? regs.Groups[1].Value : "?"),4}  stack {(stack.Success ? stack.Groups[1].Value : "?"),5}");
+            var attribute = method.GetCustomAttribute<IlgpuKernelAttribute>()!;
             if (code != 0) failures.Add($"{method.Name}: ptxas failed: {output.Trim()}");
+            // A kernel compiled for several groups per multiprocessor must fit them: registers · threads · groups ≤ 64 Ki.
+            else if (attribute.MinGroupsPerMultiprocessor > 0 && (!regs.Success
+                || (int.Parse(regs.Groups[1].Value) + 7) / 8 * 8 * attribute.MaxGroupThreads * attribute.MinGroupsPerMultiprocessor > 65536))
+                failures.Add($"{method.Name}: {regs.Value} do not fit {attribute.MinGroupsPerMultiprocessor} groups of {attribute.MaxGroupThreads} threads");
             // O1 is the fallback a GPU machine can switch to; only the default (O2) must be free of stack frames.
             else if (_level == OptimizationLevel.O2 && (!stack.Success || stack.Groups[1].Value != "0"))
                 failures.Add($"{method.Name}: {(stack.Success ? stack.Value : "no stack report")}");

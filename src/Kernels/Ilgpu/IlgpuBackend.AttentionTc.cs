@@ -51,6 +51,14 @@ public sealed partial class IlgpuBackend
     /// </summary>
     internal const int TcHeadDim = 64, TcWarps = 4, TcGroup = TcWarps * WarpSize, TcRows = 16 * TcWarps, TcTile = 64;
 
+    /// <summary>
+    /// Groups per multiprocessor that the forward and dQ kernels are compiled for (<c>.minnctapersm</c>): three, so
+    /// that ptxas keeps them within 168 registers (it fits them there without spilling: 179 and 174 unbounded, which
+    /// let only two groups, eight warps, share an SM; these kernels wait on latency, not on the tensor cores). The
+    /// dK/dV kernel (246 registers) would spill at 168 and stays at two. HFT_OCCUPANCY=off compiles them unbounded.
+    /// </summary>
+    internal const int TcGroupsPerMultiprocessor = 3;
+
     /// <summary>Shared row stride in uints (32 bf16 pairs + 8 of padding) and uints per shared tile.</summary>
     private const int TcLd = TcHeadDim / 2 + 8, TcStage = TcTile * TcLd;
 

@@ -32,7 +32,7 @@ public sealed partial class IlgpuBackend
     /// q, k, v are bf16 (16-byte chunks); o is written in fp32, or with a.OutBf16 in bf16 to o16 (uint pairs). The next
     /// tile's loads are issued before the current tile is multiplied, so that their latency hides behind the mma.
     /// </summary>
-    [IlgpuKernel]
+    [IlgpuKernel(MaxGroupThreads = TcGroup, MinGroupsPerMultiprocessor = TcGroupsPerMultiprocessor)]
     internal static void AttentionTcForwardKernel(ArrayView<float> o, ArrayView<uint> o16, ArrayView<float> lse, ArrayView<U4> q, ArrayView<U4> k,
         ArrayView<U4> v, ArrayView<int> doc, AttentionArgs a)
     {
@@ -90,7 +90,7 @@ public sealed partial class IlgpuBackend
     /// [d][key pair], V as [key][d pair]); dq = scale·dQ, with a.RopeMax &gt; 0 rotated back by the rows' positions
     /// (<see cref="Unrotated"/>), stored as floats or, with a.OutBf16, as bf16 pairs (dq as 4-byte words).
     /// </summary>
-    [IlgpuKernel]
+    [IlgpuKernel(MaxGroupThreads = TcGroup, MinGroupsPerMultiprocessor = TcGroupsPerMultiprocessor)]
     internal static void AttentionTcDqKernel(ArrayView<uint> dq, ArrayView<U4> dO, ArrayView<float> lse, ArrayView<float> delta,
         ArrayView<U4> q, ArrayView<U4> k, ArrayView<U4> v, ArrayView<int> doc, ArrayView<int> positions, ArrayView<float> cos, ArrayView<float> sin, AttentionArgs a)
     {

@@ -324,15 +324,26 @@ public sealed partial class IlgpuBackend : Backend
 
     // ------------------------------------------------------------------ kernel loading
 
-    private void Track(Delegate kernel)
+    private void Track(Delegate kernel, bool specializable = false)
     {
         var method = kernel.Method;
         var attribute = method.GetCustomAttribute<IlgpuKernelAttribute>()
             ?? throw new InvalidOperationException($"kernel {method.DeclaringType?.Name}.{method.Name} lacks [{nameof(IlgpuKernelAttribute)}]: the PTX compile test would miss it");
         if (attribute.ImplicitlyGrouped)
             throw new InvalidOperationException($"kernel {method.Name} is marked implicitly grouped but is loaded as an explicitly grouped kernel");
+        if (!specializable && attribute.Specialization != KernelSpecialization.Empty)
+            throw new InvalidOperationException($"kernel {method.Name} asks for an occupancy specialization that its loader does not apply");
         _kernels.Add(method);
     }
+
+    /// <summary>
+    /// The specialization a kernel's attribute asks for (<see cref="IlgpuKernelAttribute.MinGroupsPerMultiprocessor"/>),
+    /// unless HFT_OCCUPANCY=off (for measuring without it on a GPU machine).
+    /// </summary>
+    private static KernelSpecialization SpecializationOf(Delegate kernel) =>
+        string.Equals(Environment.GetEnvironmentVariable("HFT_OCCUPANCY")?.Trim(), "off", StringComparison.OrdinalIgnoreCase)
+            ? KernelSpecialization.Empty
+            : kernel.Method.GetCustomAttribute<IlgpuKernelAttribute>()!.Specialization;
 
     private Action<KernelConfig, T1, T2> Load<T1, T2>(Action<T1, T2> k)
         where T1 : struct where T2 : struct
@@ -361,7 +372,13 @@ public sealed partial class IlgpuBackend : Backend
     private Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8> Load<T1, T2, T3, T4, T5, T6, T7, T8>(Action<T1, T2, T3, T4, T5, T6, T7, T8> k)
         where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct
         where T7 : struct where T8 : struct
-    { Track(k); return _acc.LoadStreamKernel(k); }
+    {
+        Track(k, specializable: true);
+        var spec = SpecializationOf(k);
+        if (spec == KernelSpecialization.Empty) return _acc.LoadStreamKernel(k);
+        var launch = _acc.LoadKernel(k, spec);
+        return (config, a1, a2, a3, a4, a5, a6, a7, a8) => launch(_acc.DefaultStream, config, a1, a2, a3, a4, a5, a6, a7, a8);
+    }
 
     private Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9> Load<T1, T2, T3, T4, T5, T6, T7, T8, T9>(
         Action<T1, T2, T3, T4, T5, T6, T7, T8, T9> k)
@@ -379,7 +396,13 @@ public sealed partial class IlgpuBackend : Backend
         Action<T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12> k)
         where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct
         where T7 : struct where T8 : struct where T9 : struct where T10 : struct where T11 : struct where T12 : struct
-    { Track(k); return _acc.LoadStreamKernel(k); }
+    {
+        Track(k, specializable: true);
+        var spec = SpecializationOf(k);
+        if (spec == KernelSpecialization.Empty) return _acc.LoadStreamKernel(k);
+        var launch = _acc.LoadKernel(k, spec);
+        return (config, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12) => launch(_acc.DefaultStream, config, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12);
+    }
 
     private Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12, T13> Load<T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12, T13>(
         Action<T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12, T13> k)
