@@ -60,6 +60,9 @@ timed() { # timed NAME WANT COMMAND...: run NAME under timeout (WANT seconds, or
 #             when one fails, HFT_WGMMA=off, HFT_WGMMA_TMA=off, HFT_WGMMA_WS=off or HFT_MMA=off keeps it out of every
 #             later step
 #   attention the self-test's attention cases alone (a quick check after a change to the attention kernels)
+#   occupancy hft bench --only attention twice: as built (the tensor-core forward and dQ kernels compiled for three
+#             groups per SM) and with HFT_OCCUPANCY=off (unbounded registers, two groups); attention.json and
+#             attention-unbounded.json
 #   bench     hft bench --device cuda (GPU_CHECK_BENCH_ARGS adds arguments, e.g. --only step)
 #   pytorch   tools/pytorch_baseline.py (GPU_CHECK_TORCH_STEPS timed steps per configuration, default 10)
 #   compare   hft bench --from bench.json --compare pytorch.json
@@ -134,6 +137,11 @@ step_attention() {
   timed attention 60 "$HFT" selftest --device cuda --only attention || status=1
 }
 
+step_occupancy() {
+  timed occupancy 60 "$HFT" bench --device cuda --only attention --json "${LOG:-/tmp}/attention.json" || status=1
+  timed occupancy-off 60 env HFT_OCCUPANCY=off "$HFT" bench --device cuda --only attention --json "${LOG:-/tmp}/attention-unbounded.json" || status=1
+}
+
 step_selftest() {
   timed selftest 90 "$HFT" selftest --device cuda --skip "matmul bf16 wgmma" --skip "matmul bf16 mma" || status=1
 }
@@ -157,7 +165,7 @@ step_verify() { # every reference case in one process per precision (the kernels
 
 for s in $STEPS; do
   case $s in
-    gpu|probes|attention|bench|pytorch|compare|selftest|kernels|verify) "step_$s" ;;
+    gpu|probes|attention|occupancy|bench|pytorch|compare|selftest|kernels|verify) "step_$s" ;;
     *) echo "gpu-check: unknown step '$s'" >&2; exit 2 ;;
   esac
 done
