@@ -21,10 +21,11 @@ public sealed partial class LlamaModel
 
         be.EmbeddingForward(_act.Residual[0], _act.Ids, _embed.Value, n, d, v);
         for (int l = 0; l < _layers.Length; l++) ForwardLayer(l);
-        // The head's input in the head's compute precision, written by the norm itself.
+        // The head's input in the head's compute precision, written by the norm itself, which first completes the last
+        // residual add (see ForwardLayer).
         bool headBf16 = _head.Compute.Type == DType.BF16;
         be.RmsNormForward(headBf16 ? default : _act.FinalXn, _act.FinalRstd, _act.Residual[_layers.Length], _finalNorm.Value, n, d, eps,
-            yBf16: headBf16 ? _act.FinalXnB : default);
+            residual: PendingResidual(_layers.Length, n * d), yBf16: headBf16 ? _act.FinalXnB : default);
         HeadForward(n, writeGradient);
     }
 
@@ -41,10 +42,20 @@ public sealed partial class LlamaModel
     }
 
     /// <summary>
+    /// The part of Residual[<paramref name="l"/>] that the norm reading it adds in place: the previous layer's xMid
+    /// (still in its activation set, shared or not: nothing overwrites it before that norm), since a layer leaves only
+    /// its down projection there; empty for the embedding (l = 0).
+    /// </summary>
+    private Tensor PendingResidual(int l, int count) => l > 0 ? _act.Layers[l - 1].XMid.Slice(0, count) : default;
+
+    /// <summary>
     /// One decoder layer: Residual[l + 1] from Residual[l], keeping what the backward pass reads in the layer's
     /// activation set (with activation checkpointing the one shared set, refilled again during the backward pass).
-    /// With <paramref name="refill"/> (that refill) it stops after SwiGLU: the backward pass reads nothing the down
-    /// projection and the residual add produce, and Residual[l + 1] already holds their sum.
+    /// The residual adds happen inside the norms: the input norm first adds the previous layer's xMid to Residual[l]
+    /// in place (the layer below wrote only its down projection there; the final norm does the same for the last
+    /// layer), the post-attention norm adds the layer's input to xMid. With <paramref name="refill"/> (that refill)
+    /// Residual[l] holds its sum already, and it stops after SwiGLU: the backward pass reads nothing the down
+    /// projection produces.
     /// </summary>
     private void ForwardLayer(int l, bool refill = false)
     {
@@ -59,7 +70,8 @@ public sealed partial class LlamaModel
         // In bf16 the norms and SwiGLU write the bf16 operands of the next products directly (no fp32 copy), and the
         // post-attention norm adds the residual in the same pass.
         bool bf16 = Options.Precision == Precision.Bf16;
-        be.RmsNormForward(bf16 ? default : a.Xn1, a.Rstd1, x, w.InputNorm.Value, n, d, eps, yBf16: bf16 ? a.Xn1B : default);
+        be.RmsNormForward(bf16 ? default : a.Xn1, a.Rstd1, x, w.InputNorm.Value, n, d, eps, residual: refill ? default : PendingResidual(l, n * d),
+            yBf16: bf16 ? a.Xn1B : default);
         var xn1 = bf16 ? a.Xn1B : a.Xn1;
         // With bf16 attention operands the q, k, v products store them in bf16 (what the layer keeps), and RoPE rotates
         // q and k there, in place.
@@ -84,8 +96,7 @@ public sealed partial class LlamaModel
         if (bf16) be.SwiGluForward(default, gate, up, a.HB.Slice(0, n * f));
         else be.SwiGluForward(a.H.Slice(0, n * f), gate, up);
         if (refill) return;
-        var next = _act.Residual[l + 1].Slice(0, n * d);
-        be.MatMul(next, bf16 ? a.HB : a.H, w.Down.Compute, n, d, f, transA: false, transB: true, accumulate: false);
-        be.AddInPlace(next, xMid);
+        // Only the down projection: the next norm adds xMid.
+        be.MatMul(_act.Residual[l + 1].Slice(0, n * d), bf16 ? a.HB : a.H, w.Down.Compute, n, d, f, transA: false, transB: true, accumulate: false);
     }
 }
