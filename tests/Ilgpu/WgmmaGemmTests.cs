@@ -76,6 +76,25 @@ public class WgmmaGemmTests : IlgpuFixture
         Assert.That(check.Bf16StoresMismatch(transA, transB, m, n, k, late: true), Is.Null, "late wgmma");
     }
 
+    /// <summary>
+    /// The warp-specialized kernels as persistent launches: fewer blocks than tiles, each looping over its tiles with
+    /// the stage ring and its mbarrier phases running on across them (tiles of 5 k steps wrap the 4 stages at a
+    /// different point each tile), split k and ragged tiles included, in all three interleavings.
+    /// </summary>
+    [TestCase("warp-specialized", false, true, 256, 512, 320, false, 1, 1)]
+    [TestCase("warp-specialized", false, false, 384, 256, 192, true, 1, 2)]
+    [TestCase("warp-specialized", true, false, 136, 264, 328, true, 2, 3)]
+    [TestCase("warp-specialized 192", false, true, 200, 392, 136, false, 1, 2)]
+    [TestCase("warp-specialized 192", true, false, 256, 384, 256, false, 2, 3)]
+    public void PersistentLaunchesMatchFloat64(string module, bool transA, bool transB, int m, int n, int k, bool accumulate, int splits, int grid)
+    {
+        var check = module == "warp-specialized" ? WgmmaWs : WgmmaWsNarrow;
+        Assert.That(check.WorstError(transA, transB, m, n, k, accumulate, splits, out string where, grid: grid), Is.LessThanOrEqualTo(1.0), where);
+        Assert.That(check.WorstError(transA, transB, m, n, k, accumulate, splits, out where, late: true, grid: grid), Is.LessThanOrEqualTo(1.0), "late wgmma: " + where);
+        Assert.That(check.WorstError(transA, transB, m, n, k, accumulate, splits, out where, late: true, ahead: true, grid: grid), Is.LessThanOrEqualTo(1.0),
+            "late wgmma, first warpgroup ahead: " + where);
+    }
+
     /// <summary>Bands of 2 tile rows over 3 (a ragged last band) × 2 tile columns × 2 k slices: every tile of every slice, once.</summary>
     [Test]
     public void RaggedBandsOfTheTileOrderCoverEveryTile() =>
@@ -144,7 +163,7 @@ public class WgmmaGemmTests : IlgpuFixture
     /// <summary>
     /// Each form's entry of the warp-specialized module: 384 threads; the producer gives up registers and issues one
     /// load step's boxes in its loop after waiting on the stage's empty mbarrier; the consumers take registers, wait on
-    /// the full one, multiply and release the previous step's stage with one arrival; full mbarriers count one arrival,
+    /// the full one, multiply and release the previous step's stage (and a tile's last one) with one arrival; full mbarriers count one arrival,
     /// empty ones two; no block barrier after the mbarriers' initialisation.
     /// </summary>
     [Test]
@@ -161,7 +180,8 @@ public class WgmmaGemmTests : IlgpuFixture
             Assert.That(Regex.Matches(body, @"mbarrier\.init\.shared::cta\.b64 \[%u52\+\d+\], 2;").Count, Is.EqualTo(4), name);
             Assert.That(body, Does.Contain($"setmaxnreg.dec.sync.aligned.u32 {WgmmaWsGemmPtx.ProducerRegisters}"), name);
             Assert.That(body, Does.Contain($"setmaxnreg.inc.sync.aligned.u32 {WgmmaWsGemmPtx.ConsumerRegisters}"), name);
-            Assert.That(Regex.Matches(body, @"mbarrier\.arrive\.shared::cta\.b64 _").Count, Is.EqualTo(1), name);
+            // The release of the previous step's stage in the loop, and of a tile's last stage after it.
+            Assert.That(Regex.Matches(body, @"mbarrier\.arrive\.shared::cta\.b64 _").Count, Is.EqualTo(2), name);
             Assert.That(Regex.Matches(body, @"bar\.sync").Count, Is.EqualTo(1), name);
             Assert.That(128 * WgmmaWsGemmPtx.ProducerRegisters + 256 * WgmmaWsGemmPtx.ConsumerRegisters, Is.LessThanOrEqualTo(65536));
         }

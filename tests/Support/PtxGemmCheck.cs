@@ -14,10 +14,11 @@ internal sealed record PtxGemmCheck(string Module, Func<bool, bool, string> Entr
     /// <summary>
     /// Runs the entry of a form in the interpreter (with <paramref name="late"/> the other extreme of asynchrony, in
     /// the other thread order, or with <paramref name="ahead"/> in thread order with the first warpgroup running ahead
-    /// of the second); the worst error against float64 as a multiple of the tolerance (1e-5 of Σ|a·b|).
+    /// of the second); the worst error against float64 as a multiple of the tolerance (1e-5 of Σ|a·b|). A
+    /// <paramref name="grid"/> below the tiles launches that many blocks (a persistent kernel loops over the rest).
     /// </summary>
     public double WorstError(bool transA, bool transB, int m, int n, int k, bool accumulate, int splits, out string where,
-        bool swapped = false, int group = WgmmaGemmPtx.Group, bool late = false, bool ahead = false)
+        bool swapped = false, int group = WgmmaGemmPtx.Group, bool late = false, bool ahead = false, int grid = 0)
     {
         var rng = new Random(m * 7 + n * 3 + k + (transA ? 1 : 0) + (transB ? 2 : 0));
         ushort[] a = Bf16Gemm.RandomBf16(rng, m * k), b = Bf16Gemm.RandomBf16(rng, n * k);
@@ -26,7 +27,7 @@ internal sealed record PtxGemmCheck(string Module, Func<bool, bool, string> Entr
         for (int i = 0; i < c0.Length; i++) c0[i] = accumulate ? (float)(rng.NextDouble() * 2 - 1) : float.NaN;
         var cBytes = new byte[c0.Length * 4];
         Buffer.BlockCopy(c0, 0, cBytes, 0, cBytes.Length);
-        var result = Run(transA, transB, m, n, k, a, b, cBytes, accumulate ? GemmStore.Add : GemmStore.Write, splits, kPer, swapped, group, late, ahead);
+        var result = Run(transA, transB, m, n, k, a, b, cBytes, accumulate ? GemmStore.Add : GemmStore.Write, splits, kPer, swapped, group, late, ahead, grid);
         if (result is null)
         {
             where = "a store landed outside c";
@@ -78,7 +79,7 @@ internal sealed record PtxGemmCheck(string Module, Func<bool, bool, string> Entr
     /// outside c.
     /// </summary>
     private byte[]? Run(bool transA, bool transB, int m, int n, int k, ushort[] a, ushort[] b, byte[] c, GemmStore store, int splits, int kPer,
-        bool swapped, int group, bool late, bool ahead)
+        bool swapped, int group, bool late, bool ahead, int grid = 0)
     {
         long cBytes = c.Length, aAt = Align(cBytes), bAt = Align(aAt + a.Length * 2L);
         string[] parameters = TensorMaps ? [.. WgmmaGemmPtx.Parameters, WgmmaGemmPtx.TensorMapA, WgmmaGemmPtx.TensorMapB] : [.. WgmmaGemmPtx.Parameters];
@@ -105,7 +106,7 @@ internal sealed record PtxGemmCheck(string Module, Func<bool, bool, string> Entr
             (ptx.TensorMaps[1], ptx.TensorMaps[2]) = GemmTensorMaps.For(transA, transB, m, n, k, g + (ulong)aAt, g + (ulong)bAt, TileN);
             args = [.. args, 1, 2];
         }
-        ptx.Run(tilesM * tilesN * splits, Threads, SharedBytes, args);
+        ptx.Run(grid > 0 ? grid : tilesM * tilesN * splits, Threads, SharedBytes, args);
         if (!ptx.Global.AsSpan((int)cBytes).SequenceEqual(outside)) return null;
         return ptx.Global.AsSpan(0, (int)cBytes).ToArray();
     }

@@ -123,10 +123,11 @@ internal static class GemmPtx
     }
 
     /// <summary>
-    /// Parameters, thread indices, this block's tile and k slice (m0, n0, kBegin, kEnd and the step count), and the
+    /// Parameters, thread indices, this block's tile and k slice (m0, n0, kBegin, kEnd and the step count; with
+    /// <paramref name="tile"/> false none: a kernel that loops over tiles finds each with <see cref="TileOf"/>), and the
     /// shared stages (a's from u32 23, b's from 24).
     /// </summary>
-    public static void Setup(Emitter e, int stages, int tileN = TileN)
+    public static void Setup(Emitter e, int stages, int tileN = TileN, bool tile = true)
     {
         for (int i = 0; i < 3; i++)
         {
@@ -146,7 +147,25 @@ internal static class GemmPtx
         e.Ins("and.b32 %u27, %u0, 31");
         e.Ins("shr.u32 %u3, %u27, 2");
         e.Ins("and.b32 %u4, %u27, 3");
-        e.Ins("mov.u32 %u27, %ctaid.x");
+        if (tile) TileOf(e, "%ctaid.x", tileN);
+        e.Ins($"setp.eq.u32 %p_acc, %u8, {(int)GemmStore.Add}");
+        e.Ins($"setp.eq.u32 %p_bf, %u8, {(int)GemmStore.WriteBf16}");
+        e.Ins("setp.eq.u32 %p_one, %u0, %u0");
+        // Shared memory: aligned to 1 KiB, then the a stages, then the b stages.
+        e.Ins($"mov.u32 %u22, {SharedSymbol}");
+        e.Ins("add.u32 %u22, %u22, 1023");
+        e.Ins("and.b32 %u22, %u22, -1024");
+        e.Ins("mov.u32 %u23, %u22");
+        e.Ins($"add.u32 %u24, %u22, {stages * StageBytesA}");
+    }
+
+    /// <summary>
+    /// Tile <paramref name="index"/> of the launch's order (see the remarks): its k slice z (u32 15), tile row and
+    /// column (14, 13), m0 and n0 (16, 17), kBegin and kEnd (18, 78) and its count of 64-wide k steps (19).
+    /// </summary>
+    public static void TileOf(Emitter e, string index, int tileN = TileN)
+    {
+        e.Ins($"mov.u32 %u27, {index}");
         e.Ins("mul.lo.u32 %u43, %u9, %u10");
         e.Ins("div.u32 %u15, %u27, %u43");
         e.Ins("rem.u32 %u27, %u27, %u43");
@@ -167,21 +186,13 @@ internal static class GemmPtx
         e.Ins("sub.u32 %u19, %u78, %u18");
         e.Ins("add.u32 %u19, %u19, 63");
         e.Ins("shr.u32 %u19, %u19, 6");
-        e.Ins($"setp.eq.u32 %p_acc, %u8, {(int)GemmStore.Add}");
-        e.Ins($"setp.eq.u32 %p_bf, %u8, {(int)GemmStore.WriteBf16}");
-        e.Ins("setp.eq.u32 %p_one, %u0, %u0");
-        // Shared memory: aligned to 1 KiB, then the a stages, then the b stages.
-        e.Ins($"mov.u32 %u22, {SharedSymbol}");
-        e.Ins("add.u32 %u22, %u22, 1023");
-        e.Ins("and.b32 %u22, %u22, -1024");
-        e.Ins("mov.u32 %u23, %u22");
-        e.Ins($"add.u32 %u24, %u22, {stages * StageBytesA}");
     }
 
-    /// <summary>Zeroes the 128 accumulators and the compute and load steps (u32 20, 21).</summary>
-    public static void ZeroAccumulators(Emitter e)
+    /// <summary>Zeroes the 128 accumulators and (with <paramref name="steps"/>) the compute and load steps (u32 20, 21).</summary>
+    public static void ZeroAccumulators(Emitter e, bool steps = true)
     {
         for (int i = 0; i < 128; i++) e.Ins($"mov.f32 %d{i}, 0f00000000");
+        if (!steps) return;
         e.Ins("mov.u32 %u20, 0");
         e.Ins("mov.u32 %u21, 0");
     }
@@ -322,9 +333,9 @@ internal static class GemmPtx
     /// written (rounded to nearest even, one 4-byte store per pair). %u27 holds this thread's first row (of c's tile, g
     /// included) and %u28 its first column (2t included); fragment (i, j) of <paramref name="rowBlocks"/> ×
     /// <paramref name="colBlocks"/> sits 16·i rows and 8·j columns further, in registers <paramref name="regOf"/>(i, j)
-    /// .. + 3 (rows r and r + 8, two columns each).
+    /// .. + 3 (rows r and r + 8, two columns each). Then the thread exits, or with <paramref name="next"/> branches there.
     /// </summary>
-    public static void Epilogue(Emitter e, int rowBlocks, int colBlocks, Func<int, int, int> regOf, int tileN = TileN)
+    public static void Epilogue(Emitter e, int rowBlocks, int colBlocks, Func<int, int, int> regOf, int tileN = TileN, string? next = null)
     {
         // u64 10: the element index of this thread's first pair, z·slice + row·n + column.
         e.Ins("mul.wide.u32 %q9, %u15, %u12");
@@ -379,7 +390,7 @@ internal static class GemmPtx
         StoreAddresses(e, bf16: true);
         Stores(e, rowBlocks, colBlocks, regOf, GemmStore.WriteBf16, bounded: true);
         e.Line(end + ":");
-        e.Ins("ret");
+        e.Ins(next is null ? "ret" : $"bra.uni {next}");
     }
 
     /// <summary>

@@ -20,6 +20,8 @@ public sealed partial class IlgpuBackend
         public readonly string?[] Form = new string?[3];
         /// <summary>Per form, the check of its bf16 stores (<see cref="GemmStore.WriteBf16"/>), made on a form's first bf16 product.</summary>
         public readonly string?[] FormBf16 = new string?[3];
+        /// <summary>Per form, the check of a persistent launch (fewer blocks than tiles), made on its first such launch.</summary>
+        public readonly string?[] FormPersistent = new string?[3];
         public readonly bool[] Swapped = new bool[3];
         public long Launches;
         public int Warned;
@@ -39,6 +41,17 @@ public sealed partial class IlgpuBackend
     /// 128 × 256 tiles (the bench measures both). HFT_WGMMA_WS192=off keeps the narrow module from loading at all.
     /// </summary>
     public bool NarrowTiles { get; set; } = true;
+
+    /// <summary>
+    /// Whether the warp-specialized kernels launch at most one block per multiprocessor, each looping over its tiles
+    /// (the producer loads a tile's first steps while the consumers store the one before) once a form passed that
+    /// launch's own check; false launches one block per tile. Default <see cref="PersistentGemmByDefault"/>.
+    /// </summary>
+    public bool PersistentGemm { get; set; } = PersistentGemmByDefault;
+
+    /// <summary>True unless HFT_GEMM_PERSISTENT=off (for measuring without it on a GPU machine).</summary>
+    public static bool PersistentGemmByDefault =>
+        !string.Equals(Environment.GetEnvironmentVariable("HFT_GEMM_PERSISTENT")?.Trim(), "off", StringComparison.OrdinalIgnoreCase);
 
     /// <summary>The variants whose kernels are PTX of our own (<see cref="PtxStatus"/>, <see cref="PtxLaunches"/>).</summary>
     public static IReadOnlyList<Bf16GemmVariant> PtxVariants { get; } =
@@ -80,7 +93,8 @@ public sealed partial class IlgpuBackend
     private static string SlotStatus(PtxGemmSlot s) =>
         s.Unavailable is not null ? "unavailable: " + s.Unavailable
         : s.Gemm is null ? "unused"
-        : string.Join("; ", new[] { "NT", "NN", "TN" }.Select((f, i) => $"{f} {s.Form[i] ?? "unchecked"}" + (s.FormBf16[i] is { } b ? $" (bf16 stores {b})" : "")));
+        : string.Join("; ", new[] { "NT", "NN", "TN" }.Select((f, i) => $"{f} {s.Form[i] ?? "unchecked"}" + (s.FormBf16[i] is { } b ? $" (bf16 stores {b})" : "")
+            + (s.FormPersistent[i] is { } p ? $" (persistent {p})" : "")));
 
     /// <summary>
     /// Whether the PTX kernels compute c[m, n] (+)= op(a)·op(b): the NT, NN or TN form, a and b starting on 16 bytes
@@ -164,11 +178,12 @@ public sealed partial class IlgpuBackend
         try
         {
             if (splits == 1)
-                gemm.Launch(transA, transB, (int)tiles, Address(c), pa, pb, m, n, k, store, tilesM, tilesN, kPer, m * n, swapped);
+                gemm.Launch(transA, transB, LaunchBlocks(slot, gemm, transA, transB, tiles), Address(c), pa, pb, m, n, k, store, tilesM, tilesN, kPer, m * n, swapped);
             else
             {
                 var partials = Scratch((long)splits * m * n);
-                gemm.Launch(transA, transB, (int)(tiles * splits), _scratch!.NativePtr, pa, pb, m, n, k, GemmStore.Write, tilesM, tilesN, kPer, m * n, swapped);
+                gemm.Launch(transA, transB, LaunchBlocks(slot, gemm, transA, transB, tiles * splits), _scratch!.NativePtr, pa, pb, m, n, k, GemmStore.Write,
+                    tilesM, tilesN, kPer, m * n, swapped);
                 SplitReduce(c, partials, m, n, splits, accumulate);
             }
         }
@@ -207,7 +222,8 @@ public sealed partial class IlgpuBackend
         int tilesM = (m + GemmPtx.TileM - 1) / GemmPtx.TileM, tilesN = (n + gemm.TileN - 1) / gemm.TileN;
         try
         {
-            gemm.Launch(transA, transB, tilesM * tilesN, Address(c), pa, pb, m, n, k, store, tilesM, tilesN, k, m * n, slot.Swapped[Form(transA, transB)]);
+            gemm.Launch(transA, transB, LaunchBlocks(slot, gemm, transA, transB, (long)tilesM * tilesN), Address(c), pa, pb, m, n, k, store, tilesM, tilesN, k, m * n,
+                slot.Swapped[Form(transA, transB)]);
         }
         catch (InvalidOperationException e)
         {
@@ -216,6 +232,35 @@ public sealed partial class IlgpuBackend
         }
         Interlocked.Increment(ref slot.Launches);
         return true;
+    }
+
+    /// <summary>
+    /// Blocks for a launch over <paramref name="tiles"/> tiles: for the warp-specialized kernels with
+    /// <see cref="PersistentGemm"/>, at most one per multiprocessor (a block's shared memory fills one) once the form's
+    /// persistent launch passed its check; otherwise one per tile.
+    /// </summary>
+    private int LaunchBlocks(PtxGemmSlot slot, PtxGemm gemm, bool transA, bool transB, long tiles)
+    {
+        int sms = Math.Max(1, _acc.NumMultiprocessors);
+        bool persistent = PersistentGemm && (slot == _wgmmaWsSlot || slot == _wgmmaWsNarrowSlot) && tiles > sms && PersistentChecked(slot, gemm, transA, transB);
+        return (int)(persistent ? sms : tiles);
+    }
+
+    /// <summary>
+    /// Whether a form's persistent launch passed its check: on first use, the check's 256×512×320 product (through the
+    /// stage ring: 5 k steps per tile) with two blocks over all its tiles, against the simple kernel as in
+    /// <see cref="FormChecked"/>. A failure is reported once and kept; that form then launches a block per tile.
+    /// </summary>
+    private bool PersistentChecked(PtxGemmSlot slot, PtxGemm gemm, bool transA, bool transB)
+    {
+        int form = Form(transA, transB);
+        if (slot.FormPersistent[form] is { } done) return done == "checked";
+        string? mismatch = CheckShape(gemm, 256, 512, 320, transA, transB, slot.Swapped[form], 20261130 + form, grid: 2);
+        slot.FormPersistent[form] = mismatch is null ? "checked" : "failed: " + mismatch;
+        if (mismatch is not null)
+            Console.Error.WriteLine($"warning: the {slot.Name} bf16 GEMM's persistent launch ({(transA ? "TN" : transB ? "NT" : "NN")}) disagrees with the simple kernel ({mismatch}); "
+                + "that form launches a block per tile");
+        return mismatch is null;
     }
 
     /// <summary>Writes a slot's warning to stderr the first time only.</summary>
@@ -351,7 +396,7 @@ public sealed partial class IlgpuBackend
     /// One product of the check: null where the PTX kernel agrees with the simple one, else where it does not. With
     /// <paramref name="bf16Out"/> the PTX kernel stores bf16, compared with the fp32 result within one rounding.
     /// </summary>
-    private string? CheckShape(PtxGemm gemm, int m, int n, int k, bool transA, bool transB, bool swapped, int seed, bool bf16Out = false)
+    private string? CheckShape(PtxGemm gemm, int m, int n, int k, bool transA, bool transB, bool swapped, int seed, bool bf16Out = false, int grid = 0)
     {
         var rng = new Random(seed);
         var a = new ushort[m * k];
@@ -373,7 +418,7 @@ public sealed partial class IlgpuBackend
         int tilesM = (m + GemmPtx.TileM - 1) / GemmPtx.TileM, tilesN = (n + gemm.TileN - 1) / gemm.TileN;
         try
         {
-            gemm.Launch(transA, transB, tilesM * tilesN, Address(bf16Out ? got16 : got), Address(ta), Address(tb), m, n, k,
+            gemm.Launch(transA, transB, grid > 0 ? grid : tilesM * tilesN, Address(bf16Out ? got16 : got), Address(ta), Address(tb), m, n, k,
                 bf16Out ? GemmStore.WriteBf16 : GemmStore.Write, tilesM, tilesN, (k + GemmPtx.TileK - 1) / GemmPtx.TileK * GemmPtx.TileK, m * n, swapped);
         }
         catch (InvalidOperationException e) when (gemm.TensorMaps)

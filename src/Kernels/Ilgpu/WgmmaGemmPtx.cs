@@ -97,14 +97,14 @@ public static class WgmmaGemmPtx
     }
 
     /// <summary>The accumulators to c: warpgroup u32 1's row 64·wg + 16·warp + g, column 2t; n8 block j in registers 4j .. 4j + 3.</summary>
-    internal static void Stores(GemmPtx.Emitter e, int tileN = TileN)
+    internal static void Stores(GemmPtx.Emitter e, int tileN = TileN, string? next = null)
     {
         e.Ins("shl.b32 %u27, %u1, 6");
         e.Ins("shl.b32 %u28, %u2, 4");
         e.Ins("add.u32 %u27, %u27, %u28");
         e.Ins("add.u32 %u27, %u27, %u3");
         e.Ins("shl.b32 %u28, %u4, 1");
-        GemmPtx.Epilogue(e, rowBlocks: 1, colBlocks: tileN / 8, (_, j) => 4 * j, tileN);
+        GemmPtx.Epilogue(e, rowBlocks: 1, colBlocks: tileN / 8, (_, j) => 4 * j, tileN, next);
     }
 
     private static void MainLoop(GemmPtx.Emitter e, bool aKMajor, bool bKMajor, bool tma)
@@ -238,13 +238,14 @@ public static class WgmmaGemmPtx
 
     /// <summary>
     /// Load step kl (u32 21)'s 48 KiB announced to its stage's full mbarrier (among those at u32 47; its address in
-    /// u32 48) and its a and b tiles' TMA copies into its stage (boxes at the k coordinate kBegin + 64·kl, in u32 49).
+    /// u32 48) and its a and b tiles' TMA copies into its stage (boxes at the k coordinate kBegin + 64·<paramref name="kStep"/>,
+    /// in u32 49: kl itself, or the step within the tile of a kernel that loops over tiles).
     /// </summary>
-    internal static void TmaLoads(GemmPtx.Emitter e, bool aKMajor, bool bKMajor, int tileN = TileN)
+    internal static void TmaLoads(GemmPtx.Emitter e, bool aKMajor, bool bKMajor, int tileN = TileN, string kStep = "%u21")
     {
         StageBarrier(e, "%u48", "%u47", "%u21");
         e.Ins($"mbarrier.arrive.expect_tx.shared::cta.b64 _, [%u48], {GemmPtx.StageBytesA + GemmPtx.StageBytesBFor(tileN)}");
-        e.Ins("shl.b32 %u49, %u21, 6");
+        e.Ins($"shl.b32 %u49, {kStep}, 6");
         e.Ins("add.u32 %u49, %u49, %u18");
         GemmPtx.StageAddress(e, "%u28", "%u21", Stages, isA: true);
         TmaTile(e, "%u28", "%q17", "%u16", aKMajor, TileM / 64);

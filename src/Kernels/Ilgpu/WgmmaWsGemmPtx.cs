@@ -8,7 +8,14 @@ namespace HftRuntime.Kernels.Ilgpu;
 /// warpgroups 1 and 2 consume (rows 0 .. 63 and 64 .. 127 of the tile; <c>setmaxnreg.inc</c> to 232). No block barrier
 /// in the loop: a stage's "full" mbarrier completes when its copies land (transaction bytes), its "empty" mbarrier
 /// when both consumer warpgroups have retired the wgmma that read it (one arrival each, after <c>wgmma.wait_group 1</c>
-/// of the next step).
+/// of the next step, or <c>wait_group 0</c> after a tile's last step).
+/// <para>
+/// Persistent: block b computes tiles b, b + grid, b + 2·grid, … of the launch's order, so a launch of fewer blocks
+/// than tiles (one per multiprocessor) keeps its blocks resident; the producer and the consumers count k steps across
+/// tiles, so the stage ring and its mbarrier phases run on from one tile into the next, and the consumers release a
+/// tile's last stage before they store it: the producer loads the next tile's first steps while they do. A launch of
+/// one block per tile is the plain kernel.
+/// </para>
 /// </summary>
 public static class WgmmaWsGemmPtx
 {
@@ -54,11 +61,19 @@ public static class WgmmaWsGemmPtx
     public static string NarrowEntryOf(bool transA, bool transB) => GemmPtx.EntryOf(Prefix(NarrowTileN), transA, transB);
 
     // Registers besides GemmPtx's and WgmmaGemmPtx's TMA ones: u32 47 the full mbarriers (8 bytes per stage after the
-    // stages), 52 the empty ones (after the full ones), 48 the mbarrier of the current step, 29 its parity.
+    // stages), 52 the empty ones (after the full ones), 48 the mbarrier of the current step, 29 its parity; 53 the
+    // current tile, 54 the launch's tiles (tilesM · tilesN · k slices), 55 the k step within the tile, 56 the grid.
 
     private static void Entry(GemmPtx.Emitter e, bool aKMajor, bool bKMajor, int tileN)
     {
-        GemmPtx.Setup(e, Stages, tileN);
+        GemmPtx.Setup(e, Stages, tileN, tile: false);
+        // The tiles: tilesM · tilesN · ⌈k / kPer⌉.
+        e.Ins("add.u32 %u54, %u7, %u11");
+        e.Ins("sub.u32 %u54, %u54, 1");
+        e.Ins("div.u32 %u54, %u54, %u11");
+        e.Ins("mul.lo.u32 %u54, %u54, %u9");
+        e.Ins("mul.lo.u32 %u54, %u54, %u10");
+        e.Ins("mov.u32 %u56, %nctaid.x");
         e.Ins($"add.u32 %u47, %u22, {Stages * (GemmPtx.StageBytesA + GemmPtx.StageBytesBFor(tileN))}");
         e.Ins($"add.u32 %u52, %u47, {8 * Stages}");
         WgmmaGemmPtx.TensorMapAddresses(e);
@@ -83,31 +98,44 @@ public static class WgmmaWsGemmPtx
     }
 
     /// <summary>
-    /// Warpgroup 0: fewer registers, then its first thread alone, for each load step kl: waits until the stage is empty
-    /// (the consumers retired load step kl − 4; parity (kl / 4 + 1) mod 2, which a fresh mbarrier passes at once), and
-    /// issues the step's copies; the other threads leave.
+    /// Warpgroup 0: fewer registers, then its first thread alone, for each of the block's tiles and each of its k steps
+    /// (load step kl counted across tiles): waits until the stage is empty (the consumers retired load step kl − 4;
+    /// parity (kl / 4 + 1) mod 2, which a fresh mbarrier passes at once), and issues the step's copies; the other
+    /// threads leave.
     /// </summary>
     private static void Producer(GemmPtx.Emitter e, bool aKMajor, bool bKMajor, int tileN)
     {
         e.Ins($"setmaxnreg.dec.sync.aligned.u32 {ProducerRegisters}");
         e.Ins("@!%p_lead ret");
         e.Ins("mov.u32 %u21, 0");
-        string loop = e.NewLabel("PRODUCE"), done = e.NewLabel("PRODUCED");
-        e.Line(loop + ":");
-        e.Ins("setp.ge.u32 %p_done, %u21, %u19");
+        e.Ins("mov.u32 %u53, %ctaid.x");
+        string tile = e.NewLabel("PRODUCE_TILE"), loop = e.NewLabel("PRODUCE"), next = e.NewLabel("PRODUCED_TILE"), done = e.NewLabel("PRODUCED");
+        e.Line(tile + ":");
+        e.Ins("setp.ge.u32 %p_done, %u53, %u54");
         e.Ins($"@%p_done bra {done}");
+        GemmPtx.TileOf(e, "%u53", tileN);
+        e.Ins("mov.u32 %u55, 0");
+        e.Line(loop + ":");
+        e.Ins("setp.ge.u32 %p_done, %u55, %u19");
+        e.Ins($"@%p_done bra {next}");
         WgmmaGemmPtx.WaitStage(e, "%u52", "%u21", parityOffset: 1);
-        WgmmaGemmPtx.TmaLoads(e, aKMajor, bKMajor, tileN);
+        WgmmaGemmPtx.TmaLoads(e, aKMajor, bKMajor, tileN, kStep: "%u55");
         e.Ins("add.u32 %u21, %u21, 1");
+        e.Ins("add.u32 %u55, %u55, 1");
         e.Ins($"bra.uni {loop}");
+        e.Line(next + ":");
+        e.Ins("add.u32 %u53, %u53, %u56");
+        e.Ins($"bra.uni {tile}");
         e.Line(done + ":");
         e.Ins("ret");
     }
 
     /// <summary>
-    /// Warpgroups 1 and 2 (as warpgroups 0 and 1 of the tile's rows): more registers, zeroed accumulators, then per step
-    /// kt: wait until its stage is full (parity kt / 4 mod 2), the four wgmma, and once step kt − 1's group is retired
-    /// (<c>wgmma.wait_group 1</c>), the warpgroup's first thread releases step kt − 1's stage; finally the stores.
+    /// Warpgroups 1 and 2 (as warpgroups 0 and 1 of the tile's rows): more registers, then for each of the block's
+    /// tiles: zeroed accumulators, then per k step (kt counted across tiles): wait until its stage is full (parity
+    /// kt / 4 mod 2), the four wgmma, and once step kt − 1's group is retired (<c>wgmma.wait_group 1</c>), the
+    /// warpgroup's first thread releases step kt − 1's stage (not at a tile's first step: the tile before released its
+    /// last one); after the last step, <c>wait_group 0</c>, the release of its stage, and the stores.
     /// </summary>
     private static void Consumer(GemmPtx.Emitter e, bool aKMajor, bool bKMajor, int tileN)
     {
@@ -115,26 +143,49 @@ public static class WgmmaWsGemmPtx
         e.Ins("sub.u32 %u1, %u1, 1");
         e.Ins("and.b32 %u27, %u0, 127");
         e.Ins("setp.eq.u32 %p_lead, %u27, 0");
-        GemmPtx.ZeroAccumulators(e);
-        string loop = e.NewLabel("LOOP"), done = e.NewLabel("DONE"), kept = e.NewLabel("KEPT");
+        e.Ins("mov.u32 %u20, 0");
+        e.Ins("mov.u32 %u53, %ctaid.x");
+        string tile = e.NewLabel("TILE"), loop = e.NewLabel("LOOP"), done = e.NewLabel("DONE"), kept = e.NewLabel("KEPT"),
+            stored = e.NewLabel("STORED"), exit = e.NewLabel("EXIT");
+        e.Line(tile + ":");
+        e.Ins("setp.ge.u32 %p_done, %u53, %u54");
+        e.Ins($"@%p_done bra {exit}");
+        GemmPtx.TileOf(e, "%u53", tileN);
+        GemmPtx.ZeroAccumulators(e, steps: false);
+        e.Ins("mov.u32 %u55, 0");
         e.Line(loop + ":");
-        e.Ins("setp.ge.u32 %p_done, %u20, %u19");
+        e.Ins("setp.ge.u32 %p_done, %u55, %u19");
         e.Ins($"@%p_done bra {done}");
         WgmmaGemmPtx.WaitStage(e, "%u47", "%u20");
         WgmmaGemmPtx.Multiply(e, aKMajor, bKMajor, tileN);
         e.Ins("wgmma.wait_group.sync.aligned 1");
         // Step kt − 1's wgmma is retired in this warpgroup: its stage may take new copies once both have said so.
-        e.Ins("setp.ne.u32 %p_r, %u20, 0");
+        e.Ins("setp.ne.u32 %p_r, %u55, 0");
+        ReleasePreviousStage(e, kept);
+        e.Ins("add.u32 %u20, %u20, 1");
+        e.Ins("add.u32 %u55, %u55, 1");
+        e.Ins($"bra.uni {loop}");
+        e.Line(done + ":");
+        e.Ins("wgmma.wait_group.sync.aligned 0");
+        // The tile's last stage is free before its stores: the producer goes on with the next tile meanwhile.
+        e.Ins("setp.ne.u32 %p_r, %u55, 0");
+        ReleasePreviousStage(e, e.NewLabel("KEPT_LAST"));
+        WgmmaGemmPtx.Stores(e, tileN, next: stored);
+        e.Line(stored + ":");
+        e.Ins("add.u32 %u53, %u53, %u56");
+        e.Ins($"bra.uni {tile}");
+        e.Line(exit + ":");
+        e.Ins("ret");
+    }
+
+    /// <summary>Where %p_r holds, the warpgroup's first thread arrives on the empty mbarrier of step kt − 1's stage; then <paramref name="kept"/>.</summary>
+    private static void ReleasePreviousStage(GemmPtx.Emitter e, string kept)
+    {
         e.Ins("and.pred %p_r, %p_r, %p_lead");
         e.Ins($"@!%p_r bra {kept}");
         e.Ins("sub.u32 %u30, %u20, 1");
         WgmmaGemmPtx.StageBarrier(e, "%u48", "%u52", "%u30");
         e.Ins("mbarrier.arrive.shared::cta.b64 _, [%u48]");
         e.Line(kept + ":");
-        e.Ins("add.u32 %u20, %u20, 1");
-        e.Ins($"bra.uni {loop}");
-        e.Line(done + ":");
-        e.Ins("wgmma.wait_group.sync.aligned 0");
-        WgmmaGemmPtx.Stores(e, tileN);
     }
 }

@@ -52,13 +52,16 @@ public static partial class Benchmarks
         var saved = backend.Bf16GemmVariant;
         try
         {
-            // wgmma-ws twice: as it runs (128 × 192 tiles where they pay) and with 128 × 256 tiles alone.
-            var runs = Enum.GetValues<Bf16GemmVariant>().Select(v => (Variant: v, Narrow: true, Impl: Bf16Impl(v)))
-                .Append((Bf16GemmVariant.WgmmaWs, false, Bf16Impl(Bf16GemmVariant.WgmmaWs) + "-256"));
-            foreach (var (variant, narrow, impl) in runs)
+            // wgmma-ws three times: as it runs (persistent, 128 × 192 tiles where they pay), with 128 × 256 tiles alone,
+            // and launched with one block per tile.
+            var runs = Enum.GetValues<Bf16GemmVariant>().Select(v => (Variant: v, Narrow: true, Persistent: true, Impl: Bf16Impl(v)))
+                .Append((Bf16GemmVariant.WgmmaWs, false, true, Bf16Impl(Bf16GemmVariant.WgmmaWs) + "-256"))
+                .Append((Bf16GemmVariant.WgmmaWs, true, false, Bf16Impl(Bf16GemmVariant.WgmmaWs) + "-block-per-tile"));
+            foreach (var (variant, narrow, persistent, impl) in runs)
             {
                 backend.Bf16GemmVariant = variant;
                 backend.NarrowTiles = narrow;
+                backend.PersistentGemm = persistent && IlgpuBackend.PersistentGemmByDefault;
                 foreach (var g in TrainingGemms(config, batch, seq))
                 {
                     var entry = new JsonObject { ["impl"] = impl, ["product"] = g.Product, ["form"] = g.Form, ["m"] = g.M, ["n"] = g.N, ["k"] = g.K };
@@ -80,6 +83,7 @@ public static partial class Benchmarks
         {
             backend.Bf16GemmVariant = saved;
             backend.NarrowTiles = true;
+            backend.PersistentGemm = IlgpuBackend.PersistentGemmByDefault;
         }
         return list;
     }
