@@ -20,6 +20,31 @@ public sealed class MatMulBf16Tests : IlgpuFixture
         Bf16Gemm.Check(Gpu, m, n, k, transA, transB, accumulate, offsetA, offsetB, seed);
 
     /// <summary>
+    /// A BF16 output of a split product (the staged fp32 product, its partials summed, then rounded) is the F32
+    /// output rounded, bit for bit.
+    /// </summary>
+    [TestCase(false, true)]
+    [TestCase(true, false)]
+    public void SplitKStoredInBf16IsTheFp32ProductRounded(bool transA, bool transB)
+    {
+        int m = 40, n = 24, k = 101;
+        var rng = new Random(12);
+        var a = Enumerable.Range(0, m * k).Select(_ => Kernels.Bf16.FromFloat((float)(rng.NextDouble() * 2 - 1))).ToArray();
+        var b = Enumerable.Range(0, n * k).Select(_ => Kernels.Bf16.FromFloat((float)(rng.NextDouble() * 2 - 1))).ToArray();
+        Gpu.ForceSplitK = 3;
+        try
+        {
+            using var h = new OpHarness(Gpu);
+            var ta = h.InputBf16(a); var tb = h.InputBf16(b); var c = h.Output(m * n); var c16 = h.OutputBf16(m * n);
+            h.Commit();
+            Gpu.MatMul(c, ta, tb, m, n, k, transA, transB, accumulate: false);
+            Gpu.MatMul(c16, ta, tb, m, n, k, transA, transB, accumulate: false);
+            Assert.That(h.ReadBf16(c16), Is.EqualTo(h.Read(c).Select(Kernels.Bf16.FromFloat).ToArray()));
+        }
+        finally { Gpu.ForceSplitK = 0; }
+    }
+
+    /// <summary>
     /// The split reduce kernels sum the slices in order: into fp32 (written or added to) and, for a product stored in
     /// bf16, rounded to nearest even (the sum the fp32 kernel writes, rounded).
     /// </summary>
