@@ -114,20 +114,19 @@ public sealed partial class IlgpuBackend
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void SwiGluGradientOctet(ArrayView<U4> dGate, ArrayView<U4> dUp, long i, U4 g, U4 u, U4 d)
+    private static void SwiGluGradientOctet(U4 g, U4 u, U4 d, out U4 dg, out U4 du)
     {
-        U4 dg, du;
         SwiGluGradientPair(g.X, u.X, d.X, out dg.X, out du.X);
         SwiGluGradientPair(g.Y, u.Y, d.Y, out dg.Y, out du.Y);
         SwiGluGradientPair(g.Z, u.Z, d.Z, out dg.Z, out du.Z);
         SwiGluGradientPair(g.W, u.W, d.W, out dg.W, out du.W);
-        dGate[i] = dg;
-        dUp[i] = du;
     }
 
     /// <summary>
-    /// dGate, dUp from bf16 dh, gate and up over octets, two per thread and step (all six loads issued first; dGate may
-    /// alias gate and dUp up).
+    /// dGate, dUp from bf16 dh, gate and up over octets, two per thread and step, both computed before either is stored
+    /// (ILGPU places a load where its value is first used, and no load moves above a store to another buffer, which
+    /// might alias: storing the first octet's gradients before computing the second's left the second's loads behind
+    /// the first's arithmetic). dGate may alias gate and dUp up.
     /// </summary>
     [IlgpuKernel]
     internal static void SwiGluBackwardBf16DhOctetsKernel(ArrayView<U4> dGate, ArrayView<U4> dUp, ArrayView<U4> dh, ArrayView<U4> gate, ArrayView<U4> up)
@@ -136,10 +135,19 @@ public sealed partial class IlgpuBackend
         for (; i + stride < n; i += 2 * stride)
         {
             U4 ga = gate[i], ua = up[i], da = dh[i], gb = gate[i + stride], ub = up[i + stride], db = dh[i + stride];
-            SwiGluGradientOctet(dGate, dUp, i, ga, ua, da);
-            SwiGluGradientOctet(dGate, dUp, i + stride, gb, ub, db);
+            SwiGluGradientOctet(ga, ua, da, out U4 dga, out U4 dua);
+            SwiGluGradientOctet(gb, ub, db, out U4 dgb, out U4 dub);
+            dGate[i] = dga;
+            dUp[i] = dua;
+            dGate[i + stride] = dgb;
+            dUp[i + stride] = dub;
         }
-        if (i < n) SwiGluGradientOctet(dGate, dUp, i, gate[i], up[i], dh[i]);
+        if (i < n)
+        {
+            SwiGluGradientOctet(gate[i], up[i], dh[i], out U4 dg, out U4 du);
+            dGate[i] = dg;
+            dUp[i] = du;
+        }
     }
 
     /// <summary>dGate, dUp from bf16 dh, gate and up, element by element (n = dh.Length).</summary>
