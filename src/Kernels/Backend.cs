@@ -400,11 +400,16 @@ public abstract partial class Backend : IDisposable
     /// <remarks>
     /// With <paramref name="gradBf16"/> (BF16, [n, vocab]) and <paramref name="writeGradient"/>, the gradient goes
     /// there instead, rounded to bfloat16 (the operand of the head's bf16 products), and the logits stay as they are.
+    /// BF16 logits (the head product's bf16 output) are widened and computed in fp32; their gradient, rounded, takes
+    /// their place (gradBf16 is then empty).
     /// </remarks>
     public void CrossEntropy(Tensor logits, Tensor targets, Tensor rowScale, Tensor losses, int n, int vocab, bool writeGradient, Tensor gradBf16 = default)
     {
         Pos(n, nameof(n)); Pos(vocab, nameof(vocab));
-        F32(logits, nameof(logits)); I32(targets, nameof(targets)); F32(losses, nameof(losses));
+        Own(logits, nameof(logits)); I32(targets, nameof(targets)); F32(losses, nameof(losses));
+        if (logits.Type is not (DType.F32 or DType.BF16)) throw new ArgumentException($"logits '{logits.Name}' must be F32 or BF16, is {logits.Type}", nameof(logits));
+        if (logits.Type == DType.BF16 && !gradBf16.IsEmpty)
+            throw new ArgumentException($"logits '{logits.Name}' are BF16: their gradient is written in place, not to gradBf16", nameof(gradBf16));
         Need(logits, (long)n * vocab, nameof(logits)); Need(targets, n, nameof(targets)); Need(losses, n, nameof(losses));
         if (writeGradient) { F32(rowScale, nameof(rowScale)); Need(rowScale, n, nameof(rowScale)); }
         if (!gradBf16.IsEmpty)

@@ -47,15 +47,21 @@ public sealed partial class LlamaModel
         _gradientInLogits = false;
     }
 
-    /// <summary>Rows [r0, r0 + rows): logits into the logits buffer (from its start), losses, and optionally the gradient.</summary>
+    /// <summary>
+    /// Rows [r0, r0 + rows): logits into the logits buffer (from its start), losses, and optionally the gradient. With
+    /// a gradient and a bf16 head, the head product stores the logits in bf16 (LogitsB) and the cross-entropy writes
+    /// their gradient over them, the operand of the head's backward products (half the bytes of fp32 logits, each
+    /// read twice; the loss is then that of the bf16-rounded logits, as under PyTorch's autocast); the fp32 logits
+    /// buffer is not written.
+    /// </summary>
     private void HeadChunk(int r0, int rows, bool writeGradient)
     {
         int d = Config.HiddenSize, v = Config.VocabSize;
-        var logits = _act.Logits.Slice(0, rows * v);
+        bool bf16Logits = writeGradient && !HeadGradientBf16.IsEmpty;
+        var logits = (bf16Logits ? _act.LogitsB : _act.Logits).Slice(0, rows * v);
         Backend.MatMul(logits, HeadInput.Slice((long)r0 * d, rows * d), _head.Compute, rows, v, d, transA: false, transB: true, accumulate: false);
-        var grad16 = writeGradient && !HeadGradientBf16.IsEmpty ? _act.LogitsB.Slice(0, rows * v) : default;
         Backend.CrossEntropy(logits, _act.Targets.Slice(r0, rows), _act.RowScale.Slice(r0, rows), _act.RowLosses.Slice(r0, rows),
-            rows, v, writeGradient, grad16);
+            rows, v, writeGradient);
     }
 
     /// <summary>DXn rows [r0, r0 + rows) and the head's gradient from the gradient in the logits buffer (its first rows).</summary>

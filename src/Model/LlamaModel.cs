@@ -154,8 +154,9 @@ public sealed partial class LlamaModel : ILanguageModel
     public ParameterStore Parameters { get; }
 
     /// <summary>
-    /// Logits of the last forward pass, [batch · seq, vocab] (the gradient after a backward pass). Not available when
-    /// the layout computes the loss in chunks (<see cref="LlamaModelOptions.LossChunkRows"/>).
+    /// Logits of the last forward pass, [batch · seq, vocab] (in fp32, the gradient after a backward pass; in bf16
+    /// precision a pass that forms the gradient keeps its logits and their gradient in bf16 and leaves this buffer
+    /// as it was). Not available when the layout computes the loss in chunks (<see cref="LlamaModelOptions.LossChunkRows"/>).
     /// </summary>
     public Tensor Logits => Options.LogitRows < Options.Batch * Options.Seq
         ? throw new InvalidOperationException($"this model computes its loss in chunks of {Options.LogitRows} rows and keeps no full logits (LossChunkRows)")

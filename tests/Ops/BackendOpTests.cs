@@ -540,6 +540,40 @@ public abstract class BackendOpTests
         Assert.That(h.ReadBf16(g16), Is.EqualTo(h.Read(tl2).Select(Bf16.FromFloat).ToArray()));
     }
 
+    /// <summary>
+    /// Cross-entropy over BF16 logits (the head product's bf16 output): the losses of the fp32 pass over the same
+    /// (widened) logits, and the gradient, rounded, in the logits' place; ignored rows zero. A gradBf16 beside BF16
+    /// logits is refused.
+    /// </summary>
+    [TestCase(6, 10)]
+    [TestCase(5, 2600)] // whole quads: the GPU back-end's quad kernel
+    [TestCase(4, 1001)]
+    public void CrossEntropyOnBf16LogitsWritesTheRoundedGradientInPlace(int n, int vocab)
+    {
+        var rng = new Random(vocab + 1);
+        var logits16 = Randn(rng, n * vocab, 3).Select(Bf16.FromFloat).ToArray();
+        var widened = logits16.Select(Bf16.ToFloat).ToArray();
+        var targets = RandInt(rng, n, vocab);
+        targets[1] = -100;
+        var scale = Randn(rng, n);
+        using var h = H();
+        var t16 = h.InputBf16(logits16); var tl16 = h.InputBf16(logits16); var tf = h.Input(widened); var tt = h.Input(targets); var ts = h.Input(scale);
+        var loss = h.Output(n); var loss16 = h.Output(n); var lossGrad16 = h.Output(n); var other = h.OutputBf16(n * vocab);
+        h.Commit();
+        Backend.CrossEntropy(t16, tt, default, loss16, n, vocab, writeGradient: false);
+        Assert.That(h.ReadBf16(t16), Is.EqualTo(logits16), "without a gradient the logits stay as they were");
+        Backend.CrossEntropy(tl16, tt, ts, lossGrad16, n, vocab, writeGradient: true);
+        Backend.CrossEntropy(tf, tt, ts, loss, n, vocab, writeGradient: true);
+        var want = h.Read(loss);
+        Assert.That(RelErr(h.Read(loss16), D(want)), Is.LessThan(1e-6));
+        Assert.That(RelErr(h.Read(lossGrad16), D(want)), Is.LessThan(1e-6));
+        var grad = h.ReadBf16(tl16).Select(Bf16.ToFloat).ToArray();
+        Assert.That(RelErr(grad, D(h.Read(tf))), Is.LessThan(4e-3));
+        Assert.That(grad.Skip(vocab).Take(vocab), Is.All.EqualTo(0f), "an ignored row's gradient is zero");
+        Assert.That(() => Backend.CrossEntropy(t16, tt, ts, loss, n, vocab, writeGradient: true, gradBf16: other),
+            Throws.ArgumentException.With.Message.Contains("written in place"));
+    }
+
     [Test]
     public void AdamWMatchesFloat64ReferenceWithLargeDecayOverSegments()
     {

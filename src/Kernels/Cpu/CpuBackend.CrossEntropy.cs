@@ -4,15 +4,18 @@ namespace HftRuntime.Kernels.Cpu;
 
 public sealed unsafe partial class CpuBackend
 {
-    private struct CrossEntropyArgs { public float* Logits, RowScale, Losses; public int* Targets; public ushort* Grad16; public int Vocab; public bool Grad; }
+    private struct CrossEntropyArgs { public float* Logits, RowScale, Losses; public int* Targets; public ushort* Grad16, In16; public int Vocab; public bool Grad; }
 
     /// <inheritdoc/>
+    /// <remarks>BF16 logits are widened row by row into the thread's scratch; their gradient is rounded back in place.</remarks>
     protected override void CrossEntropyCore(Tensor logits, Tensor targets, Tensor rowScale, Tensor losses, int n, int vocab, bool writeGradient, Tensor gradBf16)
     {
+        bool bf16In = logits.Type == DType.BF16;
         var a = new CrossEntropyArgs
         {
-            Logits = F(logits), Targets = I(targets), Losses = F(losses), RowScale = writeGradient ? F(rowScale) : null,
-            Vocab = vocab, Grad = writeGradient, Grad16 = gradBf16.IsEmpty ? null : H(gradBf16),
+            Logits = bf16In ? null : F(logits), In16 = bf16In ? H(logits) : null, Targets = I(targets), Losses = F(losses),
+            RowScale = writeGradient ? F(rowScale) : null, Vocab = vocab, Grad = writeGradient,
+            Grad16 = bf16In ? (writeGradient ? H(logits) : null) : gradBf16.IsEmpty ? null : H(gradBf16),
         };
         for (int i = 0; i < n; i++)
         {
@@ -27,22 +30,32 @@ public sealed unsafe partial class CpuBackend
     {
         var a = (CrossEntropyArgs*)p;
         int v = a->Vocab;
-        // A bf16 gradient is formed in this thread's scratch row, so the logits stay as they are.
-        float* scratch = a->Grad16 != null ? ScratchBuffer.Get(v) : null;
+        // A bf16 gradient is formed in this thread's scratch row, so the logits stay as they are (bf16 logits are
+        // widened there first, and their gradient replaces them).
+        float* scratch = a->Grad16 != null || a->In16 != null ? ScratchBuffer.Get(v) : null;
         for (int i = s; i < e; i++)
         {
-            var row = new Span<float>(a->Logits + (long)i * v, v);
-            if (scratch != null)
+            Span<float> row;
+            if (a->In16 != null)
             {
-                row.CopyTo(new Span<float>(scratch, v));
+                WidenRange(a->In16 + (long)i * v, scratch, 0, v);
                 row = new Span<float>(scratch, v);
+            }
+            else
+            {
+                row = new Span<float>(a->Logits + (long)i * v, v);
+                if (scratch != null)
+                {
+                    row.CopyTo(new Span<float>(scratch, v));
+                    row = new Span<float>(scratch, v);
+                }
             }
             int t = a->Targets[i];
             if (t == IgnoreIndex)
             {
                 a->Losses[i] = 0f;
                 if (a->Grad) row.Clear();
-                if (scratch != null) RoundRange(scratch, a->Grad16 + (long)i * v, 0, v);
+                if (a->Grad16 != null) RoundRange(scratch, a->Grad16 + (long)i * v, 0, v);
                 continue;
             }
             float max = TensorPrimitives.Max(row);
@@ -63,7 +76,7 @@ public sealed unsafe partial class CpuBackend
                 sum = SumExp(row, max);
             }
             a->Losses[i] = MathF.Log(sum) + max - target;
-            if (scratch != null) RoundRange(scratch, a->Grad16 + (long)i * v, 0, v);
+            if (a->Grad16 != null) RoundRange(scratch, a->Grad16 + (long)i * v, 0, v);
         }
     }
 

@@ -20,11 +20,17 @@ public sealed partial class IlgpuBackend
     {
         _crossEntropy = Load<ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int>(CrossEntropyKernel);
         _crossEntropyQuads = Load<ArrayView<F4>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<U2>, int, int, int>(CrossEntropyQuadsKernel);
+        LoadCrossEntropyBf16();
     }
 
     /// <inheritdoc/>
     protected override void CrossEntropyCore(Tensor logits, Tensor targets, Tensor rowScale, Tensor losses, int n, int vocab, bool writeGradient, Tensor gradBf16)
     {
+        if (logits.Type == DType.BF16)
+        {
+            CrossEntropyOfBf16(logits, targets, rowScale, losses, n, vocab, writeGradient);
+            return;
+        }
         int mode = !writeGradient ? 0 : gradBf16.IsEmpty ? 1 : 2;
         var scale = writeGradient ? F(rowScale) : FOrDummy(default);
         // Quads (16-byte loads, 8-byte bf16 stores) where the rows are whole quads on 16 bytes: the four-stream
