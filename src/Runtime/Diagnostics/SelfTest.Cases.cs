@@ -381,12 +381,16 @@ public static partial class SelfTest
         {
             var tl = c.In(logits); var tg = c.In(logits); var tt = c.In(targets); var ts = c.In(scale);
             var loss = c.Out(n); var loss2 = c.Out(n); var loss3 = c.Out(n); var g16 = c.OutBf16((long)n * vocab);
+            var l16 = c.InBf16(logits); var inPlace16 = c.OutBf16((long)n * vocab); var loss4 = c.Out(n);
             var be = c.Backend;
             return
             [
                 new Step("cross-entropy loss", () => be.CrossEntropy(tl, tt, default, loss, n, vocab, writeGradient: false), [loss], 1e-5),
                 new Step("cross-entropy loss+grad", () => be.CrossEntropy(tg, tt, ts, loss2, n, vocab, writeGradient: true), [loss2, tg], 1e-5),
                 new Step("cross-entropy loss+bf16 grad", () => be.CrossEntropy(tl, tt, ts, loss3, n, vocab, writeGradient: true, gradBf16: g16), [loss3, g16], 4e-3),
+                // bf16 logits (the head product's bf16 output), their gradient in place (copies keep the input for the timing runs).
+                new Step("cross-entropy bf16 logits+grad", () => { be.Copy(inPlace16, l16); be.CrossEntropy(inPlace16, tt, ts, loss4, n, vocab, writeGradient: true); },
+                    [loss4, inPlace16], 4e-3),
             ];
         };
     });
