@@ -72,28 +72,8 @@ public sealed partial class IlgpuBackend
             float target = Lane(logits[o + t / 4], t & 3);
             float m = float.NegativeInfinity, s = 0f;
             int j = tid;
-            for (; j + GroupSize < quads; j += 2 * GroupSize)
-            {
-                F4 a = logits[o + j], b = logits[o + j + GroupSize];
-                float mx = XMath.Max(Max4(a), Max4(b));
-                if (mx > m)
-                {
-                    s *= XMath.Exp(m - mx);
-                    m = mx;
-                }
-                s += SumExp(a, m) + SumExp(b, m);
-            }
-            if (j < quads)
-            {
-                F4 a = logits[o + j];
-                float mx = Max4(a);
-                if (mx > m)
-                {
-                    s *= XMath.Exp(m - mx);
-                    m = mx;
-                }
-                s += SumExp(a, m);
-            }
+            for (; j + GroupSize < quads; j += 2 * GroupSize) OnlineQuads(ref m, ref s, logits[o + j], logits[o + j + GroupSize]);
+            if (j < quads) OnlineQuads(ref m, ref s, logits[o + j], Quad(float.NegativeInfinity));
             float max = DeviceReduce.GroupMax(m, shared);
             float sum = DeviceReduce.GroupSum(Rescaled(s, m, max), shared);
             if (tid == 0) losses[row] = XMath.Log(sum) + max - target;
@@ -109,6 +89,31 @@ public sealed partial class IlgpuBackend
             }
             if (j < quads) StoreGradientQuad(logits, grad16, o + j, GradientQuad(logits[o + j], max, factor, t - 4 * j, scale), writeGradient);
         }
+    }
+
+    /// <summary>
+    /// Two quads into an online softmax (the running maximum m and the sum s of exp(x − m)): one rescale at most. A
+    /// quad of −∞ adds nothing.
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static void OnlineQuads(ref float m, ref float s, F4 a, F4 b)
+    {
+        float mx = XMath.Max(Max4(a), Max4(b));
+        if (mx > m)
+        {
+            s *= XMath.Exp(m - mx);
+            m = mx;
+        }
+        s += SumExp(a, m) + SumExp(b, m);
+    }
+
+    /// <summary>A quad of four equal components.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static F4 Quad(float x)
+    {
+        F4 v;
+        v.X = x; v.Y = x; v.Z = x; v.W = x;
+        return v;
     }
 
     /// <summary>Component i (0 .. 3) of a quad.</summary>

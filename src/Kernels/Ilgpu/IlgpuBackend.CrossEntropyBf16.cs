@@ -55,28 +55,8 @@ public sealed partial class IlgpuBackend
             float target = Lane(WidenQuad(logits[o + t / 4]), t & 3);
             float m = float.NegativeInfinity, s = 0f;
             int j = tid;
-            for (; j + GroupSize < quads; j += 2 * GroupSize)
-            {
-                F4 a = WidenQuad(logits[o + j]), b = WidenQuad(logits[o + j + GroupSize]);
-                float mx = XMath.Max(Max4(a), Max4(b));
-                if (mx > m)
-                {
-                    s *= XMath.Exp(m - mx);
-                    m = mx;
-                }
-                s += SumExp(a, m) + SumExp(b, m);
-            }
-            if (j < quads)
-            {
-                F4 a = WidenQuad(logits[o + j]);
-                float mx = Max4(a);
-                if (mx > m)
-                {
-                    s *= XMath.Exp(m - mx);
-                    m = mx;
-                }
-                s += SumExp(a, m);
-            }
+            for (; j + GroupSize < quads; j += 2 * GroupSize) OnlineQuads(ref m, ref s, WidenQuad(logits[o + j]), WidenQuad(logits[o + j + GroupSize]));
+            if (j < quads) OnlineQuads(ref m, ref s, WidenQuad(logits[o + j]), Quad(float.NegativeInfinity));
             float max = DeviceReduce.GroupMax(m, shared);
             float sum = DeviceReduce.GroupSum(Rescaled(s, m, max), shared);
             if (tid == 0) losses[row] = XMath.Log(sum) + max - target;
