@@ -24,9 +24,9 @@ public sealed partial class LlamaModel
     /// gradient would read (the normed input of frozen q/k/v or gate/up, the SwiGLU output of a frozen down
     /// projection) is not kept: it goes to a shared scratch buffer instead. Without training, every layer shares one
     /// set and the residual stream alternates between two buffers. In bf16 precision the inputs of matrix products
-    /// are kept as bf16 copies instead (the fp32 normed inputs and SwiGLU output then only pass through scratch), the
-    /// SwiGLU keeps its inputs in bf16 alone (its backward pass writes the bf16 gradients over them), and the
-    /// backward pass rounds each other output gradient into a bf16 scratch buffer before its two products. Where the
+    /// are kept in bf16 alone (the norms and SwiGLU write them so), the gate and up products store SwiGLU's inputs in
+    /// bf16 (its backward pass writes the bf16 gradients over them), dh is stored in bf16, and the backward pass
+    /// rounds each other output gradient into a bf16 scratch buffer before its two products. Where the
     /// back-end also takes bf16 attention operands (<see cref="Bf16Attention"/>), a layer keeps q, k, v and the
     /// attention output in bf16 alone: the q, k, v products store bf16 (RoPE rotates q and k in place), and the
     /// attention writes its output in bf16 directly; fp32 gradients of q, k, v exist only where the back-end does not
