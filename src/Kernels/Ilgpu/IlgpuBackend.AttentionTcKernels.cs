@@ -162,7 +162,7 @@ public sealed partial class IlgpuBackend
 
     /// <summary>
     /// A warp's 16 × 64 gradient block rotated back (rotate-half layout: column c pairs with c + 32, which is the same
-    /// lane's fragment J(j + 4) for J(j)): the arithmetic of RopeQuadAt with sign −1, so that the result is the one the
+    /// lane's fragment J(j + 4) for J(j)): the arithmetic of Rotate with sign −1, so that the result is the one the
     /// separate inverse RoPE gives.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

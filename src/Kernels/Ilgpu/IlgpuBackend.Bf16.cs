@@ -70,6 +70,27 @@ public sealed partial class IlgpuBackend
         return h;
     }
 
+    /// <summary>A bf16 value widened to fp32 (exact).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static float Widen(ushort h) => Interop.IntAsFloat((uint)h << 16);
+
+    /// <summary>The low (element 2i) bf16 of a pair, widened.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static float WidenLo(uint pair) => Interop.IntAsFloat(pair << 16);
+
+    /// <summary>The high (element 2i + 1) bf16 of a pair, widened.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static float WidenHi(uint pair) => Interop.IntAsFloat(pair & 0xFFFF0000u);
+
+    /// <summary>Four bf16 (two pairs) widened to fp32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static F4 WidenQuad(U2 h)
+    {
+        F4 v;
+        v.X = WidenLo(h.X); v.Y = WidenHi(h.X); v.Z = WidenLo(h.Y); v.W = WidenHi(h.Y);
+        return v;
+    }
+
     /// <summary>bfloat16 bits of x, as <see cref="Bf16.FromFloat"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static ushort RoundToBf16(float x)

@@ -63,10 +63,8 @@ public sealed partial class IlgpuBackend
             if (t < 0 || t >= vocab)
             {
                 if (tid == 0) losses[row] = 0f;
-                if (writeGradient == 1)
-                    for (int z = tid; z < quads; z += GroupSize) logits[o + z] = default;
-                if (writeGradient == 2)
-                    for (int z = tid; z < quads; z += GroupSize) grad16[o + z] = default;
+                if (writeGradient == 1) ClearRow(logits, o, quads, tid);
+                if (writeGradient == 2) ClearRow(grad16, o, quads, tid);
                 continue;
             }
             float target = Lane(logits[o + t / 4], t & 3);
@@ -114,6 +112,13 @@ public sealed partial class IlgpuBackend
         F4 v;
         v.X = x; v.Y = x; v.Z = x; v.W = x;
         return v;
+    }
+
+    /// <summary>This thread's share (elements tid, tid + group, …) of the <paramref name="count"/> elements at <paramref name="o"/> zeroed: an ignored row's gradient.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static void ClearRow<T>(ArrayView<T> row, long o, int count, int tid) where T : unmanaged
+    {
+        for (int z = tid; z < count; z += GroupSize) row[o + z] = default;
     }
 
     /// <summary>Component i (0 .. 3) of a quad.</summary>
@@ -197,10 +202,8 @@ public sealed partial class IlgpuBackend
             if (t < 0 || t >= vocab)
             {
                 if (tid == 0) losses[row] = 0f;
-                if (writeGradient == 1)
-                    for (int z = tid; z < vocab; z += GroupSize) logits[o + z] = 0f;
-                if (writeGradient == 2)
-                    for (int z = tid; z < vocab; z += GroupSize) grad16[o + z] = 0;
+                if (writeGradient == 1) ClearRow(logits, o, vocab, tid);
+                if (writeGradient == 2) ClearRow(grad16, o, vocab, tid);
                 continue;
             }
             float target = logits[o + t];

@@ -48,8 +48,7 @@ public sealed partial class IlgpuBackend
             if (t < 0 || t >= vocab)
             {
                 if (tid == 0) losses[row] = 0f;
-                if (writeGradient != 0)
-                    for (int z = tid; z < quads; z += GroupSize) logits[o + z] = default;
+                if (writeGradient != 0) ClearRow(logits, o, quads, tid);
                 continue;
             }
             float target = Lane(WidenQuad(logits[o + t / 4]), t & 3);
@@ -89,8 +88,7 @@ public sealed partial class IlgpuBackend
             if (t < 0 || t >= vocab)
             {
                 if (tid == 0) losses[row] = 0f;
-                if (writeGradient != 0)
-                    for (int z = tid; z < vocab; z += GroupSize) logits[o + z] = 0;
+                if (writeGradient != 0) ClearRow(logits, o, vocab, tid);
                 continue;
             }
             float m = float.NegativeInfinity, s = 0f;
@@ -110,8 +108,4 @@ public sealed partial class IlgpuBackend
             }
         }
     }
-
-    /// <summary>A bf16 value widened to fp32 (exact).</summary>
-    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
-    private static float Widen(ushort h) => Interop.IntAsFloat((uint)h << 16);
 }

@@ -407,25 +407,24 @@ public sealed partial class IlgpuBackend
         var ta = arena.Reserve("ptx_gemm_check_a", a.Length, DType.BF16);
         var tb = arena.Reserve("ptx_gemm_check_b", b.Length, DType.BF16);
         var want = arena.Reserve("ptx_gemm_check_want", m * n);
-        var got = arena.Reserve("ptx_gemm_check_got", m * n);
-        var got16 = arena.Reserve("ptx_gemm_check_got_bf16", m * n, DType.BF16);
+        var got = bf16Out ? arena.Reserve("ptx_gemm_check_got_bf16", m * n, DType.BF16) : arena.Reserve("ptx_gemm_check_got", m * n);
         arena.Commit();
         Upload<ushort>(ta, a);
         Upload<ushort>(tb, b);
         MatMulBf16Simple(want, ta, tb, m, n, k, transA, transB, accumulate: false);
-        Fill(got, float.NaN);
-        Upload<ushort>(got16, Enumerable.Repeat((ushort)0x7FC0, m * n).ToArray());
+        if (bf16Out) Upload<ushort>(got, Enumerable.Repeat((ushort)0x7FC0, m * n).ToArray());
+        else Fill(got, float.NaN);
         int tilesM = (m + GemmPtx.TileM - 1) / GemmPtx.TileM, tilesN = (n + gemm.TileN - 1) / gemm.TileN;
         try
         {
-            gemm.Launch(transA, transB, grid > 0 ? grid : tilesM * tilesN, Address(bf16Out ? got16 : got), Address(ta), Address(tb), m, n, k,
+            gemm.Launch(transA, transB, grid > 0 ? grid : tilesM * tilesN, Address(got), Address(ta), Address(tb), m, n, k,
                 bf16Out ? GemmStore.WriteBf16 : GemmStore.Write, tilesM, tilesN, (k + GemmPtx.TileK - 1) / GemmPtx.TileK * GemmPtx.TileK, m * n, swapped);
         }
         catch (InvalidOperationException e) when (gemm.TensorMaps)
         {
             return $"{m}×{n}×{k}: {e.Message}";
         }
-        float[] result = bf16Out ? ToArray<ushort>(got16).Select(Bf16.ToFloat).ToArray() : ToArray<float>(got);
+        float[] result = bf16Out ? ToArray<ushort>(got).Select(Bf16.ToFloat).ToArray() : ToArray<float>(got);
         string? mismatch = Mismatch(ToArray<float>(want), result, n, bf16Out ? 1.0 / 256 : 0);
         return mismatch is null ? null : $"{m}×{n}×{k}: {mismatch}";
     }

@@ -56,8 +56,6 @@ public sealed partial class IlgpuBackend
     private void RopeBf16(Tensor x, Tensor positions, Tensor cos, Tensor sin, RopeArgs a)
     {
         long count = (long)a.N * a.Heads * a.HeadDim;
-        a.HasBf16 = 1;
-        a.WriteX = 0;
         if (a.HeadDim % 8 == 0 && x.ByteOffset % 8 == 0 && cos.ByteOffset % 16 == 0 && sin.ByteOffset % 16 == 0)
         {
             _ropeBf16Quads(Config(StreamGroups(count / 8)), Bf16View(x).SubView(0, count).Cast<U2>(), I(positions),
@@ -67,12 +65,11 @@ public sealed partial class IlgpuBackend
         _ropeBf16(Config(StreamGroups(count / 2)), Bf16View(x), I(positions), F(cos), F(sin), a);
     }
 
-    /// <summary><see cref="RopeQuadsKernel"/> on a bf16 x, in place (quads of bf16 as 8-byte loads and stores; a.HasBf16 = 1, a.WriteX = 0).</summary>
+    /// <summary><see cref="RopeQuadsKernel"/> on a bf16 x, in place (quads of bf16 as 8-byte loads and stores).</summary>
     [IlgpuKernel]
     internal static void RopeBf16QuadsKernel(ArrayView<U2> x16, ArrayView<int> positions, ArrayView<F4> cos, ArrayView<F4> sin, RopeArgs a)
     {
         long total = (long)a.N * a.Heads * (a.HeadDim / 8), stride = (long)Grid.DimX * Group.DimX, e = Grid.GlobalIndex.X;
-        var none = cos.SubView(0, 0);
         for (; e + stride < total; e += 2 * stride)
         {
             var qa = RopeQuadOf(e, positions, a);
@@ -81,24 +78,25 @@ public sealed partial class IlgpuBackend
             F4 ca = cos[qa.T], sa = sin[qa.T];
             U2 xb1 = x16[qb.O], xb2 = x16[qb.O + qb.Half4];
             F4 cb = cos[qb.T], sb = sin[qb.T];
-            RopeQuadAt(none, x16, qa, WidenQuad(xa1), WidenQuad(xa2), ca, sa, a);
-            RopeQuadAt(none, x16, qb, WidenQuad(xb1), WidenQuad(xb2), cb, sb, a);
+            RopeBf16QuadAt(x16, qa, xa1, xa2, ca, sa, a.Sign);
+            RopeBf16QuadAt(x16, qb, xb1, xb2, cb, sb, a.Sign);
         }
         if (e < total)
         {
             var q = RopeQuadOf(e, positions, a);
-            RopeQuadAt(none, x16, q, WidenQuad(x16[q.O]), WidenQuad(x16[q.O + q.Half4]), cos[q.T], sin[q.T], a);
+            RopeBf16QuadAt(x16, q, x16[q.O], x16[q.O + q.Half4], cos[q.T], sin[q.T], a.Sign);
         }
     }
 
-    /// <summary>Four bf16 (two pairs) widened to fp32.</summary>
+    /// <summary>One bf16 quad pair rotated (where its position is in the table) and stored back rounded.</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
-    private static F4 WidenQuad(U2 h)
+    private static void RopeBf16QuadAt(ArrayView<U2> x16, RopeQuad q, U2 h1, U2 h2, F4 c, F4 s, float sign)
     {
-        F4 v;
-        v.X = Interop.IntAsFloat(h.X << 16); v.Y = Interop.IntAsFloat(h.X & 0xFFFF0000u);
-        v.Z = Interop.IntAsFloat(h.Y << 16); v.W = Interop.IntAsFloat(h.Y & 0xFFFF0000u);
-        return v;
+        if (!q.InTable) return;
+        F4 x1 = WidenQuad(h1), x2 = WidenQuad(h2);
+        Rotate(ref x1, ref x2, c, s, sign);
+        x16[q.O] = PackQuad(x1);
+        x16[q.O + q.Half4] = PackQuad(x2);
     }
 
     /// <summary><see cref="RopeKernel"/> on a bf16 x, in place, one pair per thread (a row outside the table is left as it was).</summary>
@@ -113,7 +111,7 @@ public sealed partial class IlgpuBackend
             int p = positions[i];
             if (p < 0 || p >= a.MaxPositions) continue;
             long o = ((long)i * a.Heads + h) * a.HeadDim + j, t = (long)p * half + j;
-            float x1 = Interop.IntAsFloat((uint)x[o] << 16), x2 = Interop.IntAsFloat((uint)x[o + half] << 16);
+            float x1 = Widen(x[o]), x2 = Widen(x[o + half]);
             float c = cos[t], s = a.Sign * sin[t];
             x[o] = RoundToBf16(x1 * c - x2 * s);
             x[o + half] = RoundToBf16(x2 * c + x1 * s);
@@ -171,25 +169,32 @@ public sealed partial class IlgpuBackend
         return q;
     }
 
+    /// <summary>(x1, x2) → (x1·c − x2·s', x2·c + x1·s') per component, s' = sign·s (the rotation of every RoPE kernel).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static void Rotate(ref F4 x1, ref F4 x2, F4 c, F4 s, float sign)
+    {
+        float sx = sign * s.X, sy = sign * s.Y, sz = sign * s.Z, sw = sign * s.W;
+        F4 y1, y2;
+        y1.X = x1.X * c.X - x2.X * sx; y2.X = x2.X * c.X + x1.X * sx;
+        y1.Y = x1.Y * c.Y - x2.Y * sy; y2.Y = x2.Y * c.Y + x1.Y * sy;
+        y1.Z = x1.Z * c.Z - x2.Z * sz; y2.Z = x2.Z * c.Z + x1.Z * sz;
+        y1.W = x1.W * c.W - x2.W * sw; y2.W = x2.W * c.W + x1.W * sw;
+        x1 = y1;
+        x2 = y2;
+    }
+
     /// <summary>One quad's rotation from its loaded halves and table rows, stored (with its bf16 copy) where it came from.</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     private static void RopeQuadAt(ArrayView<F4> x, ArrayView<U2> x16, RopeQuad q, F4 x1, F4 x2, F4 c, F4 s, RopeArgs a)
     {
         if (q.InTable)
         {
-            float sx = a.Sign * s.X, sy = a.Sign * s.Y, sz = a.Sign * s.Z, sw = a.Sign * s.W;
-            F4 y1, y2;
-            y1.X = x1.X * c.X - x2.X * sx; y2.X = x2.X * c.X + x1.X * sx;
-            y1.Y = x1.Y * c.Y - x2.Y * sy; y2.Y = x2.Y * c.Y + x1.Y * sy;
-            y1.Z = x1.Z * c.Z - x2.Z * sz; y2.Z = x2.Z * c.Z + x1.Z * sz;
-            y1.W = x1.W * c.W - x2.W * sw; y2.W = x2.W * c.W + x1.W * sw;
+            Rotate(ref x1, ref x2, c, s, a.Sign);
             if (a.WriteX != 0)
             {
-                x[q.O] = y1;
-                x[q.O + q.Half4] = y2;
+                x[q.O] = x1;
+                x[q.O + q.Half4] = x2;
             }
-            x1 = y1;
-            x2 = y2;
         }
         if (a.HasBf16 != 0)
         {

@@ -189,7 +189,7 @@ public sealed partial class IlgpuBackend
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     private static void SwiGluBackwardBf16At(ArrayView<ushort> dGate, ArrayView<ushort> dUp, long i, ushort g16, ushort u16, float d)
     {
-        SwiGluGradient(Interop.IntAsFloat((uint)g16 << 16), Interop.IntAsFloat((uint)u16 << 16), d, out float dg, out float du);
+        SwiGluGradient(Widen(g16), Widen(u16), d, out float dg, out float du);
         dGate[i] = RoundToBf16(dg);
         dUp[i] = RoundToBf16(du);
     }
@@ -227,8 +227,8 @@ public sealed partial class IlgpuBackend
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     private static void SwiGluBackwardPairAt(ArrayView<uint> dGate, ArrayView<uint> dUp, long i, uint g2, uint u2, F2 d)
     {
-        SwiGluGradient(Interop.IntAsFloat(g2 << 16), Interop.IntAsFloat(u2 << 16), d.X, out float dg0, out float du0);
-        SwiGluGradient(Interop.IntAsFloat(g2 & 0xFFFF0000u), Interop.IntAsFloat(u2 & 0xFFFF0000u), d.Y, out float dg1, out float du1);
+        SwiGluGradient(WidenLo(g2), WidenLo(u2), d.X, out float dg0, out float du0);
+        SwiGluGradient(WidenHi(g2), WidenHi(u2), d.Y, out float dg1, out float du1);
         dGate[i] = RoundToBf16(dg0) | (uint)RoundToBf16(dg1) << 16;
         dUp[i] = RoundToBf16(du0) | (uint)RoundToBf16(du1) << 16;
     }

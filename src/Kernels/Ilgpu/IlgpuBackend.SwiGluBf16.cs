@@ -53,16 +53,9 @@ public sealed partial class IlgpuBackend
             _swigluBackwardBf16Dh(Config(StreamGroups(n)), Bf16View(dGate), Bf16View(dUp), Bf16View(dh).SubView(0, n), Bf16View(gate), Bf16View(up));
     }
 
-    /// <summary>The low (element 2i) and high (2i + 1) bf16 of a pair, widened.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Lo(uint pair) => Interop.IntAsFloat(pair << 16);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Hi(uint pair) => Interop.IntAsFloat(pair & 0xFFFF0000u);
-
     /// <summary>silu(g)·u of a pair of bf16 pairs, rounded to a bf16 pair.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static uint SwiGluPair(uint g, uint u) => PackBf16(SwiGlu(Lo(g), Lo(u)), SwiGlu(Hi(g), Hi(u)));
+    private static uint SwiGluPair(uint g, uint u) => PackBf16(SwiGlu(WidenLo(g), WidenLo(u)), SwiGlu(WidenHi(g), WidenHi(u)));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static U4 SwiGluOctet(U4 g, U4 u)
@@ -97,7 +90,7 @@ public sealed partial class IlgpuBackend
         long n = gate.Length, stride = (long)Grid.DimX * Group.DimX;
         for (long i = Grid.GlobalIndex.X; i < n; i += stride)
         {
-            float v = SwiGlu(Interop.IntAsFloat((uint)gate[i] << 16), Interop.IntAsFloat((uint)up[i] << 16));
+            float v = SwiGlu(Widen(gate[i]), Widen(up[i]));
             if ((flags & 1) != 0) h[i] = v;
             if ((flags & 2) != 0) h16[i] = RoundToBf16(v);
         }
@@ -107,8 +100,8 @@ public sealed partial class IlgpuBackend
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void SwiGluGradientPair(uint g, uint u, uint d, out uint dGate, out uint dUp)
     {
-        SwiGluGradient(Lo(g), Lo(u), Lo(d), out float dg0, out float du0);
-        SwiGluGradient(Hi(g), Hi(u), Hi(d), out float dg1, out float du1);
+        SwiGluGradient(WidenLo(g), WidenLo(u), WidenLo(d), out float dg0, out float du0);
+        SwiGluGradient(WidenHi(g), WidenHi(u), WidenHi(d), out float dg1, out float du1);
         dGate = PackBf16(dg0, dg1);
         dUp = PackBf16(du0, du1);
     }
@@ -157,8 +150,7 @@ public sealed partial class IlgpuBackend
         long n = dh.Length, stride = (long)Grid.DimX * Group.DimX;
         for (long i = Grid.GlobalIndex.X; i < n; i += stride)
         {
-            SwiGluGradient(Interop.IntAsFloat((uint)gate[i] << 16), Interop.IntAsFloat((uint)up[i] << 16), Interop.IntAsFloat((uint)dh[i] << 16),
-                out float dg, out float du);
+            SwiGluGradient(Widen(gate[i]), Widen(up[i]), Widen(dh[i]), out float dg, out float du);
             dGate[i] = RoundToBf16(dg);
             dUp[i] = RoundToBf16(du);
         }
