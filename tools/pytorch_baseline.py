@@ -257,6 +257,9 @@ def training_gemms(name):
         add(f"dy·W_{w}", "NN", r, i, o)
     for w, o, i, r in weights:
         add(f"dW_{w}", "TN", o, i, r)
+    # The input gradients hft sums in one launch (Backend.MatMulSum), timed here as one mm over their k together.
+    add("dq·W_q + dk·W_k + dv·W_v", "NN", t, d, qd + 2 * kvd)
+    add("dgate·W_gate + dup·W_up", "NN", t, d, 2 * f)
     return out
 
 

@@ -1,5 +1,8 @@
 namespace HftRuntime.Kernels;
 
+/// <summary>One product of <see cref="Backend.MatMulSum"/>: op(a) [m, k] · op(b) [k, n].</summary>
+public readonly record struct MatMulPart(Tensor A, Tensor B, int K);
+
 /// <summary>Hyper-parameters of one AdamW step (PyTorch's decoupled form, bias correction included).</summary>
 /// <param name="Lr">Learning rate of this step.</param>
 /// <param name="Beta1">First-moment decay.</param>
@@ -388,6 +391,39 @@ public abstract partial class Backend : IDisposable
         long t0 = BeginOp();
         MatMulCore(c, a, b, m, n, k, transA, transB, accumulate);
         if (Profile is not null) EndOp(MatMulOpName(transA, transB, a.Type == DType.BF16), t0, 2.0 * m * n * k);
+    }
+
+    /// <summary>
+    /// c[m, n] (+)= Σᵢ op(aᵢ) · op(bᵢ) over <paramref name="parts"/> (each as in <see cref="MatMul"/>, with its own k):
+    /// an input gradient through several weight matrices, dX = dQ·W_q + dK·W_k + dV·W_v. The same as a
+    /// <see cref="MatMul"/> per part, all but the first accumulating, and in this order where a back-end sums them that
+    /// way; a back-end may instead run them as one product over the parts' k together (one pass over c, no fp32
+    /// read and write of c between the parts), so the sums may differ in their last bits. c is F32.
+    /// </summary>
+    public void MatMulSum(Tensor c, int m, int n, bool transA, bool transB, bool accumulate, params ReadOnlySpan<MatMulPart> parts)
+    {
+        Pos(m, nameof(m)); Pos(n, nameof(n));
+        if (parts.IsEmpty) throw new ArgumentException("a summed matmul needs at least one part", nameof(parts));
+        F32(c, nameof(c)); Need(c, (long)m * n, nameof(c));
+        double flops = 0;
+        foreach (var (a, b, k) in parts)
+        {
+            Pos(k, nameof(k)); Own(a, nameof(a)); Own(b, nameof(b));
+            if (a.Type is not (DType.F32 or DType.BF16) || b.Type != parts[0].A.Type || a.Type != parts[0].A.Type)
+                throw new ArgumentException($"summed matmul operands must be all F32 or all BF16: a '{a.Name}' is {a.Type}, b '{b.Name}' is {b.Type}");
+            Need(a, (long)m * k, nameof(a)); Need(b, (long)k * n, nameof(b));
+            flops += 2.0 * m * n * k;
+        }
+        long t0 = BeginOp();
+        MatMulSumCore(c, m, n, transA, transB, accumulate, parts);
+        if (Profile is not null) EndOp(MatMulOpName(transA, transB, parts[0].A.Type == DType.BF16), t0, flops);
+    }
+
+    /// <summary>Implementation of <see cref="MatMulSum"/>: by default a <see cref="MatMulCore"/> per part, all but the first accumulating.</summary>
+    protected virtual void MatMulSumCore(Tensor c, int m, int n, bool transA, bool transB, bool accumulate, ReadOnlySpan<MatMulPart> parts)
+    {
+        for (int i = 0; i < parts.Length; i++)
+            MatMulCore(c, parts[i].A, parts[i].B, m, n, parts[i].K, transA, transB, accumulate || i > 0);
     }
 
     // ------------------------------------------------------------------ cross-entropy

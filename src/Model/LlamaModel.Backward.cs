@@ -44,8 +44,8 @@ public sealed partial class LlamaModel
             var dGateOp = (bf16 ? a.GateB : a.Gate).Slice(0, n * f);
             var dUpOp = (bf16 ? a.UpB : a.Up).Slice(0, n * f);
             be.SwiGluBackward(dGateOp, dUpOp, dh, dGateOp, dUpOp);
-            be.MatMul(_act.DXn, dGateOp, w.Gate.Compute, n, d, f, transA: false, transB: false, accumulate: false);
-            be.MatMul(_act.DXn, dUpOp, w.Up.Compute, n, d, f, transA: false, transB: false, accumulate: true);
+            // dXn2 = dGate·W_gate + dUp·W_up: one launch where the back-end sums products so.
+            be.MatMulSum(_act.DXn, n, d, transA: false, transB: false, accumulate: false, new(dGateOp, w.Gate.Compute, f), new(dUpOp, w.Up.Compute, f));
             if (w.Gate.Trainable) be.MatMul(w.Gate.Grad, dGateOp, Saved(a.Xn2, a.Xn2B, w.Gate), f, d, n, transA: true, transB: false, accumulate: true);
             if (w.Up.Trainable) be.MatMul(w.Up.Grad, dUpOp, Saved(a.Xn2, a.Xn2B, w.Up), f, d, n, transA: true, transB: false, accumulate: true);
             dResB = DResBf16For(w.O, n * d);
@@ -64,9 +64,8 @@ public sealed partial class LlamaModel
             if (w.K.Trainable) be.MatMul(w.K.Grad, dk, Saved(a.Xn1, a.Xn1B, w.K), kvd, d, n, transA: true, transB: false, accumulate: true);
             if (w.V.Trainable) be.MatMul(w.V.Grad, dv, Saved(a.Xn1, a.Xn1B, w.V), kvd, d, n, transA: true, transB: false, accumulate: true);
             if (!needDxn) continue;
-            be.MatMul(_act.DXn, dq, w.Q.Compute, n, d, qd, transA: false, transB: false, accumulate: false);
-            be.MatMul(_act.DXn, dk, w.K.Compute, n, d, kvd, transA: false, transB: false, accumulate: true);
-            be.MatMul(_act.DXn, dv, w.V.Compute, n, d, kvd, transA: false, transB: false, accumulate: true);
+            be.MatMulSum(_act.DXn, n, d, transA: false, transB: false, accumulate: false,
+                new(dq, w.Q.Compute, qd), new(dk, w.K.Compute, kvd), new(dv, w.V.Compute, kvd));
             dResB = DResBf16For(l > 0 ? _layers[l - 1].Down : null, n * d);
             be.RmsNormBackward(dRes, w.InputNorm.Grad, _act.DXn, _act.Residual[l], w.InputNorm.Value, a.Rstd1, n, d, dResB);
         }

@@ -20,11 +20,12 @@ public class WgmmaGemmTests : IlgpuFixture
 
     /// <summary>The warp-specialized module: a producer warpgroup and two consumers, full and empty mbarriers.</summary>
     private static readonly PtxGemmCheck WgmmaWs = new(WgmmaWsGemmPtx.Module, WgmmaWsGemmPtx.EntryOf, WgmmaWsGemmPtx.SharedBytes, TensorMaps: true,
-        Threads: WgmmaWsGemmPtx.Threads);
+        Threads: WgmmaWsGemmPtx.Threads, MaxParts: WgmmaWsGemmPtx.MaxParts);
 
     /// <summary>The warp-specialized module with 128 × 192 tiles.</summary>
     private static readonly PtxGemmCheck WgmmaWsNarrow = new(WgmmaWsGemmPtx.NarrowModule, WgmmaWsGemmPtx.NarrowEntryOf,
-        WgmmaWsGemmPtx.SharedBytesFor(WgmmaWsGemmPtx.NarrowTileN), TensorMaps: true, Threads: WgmmaWsGemmPtx.Threads, TileN: WgmmaWsGemmPtx.NarrowTileN);
+        WgmmaWsGemmPtx.SharedBytesFor(WgmmaWsGemmPtx.NarrowTileN), TensorMaps: true, Threads: WgmmaWsGemmPtx.Threads, TileN: WgmmaWsGemmPtx.NarrowTileN,
+        MaxParts: WgmmaWsGemmPtx.MaxParts);
 
     /// <summary>Each shape for the cp.async module, the TMA one and the warp-specialized ones (256 and 192 wide).</summary>
     private static IEnumerable<TestCaseData> Shapes()
@@ -95,6 +96,26 @@ public class WgmmaGemmTests : IlgpuFixture
             "late wgmma, first warpgroup ahead: " + where);
     }
 
+    /// <summary>
+    /// The warp-specialized kernels summing products in one launch (an input gradient through several weights): a and
+    /// b cut along k into separate tensors, two or three parts, persistent and block-per-tile, split k whose slices cross
+    /// a part's end, accumulation, a ragged last part, in all three interleavings.
+    /// </summary>
+    [TestCase("warp-specialized", false, false, 256, 256, 320, false, 1, 0, new[] { 128, 192 })]
+    [TestCase("warp-specialized", false, true, 128, 512, 392, true, 1, 1, new[] { 64, 128, 200 })]
+    [TestCase("warp-specialized", true, false, 136, 264, 384, false, 2, 0, new[] { 128, 64, 192 })]
+    [TestCase("warp-specialized 192", false, false, 200, 392, 448, true, 1, 2, new[] { 192, 256 })]
+    [TestCase("warp-specialized 192", false, false, 128, 192, 200, false, 1, 0, new[] { 64, 64, 72 })]
+    public void SummedPartsMatchFloat64(string module, bool transA, bool transB, int m, int n, int k, bool accumulate, int splits, int grid, int[] parts)
+    {
+        var check = module == "warp-specialized" ? WgmmaWs : WgmmaWsNarrow;
+        Assert.That(check.WorstError(transA, transB, m, n, k, accumulate, splits, out string where, grid: grid, parts: parts), Is.LessThanOrEqualTo(1.0), where);
+        Assert.That(check.WorstError(transA, transB, m, n, k, accumulate, splits, out where, late: true, grid: grid, parts: parts), Is.LessThanOrEqualTo(1.0),
+            "late wgmma: " + where);
+        Assert.That(check.WorstError(transA, transB, m, n, k, accumulate, splits, out where, late: true, ahead: true, grid: grid, parts: parts),
+            Is.LessThanOrEqualTo(1.0), "late wgmma, first warpgroup ahead: " + where);
+    }
+
     /// <summary>Bands of 2 tile rows over 3 (a ragged last band) × 2 tile columns × 2 k slices: every tile of every slice, once.</summary>
     [Test]
     public void RaggedBandsOfTheTileOrderCoverEveryTile() =>
@@ -135,6 +156,35 @@ public class WgmmaGemmTests : IlgpuFixture
             Assert.That(Gpu.Bf16GemmSummary, Is.EqualTo($"{name} (unavailable: needs a CUDA device)"));
         }
         finally { Gpu.Bf16GemmVariant = saved; }
+    }
+
+    /// <summary>
+    /// Every entry of every wgmma module declares the parameters PtxGemm.Launch passes, in its order and sizes: the
+    /// addresses as u64, the other scalars as u32, the tensor maps as 128 bytes on 64 (the driver reads the argument
+    /// buffer by the declaration, which the interpreter does not).
+    /// </summary>
+    [Test]
+    public void EveryEntryDeclaresTheParametersLaunchPasses()
+    {
+        var modules = new (string Ptx, Func<bool, bool, string> EntryOf, bool Maps, int Parts)[]
+        {
+            (WgmmaGemmPtx.Module, WgmmaGemmPtx.EntryOf, false, 1), (WgmmaGemmPtx.TmaModule, WgmmaGemmPtx.TmaEntryOf, true, 1),
+            (WgmmaWsGemmPtx.Module, WgmmaWsGemmPtx.EntryOf, true, WgmmaWsGemmPtx.MaxParts), (WgmmaWsGemmPtx.NarrowModule, WgmmaWsGemmPtx.NarrowEntryOf, true, WgmmaWsGemmPtx.MaxParts),
+        };
+        foreach (var (ptx, entryOf, maps, parts) in modules)
+            foreach (var (transA, transB) in new[] { (false, true), (false, false), (true, false) })
+            {
+                string name = entryOf(transA, transB);
+                string declared = Regex.Match(ptx, @"\.entry " + name + @"\((?<p>(?s:.*?))\)").Groups["p"].Value;
+                var got = declared.Split(',').Select(p => Regex.Replace(p.Trim(), @"\s+", " ")).ToArray();
+                var names = PtxGemm.ParameterNames(maps, parts);
+                var want = names.Select((p, i) => i < GemmPtx.Parameters.Length + (parts > 1 ? WgmmaWsGemmPtx.PartStarts.Length : 0)
+                    ? $".param .{(GemmPtx.IsPointerParameter(i) ? "u64" : "u32")} {p}" : $".param .align 64 .b8 {p}[128]").ToArray();
+                Assert.That(got, Is.EqualTo(want), name);
+                var (scalars, tensorMaps) = PtxGemm.Arguments(new GemmLaunchShape(transA, transB, 256, 256, 192, GemmStore.Write, 2, 1, 192, 65536, false, 16),
+                    0x1000, [new GemmPart(0x2000, 0x3000, 128), .. parts > 1 ? new[] { new GemmPart(0x4000, 0x5000, 64) } : []], maps, parts, GemmPtx.TileN);
+                Assert.That(scalars.Length + tensorMaps.Length, Is.EqualTo(names.Length), name);
+            }
     }
 
     /// <summary>

@@ -247,7 +247,10 @@ public sealed class BenchmarkTests
             "x·W_qᵀ NT 8192x768x768", "x·W_gateᵀ NT 8192x2048x768", "x·W_downᵀ NT 8192x768x2048", "x·W_headᵀ NT 2048x32000x768",
             "dy·W_q NN 8192x768x768", "dy·W_gate NN 8192x768x2048", "dy·W_down NN 8192x2048x768", "dy·W_head NN 2048x768x32000",
             "dW_q TN 768x768x8192", "dW_gate TN 2048x768x8192", "dW_down TN 768x2048x8192", "dW_head TN 32000x768x2048",
+            "dq·W_q + dk·W_k + dv·W_v NN 8192x768x2304", "dgate·W_gate + dup·W_up NN 8192x768x4096",
         }));
+        Assert.That(list[^2].Parts, Is.EqualTo(new[] { 768, 768, 768 }));
+        Assert.That(list[^1].Parts, Is.EqualTo(new[] { 2048, 2048 }));
     }
 
     /// <summary>tools/pytorch_baseline.py times the same products as hft bench's gemm_training (its own copy of the list, in Python).</summary>

@@ -478,6 +478,51 @@ public abstract class BackendOpTests
         Assert.Throws<ArgumentException>(() => Backend.MatMul(ids, ta, tb, m, n, k, transA, transB, accumulate: false), "an I32 output");
     }
 
+    /// <summary>
+    /// A summed matmul equals its products against float64 (parts of different k, bf16 and fp32 operands, with and
+    /// without accumulation), and refuses a BF16 output, mixed operand types and no parts.
+    /// </summary>
+    [TestCase(false, false, true)]
+    [TestCase(false, true, false)]
+    [TestCase(true, false, true)]
+    public void MatMulSumAddsItsProducts(bool transA, bool transB, bool bf16)
+    {
+        int m = 17, n = 22;
+        int[] ks = [13, 30, 8];
+        var rng = new Random(300 + (transA ? 1 : 0) + (transB ? 2 : 0));
+        var c0 = Randn(rng, m * n);
+        using var h = H();
+        var parts = new List<(MatMulPart Part, double[] A, double[] B)>();
+        foreach (int k in ks)
+        {
+            var a = Randn(rng, m * k); var b = Randn(rng, k * n);
+            if (bf16)
+            {
+                var (a16, b16) = (a.Select(Bf16.FromFloat).ToArray(), b.Select(Bf16.FromFloat).ToArray());
+                parts.Add((new MatMulPart(h.InputBf16(a16), h.InputBf16(b16), k), a16.Select(x => (double)Bf16.ToFloat(x)).ToArray(),
+                    b16.Select(x => (double)Bf16.ToFloat(x)).ToArray()));
+            }
+            else parts.Add((new MatMulPart(h.Input(a), h.Input(b), k), D(a), D(b)));
+        }
+        var c = h.Output(m * n); var cacc = h.Input(c0); var c16 = h.OutputBf16(m * n);
+        var otherType = bf16 ? h.Input(Randn(rng, m * n)) : h.InputBf16(Randn(rng, m * n).Select(Bf16.FromFloat).ToArray());
+        h.Commit();
+        var list = parts.Select(p => p.Part).ToArray();
+        Backend.MatMulSum(c, m, n, transA, transB, accumulate: false, list);
+        Backend.MatMulSum(cacc, m, n, transA, transB, accumulate: true, list);
+        var want = new double[m * n];
+        foreach (var (part, a, b) in parts)
+        {
+            var product = Reference.MatMul(a, b, m, n, part.K, transA, transB);
+            for (int i = 0; i < want.Length; i++) want[i] += product[i];
+        }
+        Assert.That(RelErr(h.Read(c), want), Is.LessThan(ForwardTolerance * 5));
+        Assert.That(RelErr(h.Read(cacc), want.Select((x, i) => x + c0[i]).ToArray()), Is.LessThan(ForwardTolerance * 5));
+        Assert.Throws<ArgumentException>(() => Backend.MatMulSum(c16, m, n, transA, transB, false, list), "a BF16 output");
+        Assert.Throws<ArgumentException>(() => Backend.MatMulSum(c, m, n, transA, transB, false, list[0], new MatMulPart(otherType, list[1].B, 1)), "mixed operand types");
+        Assert.Throws<ArgumentException>(() => Backend.MatMulSum(c, m, n, transA, transB, false), "no parts");
+    }
+
     [TestCase(70_001)]
     [TestCase(70_000)]
     public void ToBf16RoundsToNearestEvenAndKeepsSpecialValues(int random)

@@ -43,6 +43,9 @@ internal static class GemmPtx
     public static readonly string[] Parameters = ["p_c", "p_a", "p_b", "p_m", "p_n", "p_k", "p_acc", "p_tiles_m", "p_tiles_n", "p_kper", "p_slice",
         "p_desc_a_lo", "p_desc_a_hi", "p_desc_b_lo", "p_desc_b_hi", "p_group"];
 
+    /// <summary>Whether parameter <paramref name="index"/> of <see cref="Parameters"/> is a 64-bit address (c, a, b); the others are u32.</summary>
+    public static bool IsPointerParameter(int index) => index < 3;
+
     /// <summary>Dynamic shared memory per block for <paramref name="stages"/> stages, plus 1 KiB to align them.</summary>
     public static int SharedBytes(int stages, int tileN = TileN) => 1024 + stages * (StageBytesA + StageBytesBFor(tileN));
 
@@ -65,10 +68,11 @@ internal static class GemmPtx
 
     /// <summary>
     /// As the other overload, with <paramref name="tensorMaps"/>: parameters of 128 bytes on 64 (CUDA tensor maps, as
-    /// a kernel's grid constants) after <see cref="Parameters"/>, and blocks of <paramref name="threads"/> threads.
+    /// a kernel's grid constants) after <see cref="Parameters"/> and the u32 <paramref name="scalars"/>, and blocks of
+    /// <paramref name="threads"/> threads.
     /// </summary>
     public static string Module(string version, string target, string prefix, string[] extraRegisters, string[] tensorMaps, Action<Emitter, bool, bool> body,
-        int threads = Threads)
+        int threads = Threads, string[]? scalars = null)
     {
         var e = new Emitter();
         e.Line(".version " + version);
@@ -80,7 +84,8 @@ internal static class GemmPtx
         {
             e.Line("");
             e.Line($".visible .entry {EntryOf(prefix, transA, transB)}(");
-            e.Line(string.Join(",\n", Parameters.Select((p, i) => $"\t.param .{(i < 3 ? "u64" : "u32")} {p}")
+            e.Line(string.Join(",\n", Parameters.Select((p, i) => $"\t.param .{(IsPointerParameter(i) ? "u64" : "u32")} {p}")
+                .Concat((scalars ?? []).Select(p => $"\t.param .u32 {p}"))
                 .Concat(tensorMaps.Select(p => $"\t.param .align 64 .b8 {p}[128]"))));
             e.Line(")");
             e.Line($".maxntid {threads}, 1, 1");

@@ -22,6 +22,8 @@ public sealed partial class IlgpuBackend
         public readonly string?[] FormBf16 = new string?[3];
         /// <summary>Per form, the check of a persistent launch (fewer blocks than tiles), made on its first such launch.</summary>
         public readonly string?[] FormPersistent = new string?[3];
+        /// <summary>Per form, the check of a summed launch (several products, one accumulator), made on its first such launch.</summary>
+        public readonly string?[] FormSum = new string?[3];
         public readonly bool[] Swapped = new bool[3];
         public long Launches;
         public int Warned;
@@ -94,7 +96,7 @@ public sealed partial class IlgpuBackend
         s.Unavailable is not null ? "unavailable: " + s.Unavailable
         : s.Gemm is null ? "unused"
         : string.Join("; ", new[] { "NT", "NN", "TN" }.Select((f, i) => $"{f} {s.Form[i] ?? "unchecked"}" + (s.FormBf16[i] is { } b ? $" (bf16 stores {b})" : "")
-            + (s.FormPersistent[i] is { } p ? $" (persistent {p})" : "")));
+            + (s.FormPersistent[i] is { } p ? $" (persistent {p})" : "") + (s.FormSum[i] is { } u ? $" (summed {u})" : "")));
 
     /// <summary>
     /// Whether the PTX kernels compute c[m, n] (+)= op(a)·op(b): the NT, NN or TN form, a and b starting on 16 bytes
@@ -160,11 +162,25 @@ public sealed partial class IlgpuBackend
     /// kernel). A BF16 c is written in bf16 by the kernel (unsplit; the form's bf16 stores checked too) or by the split
     /// reduce kernel. Returns whether it did.
     /// </summary>
-    private bool TryMatMulPtx(Tensor c, Tensor a, Tensor b, int m, int n, int k, bool transA, bool transB, bool accumulate)
+    private bool TryMatMulPtx(Tensor c, Tensor a, Tensor b, int m, int n, int k, bool transA, bool transB, bool accumulate) =>
+        TryMatMulPtx(c, [new MatMulPart(a, b, k)], m, n, transA, transB, accumulate);
+
+    /// <summary>
+    /// As the other overload, for a sum of products (<see cref="Backend.MatMulSum"/>): several parts take one launch
+    /// over their k together where the module sums parts (<see cref="PtxGemm.MaxParts"/>: the warp-specialized ones),
+    /// each part is accepted, every part but the last has a k of a multiple of 64, and the form's summed launch passed
+    /// its own check (<see cref="SumChecked"/>); false otherwise (nothing queued).
+    /// </summary>
+    private bool TryMatMulPtx(Tensor c, ReadOnlySpan<MatMulPart> parts, int m, int n, bool transA, bool transB, bool accumulate)
     {
         var slot = SlotOf(Bf16GemmVariant);
-        if (slot is null || !AcceptsPtxGemm(c, a, b, m, n, k, transA, transB)) return false;
-        if (Module(slot) is not { } gemm || !FormChecked(slot, gemm, transA, transB)) return false;
+        if (slot is null || !AcceptsPtxParts(c, parts, m, n, transA, transB)) return false;
+        if (Module(slot) is not { } gemm || parts.Length > gemm.MaxParts || !FormChecked(slot, gemm, transA, transB)) return false;
+        if (parts.Length > 1 && !SumChecked(slot, gemm, transA, transB)) return false;
+        int k = 0;
+        foreach (var part in parts) k += part.K;
+        var (a, b) = (parts[0].A, parts[0].B);
+        GemmPart[]? more = parts.Length > 1 ? [.. parts[1..].ToArray().Select(p => new GemmPart(Address(p.A), Address(p.B), p.K))] : null;
         bool bf16Out = c.Type == DType.BF16;
         bool swapped = slot.Swapped[Form(transA, transB)];
         int tilesM = (m + GemmPtx.TileM - 1) / GemmPtx.TileM, tilesN = (n + GemmPtx.TileN - 1) / GemmPtx.TileN;
@@ -174,16 +190,17 @@ public sealed partial class IlgpuBackend
         IntPtr pa = Address(a), pb = Address(b);
         var store = bf16Out ? GemmStore.WriteBf16 : accumulate ? GemmStore.Add : GemmStore.Write;
         if (splits == 1 && bf16Out && !FormChecked(slot, gemm, transA, transB, bf16Out: true)) return false;
-        if (splits == 1 && ForceSplitK == 0 && slot == _wgmmaWsSlot && NarrowTiles && TryNarrow(c, pa, pb, m, n, k, transA, transB, store)) return true;
+        if (splits == 1 && ForceSplitK == 0 && slot == _wgmmaWsSlot && NarrowTiles && TryNarrow(c, pa, pb, m, n, k, transA, transB, store, more)) return true;
         try
         {
             if (splits == 1)
-                gemm.Launch(transA, transB, LaunchBlocks(slot, gemm, transA, transB, tiles), Address(c), pa, pb, m, n, k, store, tilesM, tilesN, kPer, m * n, swapped);
+                gemm.Launch(transA, transB, LaunchBlocks(slot, gemm, transA, transB, tiles), Address(c), pa, pb, m, n, k, store, tilesM, tilesN, kPer, m * n, swapped,
+                    more);
             else
             {
                 var partials = Scratch((long)splits * m * n);
                 gemm.Launch(transA, transB, LaunchBlocks(slot, gemm, transA, transB, tiles * splits), _scratch!.NativePtr, pa, pb, m, n, k, GemmStore.Write,
-                    tilesM, tilesN, kPer, m * n, swapped);
+                    tilesM, tilesN, kPer, m * n, swapped, more);
                 SplitReduce(c, partials, m, n, splits, accumulate);
             }
         }
@@ -195,6 +212,29 @@ public sealed partial class IlgpuBackend
         }
         Interlocked.Increment(ref slot.Launches);
         return true;
+    }
+
+    /// <summary>
+    /// <see cref="AcceptsPtxGemm"/> for every part, and (several parts) each but the last of a k of a multiple of 64,
+    /// every operand bf16, and c F32.
+    /// </summary>
+    internal static bool AcceptsPtxParts(Tensor c, ReadOnlySpan<MatMulPart> parts, int m, int n, bool transA, bool transB)
+    {
+        if (parts.Length > 1 && c.Type != DType.F32) return false;
+        for (int i = 0; i < parts.Length; i++)
+        {
+            var (a, b, k) = parts[i];
+            if (!AcceptsPtxGemm(c, a, b, m, n, k, transA, transB) || (parts.Length > 1 && (a.Type != DType.BF16 || b.Type != DType.BF16))
+                || (i < parts.Length - 1 && k % GemmPtx.TileK != 0)) return false;
+        }
+        return true;
+    }
+
+    /// <inheritdoc/>
+    protected override void MatMulSumCore(Tensor c, int m, int n, bool transA, bool transB, bool accumulate, ReadOnlySpan<MatMulPart> parts)
+    {
+        if (parts.Length > 1 && parts[0].A.Type == DType.BF16 && TryMatMulPtx(c, parts, m, n, transA, transB, accumulate)) return;
+        base.MatMulSumCore(c, m, n, transA, transB, accumulate, parts);
     }
 
     /// <summary>
@@ -211,19 +251,21 @@ public sealed partial class IlgpuBackend
     }
 
     /// <summary>
-    /// An unsplit product on the 128 × 192 warp-specialized kernel where <see cref="NarrowTilesPay"/>, its module loads
-    /// and the form passed its check; false (nothing queued) otherwise, and the caller goes on with 128 × 256 tiles.
+    /// An unsplit product (or sum of products, <paramref name="more"/>) on the 128 × 192 warp-specialized kernel where
+    /// <see cref="NarrowTilesPay"/>, its module loads and the form passed its checks; false (nothing queued) otherwise,
+    /// and the caller goes on with 128 × 256 tiles.
     /// </summary>
-    private bool TryNarrow(Tensor c, IntPtr pa, IntPtr pb, int m, int n, int k, bool transA, bool transB, GemmStore store)
+    private bool TryNarrow(Tensor c, IntPtr pa, IntPtr pb, int m, int n, int k, bool transA, bool transB, GemmStore store, GemmPart[]? more)
     {
         var slot = _wgmmaWsNarrowSlot;
         if (!NarrowTilesPay(m, n, _acc.NumMultiprocessors) || Module(slot) is not { } gemm || !FormChecked(slot, gemm, transA, transB)
-            || (store == GemmStore.WriteBf16 && !FormChecked(slot, gemm, transA, transB, bf16Out: true))) return false;
+            || (store == GemmStore.WriteBf16 && !FormChecked(slot, gemm, transA, transB, bf16Out: true))
+            || (more is not null && !SumChecked(slot, gemm, transA, transB))) return false;
         int tilesM = (m + GemmPtx.TileM - 1) / GemmPtx.TileM, tilesN = (n + gemm.TileN - 1) / gemm.TileN;
         try
         {
             gemm.Launch(transA, transB, LaunchBlocks(slot, gemm, transA, transB, (long)tilesM * tilesN), Address(c), pa, pb, m, n, k, store, tilesM, tilesN, k, m * n,
-                slot.Swapped[Form(transA, transB)]);
+                slot.Swapped[Form(transA, transB)], more);
         }
         catch (InvalidOperationException e)
         {
@@ -260,6 +302,24 @@ public sealed partial class IlgpuBackend
         if (mismatch is not null)
             Console.Error.WriteLine($"warning: the {slot.Name} bf16 GEMM's persistent launch ({(transA ? "TN" : transB ? "NT" : "NN")}) disagrees with the simple kernel ({mismatch}); "
                 + "that form launches a block per tile");
+        return mismatch is null;
+    }
+
+    /// <summary>
+    /// Whether a form's summed launch (<see cref="Backend.MatMulSum"/>) passed its check: on first use, a 256×512 product
+    /// over three parts of k 128, 64 and 136 (separate tensors; the last ragged), as one launch, against the simple
+    /// kernel over their k together, as in <see cref="FormChecked"/>. A failure is reported once and kept; that form's
+    /// sums then take a launch per part.
+    /// </summary>
+    private bool SumChecked(PtxGemmSlot slot, PtxGemm gemm, bool transA, bool transB)
+    {
+        int form = Form(transA, transB);
+        if (slot.FormSum[form] is { } done) return done == "checked";
+        string? mismatch = CheckShape(gemm, 256, 512, 328, transA, transB, slot.Swapped[form], 20261201 + form, parts: [128, 64, 136]);
+        slot.FormSum[form] = mismatch is null ? "checked" : "failed: " + mismatch;
+        if (mismatch is not null)
+            Console.Error.WriteLine($"warning: the {slot.Name} bf16 GEMM's summed launch ({(transA ? "TN" : transB ? "NT" : "NN")}) disagrees with the simple kernel ({mismatch}); "
+                + "that form's sums take a launch per product");
         return mismatch is null;
     }
 
@@ -300,10 +360,11 @@ public sealed partial class IlgpuBackend
                     slot.Unavailable = $"needs compute capability 9.0 (sm_90a), {_acc.Name} has {arch.Major}.{arch.Minor}";
                 else if (slot == _wgmmaWsSlot)
                     slot.Gemm = PtxGemm.Load(cuda, "warp-specialized wgmma GEMM", WgmmaWsGemmPtx.Module, WgmmaWsGemmPtx.EntryOf,
-                        WgmmaWsGemmPtx.SharedBytes, tensorMaps: true, WgmmaWsGemmPtx.Threads);
+                        WgmmaWsGemmPtx.SharedBytes, tensorMaps: true, WgmmaWsGemmPtx.Threads, maxParts: WgmmaWsGemmPtx.MaxParts);
                 else if (slot == _wgmmaWsNarrowSlot)
                     slot.Gemm = PtxGemm.Load(cuda, "warp-specialized wgmma GEMM (128×192 tiles)", WgmmaWsGemmPtx.NarrowModule, WgmmaWsGemmPtx.NarrowEntryOf,
-                        WgmmaWsGemmPtx.SharedBytesFor(WgmmaWsGemmPtx.NarrowTileN), tensorMaps: true, WgmmaWsGemmPtx.Threads, WgmmaWsGemmPtx.NarrowTileN);
+                        WgmmaWsGemmPtx.SharedBytesFor(WgmmaWsGemmPtx.NarrowTileN), tensorMaps: true, WgmmaWsGemmPtx.Threads, WgmmaWsGemmPtx.NarrowTileN,
+                        WgmmaWsGemmPtx.MaxParts);
                 else if (slot == _wgmmaTmaSlot)
                     slot.Gemm = PtxGemm.Load(cuda, "wgmma GEMM with TMA loads", WgmmaGemmPtx.TmaModule, WgmmaGemmPtx.TmaEntryOf,
                         WgmmaGemmPtx.TmaSharedBytes, tensorMaps: true);
@@ -394,10 +455,14 @@ public sealed partial class IlgpuBackend
 
     /// <summary>
     /// One product of the check: null where the PTX kernel agrees with the simple one, else where it does not. With
-    /// <paramref name="bf16Out"/> the PTX kernel stores bf16, compared with the fp32 result within one rounding.
+    /// <paramref name="bf16Out"/> the PTX kernel stores bf16, compared with the fp32 result within one rounding. With
+    /// <paramref name="parts"/> (their k summing to k) the PTX kernel sums that many products of a and b cut along k
+    /// into tensors of their own, in one launch.
     /// </summary>
-    private string? CheckShape(PtxGemm gemm, int m, int n, int k, bool transA, bool transB, bool swapped, int seed, bool bf16Out = false, int grid = 0)
+    private string? CheckShape(PtxGemm gemm, int m, int n, int k, bool transA, bool transB, bool swapped, int seed, bool bf16Out = false, int grid = 0,
+        int[]? parts = null)
     {
+        parts ??= [k];
         var rng = new Random(seed);
         var a = new ushort[m * k];
         var b = new ushort[n * k];
@@ -408,17 +473,26 @@ public sealed partial class IlgpuBackend
         var tb = arena.Reserve("ptx_gemm_check_b", b.Length, DType.BF16);
         var want = arena.Reserve("ptx_gemm_check_want", m * n);
         var got = bf16Out ? arena.Reserve("ptx_gemm_check_got_bf16", m * n, DType.BF16) : arena.Reserve("ptx_gemm_check_got", m * n);
+        var pieces = parts.Length == 1 ? [(ta, tb)] : parts.Select((pk, p) =>
+            (arena.Reserve($"ptx_gemm_check_a{p}", m * pk, DType.BF16), arena.Reserve($"ptx_gemm_check_b{p}", n * pk, DType.BF16))).ToArray();
         arena.Commit();
         Upload<ushort>(ta, a);
         Upload<ushort>(tb, b);
+        if (parts.Length > 1)
+            for (int p = 0, kFrom = 0; p < parts.Length; kFrom += parts[p], p++)
+            {
+                Upload<ushort>(pieces[p].Item1, GemmPart.CutK(a, m, k, kContiguous: !transA, kFrom, parts[p]));
+                Upload<ushort>(pieces[p].Item2, GemmPart.CutK(b, n, k, kContiguous: transB, kFrom, parts[p]));
+            }
         MatMulBf16Simple(want, ta, tb, m, n, k, transA, transB, accumulate: false);
         if (bf16Out) Upload<ushort>(got, Enumerable.Repeat((ushort)0x7FC0, m * n).ToArray());
         else Fill(got, float.NaN);
         int tilesM = (m + GemmPtx.TileM - 1) / GemmPtx.TileM, tilesN = (n + gemm.TileN - 1) / gemm.TileN;
+        GemmPart[]? more = parts.Length > 1 ? [.. pieces.Skip(1).Select((x, p) => new GemmPart(Address(x.Item1), Address(x.Item2), parts[p + 1]))] : null;
         try
         {
-            gemm.Launch(transA, transB, grid > 0 ? grid : tilesM * tilesN, Address(got), Address(ta), Address(tb), m, n, k,
-                bf16Out ? GemmStore.WriteBf16 : GemmStore.Write, tilesM, tilesN, (k + GemmPtx.TileK - 1) / GemmPtx.TileK * GemmPtx.TileK, m * n, swapped);
+            gemm.Launch(transA, transB, grid > 0 ? grid : tilesM * tilesN, Address(got), Address(pieces[0].Item1), Address(pieces[0].Item2), m, n, k,
+                bf16Out ? GemmStore.WriteBf16 : GemmStore.Write, tilesM, tilesN, (k + GemmPtx.TileK - 1) / GemmPtx.TileK * GemmPtx.TileK, m * n, swapped, more);
         }
         catch (InvalidOperationException e) when (gemm.TensorMaps)
         {

@@ -26,9 +26,10 @@ internal sealed class PtxGemm : IDisposable
     private readonly Func<bool, bool, string> _entryOf;
     private readonly int _sharedBytes, _threads;
 
-    private PtxGemm(CudaAccelerator acc, IntPtr module, Func<bool, bool, string> entryOf, int sharedBytes, bool tensorMaps, int threads, int tileN)
+    private PtxGemm(CudaAccelerator acc, IntPtr module, Func<bool, bool, string> entryOf, int sharedBytes, bool tensorMaps, int threads, int tileN, int maxParts)
     {
         TileN = tileN;
+        MaxParts = maxParts;
         _threads = threads;
         _acc = acc;
         _module = module;
@@ -44,18 +45,24 @@ internal sealed class PtxGemm : IDisposable
     public int TileN { get; }
 
     /// <summary>
+    /// The most products one launch sums: 1, or <see cref="WgmmaWsGemmPtx.MaxParts"/> for a module whose entries take
+    /// <see cref="WgmmaWsGemmPtx.PartStarts"/> and the parts' tensor maps (<see cref="WgmmaWsGemmPtx.TensorMaps"/>).
+    /// </summary>
+    public int MaxParts { get; }
+
+    /// <summary>
     /// Loads <paramref name="ptx"/> on <paramref name="acc"/> (the driver compiles it for the card) and allows its three
     /// forms' functions (named by <paramref name="entryOf"/>(transA, transB)) <paramref name="sharedBytes"/> of dynamic
     /// shared memory, launched in blocks of <paramref name="threads"/>.
     /// </summary>
     public static PtxGemm Load(CudaAccelerator acc, string what, string ptx, Func<bool, bool, string> entryOf, int sharedBytes, bool tensorMaps = false,
-        int threads = GemmPtx.Threads, int tileN = GemmPtx.TileN)
+        int threads = GemmPtx.Threads, int tileN = GemmPtx.TileN, int maxParts = 1)
     {
         acc.Bind();
         var error = CudaAPI.CurrentAPI.LoadModule(out var module, ptx, out string? log);
         if (error != CudaError.CUDA_SUCCESS)
             throw new InvalidOperationException($"the {what} module did not load on {acc.Name}: {error} {log?.TrimEnd('\0').Trim()}");
-        var gemm = new PtxGemm(acc, module, entryOf, sharedBytes, tensorMaps, threads, tileN);
+        var gemm = new PtxGemm(acc, module, entryOf, sharedBytes, tensorMaps, threads, tileN, maxParts);
         try
         {
             var setAttribute = Marshal.GetDelegateForFunctionPointer<FuncSetAttribute>(
@@ -96,38 +103,35 @@ internal sealed class PtxGemm : IDisposable
     /// wgmma module's; the others ignore them). A module with <see cref="TensorMaps"/> gets a's and b's
     /// (<see cref="GemmTensorMaps"/>); its k slices must then be a multiple of 64 (whole boxes), or the whole of k.
     /// <paramref name="store"/>: c written or added to in fp32, or written in bf16 (then slice counts bf16 elements).
+    /// <paramref name="more"/> (a module with <see cref="MaxParts"/> above 1): further products summed into the same
+    /// tile, k then being the parts' k together (a and b the first part's, of k less the others'; every part but the
+    /// last of a multiple of 64).
     /// </summary>
     public unsafe void Launch(bool transA, bool transB, int grid, IntPtr c, IntPtr a, IntPtr b, int m, int n, int k, GemmStore store,
-        int tilesM, int tilesN, int kPer, int slice, bool swappedStrides = false)
+        int tilesM, int tilesN, int kPer, int slice, bool swappedStrides = false, GemmPart[]? more = null)
     {
         string entry = _entryOf(transA, transB);
         var function = _functions[entry];
-        var (aLo, aHi) = WgmmaGemmPtx.DescriptorBits(kMajor: !transA, swappedStrides);
-        var (bLo, bHi) = WgmmaGemmPtx.DescriptorBits(kMajor: transB, swappedStrides);
-        if (TensorMaps && kPer % GemmPtx.TileK != 0 && kPer < k)
-            throw new ArgumentException($"the TMA GEMM's k slices must be a multiple of {GemmPtx.TileK}, not {kPer}", nameof(kPer));
-        int scalars = GemmPtx.Parameters.Length, count = scalars + (TensorMaps ? 2 : 0);
-        // The scalars, then (on 64 bytes) the two 128-byte tensor maps.
-        var values = Marshal.AllocHGlobal(scalars * 8 + 64 + 256);
+        var (scalars, maps) = Arguments(new GemmLaunchShape(transA, transB, m, n, k, store, tilesM, tilesN, kPer, slice, swappedStrides, Group),
+            (ulong)c.ToInt64(), GemmPart.Split(a, b, k, more ?? []), TensorMaps, MaxParts, TileN);
+        int count = scalars.Length + maps.Length;
+        // The scalars, then (on 64 bytes) the 128-byte tensor maps.
+        var values = Marshal.AllocHGlobal(scalars.Length * 8 + 64 + 128 * maps.Length);
         var pointers = Marshal.AllocHGlobal(count * IntPtr.Size);
         try
         {
-            long[] args = [c.ToInt64(), a.ToInt64(), b.ToInt64(), m, n, k, (int)store, tilesM, tilesN, kPer, slice, aLo, aHi, bLo, bHi, Group];
-            for (int i = 0; i < scalars; i++)
+            for (int i = 0; i < scalars.Length; i++)
             {
                 var slot = values + i * 8;
-                if (i < 3) Marshal.WriteInt64(slot, args[i]);
-                else Marshal.WriteInt32(slot, (int)args[i]);
+                if (GemmPtx.IsPointerParameter(i)) Marshal.WriteInt64(slot, (long)scalars[i]);
+                else Marshal.WriteInt32(slot, (int)(uint)scalars[i]);
                 Marshal.WriteIntPtr(pointers + i * IntPtr.Size, slot);
             }
-            if (TensorMaps)
+            byte* at = (byte*)((values.ToInt64() + scalars.Length * 8 + 63) & ~63L);
+            for (int i = 0; i < maps.Length; i++)
             {
-                byte* maps = (byte*)((values.ToInt64() + scalars * 8 + 63) & ~63L);
-                var (ma, mb) = GemmTensorMaps.For(transA, transB, m, n, k, (ulong)a.ToInt64(), (ulong)b.ToInt64(), TileN);
-                GemmTensorMaps.Encode(ma, maps);
-                GemmTensorMaps.Encode(mb, maps + 128);
-                Marshal.WriteIntPtr(pointers + scalars * IntPtr.Size, (IntPtr)maps);
-                Marshal.WriteIntPtr(pointers + (scalars + 1) * IntPtr.Size, (IntPtr)(maps + 128));
+                GemmTensorMaps.Encode(maps[i], at + 128 * i);
+                Marshal.WriteIntPtr(pointers + (scalars.Length + i) * IntPtr.Size, (IntPtr)(at + 128 * i));
             }
             _acc.Bind();
             var stream = ((CudaStream)_acc.DefaultStream).StreamPtr;
@@ -141,6 +145,48 @@ internal sealed class PtxGemm : IDisposable
         }
     }
 
+    /// <summary>The entries' parameter names in order, for a module with or without tensor maps that sums at most <paramref name="maxParts"/> products.</summary>
+    internal static string[] ParameterNames(bool tensorMaps, int maxParts) =>
+        [.. GemmPtx.Parameters, .. maxParts > 1 ? WgmmaWsGemmPtx.PartStarts : [],
+            .. !tensorMaps ? [] : maxParts > 1 ? WgmmaWsGemmPtx.TensorMaps : [WgmmaGemmPtx.TensorMapA, WgmmaGemmPtx.TensorMapB]];
+
+    /// <summary>
+    /// A launch's arguments in the entries' parameter order: the scalars (<see cref="GemmPtx.Parameters"/>, then with
+    /// <paramref name="maxParts"/> above 1 <see cref="WgmmaWsGemmPtx.PartStarts"/>; the first three are addresses) and,
+    /// with <paramref name="tensorMaps"/>, a's and b's map of each part (a part the launch does not have gets the first
+    /// part's, never read). What <see cref="Launch"/> passes, and what the tests give the PTX interpreter.
+    /// </summary>
+    internal static (ulong[] Scalars, TensorMapSpec[] Maps) Arguments(GemmLaunchShape s, ulong c, GemmPart[] parts, bool tensorMaps, int maxParts, int tileN)
+    {
+        if (parts.Length > maxParts)
+            throw new ArgumentException($"this GEMM module sums at most {maxParts} products, not {parts.Length}", nameof(parts));
+        if (tensorMaps && s.KPer % GemmPtx.TileK != 0 && s.KPer < s.K)
+            throw new ArgumentException($"the TMA GEMM's k slices must be a multiple of {GemmPtx.TileK}, not {s.KPer}", nameof(s));
+        var (aLo, aHi) = WgmmaGemmPtx.DescriptorBits(kMajor: !s.TransA, s.Swapped);
+        var (bLo, bHi) = WgmmaGemmPtx.DescriptorBits(kMajor: s.TransB, s.Swapped);
+        var scalars = new List<ulong>
+        {
+            c, (ulong)parts[0].A.ToInt64(), (ulong)parts[0].B.ToInt64(), (uint)s.M, (uint)s.N, (uint)s.K, (uint)s.Store, (uint)s.TilesM, (uint)s.TilesN,
+            (uint)s.KPer, (uint)s.Slice, aLo, aHi, bLo, bHi, (uint)s.Group,
+        };
+        if (maxParts > 1)
+            for (int i = 1; i <= WgmmaWsGemmPtx.PartStarts.Length; i++) scalars.Add(PartStart(parts, i));
+        var maps = new List<TensorMapSpec>();
+        if (tensorMaps)
+            for (int p = 0; p < maxParts; p++)
+            {
+                var part = parts[p < parts.Length ? p : 0];
+                var (ma, mb) = GemmTensorMaps.For(s.TransA, s.TransB, s.M, s.N, part.K, (ulong)part.A.ToInt64(), (ulong)part.B.ToInt64(), tileN);
+                maps.Add(ma);
+                maps.Add(mb);
+            }
+        return ([.. scalars], [.. maps]);
+    }
+
+    /// <summary>Where part <paramref name="index"/> starts in the concatenated k (<see cref="WgmmaWsGemmPtx.NoPart"/> past the last).</summary>
+    internal static uint PartStart(GemmPart[] parts, int index) =>
+        index < parts.Length ? (uint)parts.Take(index).Sum(p => p.K) : WgmmaWsGemmPtx.NoPart;
+
     public void Dispose()
     {
         if (_module == IntPtr.Zero) return;
@@ -148,3 +194,43 @@ internal sealed class PtxGemm : IDisposable
         CudaAPI.CurrentAPI.DestroyModule(_module);
     }
 }
+
+/// <summary>One product of a summed launch (<see cref="PtxGemm.Launch"/>): a and b's device addresses and its k.</summary>
+internal readonly record struct GemmPart(IntPtr A, IntPtr B, int K)
+{
+    /// <summary>
+    /// The parts of a launch over k in all whose first part is a and b and whose others are <paramref name="more"/>:
+    /// the first part's k is what the others leave, and every part but the last a multiple of 64 (whole k steps).
+    /// </summary>
+    public static GemmPart[] Split(IntPtr a, IntPtr b, int k, GemmPart[] more)
+    {
+        int first = k - more.Sum(p => p.K);
+        var parts = new[] { new GemmPart(a, b, first) }.Concat(more).ToArray();
+        for (int i = 0; i < parts.Length; i++)
+            if (parts[i].K <= 0 || (i < parts.Length - 1 && parts[i].K % GemmPtx.TileK != 0))
+                throw new ArgumentException($"part {i} of a summed GEMM has k = {parts[i].K}: each must be positive, and all but the last a multiple of {GemmPtx.TileK}");
+        return parts;
+    }
+
+    /// <summary>
+    /// k from <paramref name="from"/> to from + <paramref name="count"/> of an operand of <paramref name="other"/> × k
+    /// elements (the other dimension m or n), as a tensor of its own: columns of a k-contiguous one ([other, k]), rows of
+    /// the other ([k, other]).
+    /// </summary>
+    public static ushort[] CutK(ushort[] x, int other, int k, bool kContiguous, int from, int count)
+    {
+        var cut = new ushort[other * count];
+        if (kContiguous)
+            for (int r = 0; r < other; r++) Array.Copy(x, r * k + from, cut, r * count, count);
+        else Array.Copy(x, from * other, cut, 0, count * other);
+        return cut;
+    }
+}
+
+/// <summary>
+/// What a PTX GEMM launch computes besides its tensors (see <see cref="PtxGemm.Launch"/>): the form, the sizes (k of all
+/// parts together), c's store, the tiles, the k slice, the slices' distance in c, the MN-major descriptors' byte
+/// offsets exchanged or not, and the tile rows per band of the blocks' order.
+/// </summary>
+internal readonly record struct GemmLaunchShape(bool TransA, bool TransB, int M, int N, int K, GemmStore Store, int TilesM, int TilesN, int KPer, int Slice,
+    bool Swapped, int Group);

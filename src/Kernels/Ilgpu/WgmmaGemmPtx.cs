@@ -239,18 +239,43 @@ public static class WgmmaGemmPtx
     /// <summary>
     /// Load step kl (u32 21)'s 48 KiB announced to its stage's full mbarrier (among those at u32 47; its address in
     /// u32 48) and its a and b tiles' TMA copies into its stage (boxes at the k coordinate kBegin + 64·<paramref name="kStep"/>,
-    /// in u32 49: kl itself, or the step within the tile of a kernel that loops over tiles).
+    /// in u32 49: kl itself, or the step within the tile of a kernel that loops over tiles). With
+    /// <paramref name="parts"/> (<see cref="WgmmaWsGemmPtx"/>'s sums of products): the k coordinate is of the
+    /// concatenation of the parts' k; from p_k1 on it is part 1's, from p_k2 on part 2's, each copied from its own maps
+    /// at the coordinate less its part's start (the maps' addresses and the starts are taken from the parameters at
+    /// each load, not held in the producer's 40 registers).
     /// </summary>
-    internal static void TmaLoads(GemmPtx.Emitter e, bool aKMajor, bool bKMajor, int tileN = TileN, string kStep = "%u21")
+    internal static void TmaLoads(GemmPtx.Emitter e, bool aKMajor, bool bKMajor, int tileN = TileN, string kStep = "%u21", bool parts = false)
     {
         StageBarrier(e, "%u48", "%u47", "%u21");
         e.Ins($"mbarrier.arrive.expect_tx.shared::cta.b64 _, [%u48], {GemmPtx.StageBytesA + GemmPtx.StageBytesBFor(tileN)}");
         e.Ins($"shl.b32 %u49, {kStep}, 6");
         e.Ins("add.u32 %u49, %u49, %u18");
+        string mapA = "%q17", mapB = "%q18";
+        if (parts)
+        {
+            (mapA, mapB) = ("%q9", "%q10");
+            e.Ins("mov.u64 %q9, %q17");
+            e.Ins("mov.u64 %q10, %q18");
+            e.Ins("mov.u32 %u59, 0");
+            for (int part = 1; part < WgmmaWsGemmPtx.MaxParts; part++)
+            {
+                e.Ins($"ld.param.u32 %u57, [{WgmmaWsGemmPtx.PartStarts[part - 1]}]");
+                e.Ins("setp.ge.u32 %p_part, %u49, %u57");
+                for (int operand = 0; operand < 2; operand++)
+                {
+                    string reg = operand == 0 ? "%q9" : "%q10";
+                    e.Ins($"@%p_part mov.u64 {reg}, {WgmmaWsGemmPtx.TensorMaps[2 * part + operand]}");
+                    e.Ins($"@%p_part cvta.param.u64 {reg}, {reg}");
+                }
+                e.Ins("@%p_part mov.u32 %u59, %u57");
+            }
+            e.Ins("sub.u32 %u49, %u49, %u59");
+        }
         GemmPtx.StageAddress(e, "%u28", "%u21", Stages, isA: true);
-        TmaTile(e, "%u28", "%q17", "%u16", aKMajor, TileM / 64);
+        TmaTile(e, "%u28", mapA, "%u16", aKMajor, TileM / 64);
         GemmPtx.StageAddress(e, "%u28", "%u21", Stages, isA: false, tileN: tileN);
-        TmaTile(e, "%u28", "%q18", "%u17", bKMajor, tileN / 64);
+        TmaTile(e, "%u28", mapB, "%u17", bKMajor, tileN / 64);
     }
 
     /// <summary>

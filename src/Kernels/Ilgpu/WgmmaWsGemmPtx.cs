@@ -45,10 +45,29 @@ public static class WgmmaWsGemmPtx
 
     private static string Prefix(int tileN) => tileN == GemmPtx.TileN ? "hft_wgmma_ws_bf16" : $"hft_wgmma_ws{tileN}_bf16";
 
-    private static string ModuleText(int tileN) => GemmPtx.Module("8.0", "sm_90a", Prefix(tileN), [".reg .pred %p_lead, %p_ready"],
-        [WgmmaGemmPtx.TensorMapA, WgmmaGemmPtx.TensorMapB], (e, aKMajor, bKMajor) => Entry(e, aKMajor, bKMajor, tileN), Threads);
+    private static string ModuleText(int tileN) => GemmPtx.Module("8.0", "sm_90a", Prefix(tileN), [".reg .pred %p_lead, %p_ready, %p_part"],
+        TensorMaps, (e, aKMajor, bKMajor) => Entry(e, aKMajor, bKMajor, tileN), Threads, PartStarts);
 
-    /// <summary>The module's PTX text; its entries take the operands' tensor maps after the other parameters, as <see cref="WgmmaGemmPtx.TmaModule"/>.</summary>
+    /// <summary>
+    /// The most products one launch sums (<see cref="PartStarts"/>): c (+)= Σ op(aᵢ)·op(bᵢ), k running through the
+    /// parts' k one after the other (part i's first k step reads part i's maps), so that a sum of products with the
+    /// same m and n (an input gradient through several weight matrices) takes one launch and one accumulator.
+    /// </summary>
+    public const int MaxParts = 3;
+
+    /// <summary>
+    /// The u32 parameters after <see cref="GemmPtx.Parameters"/>: where parts 1 and 2 start in the concatenated k (a
+    /// multiple of 64; <see cref="NoPart"/> where the launch has fewer parts).
+    /// </summary>
+    public static readonly string[] PartStarts = ["p_k1", "p_k2"];
+
+    /// <summary>The start of a part the launch does not have (no k coordinate reaches it).</summary>
+    public const uint NoPart = uint.MaxValue;
+
+    /// <summary>The tensor-map parameters, after <see cref="PartStarts"/>: a's and b's of part 0, then of parts 1 and 2.</summary>
+    public static readonly string[] TensorMaps = [WgmmaGemmPtx.TensorMapA, WgmmaGemmPtx.TensorMapB, "p_tmap_a1", "p_tmap_b1", "p_tmap_a2", "p_tmap_b2"];
+
+    /// <summary>The module's PTX text; its entries take <see cref="PartStarts"/> and <see cref="TensorMaps"/> after the other parameters.</summary>
     public static string Module => _module.Value;
 
     /// <summary>The same module with tiles of 128 × <see cref="NarrowTileN"/>.</summary>
@@ -62,7 +81,8 @@ public static class WgmmaWsGemmPtx
 
     // Registers besides GemmPtx's and WgmmaGemmPtx's TMA ones: u32 47 the full mbarriers (8 bytes per stage after the
     // stages), 52 the empty ones (after the full ones), 48 the mbarrier of the current step, 29 its parity; 53 the
-    // current tile, 54 the launch's tiles (tilesM · tilesN · k slices), 55 the k step within the tile, 56 the grid.
+    // current tile, 54 the launch's tiles (tilesM · tilesN · k slices), 55 the k step within the tile, 56 the grid,
+    // 57 where a load's candidate part starts, 59 where its part starts.
 
     private static void Entry(GemmPtx.Emitter e, bool aKMajor, bool bKMajor, int tileN)
     {
@@ -119,7 +139,7 @@ public static class WgmmaWsGemmPtx
         e.Ins("setp.ge.u32 %p_done, %u55, %u19");
         e.Ins($"@%p_done bra {next}");
         WgmmaGemmPtx.WaitStage(e, "%u52", "%u21", parityOffset: 1);
-        WgmmaGemmPtx.TmaLoads(e, aKMajor, bKMajor, tileN, kStep: "%u55");
+        WgmmaGemmPtx.TmaLoads(e, aKMajor, bKMajor, tileN, kStep: "%u55", parts: true);
         e.Ins("add.u32 %u21, %u21, 1");
         e.Ins("add.u32 %u55, %u55, 1");
         e.Ins($"bra.uni {loop}");

@@ -11,7 +11,11 @@ namespace HftRuntime.Model.Diagnostics;
 /// <param name="K">The summed dimension.</param>
 /// <param name="TransA">a is [k, m] (the weight gradient's form).</param>
 /// <param name="TransB">b is [n, k] (the forward form).</param>
-public sealed record TrainingGemm(string Product, int M, int N, int K, bool TransA, bool TransB)
+/// <param name="Parts">
+/// For an input gradient through several weights (<see cref="Backend.MatMulSum"/>): the k of each product, summed
+/// into one c (k is their sum); null for a single product.
+/// </param>
+public sealed record TrainingGemm(string Product, int M, int N, int K, bool TransA, bool TransB, int[]? Parts = null)
 {
     /// <summary>NT (y = x·Wᵀ), NN (dx = dy·W) or TN (dW = dyᵀ·x).</summary>
     public string Form => TransA ? "TN" : TransB ? "NT" : "NN";
@@ -22,7 +26,9 @@ public static partial class Benchmarks
     /// <summary>
     /// The distinct matrix products of a training step of <paramref name="config"/> on batch × seq tokens (the loss
     /// head in chunks of LlamaModelOptions.DefaultLossChunkRows rows): each projection's forward (NT), input gradient
-    /// (NN) and weight gradient (TN); products of the same shape and form are listed once, under the first name.
+    /// (NN) and weight gradient (TN); products of the same shape and form are listed once, under the first name. Then
+    /// the two sums of input gradients the backward pass takes as one <see cref="Backend.MatMulSum"/>: through q, k and
+    /// v, and through gate and up.
     /// </summary>
     public static IReadOnlyList<TrainingGemm> TrainingGemms(LlamaConfig config, int batch, int seq)
     {
@@ -39,6 +45,8 @@ public static partial class Benchmarks
         foreach (var (name, output, input, n) in weights) Add(new($"x·W_{name}ᵀ", n, output, input, false, true));
         foreach (var (name, output, input, n) in weights) Add(new($"dy·W_{name}", n, input, output, false, false));
         foreach (var (name, output, input, n) in weights) Add(new($"dW_{name}", output, input, n, true, false));
+        Add(new("dq·W_q + dk·W_k + dv·W_v", t, d, qd + 2 * kvd, false, false, [qd, kvd, kvd]));
+        Add(new("dgate·W_gate + dup·W_up", t, d, 2 * f, false, false, [f, f]));
         return list;
     }
 
@@ -67,7 +75,9 @@ public static partial class Benchmarks
                     var entry = new JsonObject { ["impl"] = impl, ["product"] = g.Product, ["form"] = g.Form, ["m"] = g.M, ["n"] = g.N, ["k"] = g.K };
                     try
                     {
-                        double s = TimeVariant(backend, variant, () => TimeGemm(backend, DType.BF16, g.M, g.N, g.K, repeats, g.TransA, g.TransB));
+                        double s = TimeVariant(backend, variant, () => g.Parts is { } parts
+                            ? TimeGemmSum(backend, g.M, g.N, parts, repeats)
+                            : TimeGemm(backend, DType.BF16, g.M, g.N, g.K, repeats, g.TransA, g.TransB));
                         entry["tflops"] = 2.0 * g.M * g.N * g.K / s / 1e12;
                         log?.Invoke($"gemm {impl} {g.Form} {g.M}x{g.N}x{g.K} ({g.Product}): {entry["tflops"]!.GetValue<double>():F1} TFLOP/s");
                     }
@@ -87,4 +97,20 @@ public static partial class Benchmarks
         }
         return list;
     }
+
+    /// <summary>Median seconds of a bf16 <see cref="Backend.MatMulSum"/> (NN, c in fp32) of products with the k of <paramref name="parts"/>.</summary>
+    private static double TimeGemmSum(Backend backend, int m, int n, int[] parts, int repeats) =>
+        TimeOp(backend, repeats, arena => (C: arena.Reserve("c", (long)m * n), Parts: parts.Select((k, i) => new MatMulPart(
+                arena.Reserve($"a{i}", (long)m * k, DType.BF16), arena.Reserve($"b{i}", (long)k * n, DType.BF16), k)).ToArray(),
+                Wide: arena.Reserve("wide", (long)Math.Max(m, n) * parts.Max())),
+            t => backend.MatMulSum(t.C, m, n, transA: false, transB: false, accumulate: false, t.Parts),
+            init: t =>
+            {
+                foreach (var (a, b, k) in t.Parts)
+                {
+                    backend.Fill(t.Wide, 0.01f);
+                    backend.ToBf16(a, t.Wide.Slice(0, m * k));
+                    backend.ToBf16(b, t.Wide.Slice(0, k * n));
+                }
+            });
 }
