@@ -51,6 +51,17 @@ public sealed partial class IlgpuBackend
     /// </summary>
     public bool PersistentGemm { get; set; } = PersistentGemmByDefault;
 
+    /// <summary>
+    /// Whether <see cref="Backend.MatMulSum"/> takes one launch of the warp-specialized kernels for its products (their
+    /// k one after the other into one accumulator) once a form passed that launch's own check; false launches a
+    /// product at a time, each after the first adding to c. Default <see cref="SummedGemmByDefault"/>.
+    /// </summary>
+    public bool SummedGemm { get; set; } = SummedGemmByDefault;
+
+    /// <summary>True unless HFT_GEMM_SUM=off (for measuring without it on a GPU machine).</summary>
+    public static bool SummedGemmByDefault =>
+        !string.Equals(Environment.GetEnvironmentVariable("HFT_GEMM_SUM")?.Trim(), "off", StringComparison.OrdinalIgnoreCase);
+
     /// <summary>True unless HFT_GEMM_PERSISTENT=off (for measuring without it on a GPU machine).</summary>
     public static bool PersistentGemmByDefault =>
         !string.Equals(Environment.GetEnvironmentVariable("HFT_GEMM_PERSISTENT")?.Trim(), "off", StringComparison.OrdinalIgnoreCase);
@@ -233,7 +244,7 @@ public sealed partial class IlgpuBackend
     /// <inheritdoc/>
     protected override void MatMulSumCore(Tensor c, int m, int n, bool transA, bool transB, bool accumulate, ReadOnlySpan<MatMulPart> parts)
     {
-        if (parts.Length > 1 && parts[0].A.Type == DType.BF16 && TryMatMulPtx(c, parts, m, n, transA, transB, accumulate)) return;
+        if (SummedGemm && parts.Length > 1 && parts[0].A.Type == DType.BF16 && TryMatMulPtx(c, parts, m, n, transA, transB, accumulate)) return;
         base.MatMulSumCore(c, m, n, transA, transB, accumulate, parts);
     }
 

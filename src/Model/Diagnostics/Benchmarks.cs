@@ -312,22 +312,29 @@ public static partial class Benchmarks
         var inputs = ModelInputs.FromLabels(ids, ids, batch, seq);
         // On CUDA, bf16 steps run once more with each other bf16 GEMM kernel of the ILGPU back-end (entries with
         // "bf16_gemm"; wgmma only where its module loaded and a form passed its check), so that one run shows which
-        // kernel trains faster.
+        // kernel trains faster; with wgmma-ws selected, first with each of its refinements turned off in turn (summed
+        // products, persistent launches, 128 × 192 tiles), so that one run shows what each is worth.
         var ilgpuCuda = backend.Name == "cuda" ? backend as IlgpuBackend : null;
-        var configurations = StepPrecisions.Select(p => (Precision: p, Variant: (Bf16GemmVariant?)null)).ToList();
+        var configurations = StepPrecisions.Select(p => (Precision: p, Variant: (Bf16GemmVariant?)null, Without: (string?)null)).ToList();
         if (ilgpuCuda is not null)
+        {
+            if (ilgpuCuda.Bf16GemmVariant == Bf16GemmVariant.WgmmaWs)
+                foreach (string without in WgmmaWsRefinements)
+                    configurations.Add((Precision.Bf16, Bf16GemmVariant.WgmmaWs, without));
             foreach (var other in Enum.GetValues<Bf16GemmVariant>())
                 if (other != ilgpuCuda.Bf16GemmVariant && ilgpuCuda.PtxStatus(other)?.Contains("checked", StringComparison.Ordinal) != false)
-                    configurations.Add((Precision.Bf16, other));
-        foreach (var (precision, variant) in configurations)
+                    configurations.Add((Precision.Bf16, other, null));
+        }
+        foreach (var (precision, variant, without) in configurations)
         {
             foreach (var method in new[] { "fft", "hft" })
             {
                 var frozenHere = method == "fft" ? new HashSet<string>() : frozen;
                 var entry = new JsonObject { ["method"] = method, ["precision"] = precision.Name() };
-                if (variant is Bf16GemmVariant v) entry["bf16_gemm"] = IlgpuBackend.NameOf(v);
+                if (variant is Bf16GemmVariant v) entry["bf16_gemm"] = IlgpuBackend.NameOf(v) + (without is null ? "" : "-" + without);
                 var savedVariant = ilgpuCuda?.Bf16GemmVariant ?? Bf16GemmVariant.Simple;
                 if (variant is Bf16GemmVariant selected) ilgpuCuda!.Bf16GemmVariant = selected;
+                if (without is not null) SetRefinement(ilgpuCuda!, without, on: false);
                 try
                 {
                     using var model = LlamaModel.Create(backend, config, new LlamaModelOptions(batch, seq, frozenHere, Precision: precision,
@@ -370,9 +377,28 @@ public static partial class Benchmarks
                 finally
                 {
                     if (ilgpuCuda is not null) ilgpuCuda.Bf16GemmVariant = savedVariant;
+                    if (without is not null) SetRefinement(ilgpuCuda!, without, on: true);
                 }
                 add(entry);
             }
+        }
+    }
+
+    /// <summary>
+    /// The refinements of the warp-specialized GEMM that a bf16 step is also timed without (its <c>bf16_gemm</c>
+    /// "wgmma-ws-" + the name): products summed in one launch, persistent launches, 128 × 192 tiles.
+    /// </summary>
+    public static IReadOnlyList<string> WgmmaWsRefinements { get; } = ["unsummed", "block-per-tile", "256"];
+
+    /// <summary>Turns one of <see cref="WgmmaWsRefinements"/> off (its name says what remains) or back to its default.</summary>
+    private static void SetRefinement(IlgpuBackend backend, string without, bool on)
+    {
+        switch (without)
+        {
+            case "unsummed": backend.SummedGemm = !on ? false : IlgpuBackend.SummedGemmByDefault; break;
+            case "block-per-tile": backend.PersistentGemm = !on ? false : IlgpuBackend.PersistentGemmByDefault; break;
+            case "256": backend.NarrowTiles = on; break;
+            default: throw new ArgumentException($"no refinement '{without}'", nameof(without));
         }
     }
 
