@@ -37,6 +37,9 @@ public static partial class SelfTest
             foreach (bool ta in new[] { false, true })
                 foreach (bool tb in new[] { false, true })
                     yield return MatMul(m, n, k, ta, tb, accumulate: ta, large: false, seed++, bf16: true);
+        // Summed products (the backward pass's input gradients): parts of different k, fp32 and bf16, written and added to.
+        yield return MatMulSum(17, 33, [65, 31, 7], accumulate: false, bf16: false, large: false, seed++);
+        yield return MatMulSum(40, 70, [64, 128, 9], accumulate: true, bf16: true, large: false, seed++);
         yield return CrossEntropy(7, 11, large: false, seed++);
         yield return CrossEntropy(13, 1000, large: false, seed++);
         yield return AdamW(5003, large: false, seed++);
@@ -84,6 +87,9 @@ public static partial class SelfTest
             yield return MatMulBf16Variant(variant, tokens, d, vocab, false, false, accumulate: false, seed++);
             yield return MatMulBf16Variant(variant, d, d, tokens, true, false, accumulate: true, seed++);
             yield return MatMulBf16Variant(variant, vocab, d, tokens, true, false, accumulate: true, seed++);
+            // The input gradients through q, k, v and through gate, up, summed (one launch on the warp-specialized kernel).
+            yield return MatMulSum(tokens, d, [d, d, d], accumulate: false, bf16: true, large: true, seed++, variant);
+            yield return MatMulSum(tokens, d, [f, f], accumulate: false, bf16: true, large: true, seed++, variant);
         }
         yield return Attention(4, 1024, 12, 12, 64, false, large: true, seed++);
         yield return Attention(4, 1024, 12, 4, 64, true, large: true, seed++);
@@ -371,6 +377,32 @@ public static partial class SelfTest
             },
             be => { if (be is IlgpuBackend ib) { saved = ib.Bf16GemmVariant; ib.Bf16GemmVariant = variant; } },
             be => { if (be is IlgpuBackend ib) ib.Bf16GemmVariant = saved; });
+    }
+
+    /// <summary>
+    /// c (+)= Σ op(aᵢ)·op(bᵢ) (NN, as the backward pass's input gradients) over parts with the k of
+    /// <paramref name="parts"/>; with <paramref name="variant"/>, on that bf16 kernel of an ILGPU device (restored
+    /// afterwards; other back-ends run it as a plain sum).
+    /// </summary>
+    private static SelfTestCase MatMulSum(int m, int n, int[] parts, bool accumulate, bool bf16, bool large, int seed, Bf16GemmVariant? variant = null)
+    {
+        var saved = Bf16GemmVariant.Simple;
+        string name = (bf16 ? "matmul bf16" : "matmul") + (variant is { } v ? " " + IlgpuBackend.NameOf(v) : "") + " sum";
+        return new(name, S($"{m}x{n}x({string.Join("+", parts)}) NN{(accumulate ? " acc" : "")}"), large, seed, rng =>
+        {
+            var operands = parts.Select(k => (A: Randn(rng, (long)m * k), B: Randn(rng, (long)k * n), K: k)).ToArray();
+            var c0 = accumulate ? Randn(rng, (long)m * n) : null;
+            return c =>
+            {
+                var list = operands.Select(o => new MatMulPart(bf16 ? c.InBf16(o.A) : c.In(o.A), bf16 ? c.InBf16(o.B) : c.In(o.B), o.K)).ToArray();
+                var tc = c0 is null ? c.Out((long)m * n) : c.In(c0);
+                var be = c.Backend;
+                int k = parts.Sum();
+                return [new Step(name, () => be.MatMulSum(tc, m, n, transA: false, transB: false, accumulate, list), [tc], k >= 2048 ? 5e-5 : 1e-5, 2.0 * m * n * k)];
+            };
+        },
+        variant is { } selected ? be => { if (be is IlgpuBackend ib) { saved = ib.Bf16GemmVariant; ib.Bf16GemmVariant = selected; } } : null,
+        variant is not null ? be => { if (be is IlgpuBackend ib) ib.Bf16GemmVariant = saved; } : null);
     }
 
     private static SelfTestCase CrossEntropy(int n, int vocab, bool large, int seed) => new("cross-entropy", S($"{n}x{vocab}"), large, seed, rng =>
