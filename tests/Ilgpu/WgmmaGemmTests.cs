@@ -116,6 +116,21 @@ public class WgmmaGemmTests : IlgpuFixture
             Is.LessThanOrEqualTo(1.0), "late wgmma, first warpgroup ahead: " + where);
     }
 
+    /// <summary>
+    /// A product the selected PTX kernel cannot take tries the next: warp-specialized, TMA, cp.async wgmma, mma, from
+    /// the selected one on; the ILGPU kernels have none after them.
+    /// </summary>
+    [Test]
+    public void EachPtxKernelFallsBackToTheNextOnesOnly()
+    {
+        Assert.That(IlgpuBackend.PtxFallbackOrder(Bf16GemmVariant.WgmmaWs),
+            Is.EqualTo(new[] { Bf16GemmVariant.WgmmaWs, Bf16GemmVariant.WgmmaTma, Bf16GemmVariant.Wgmma, Bf16GemmVariant.Mma }));
+        Assert.That(IlgpuBackend.PtxFallbackOrder(Bf16GemmVariant.Wgmma), Is.EqualTo(new[] { Bf16GemmVariant.Wgmma, Bf16GemmVariant.Mma }));
+        Assert.That(IlgpuBackend.PtxFallbackOrder(Bf16GemmVariant.Mma), Is.EqualTo(new[] { Bf16GemmVariant.Mma }));
+        Assert.That(IlgpuBackend.PtxFallbackOrder(Bf16GemmVariant.Fast), Is.Empty);
+        Assert.That(IlgpuBackend.PtxFallbackOrder(Bf16GemmVariant.Simple), Is.Empty);
+    }
+
     /// <summary>Bands of 2 tile rows over 3 (a ragged last band) × 2 tile columns × 2 k slices: every tile of every slice, once.</summary>
     [Test]
     public void RaggedBandsOfTheTileOrderCoverEveryTile() =>

@@ -184,8 +184,38 @@ public sealed partial class IlgpuBackend
     /// </summary>
     private bool TryMatMulPtx(Tensor c, ReadOnlySpan<MatMulPart> parts, int m, int n, bool transA, bool transB, bool accumulate)
     {
-        var slot = SlotOf(Bf16GemmVariant);
-        if (slot is null || !AcceptsPtxParts(c, parts, m, n, transA, transB)) return false;
+        if (!AcceptsPtxParts(c, parts, m, n, transA, transB)) return false;
+        foreach (var slot in PtxChain(Bf16GemmVariant))
+        {
+            if (TryMatMulPtx(slot, c, parts, m, n, transA, transB, accumulate)) return true;
+            if (!PtxFallback) break;
+        }
+        return false;
+    }
+
+    /// <summary>
+    /// Whether a product the selected PTX kernel cannot take (its module did not load or is turned off, its form failed
+    /// its check, or the driver refused the launch) goes to the next PTX kernel of <see cref="PtxChain"/> before the
+    /// ILGPU kernels (true, the default), or straight to those (false: what the bench sets to time one kernel alone).
+    /// </summary>
+    public bool PtxFallback { get; set; } = true;
+
+    /// <summary>
+    /// The PTX kernels a product tries in turn when <paramref name="variant"/> is selected: from the warp-specialized
+    /// wgmma down through the TMA and cp.async wgmma to mma (each from the selected one on; none for the ILGPU kernels).
+    /// </summary>
+    private IEnumerable<PtxGemmSlot> PtxChain(Bf16GemmVariant variant) => PtxFallbackOrder(variant).Select(v => SlotOf(v)!);
+
+    /// <summary>The variants of <see cref="PtxChain"/>: wgmma-ws, wgmma-tma, wgmma, mma from <paramref name="selected"/> on; empty for simple and fast.</summary>
+    internal static IReadOnlyList<Bf16GemmVariant> PtxFallbackOrder(Bf16GemmVariant selected)
+    {
+        Bf16GemmVariant[] chain = [Bf16GemmVariant.WgmmaWs, Bf16GemmVariant.WgmmaTma, Bf16GemmVariant.Wgmma, Bf16GemmVariant.Mma];
+        return [.. chain.SkipWhile(v => v != selected)];
+    }
+
+    /// <summary>A product (or sum of products) on one PTX kernel, as <see cref="TryMatMulPtx(Tensor, ReadOnlySpan{MatMulPart}, int, int, bool, bool, bool)"/>.</summary>
+    private bool TryMatMulPtx(PtxGemmSlot slot, Tensor c, ReadOnlySpan<MatMulPart> parts, int m, int n, bool transA, bool transB, bool accumulate)
+    {
         if (Module(slot) is not { } gemm || parts.Length > gemm.MaxParts || !FormChecked(slot, gemm, transA, transB)) return false;
         if (parts.Length > 1 && !SumChecked(slot, gemm, transA, transB)) return false;
         int k = 0;
@@ -217,8 +247,8 @@ public sealed partial class IlgpuBackend
         }
         catch (InvalidOperationException e) when (gemm.TensorMaps)
         {
-            // The driver refused a tensor map or the launch (nothing was queued): this product takes the simple kernel.
-            WarnOnce(slot, $"warning: {e.Message}; that product uses the simple kernel");
+            // The driver refused a tensor map or the launch (nothing was queued): this product takes the next kernel.
+            WarnOnce(slot, $"warning: {e.Message}; that product takes the next bf16 kernel");
             return false;
         }
         Interlocked.Increment(ref slot.Launches);
@@ -393,7 +423,7 @@ public sealed partial class IlgpuBackend
         catch (Exception e) when (e is InvalidOperationException or CudaException)
         {
             slot.Unavailable = e.Message;
-            Console.Error.WriteLine($"warning: {e.Message}; the bf16 GEMM falls back to the simple kernel");
+            Console.Error.WriteLine($"warning: {e.Message}; its products take the next bf16 kernel");
         }
         return slot.Gemm;
     }
@@ -446,7 +476,7 @@ public sealed partial class IlgpuBackend
             else first += $"; with the byte offsets exchanged: {mismatch}";
         }
         slot.Form[form] = "failed: " + first;
-        Console.Error.WriteLine($"warning: the {slot.Name} bf16 GEMM ({name}) disagrees with the simple kernel ({first}); that form uses the simple kernel");
+        Console.Error.WriteLine($"warning: the {slot.Name} bf16 GEMM ({name}) disagrees with the simple kernel ({first}); that form takes the next bf16 kernel");
         return false;
     }
 

@@ -224,7 +224,18 @@ public static partial class Benchmarks
     private static double TimeVariant(IlgpuBackend? backend, Bf16GemmVariant variant, Func<double> time)
     {
         long launches = backend?.PtxLaunches(variant) ?? 0;
-        double seconds = time();
+        // The kernel alone: a product it cannot take goes to the ILGPU kernels, not to the next PTX one.
+        bool fallback = backend?.PtxFallback ?? false;
+        if (backend is not null) backend.PtxFallback = false;
+        double seconds;
+        try
+        {
+            seconds = time();
+        }
+        finally
+        {
+            if (backend is not null) backend.PtxFallback = fallback;
+        }
         if (backend?.PtxStatus(variant) is { } status && backend.PtxLaunches(variant) == launches)
             throw new InvalidOperationException($"the {IlgpuBackend.NameOf(variant)} kernel did not run: {status}");
         return seconds;
@@ -333,7 +344,12 @@ public static partial class Benchmarks
                 var entry = new JsonObject { ["method"] = method, ["precision"] = precision.Name() };
                 if (variant is Bf16GemmVariant v) entry["bf16_gemm"] = IlgpuBackend.NameOf(v) + (without is null ? "" : "-" + without);
                 var savedVariant = ilgpuCuda?.Bf16GemmVariant ?? Bf16GemmVariant.Simple;
-                if (variant is Bf16GemmVariant selected) ilgpuCuda!.Bf16GemmVariant = selected;
+                if (variant is Bf16GemmVariant selected)
+                {
+                    // That kernel alone (the default configurations keep the fallback a user gets).
+                    ilgpuCuda!.Bf16GemmVariant = selected;
+                    ilgpuCuda.PtxFallback = false;
+                }
                 if (without is not null) SetRefinement(ilgpuCuda!, without, on: false);
                 try
                 {
@@ -376,7 +392,11 @@ public static partial class Benchmarks
                 }
                 finally
                 {
-                    if (ilgpuCuda is not null) ilgpuCuda.Bf16GemmVariant = savedVariant;
+                    if (ilgpuCuda is not null)
+                    {
+                        ilgpuCuda.Bf16GemmVariant = savedVariant;
+                        ilgpuCuda.PtxFallback = true;
+                    }
                     if (without is not null) SetRefinement(ilgpuCuda!, without, on: true);
                 }
                 add(entry);

@@ -357,7 +357,8 @@ public static partial class SelfTest
 
     /// <summary>
     /// A large bf16 product with <see cref="IlgpuBackend.Bf16GemmVariant"/> forced to <paramref name="variant"/> on an
-    /// ILGPU device (restored afterwards); other back-ends run it as a plain bf16 product.
+    /// ILGPU device, alone (no fallback to another PTX kernel; both restored afterwards); other back-ends run it as a
+    /// plain bf16 product.
     /// </summary>
     private static SelfTestCase MatMulBf16Variant(Bf16GemmVariant variant, int m, int n, int k, bool transA, bool transB, bool accumulate, int seed)
     {
@@ -375,8 +376,8 @@ public static partial class SelfTest
                     return [new Step(name, () => be.MatMul(tc, ta, tb, m, n, k, transA, transB, accumulate), [tc], k >= 2048 ? 5e-5 : 1e-5, 2.0 * m * n * k)];
                 };
             },
-            be => { if (be is IlgpuBackend ib) { saved = ib.Bf16GemmVariant; ib.Bf16GemmVariant = variant; } },
-            be => { if (be is IlgpuBackend ib) ib.Bf16GemmVariant = saved; });
+            be => { if (be is IlgpuBackend ib) { saved = ib.Bf16GemmVariant; ib.Bf16GemmVariant = variant; ib.PtxFallback = false; } },
+            be => { if (be is IlgpuBackend ib) { ib.Bf16GemmVariant = saved; ib.PtxFallback = true; } });
     }
 
     /// <summary>
@@ -401,8 +402,8 @@ public static partial class SelfTest
                 return [new Step(name, () => be.MatMulSum(tc, m, n, transA: false, transB: false, accumulate, list), [tc], k >= 2048 ? 5e-5 : 1e-5, 2.0 * m * n * k)];
             };
         },
-        variant is { } selected ? be => { if (be is IlgpuBackend ib) { saved = ib.Bf16GemmVariant; ib.Bf16GemmVariant = selected; } } : null,
-        variant is not null ? be => { if (be is IlgpuBackend ib) ib.Bf16GemmVariant = saved; } : null);
+        variant is { } selected ? be => { if (be is IlgpuBackend ib) { saved = ib.Bf16GemmVariant; ib.Bf16GemmVariant = selected; ib.PtxFallback = false; } } : null,
+        variant is not null ? be => { if (be is IlgpuBackend ib) { ib.Bf16GemmVariant = saved; ib.PtxFallback = true; } } : null);
     }
 
     private static SelfTestCase CrossEntropy(int n, int vocab, bool large, int seed) => new("cross-entropy", S($"{n}x{vocab}"), large, seed, rng =>
