@@ -130,7 +130,10 @@ internal sealed class PtxGemm : IDisposable
             byte* at = (byte*)((values.ToInt64() + scalars.Length * 8 + 63) & ~63L);
             for (int i = 0; i < maps.Length; i++)
             {
-                GemmTensorMaps.Encode(maps[i], at + 128 * i);
+                // A map equal to an earlier one (a part the launch does not have) is that one's bytes.
+                int same = Array.IndexOf(maps, maps[i]);
+                if (same < i) Buffer.MemoryCopy(at + 128 * same, at + 128 * i, 128, 128);
+                else GemmTensorMaps.Encode(maps[i], at + 128 * i);
                 Marshal.WriteIntPtr(pointers + (scalars.Length + i) * IntPtr.Size, (IntPtr)(at + 128 * i));
             }
             _acc.Bind();
