@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # One call on the GPU machine, from the repository root, after tools/publish-gpu-bundle.sh built the bundle here and
-# bundle/hft-linux-x64.tar.xz was carried over (it is unpacked when bundle/hft/hft is missing), in this order:
-#   the card's name; the self-test cases of the PTX GEMMs (wgmma, TMA, warp-specialized, mma; each alone); hft bench
-#   --device cuda (our GEMMs in fp32 and bf16 against cuBLAS, copy and AdamW bandwidth, attention, FFT vs HFT
+# bundle/hft-linux-x64.tar.xz was carried over (it is unpacked when bundle/hft/hft is missing), by default in this
+# order (GPU_CHECK_STEPS below): the card's name; the self-test cases of the PTX GEMMs (wgmma, TMA, warp-specialized,
+#   mma; each alone); the self-test's attention cases; the attention timed with and without the occupancy bound; hft
+#   bench --device cuda (our GEMMs in fp32 and bf16 against cuBLAS, copy and AdamW bandwidth, attention, FFT vs HFT
 #   training steps of the 134M model in fp32 and bf16; bench.json); the PyTorch baseline of the same steps (tools/pytorch_baseline.py; pytorch.json;
 #   skipped, and not counted as a failure, where python3 has no torch or transformers); hft bench --from bench.json
-#   --compare pytorch.json (ours beside PyTorch); hft selftest --device cuda (every kernel against the CPU back-end,
-#   plus the 134M training shapes with timings); hft verify --device cuda in fp32, in bf16, and in bf16 with
+#   --compare pytorch.json (ours beside PyTorch); hft verify --device cuda in fp32, in bf16, and in bf16 with
 #   HFT_BF16_GEMM=simple on each reference case
 #   (a folder with golden.json) in tests/fixtures, or the bundle's copies when there is no checkout. The figures come
-#   before the full correctness checks so that a short call still gets them.
+#   before the full correctness checks so that a short call still gets them. The whole self-test (every kernel
+#   against the CPU back-end) is the step "selftest".
 # Every step has its own timeout, and the steps together stay within GPU_CHECK_BUDGET seconds (default 570) of this
 # script's start, so one hang cannot eat a 10-minute call: a step that would start with too little time left is
 # skipped and counts as a failure. Logs and JSON are packed into $OUT/gpu-check.tar.gz when $OUT is set. Exit status 0
@@ -70,7 +71,9 @@ timed() { # timed NAME WANT COMMAND...: run NAME under timeout (WANT seconds, or
 #   kernels   the self-test without its matrix product and attention cases (the element-wise kernels, norms,
 #             reductions, AdamW, cross-entropy: a quick check after a change to those)
 #   verify    the reference cases in fp32, bf16, and bf16 with HFT_BF16_GEMM=simple
-STEPS=${GPU_CHECK_STEPS:-gpu probes bench pytorch compare selftest verify}
+# The default: what a first call on a card after kernel changes needs, figures before the slower checks (selftest
+# and kernels by name only).
+STEPS=${GPU_CHECK_STEPS:-gpu probes attention occupancy bench pytorch compare verify}
 status=0
 
 step_gpu() {
