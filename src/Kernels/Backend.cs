@@ -426,6 +426,36 @@ public abstract partial class Backend : IDisposable
             MatMulCore(c, parts[i].A, parts[i].B, m, n, parts[i].K, transA, transB, accumulate || i > 0);
     }
 
+    /// <summary>
+    /// An MLP's SwiGLU projections in bf16: gate = x·W_gateᵀ and up = x·W_upᵀ ([n, f], written in bf16) and h =
+    /// silu(gate)·up of the rounded values ([n, f], bf16). The same as <see cref="MatMul"/> twice (BF16 outputs) and
+    /// <see cref="SwiGluForward"/> from them, which a back-end may do in one pass (tiles that hold gate and up of the
+    /// same features compute h as they store them); x [n, d], W_gate and W_up [f, d], all BF16.
+    /// </summary>
+    public void MatMulSwiGlu(Tensor h, Tensor gate, Tensor up, Tensor x, Tensor wGate, Tensor wUp, int n, int f, int d)
+    {
+        Pos(n, nameof(n)); Pos(f, nameof(f)); Pos(d, nameof(d));
+        foreach (var (t, what) in new[] { (h, nameof(h)), (gate, nameof(gate)), (up, nameof(up)), (x, nameof(x)), (wGate, nameof(wGate)), (wUp, nameof(wUp)) })
+        {
+            Own(t, what);
+            if (t.Type != DType.BF16) throw new ArgumentException($"{what} '{t.Name}' must be BF16, is {t.Type}", what);
+        }
+        Need(h, (long)n * f, nameof(h)); Need(gate, (long)n * f, nameof(gate)); Need(up, (long)n * f, nameof(up));
+        Need(x, (long)n * d, nameof(x)); Need(wGate, (long)f * d, nameof(wGate)); Need(wUp, (long)f * d, nameof(wUp));
+        long t0 = BeginOp();
+        MatMulSwiGluCore(h, gate, up, x, wGate, wUp, n, f, d);
+        if (Profile is not null) EndOp("matmul NT bf16 + swiglu", t0, 4.0 * n * f * d);
+    }
+
+    /// <summary>Implementation of <see cref="MatMulSwiGlu"/>: by default the two products and the SwiGLU forward pass.</summary>
+    protected virtual void MatMulSwiGluCore(Tensor h, Tensor gate, Tensor up, Tensor x, Tensor wGate, Tensor wUp, int n, int f, int d)
+    {
+        var (g, u) = (gate.Slice(0, checked(n * f)), up.Slice(0, checked(n * f)));
+        MatMulCore(g, x, wGate, n, f, d, transA: false, transB: true, accumulate: false);
+        MatMulCore(u, x, wUp, n, f, d, transA: false, transB: true, accumulate: false);
+        SwiGluForwardCore(default, g, u, h.Slice(0, checked(n * f)), default, default);
+    }
+
     // ------------------------------------------------------------------ cross-entropy
 
     /// <summary>

@@ -89,12 +89,16 @@ public sealed partial class LlamaModel
         be.MatMul(xMid, attn, w.O.Compute, n, d, qd, transA: false, transB: true, accumulate: false);
         be.RmsNormForward(bf16 ? default : a.Xn2, a.Rstd2, xMid, w.PostNorm.Value, n, d, eps, residual: x.Slice(0, n * d), yBf16: bf16 ? a.Xn2B : default);
         var xn2 = bf16 ? a.Xn2B : a.Xn2;
-        // In bf16 the gate and up products store bf16 (what the backward pass keeps), and SwiGLU reads them so.
-        var (gate, up) = bf16 ? (a.GateB.Slice(0, n * f), a.UpB.Slice(0, n * f)) : (a.Gate.Slice(0, n * f), a.Up.Slice(0, n * f));
-        be.MatMul(gate, xn2, w.Gate.Compute, n, f, d, transA: false, transB: true, accumulate: false);
-        be.MatMul(up, xn2, w.Up.Compute, n, f, d, transA: false, transB: true, accumulate: false);
-        if (bf16) be.SwiGluForward(default, gate, up, a.HB.Slice(0, n * f));
-        else be.SwiGluForward(a.H.Slice(0, n * f), gate, up);
+        // In bf16 the gate and up products store bf16 (what the backward pass keeps) and h comes from them: one call,
+        // which a back-end may run as one pass.
+        if (bf16) be.MatMulSwiGlu(a.HB.Slice(0, n * f), a.GateB.Slice(0, n * f), a.UpB.Slice(0, n * f), xn2, w.Gate.Compute, w.Up.Compute, n, f, d);
+        else
+        {
+            var (gate, up) = (a.Gate.Slice(0, n * f), a.Up.Slice(0, n * f));
+            be.MatMul(gate, xn2, w.Gate.Compute, n, f, d, transA: false, transB: true, accumulate: false);
+            be.MatMul(up, xn2, w.Up.Compute, n, f, d, transA: false, transB: true, accumulate: false);
+            be.SwiGluForward(a.H.Slice(0, n * f), gate, up);
+        }
         if (refill) return;
         // Only the down projection: the next norm adds xMid.
         be.MatMul(_act.Residual[l + 1].Slice(0, n * d), bf16 ? a.HB : a.H, w.Down.Compute, n, d, f, transA: false, transB: true, accumulate: false);

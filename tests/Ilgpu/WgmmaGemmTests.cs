@@ -117,6 +117,22 @@ public class WgmmaGemmTests : IlgpuFixture
     }
 
     /// <summary>
+    /// The warp-specialized kernels' SwiGLU launch (gate and up of the same features in one tile, b from W_gate's and
+    /// W_up's maps): gate, up and h = silu(gate)·up in bf16, whole and ragged m, several tile columns, persistent, in
+    /// all three interleavings.
+    /// </summary>
+    [TestCase("warp-specialized", 136, 256, 192, 0)]
+    [TestCase("warp-specialized", 256, 384, 128, 2)]
+    [TestCase("warp-specialized 192", 130, 192, 136, 0)]
+    public void SwiGluLaunchesWriteGateUpAndH(string module, int m, int f, int k, int grid)
+    {
+        var check = module == "warp-specialized" ? WgmmaWs : WgmmaWsNarrow;
+        Assert.That(check.SwiGluMismatch(m, f, k, grid: grid), Is.Null);
+        Assert.That(check.SwiGluMismatch(m, f, k, late: true, grid: grid), Is.Null, "late wgmma");
+        Assert.That(check.SwiGluMismatch(m, f, k, late: true, ahead: true, grid: grid), Is.Null, "late wgmma, first warpgroup ahead");
+    }
+
+    /// <summary>
     /// A product the selected PTX kernel cannot take tries the next: warp-specialized, TMA, cp.async wgmma, mma, from
     /// the selected one on; the ILGPU kernels have none after them.
     /// </summary>
@@ -193,8 +209,9 @@ public class WgmmaGemmTests : IlgpuFixture
                 string declared = Regex.Match(ptx, @"\.entry " + name + @"\((?<p>(?s:.*?))\)").Groups["p"].Value;
                 var got = declared.Split(',').Select(p => Regex.Replace(p.Trim(), @"\s+", " ")).ToArray();
                 var names = PtxGemm.ParameterNames(maps, parts);
-                var want = names.Select((p, i) => i < GemmPtx.Parameters.Length + (parts > 1 ? WgmmaWsGemmPtx.PartStarts.Length : 0)
-                    ? $".param .{(GemmPtx.IsPointerParameter(i) ? "u64" : "u32")} {p}" : $".param .align 64 .b8 {p}[128]").ToArray();
+                int scalarCount = names.Length - (maps ? 2 * parts : 0);
+                var want = names.Select((p, i) => i < scalarCount
+                    ? $".param .{(PtxGemm.IsPointer(p) ? "u64" : "u32")} {p}" : $".param .align 64 .b8 {p}[128]").ToArray();
                 Assert.That(got, Is.EqualTo(want), name);
                 var (scalars, tensorMaps) = PtxGemm.Arguments(new GemmLaunchShape(transA, transB, 256, 256, 192, GemmStore.Write, 2, 1, 192, 65536, false, 16),
                     0x1000, [new GemmPart(0x2000, 0x3000, 128), .. parts > 1 ? new[] { new GemmPart(0x4000, 0x5000, 64) } : []], maps, parts, GemmPtx.TileN);
@@ -235,7 +252,8 @@ public class WgmmaGemmTests : IlgpuFixture
     public void EachWarpSpecializedEntryHasTheExpectedInstructions()
     {
         string ptx = WgmmaWsGemmPtx.Module;
-        foreach (var (transA, transB, boxes) in new[] { (false, true, 1 + 1), (false, false, 1 + 4), (true, false, 2 + 4) })
+        // NT also has the SwiGLU launch's two half-tile boxes of b (W_gate's and W_up's).
+        foreach (var (transA, transB, boxes) in new[] { (false, true, 1 + 1 + 2), (false, false, 1 + 4), (true, false, 2 + 4) })
         {
             string name = WgmmaWsGemmPtx.EntryOf(transA, transB);
             string body = Regex.Match(ptx, @"\.entry " + name + @"\((?s:.*?)\n\}").Value;

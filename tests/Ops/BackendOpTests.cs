@@ -523,6 +523,31 @@ public abstract class BackendOpTests
         Assert.Throws<ArgumentException>(() => Backend.MatMulSum(c, m, n, transA, transB, false), "no parts");
     }
 
+    /// <summary>
+    /// The SwiGLU projections in one call write what the two bf16 products and the SwiGLU forward pass write, bit for
+    /// bit, and refuse operands that are not BF16.
+    /// </summary>
+    [TestCase(19, 24, 37)]
+    [TestCase(5, 8, 64)]
+    public void MatMulSwiGluIsTheProductsAndTheSwiGluPass(int n, int f, int d)
+    {
+        var rng = new Random(400 + n);
+        ushort[] R(int count) => Randn(rng, count).Select(Bf16.FromFloat).ToArray();
+        using var h = H();
+        var x = h.InputBf16(R(n * d)); var wg = h.InputBf16(R(f * d)); var wu = h.InputBf16(R(f * d));
+        var gate = h.OutputBf16(n * f); var up = h.OutputBf16(n * f); var hh = h.OutputBf16(n * f);
+        var gate2 = h.OutputBf16(n * f); var up2 = h.OutputBf16(n * f); var hh2 = h.OutputBf16(n * f); var f32 = h.Output(n * f);
+        h.Commit();
+        Backend.MatMulSwiGlu(hh, gate, up, x, wg, wu, n, f, d);
+        Backend.MatMul(gate2, x, wg, n, f, d, transA: false, transB: true, accumulate: false);
+        Backend.MatMul(up2, x, wu, n, f, d, transA: false, transB: true, accumulate: false);
+        Backend.SwiGluForward(default, gate2, up2, hh2);
+        Assert.That(h.ReadBf16(gate), Is.EqualTo(h.ReadBf16(gate2)));
+        Assert.That(h.ReadBf16(up), Is.EqualTo(h.ReadBf16(up2)));
+        Assert.That(h.ReadBf16(hh), Is.EqualTo(h.ReadBf16(hh2)));
+        Assert.Throws<ArgumentException>(() => Backend.MatMulSwiGlu(f32, gate, up, x, wg, wu, n, f, d), "an F32 h");
+    }
+
     [TestCase(70_001)]
     [TestCase(70_000)]
     public void ToBf16RoundsToNearestEvenAndKeepsSpecialValues(int random)

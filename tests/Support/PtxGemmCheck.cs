@@ -132,5 +132,67 @@ internal sealed record PtxGemmCheck(string Module, Func<bool, bool, string> Entr
         return ptx.Global.AsSpan(0, (int)cBytes).ToArray();
     }
 
+    /// <summary>
+    /// Runs the NT entry as a <see cref="GemmStore.SwiGlu"/> launch: x [m, k] with W_gate and W_up [f, k] (random bf16),
+    /// gate, up and h [m, f] in bf16 (a <paramref name="grid"/> below the tiles: persistent). Null where gate and up are
+    /// the float64 products within 1e-5 of Σ|x·w| plus one bf16 rounding, h is silu(gate)·up of the stored values
+    /// (float64, rounded) within one bf16 step, and nothing landed outside the three outputs; else where not.
+    /// </summary>
+    public string? SwiGluMismatch(int m, int f, int k, bool late = false, bool ahead = false, int grid = 0)
+    {
+        var rng = new Random(m * 3 + f * 5 + k);
+        ushort[] x = Bf16Gemm.RandomBf16(rng, m * k), wg = Bf16Gemm.RandomBf16(rng, f * k), wu = Bf16Gemm.RandomBf16(rng, f * k);
+        long outBytes = (long)m * f * 2, upAt = Align(outBytes), hAt = Align(upAt + outBytes), xAt = Align(hAt + outBytes),
+            wgAt = Align(xAt + x.Length * 2L), wuAt = Align(wgAt + wg.Length * 2L), end = Align(wuAt + wu.Length * 2L);
+        var ptx = new PtxInterpreter(Module, EntryOf(false, true), PtxGemm.ParameterNames(TensorMaps, MaxParts), (int)end)
+        {
+            LateWgmmaEarlyCopies = late,
+            ReverseThreadOrder = late && !ahead,
+            FirstWarpgroupAhead = ahead,
+        };
+        ptx.Global.AsSpan(0, (int)xAt).Fill(0xFF);
+        Buffer.BlockCopy(x, 0, ptx.Global, (int)xAt, x.Length * 2);
+        Buffer.BlockCopy(wg, 0, ptx.Global, (int)wgAt, wg.Length * 2);
+        Buffer.BlockCopy(wu, 0, ptx.Global, (int)wuAt, wu.Length * 2);
+        var before = ptx.Global.ToArray();
+        ulong g = PtxInterpreter.GlobalBase;
+        int n = 2 * f, tilesM = (m + WgmmaGemmPtx.TileM - 1) / WgmmaGemmPtx.TileM, tilesN = n / TileN;
+        var shape = new GemmLaunchShape(false, true, m, n, k, GemmStore.SwiGlu, tilesM, tilesN, (k + 63) / 64 * 64, m * n, false, WgmmaGemmPtx.Group);
+        var (scalars, maps) = PtxGemm.Arguments(shape, g, [new GemmPart((IntPtr)(long)(g + (ulong)xAt), (IntPtr)(long)(g + (ulong)wgAt), k)], TensorMaps, MaxParts, TileN,
+            new GemmSwiGlu((IntPtr)(long)(g + (ulong)upAt), (IntPtr)(long)(g + (ulong)hAt), (IntPtr)(long)(g + (ulong)wuAt)));
+        var args = scalars.ToList();
+        for (int i = 0; i < maps.Length; i++)
+        {
+            ptx.TensorMaps[1 + (ulong)i] = maps[i];
+            args.Add(1 + (ulong)i);
+        }
+        ptx.Run(grid > 0 ? grid : tilesM * tilesN, Threads, SharedBytes, [.. args]);
+        for (long i = 0; i < ptx.Global.Length; i++)
+        {
+            bool output = i < outBytes || (i >= upAt && i < upAt + outBytes) || (i >= hAt && i < hAt + outBytes);
+            if (!output && ptx.Global[i] != before[i]) return $"a store landed outside the outputs, at byte {i}";
+        }
+        static double W(ushort v) => Kernels.Bf16.ToFloat(v);
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < f; j++)
+            {
+                double rg = 0, ru = 0, scale = 0;
+                for (int q = 0; q < k; q++)
+                {
+                    rg += W(x[i * k + q]) * W(wg[j * k + q]);
+                    ru += W(x[i * k + q]) * W(wu[j * k + q]);
+                    scale += Math.Abs(W(x[i * k + q])) * (Math.Abs(W(wg[j * k + q])) + Math.Abs(W(wu[j * k + q])));
+                }
+                int e = i * f + j;
+                ushort gate = BitConverter.ToUInt16(ptx.Global, 2 * e), up = BitConverter.ToUInt16(ptx.Global, (int)upAt + 2 * e),
+                    h = BitConverter.ToUInt16(ptx.Global, (int)hAt + 2 * e);
+                if (Math.Abs(W(gate) - rg) > Math.Abs(rg) / 256 + 1e-5 * scale) return $"gate ({i}, {j}) is {W(gate)}, float64 gives {rg}";
+                if (Math.Abs(W(up) - ru) > Math.Abs(ru) / 256 + 1e-5 * scale) return $"up ({i}, {j}) is {W(up)}, float64 gives {ru}";
+                double want = W(gate) / (1 + Math.Exp(-W(gate))) * W(up);
+                if (Math.Abs(W(h) - want) > Math.Abs(want) / 128 + 1e-6) return $"h ({i}, {j}) is {W(h)}, silu(gate)·up of the stored values is {want}";
+            }
+        return null;
+    }
+
     private static long Align(long bytes) => (bytes + 255) / 256 * 256;
 }

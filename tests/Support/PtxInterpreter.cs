@@ -26,7 +26,7 @@ internal sealed partial class PtxInterpreter
     private enum Op
     {
         LdParam, Cvta, Mov, MovPack, Add, Sub, MulLo, MulWide, Div, Rem, Min, Shl, Shr, And, Or, Xor, Cvt, Setp, Selp, Bra,
-        CpAsync, CpCommit, CpWait, Nop, Bar, Wgmma, WgmmaCommit, WgmmaWait, Ldmatrix, Mma, StGlobal, StGlobal32, LdGlobal, AddF, CvtBf16x2, Ret,
+        CpAsync, CpCommit, CpWait, Nop, Bar, Wgmma, WgmmaCommit, WgmmaWait, Ldmatrix, Mma, StGlobal, StGlobal32, LdGlobal, AddF, MulF, Ex2, Rcp, CvtBf16x2, Ret,
         MbarInit, MbarExpectTx, MbarArrive, MbarTryWait, TensorCopy,
     }
 
@@ -102,6 +102,10 @@ internal sealed partial class PtxInterpreter
             "mov.b64" when args[1].StartsWith('{') => Op.MovPack,
             _ when opcode.StartsWith("mov.", StringComparison.Ordinal) => Op.Mov,
             _ when opcode.StartsWith("add.f32", StringComparison.Ordinal) => Op.AddF,
+            _ when opcode.StartsWith("mul.f32", StringComparison.Ordinal) => Op.MulF,
+            // The approximations computed exactly (the hardware's are within 2 ulp; the tests allow for that).
+            "ex2.approx.ftz.f32" => Op.Ex2,
+            "rcp.approx.ftz.f32" => Op.Rcp,
             _ when opcode.StartsWith("add.", StringComparison.Ordinal) => Op.Add,
             _ when opcode.StartsWith("sub.", StringComparison.Ordinal) => Op.Sub,
             _ when opcode.StartsWith("mul.lo.", StringComparison.Ordinal) => Op.MulLo,
@@ -355,12 +359,10 @@ internal sealed partial class PtxInterpreter
                         t.R[regs[1]] = BitConverter.ToUInt32(Global, (int)at + 4);
                         break;
                     }
-                case Op.AddF:
-                    {
-                        float x = BitConverter.UInt32BitsToSingle((uint)t.R[_regs[a[1]]]), y = BitConverter.UInt32BitsToSingle((uint)t.R[_regs[a[2]]]);
-                        Set(t, a[0], BitConverter.SingleToUInt32Bits(x + y));
-                        break;
-                    }
+                case Op.AddF: SetF(t, a[0], F(t, a[1], block, grid, threads) + F(t, a[2], block, grid, threads)); break;
+                case Op.MulF: SetF(t, a[0], F(t, a[1], block, grid, threads) * F(t, a[2], block, grid, threads)); break;
+                case Op.Ex2: SetF(t, a[0], Ftz(MathF.Pow(2f, Ftz(F(t, a[1], block, grid, threads))))); break;
+                case Op.Rcp: SetF(t, a[0], Ftz(1f / Ftz(F(t, a[1], block, grid, threads)))); break;
                 case Op.Ret:
                     if (_pending.Any(op => !op.Done && op.Warpgroup == (t.Tid >> 7)))
                         throw new InvalidOperationException("PTX interpreter: a thread exits with a wgmma never waited for");
@@ -394,6 +396,14 @@ internal sealed partial class PtxInterpreter
 
     private void Bin(Thread t, string[] a, string type, int block, int grid, int threads, Func<ulong, ulong, ulong> f) =>
         Set(t, a[0], Mask(f(Val(t, a[1], block, grid, threads), Val(t, a[2], block, grid, threads)), type));
+
+    /// <summary>An f32 operand (register or 0f immediate).</summary>
+    private float F(Thread t, string s, int block, int grid, int threads) => BitConverter.UInt32BitsToSingle((uint)Val(t, s, block, grid, threads));
+
+    private void SetF(Thread t, string reg, float v) => Set(t, reg, BitConverter.SingleToUInt32Bits(v));
+
+    /// <summary>A subnormal flushed to a zero of its sign (.ftz).</summary>
+    private static float Ftz(float v) => float.IsSubnormal(v) ? MathF.CopySign(0f, v) : v;
 
     private static ulong Mask(ulong v, string type) => type is "u64" or "b64" or "s64" ? v : (uint)v;
 

@@ -68,11 +68,11 @@ internal static class GemmPtx
 
     /// <summary>
     /// As the other overload, with <paramref name="tensorMaps"/>: parameters of 128 bytes on 64 (CUDA tensor maps, as
-    /// a kernel's grid constants) after <see cref="Parameters"/> and the u32 <paramref name="scalars"/>, and blocks of
-    /// <paramref name="threads"/> threads.
+    /// a kernel's grid constants) after <see cref="Parameters"/>, the u32 <paramref name="scalars"/> and the u64
+    /// <paramref name="pointers"/>, and blocks of <paramref name="threads"/> threads.
     /// </summary>
     public static string Module(string version, string target, string prefix, string[] extraRegisters, string[] tensorMaps, Action<Emitter, bool, bool> body,
-        int threads = Threads, string[]? scalars = null)
+        int threads = Threads, string[]? scalars = null, string[]? pointers = null)
     {
         var e = new Emitter();
         e.Line(".version " + version);
@@ -86,6 +86,7 @@ internal static class GemmPtx
             e.Line($".visible .entry {EntryOf(prefix, transA, transB)}(");
             e.Line(string.Join(",\n", Parameters.Select((p, i) => $"\t.param .{(IsPointerParameter(i) ? "u64" : "u32")} {p}")
                 .Concat((scalars ?? []).Select(p => $"\t.param .u32 {p}"))
+                .Concat((pointers ?? []).Select(p => $"\t.param .u64 {p}"))
                 .Concat(tensorMaps.Select(p => $"\t.param .align 64 .b8 {p}[128]"))));
             e.Line(")");
             e.Line($".maxntid {threads}, 1, 1");
@@ -477,4 +478,11 @@ internal enum GemmStore
 
     /// <summary>c = the product rounded to bfloat16 (nearest even); c's element size is 2 bytes.</summary>
     WriteBf16 = 2,
+
+    /// <summary>
+    /// The warp-specialized modules' SwiGLU pairs (<see cref="WgmmaWsGemmPtx.SwiGluOutputs"/>): each tile's first half of
+    /// columns is gate, its second half up, of the same features (b read from two tensor maps); gate and up are
+    /// written in bf16, and h = silu(gate)·up of the rounded values, in bf16, beside them.
+    /// </summary>
+    SwiGlu = 3,
 }

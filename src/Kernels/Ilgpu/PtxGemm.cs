@@ -105,15 +105,17 @@ internal sealed class PtxGemm : IDisposable
     /// <paramref name="store"/>: c written or added to in fp32, or written in bf16 (then slice counts bf16 elements).
     /// <paramref name="more"/> (a module with <see cref="MaxParts"/> above 1): further products summed into the same
     /// tile, k then being the parts' k together (a and b the first part's, of k less the others'; every part but the
-    /// last of a multiple of 64).
+    /// last of a multiple of 64). <paramref name="swiGlu"/> (with <see cref="GemmStore.SwiGlu"/>): the NT product of
+    /// a = x [m, k] with b = W_gate [n/2, k] and W_up, gate to c, up and h to its outputs (see <see cref="WgmmaWsGemmPtx.SwiGluOutputs"/>).
     /// </summary>
     public unsafe void Launch(bool transA, bool transB, int grid, IntPtr c, IntPtr a, IntPtr b, int m, int n, int k, GemmStore store,
-        int tilesM, int tilesN, int kPer, int slice, bool swappedStrides = false, GemmPart[]? more = null)
+        int tilesM, int tilesN, int kPer, int slice, bool swappedStrides = false, GemmPart[]? more = null, GemmSwiGlu? swiGlu = null)
     {
         string entry = _entryOf(transA, transB);
         var function = _functions[entry];
         var (scalars, maps) = Arguments(new GemmLaunchShape(transA, transB, m, n, k, store, tilesM, tilesN, kPer, slice, swappedStrides, Group),
-            (ulong)c.ToInt64(), GemmPart.Split(a, b, k, more ?? []), TensorMaps, MaxParts, TileN);
+            (ulong)c.ToInt64(), GemmPart.Split(a, b, k, more ?? []), TensorMaps, MaxParts, TileN, swiGlu);
+        var names = ParameterNames(TensorMaps, MaxParts);
         int count = scalars.Length + maps.Length;
         // The scalars, then (on 64 bytes) the 128-byte tensor maps.
         var values = Marshal.AllocHGlobal(scalars.Length * 8 + 64 + 128 * maps.Length);
@@ -123,7 +125,7 @@ internal sealed class PtxGemm : IDisposable
             for (int i = 0; i < scalars.Length; i++)
             {
                 var slot = values + i * 8;
-                if (GemmPtx.IsPointerParameter(i)) Marshal.WriteInt64(slot, (long)scalars[i]);
+                if (IsPointer(names[i])) Marshal.WriteInt64(slot, (long)scalars[i]);
                 else Marshal.WriteInt32(slot, (int)(uint)scalars[i]);
                 Marshal.WriteIntPtr(pointers + i * IntPtr.Size, slot);
             }
@@ -150,8 +152,12 @@ internal sealed class PtxGemm : IDisposable
 
     /// <summary>The entries' parameter names in order, for a module with or without tensor maps that sums at most <paramref name="maxParts"/> products.</summary>
     internal static string[] ParameterNames(bool tensorMaps, int maxParts) =>
-        [.. GemmPtx.Parameters, .. maxParts > 1 ? WgmmaWsGemmPtx.PartStarts : [],
+        [.. GemmPtx.Parameters, .. maxParts > 1 ? WgmmaWsGemmPtx.PartStarts : [], .. maxParts > 1 ? WgmmaWsGemmPtx.SwiGluOutputs : [],
             .. !tensorMaps ? [] : maxParts > 1 ? WgmmaWsGemmPtx.TensorMaps : [WgmmaGemmPtx.TensorMapA, WgmmaGemmPtx.TensorMapB]];
+
+    /// <summary>Whether a scalar parameter of <see cref="ParameterNames"/> is a 64-bit address (c, a, b, the SwiGLU outputs); the others are u32.</summary>
+    internal static bool IsPointer(string name) =>
+        Array.IndexOf(GemmPtx.Parameters, name) is int i && i >= 0 ? GemmPtx.IsPointerParameter(i) : WgmmaWsGemmPtx.SwiGluOutputs.Contains(name);
 
     /// <summary>
     /// A launch's arguments in the entries' parameter order: the scalars (<see cref="GemmPtx.Parameters"/>, then with
@@ -159,10 +165,14 @@ internal sealed class PtxGemm : IDisposable
     /// with <paramref name="tensorMaps"/>, a's and b's map of each part (a part the launch does not have gets the first
     /// part's, never read). What <see cref="Launch"/> passes, and what the tests give the PTX interpreter.
     /// </summary>
-    internal static (ulong[] Scalars, TensorMapSpec[] Maps) Arguments(GemmLaunchShape s, ulong c, GemmPart[] parts, bool tensorMaps, int maxParts, int tileN)
+    internal static (ulong[] Scalars, TensorMapSpec[] Maps) Arguments(GemmLaunchShape s, ulong c, GemmPart[] parts, bool tensorMaps, int maxParts, int tileN,
+        GemmSwiGlu? swiGlu = null)
     {
         if (parts.Length > maxParts)
             throw new ArgumentException($"this GEMM module sums at most {maxParts} products, not {parts.Length}", nameof(parts));
+        if ((s.Store == GemmStore.SwiGlu) != swiGlu.HasValue || (swiGlu.HasValue && (maxParts == 1 || !tensorMaps || parts.Length > 1 || s.TransA || !s.TransB
+            || s.N % tileN != 0)))
+            throw new ArgumentException("a SwiGLU launch needs the warp-specialized module, the NT form, one part, n a multiple of the tile's width and its outputs");
         if (tensorMaps && s.KPer % GemmPtx.TileK != 0 && s.KPer < s.K)
             throw new ArgumentException($"the TMA GEMM's k slices must be a multiple of {GemmPtx.TileK}, not {s.KPer}", nameof(s));
         var (aLo, aHi) = WgmmaGemmPtx.DescriptorBits(kMajor: !s.TransA, s.Swapped);
@@ -173,13 +183,23 @@ internal sealed class PtxGemm : IDisposable
             (uint)s.KPer, (uint)s.Slice, aLo, aHi, bLo, bHi, (uint)s.Group,
         };
         if (maxParts > 1)
+        {
             for (int i = 1; i <= WgmmaWsGemmPtx.PartStarts.Length; i++) scalars.Add(PartStart(parts, i));
+            scalars.Add((ulong)(swiGlu?.Up.ToInt64() ?? 0));
+            scalars.Add((ulong)(swiGlu?.H.ToInt64() ?? 0));
+        }
         var maps = new List<TensorMapSpec>();
         if (tensorMaps)
             for (int p = 0; p < maxParts; p++)
             {
                 var part = parts[p < parts.Length ? p : 0];
                 var (ma, mb) = GemmTensorMaps.For(s.TransA, s.TransB, s.M, s.N, part.K, (ulong)part.A.ToInt64(), (ulong)part.B.ToInt64(), tileN);
+                if (swiGlu is { } sw && p < 2)
+                {
+                    // W_gate's and W_up's maps ([f, k], f = n / 2) in boxes of half a tile's rows; a is part 0's.
+                    var weight = p == 0 ? part.B : sw.WUp;
+                    mb = GemmTensorMaps.For(false, true, s.M, s.N / 2, part.K, (ulong)part.A.ToInt64(), (ulong)weight.ToInt64(), tileN / 2).B;
+                }
                 maps.Add(ma);
                 maps.Add(mb);
             }
@@ -237,3 +257,6 @@ internal readonly record struct GemmPart(IntPtr A, IntPtr B, int K)
 /// </summary>
 internal readonly record struct GemmLaunchShape(bool TransA, bool TransB, int M, int N, int K, GemmStore Store, int TilesM, int TilesN, int KPer, int Slice,
     bool Swapped, int Group);
+
+/// <summary>The rest of a <see cref="GemmStore.SwiGlu"/> launch: where up and h go, and W_up's device address (W_gate is b).</summary>
+internal readonly record struct GemmSwiGlu(IntPtr Up, IntPtr H, IntPtr WUp);

@@ -245,7 +245,8 @@ public static class WgmmaGemmPtx
     /// at the coordinate less its part's start (the maps' addresses and the starts are taken from the parameters at
     /// each load, not held in the producer's 40 registers).
     /// </summary>
-    internal static void TmaLoads(GemmPtx.Emitter e, bool aKMajor, bool bKMajor, int tileN = TileN, string kStep = "%u21", bool parts = false)
+    internal static void TmaLoads(GemmPtx.Emitter e, bool aKMajor, bool bKMajor, int tileN = TileN, string kStep = "%u21", bool parts = false,
+        bool swiGluPairs = false)
     {
         StageBarrier(e, "%u48", "%u47", "%u21");
         e.Ins($"mbarrier.arrive.expect_tx.shared::cta.b64 _, [%u48], {GemmPtx.StageBytesA + GemmPtx.StageBytesBFor(tileN)}");
@@ -275,7 +276,28 @@ public static class WgmmaGemmPtx
         GemmPtx.StageAddress(e, "%u28", "%u21", Stages, isA: true);
         TmaTile(e, "%u28", mapA, "%u16", aKMajor, TileM / 64);
         GemmPtx.StageAddress(e, "%u28", "%u21", Stages, isA: false, tileN: tileN);
+        if (!swiGluPairs)
+        {
+            TmaTile(e, "%u28", mapB, "%u17", bKMajor, tileN / 64);
+            return;
+        }
+        // A GemmStore.SwiGlu launch (K-major b): the tile's b rows are W_gate's and then W_up's rows n0/2 .. , one box
+        // of half the rows each (their 128-byte rows stacked as one box of the whole tile would lay them).
+        string pairs = e.NewLabel("SWIGLU_B"), loaded = e.NewLabel("B_LOADED");
+        e.Ins("ld.param.u32 %u50, [p_acc]");
+        e.Ins($"setp.eq.u32 %p_sw, %u50, {(int)GemmStore.SwiGlu}");
+        e.Ins($"@%p_sw bra {pairs}");
         TmaTile(e, "%u28", mapB, "%u17", bKMajor, tileN / 64);
+        e.Ins($"bra.uni {loaded}");
+        e.Line(pairs + ":");
+        const string Copy = BulkTensorCopy;
+        e.Ins("shr.u32 %u50, %u17, 1");
+        e.Ins($"{Copy} [%u28], [{mapB}, {{%u49, %u50}}], [%u48]");
+        e.Ins($"mov.u64 %q10, {WgmmaWsGemmPtx.TensorMaps[3]}");
+        e.Ins("cvta.param.u64 %q10, %q10");
+        e.Ins($"add.u32 %u51, %u28, {tileN / 2 * 128}");
+        e.Ins($"{Copy} [%u51], [%q10, {{%u49, %u50}}], [%u48]");
+        e.Line(loaded + ":");
     }
 
     /// <summary>
@@ -285,7 +307,7 @@ public static class WgmmaGemmPtx
     /// </summary>
     private static void TmaTile(GemmPtx.Emitter e, string dst, string map, string origin, bool kMajor, int blocks)
     {
-        const string Copy = "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes";
+        const string Copy = BulkTensorCopy;
         if (kMajor)
         {
             e.Ins($"{Copy} [{dst}], [{map}, {{%u49, {origin}}}], [%u48]");
@@ -298,6 +320,9 @@ public static class WgmmaGemmPtx
             e.Ins($"{Copy} [%u51], [{map}, {{%u50, %u49}}], [%u48]");
         }
     }
+
+    /// <summary>A 2D TMA copy of a box of a tensor map into shared memory, completing its bytes on an mbarrier.</summary>
+    private const string BulkTensorCopy = "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes";
 
     /// <summary>A descriptor's low word: the start address in u32 28 (bits 4..17, as bits 0..13) with the constant bits.</summary>
     private static void DescriptorLow(GemmPtx.Emitter e, string dst, string constantBits)

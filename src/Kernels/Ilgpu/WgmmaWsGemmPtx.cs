@@ -45,8 +45,15 @@ public static class WgmmaWsGemmPtx
 
     private static string Prefix(int tileN) => tileN == GemmPtx.TileN ? "hft_wgmma_ws_bf16" : $"hft_wgmma_ws{tileN}_bf16";
 
-    private static string ModuleText(int tileN) => GemmPtx.Module("8.0", "sm_90a", Prefix(tileN), [".reg .pred %p_lead, %p_ready, %p_part"],
-        TensorMaps, (e, aKMajor, bKMajor) => Entry(e, aKMajor, bKMajor, tileN), Threads, PartStarts);
+    private static string ModuleText(int tileN) => GemmPtx.Module("8.0", "sm_90a", Prefix(tileN), [".reg .pred %p_lead, %p_ready, %p_part, %p_sw", ".reg .f32 %e<8>"],
+        TensorMaps, (e, aKMajor, bKMajor) => Entry(e, aKMajor, bKMajor, tileN), Threads, PartStarts, SwiGluOutputs);
+
+    /// <summary>
+    /// The u64 parameters after <see cref="PartStarts"/>: where a <see cref="GemmStore.SwiGlu"/> launch writes up and h
+    /// (gate goes to c). In that mode b is read from two maps, W_gate's (p_tmap_b) and W_up's (p_tmap_b1), each in boxes
+    /// of half a tile's rows: tile column block j of the launch's 2f columns holds features j·tileN/2 .. of both.
+    /// </summary>
+    public static readonly string[] SwiGluOutputs = ["p_c_up", "p_c_h"];
 
     /// <summary>
     /// The most products one launch sums (<see cref="PartStarts"/>): c (+)= Σ op(aᵢ)·op(bᵢ), k running through the
@@ -139,7 +146,7 @@ public static class WgmmaWsGemmPtx
         e.Ins("setp.ge.u32 %p_done, %u55, %u19");
         e.Ins($"@%p_done bra {next}");
         WgmmaGemmPtx.WaitStage(e, "%u52", "%u21", parityOffset: 1);
-        WgmmaGemmPtx.TmaLoads(e, aKMajor, bKMajor, tileN, kStep: "%u55", parts: true);
+        WgmmaGemmPtx.TmaLoads(e, aKMajor, bKMajor, tileN, kStep: "%u55", parts: true, swiGluPairs: bKMajor);
         e.Ins("add.u32 %u21, %u21, 1");
         e.Ins("add.u32 %u55, %u55, 1");
         e.Ins($"bra.uni {loop}");
@@ -190,12 +197,92 @@ public static class WgmmaWsGemmPtx
         // The tile's last stage is free before its stores: the producer goes on with the next tile meanwhile.
         e.Ins("setp.ne.u32 %p_r, %u55, 0");
         ReleasePreviousStage(e, e.NewLabel("KEPT_LAST"));
+        string swiglu = e.NewLabel("SWIGLU");
+        e.Ins($"setp.eq.u32 %p_sw, %u8, {(int)GemmStore.SwiGlu}");
+        e.Ins($"@%p_sw bra {swiglu}");
         WgmmaGemmPtx.Stores(e, tileN, next: stored);
+        e.Line(swiglu + ":");
+        SwiGluStores(e, tileN, stored);
         e.Line(stored + ":");
         e.Ins("add.u32 %u53, %u53, %u56");
         e.Ins($"bra.uni {tile}");
         e.Line(exit + ":");
         e.Ins("ret");
+    }
+
+    /// <summary>
+    /// The stores of a <see cref="GemmStore.SwiGlu"/> tile: its first tileN/2 columns are gate, its last up, of features
+    /// n0/2 .. n0/2 + tileN/2 of outputs f = n/2 wide. Per row (g and g + 8 of the thread's 16, m-bounded) and n8 block j
+    /// of the first half: gate and up rounded to bf16 pairs and stored at c and p_c_up, and h = g·σ(g)·u of the
+    /// rounded values (σ by <c>ex2.approx.ftz</c> and <c>rcp.approx.ftz</c>, as the ILGPU SwiGLU kernels compute it)
+    /// rounded and stored at p_c_h; then <paramref name="next"/>. (f a multiple of tileN/2: no column is ragged.)
+    /// </summary>
+    private static void SwiGluStores(GemmPtx.Emitter e, int tileN, string next)
+    {
+        int half = tileN / 2, blocks = half / 8;
+        // This thread's first row (warpgroup 64·u1, warp 16·u2, g) and first feature (n0/2 + 2t).
+        e.Ins("shl.b32 %u27, %u1, 6");
+        e.Ins("shl.b32 %u28, %u2, 4");
+        e.Ins("add.u32 %u27, %u27, %u28");
+        e.Ins("add.u32 %u27, %u27, %u3");
+        e.Ins("add.u32 %u27, %u27, %u16");
+        e.Ins("shr.u32 %u29, %u17, 1");
+        e.Ins("shl.b32 %u28, %u4, 1");
+        e.Ins("add.u32 %u28, %u28, %u29");
+        e.Ins("setp.lt.u32 %pr0, %u27, %u5");
+        e.Ins("add.u32 %u29, %u27, 8");
+        e.Ins("setp.lt.u32 %pr1, %u29, %u5");
+        // Byte offset of the first pair, row · f + feature (f = n / 2), and of 8 rows.
+        e.Ins("shr.u32 %u30, %u6, 1");
+        e.Ins("mul.wide.u32 %q21, %u27, %u30");
+        e.Ins("cvt.u64.u32 %q22, %u28");
+        e.Ins("add.u64 %q21, %q21, %q22");
+        e.Ins("shl.b64 %q21, %q21, 1");
+        e.Ins("mul.wide.u32 %q22, %u30, 16");
+        e.Ins("add.u64 %q9, %q0, %q21");
+        for (int i = 0; i < 2; i++)
+        {
+            e.Ins($"ld.param.u64 %q{19 + i}, [{SwiGluOutputs[i]}]");
+            e.Ins($"cvta.to.global.u64 %q{19 + i}, %q{19 + i}");
+        }
+        e.Ins("add.u64 %q11, %q19, %q21");
+        e.Ins("add.u64 %q15, %q20, %q21");
+        e.Ins("add.u64 %q10, %q9, %q22");
+        e.Ins("add.u64 %q12, %q11, %q22");
+        e.Ins("add.u64 %q16, %q15, %q22");
+        for (int j = 0; j < blocks; j++)
+            for (int row = 0; row < 2; row++)
+            {
+                int g = 4 * j + 2 * row, u = 4 * (j + blocks) + 2 * row, off = 16 * j;
+                string guard = $"@%pr{row} ";
+                string gate = row == 0 ? "%q9" : "%q10", up = row == 0 ? "%q11" : "%q12", h = row == 0 ? "%q15" : "%q16";
+                e.Ins($"cvt.rn.bf16x2.f32 %u31, %d{g + 1}, %d{g}");
+                e.Ins($"cvt.rn.bf16x2.f32 %u32, %d{u + 1}, %d{u}");
+                e.Ins($"{guard}st.global.b32 [{gate}+{off}], %u31");
+                e.Ins($"{guard}st.global.b32 [{up}+{off}], %u32");
+                // The rounded values widened: the low half is the first column's.
+                for (int x = 0; x < 2; x++)
+                {
+                    string src = x == 0 ? "%u31" : "%u32";
+                    e.Ins($"shl.b32 %u33, {src}, 16");
+                    e.Ins($"mov.b32 %e{2 * x}, %u33");
+                    e.Ins($"and.b32 %u33, {src}, -65536");
+                    e.Ins($"mov.b32 %e{2 * x + 1}, %u33");
+                }
+                for (int c = 0; c < 2; c++)
+                {
+                    // σ(g) = 1 / (1 + 2^(−g·log2 e)); h = (g·σ)·u.
+                    e.Ins($"mul.f32 %e{4 + c}, %e{c}, 0fBFB8AA3B");
+                    e.Ins($"ex2.approx.ftz.f32 %e{4 + c}, %e{4 + c}");
+                    e.Ins($"add.f32 %e{4 + c}, %e{4 + c}, 0f3F800000");
+                    e.Ins($"rcp.approx.ftz.f32 %e{4 + c}, %e{4 + c}");
+                    e.Ins($"mul.f32 %e{4 + c}, %e{c}, %e{4 + c}");
+                    e.Ins($"mul.f32 %e{4 + c}, %e{4 + c}, %e{2 + c}");
+                }
+                e.Ins("cvt.rn.bf16x2.f32 %u31, %e5, %e4");
+                e.Ins($"{guard}st.global.b32 [{h}+{off}], %u31");
+            }
+        e.Ins($"bra.uni {next}");
     }
 
     /// <summary>Where %p_r holds, the warpgroup's first thread arrives on the empty mbarrier of step kt − 1's stage; then <paramref name="kept"/>.</summary>

@@ -40,6 +40,7 @@ public static partial class SelfTest
         // Summed products (the backward pass's input gradients): parts of different k, fp32 and bf16, written and added to.
         yield return MatMulSum(17, 33, [65, 31, 7], accumulate: false, bf16: false, large: false, seed++);
         yield return MatMulSum(40, 70, [64, 128, 9], accumulate: true, bf16: true, large: false, seed++);
+        yield return MatMulSwiGlu(33, 40, 70, large: false, seed++);
         yield return CrossEntropy(7, 11, large: false, seed++);
         yield return CrossEntropy(13, 1000, large: false, seed++);
         yield return AdamW(5003, large: false, seed++);
@@ -90,6 +91,8 @@ public static partial class SelfTest
             // The input gradients through q, k, v and through gate, up, summed (one launch on the warp-specialized kernel).
             yield return MatMulSum(tokens, d, [d, d, d], accumulate: false, bf16: true, large: true, seed++, variant);
             yield return MatMulSum(tokens, d, [f, f], accumulate: false, bf16: true, large: true, seed++, variant);
+            // The MLP's gate and up products with h (one launch on the warp-specialized kernel).
+            yield return MatMulSwiGlu(tokens, f, d, large: true, seed++, variant);
         }
         yield return Attention(4, 1024, 12, 12, 64, false, large: true, seed++);
         yield return Attention(4, 1024, 12, 4, 64, true, large: true, seed++);
@@ -362,7 +365,7 @@ public static partial class SelfTest
     /// </summary>
     private static SelfTestCase MatMulBf16Variant(Bf16GemmVariant variant, int m, int n, int k, bool transA, bool transB, bool accumulate, int seed)
     {
-        var saved = Bf16GemmVariant.Simple;
+        var forced = Forced(variant);
         string name = "matmul bf16 " + IlgpuBackend.NameOf(variant);
         return new(name, S($"{m}x{n}x{k} {(transA ? 'T' : 'N')}{(transB ? 'T' : 'N')}{(accumulate ? " acc" : "")}"),
             large: true, seed, rng =>
@@ -376,8 +379,7 @@ public static partial class SelfTest
                     return [new Step(name, () => be.MatMul(tc, ta, tb, m, n, k, transA, transB, accumulate), [tc], k >= 2048 ? 5e-5 : 1e-5, 2.0 * m * n * k)];
                 };
             },
-            be => { if (be is IlgpuBackend ib) { saved = ib.Bf16GemmVariant; ib.Bf16GemmVariant = variant; ib.PtxFallback = false; } },
-            be => { if (be is IlgpuBackend ib) { ib.Bf16GemmVariant = saved; ib.PtxFallback = true; } });
+            forced.Prepare, forced.Restore);
     }
 
     /// <summary>
@@ -387,7 +389,7 @@ public static partial class SelfTest
     /// </summary>
     private static SelfTestCase MatMulSum(int m, int n, int[] parts, bool accumulate, bool bf16, bool large, int seed, Bf16GemmVariant? variant = null)
     {
-        var saved = Bf16GemmVariant.Simple;
+        var forced = Forced(variant);
         string name = (bf16 ? "matmul bf16" : "matmul") + (variant is { } v ? " " + IlgpuBackend.NameOf(v) : "") + " sum";
         return new(name, S($"{m}x{n}x({string.Join("+", parts)}) NN{(accumulate ? " acc" : "")}"), large, seed, rng =>
         {
@@ -402,8 +404,42 @@ public static partial class SelfTest
                 return [new Step(name, () => be.MatMulSum(tc, m, n, transA: false, transB: false, accumulate, list), [tc], k >= 2048 ? 5e-5 : 1e-5, 2.0 * m * n * k)];
             };
         },
-        variant is { } selected ? be => { if (be is IlgpuBackend ib) { saved = ib.Bf16GemmVariant; ib.Bf16GemmVariant = selected; ib.PtxFallback = false; } } : null,
-        variant is not null ? be => { if (be is IlgpuBackend ib) { ib.Bf16GemmVariant = saved; ib.PtxFallback = true; } } : null);
+        forced.Prepare, forced.Restore);
+    }
+
+    /// <summary>
+    /// gate = x·W_gateᵀ, up = x·W_upᵀ and h = silu(gate)·up in bf16 in one call; with <paramref name="variant"/>, on that
+    /// bf16 kernel of an ILGPU device alone (restored afterwards).
+    /// </summary>
+    private static SelfTestCase MatMulSwiGlu(int n, int f, int d, bool large, int seed, Bf16GemmVariant? variant = null)
+    {
+        var forced = Forced(variant);
+        string name = "matmul bf16" + (variant is { } v ? " " + IlgpuBackend.NameOf(v) : "") + " swiglu";
+        return new(name, S($"{n}x{f}x{d} NT"), large, seed, rng =>
+        {
+            var x = Randn(rng, (long)n * d); var wg = Randn(rng, (long)f * d); var wu = Randn(rng, (long)f * d);
+            return c =>
+            {
+                var tx = c.InBf16(x); var twg = c.InBf16(wg); var twu = c.InBf16(wu);
+                var gate = c.OutBf16((long)n * f); var up = c.OutBf16((long)n * f); var h = c.OutBf16((long)n * f);
+                var be = c.Backend;
+                // bf16 outputs: within one rounding (h from the rounded gate and up, so a gate one step apart moves it too).
+                return [new Step(name, () => be.MatMulSwiGlu(h, gate, up, tx, twg, twu, n, f, d), [gate, up, h], 8e-3, 4.0 * n * f * d)];
+            };
+        },
+        forced.Prepare, forced.Restore);
+    }
+
+    /// <summary>
+    /// A case's set-up and tear-down that select <paramref name="variant"/> alone (no fallback to another PTX kernel) on
+    /// an ILGPU device and restore the selection afterwards; none without a variant or on other back-ends.
+    /// </summary>
+    private static (Action<Backend>? Prepare, Action<Backend>? Restore) Forced(Bf16GemmVariant? variant)
+    {
+        if (variant is not { } selected) return (null, null);
+        var saved = Bf16GemmVariant.Simple;
+        return (be => { if (be is IlgpuBackend ib) { saved = ib.Bf16GemmVariant; ib.Bf16GemmVariant = selected; ib.PtxFallback = false; } },
+            be => { if (be is IlgpuBackend ib) { ib.Bf16GemmVariant = saved; ib.PtxFallback = true; } });
     }
 
     private static SelfTestCase CrossEntropy(int n, int vocab, bool large, int seed) => new("cross-entropy", S($"{n}x{vocab}"), large, seed, rng =>
