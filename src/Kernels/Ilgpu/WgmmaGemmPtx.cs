@@ -99,12 +99,18 @@ public static class WgmmaGemmPtx
     /// <summary>The accumulators to c: warpgroup u32 1's row 64·wg + 16·warp + g, column 2t; n8 block j in registers 4j .. 4j + 3.</summary>
     internal static void Stores(GemmPtx.Emitter e, int tileN = TileN, string? next = null)
     {
+        ThreadOrigin(e);
+        GemmPtx.Epilogue(e, rowBlocks: 1, colBlocks: tileN / 8, (_, j) => 4 * j, tileN, next);
+    }
+
+    /// <summary>This thread's first row of the tile in u32 27 (warpgroup 64·u1, warp 16·u2, g) and its first column in u32 28 (2t).</summary>
+    internal static void ThreadOrigin(GemmPtx.Emitter e)
+    {
         e.Ins("shl.b32 %u27, %u1, 6");
         e.Ins("shl.b32 %u28, %u2, 4");
         e.Ins("add.u32 %u27, %u27, %u28");
         e.Ins("add.u32 %u27, %u27, %u3");
         e.Ins("shl.b32 %u28, %u4, 1");
-        GemmPtx.Epilogue(e, rowBlocks: 1, colBlocks: tileN / 8, (_, j) => 4 * j, tileN, next);
     }
 
     private static void MainLoop(GemmPtx.Emitter e, bool aKMajor, bool bKMajor, bool tma)

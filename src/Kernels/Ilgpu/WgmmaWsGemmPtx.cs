@@ -220,14 +220,10 @@ public static class WgmmaWsGemmPtx
     private static void SwiGluStores(GemmPtx.Emitter e, int tileN, string next)
     {
         int half = tileN / 2, blocks = half / 8;
-        // This thread's first row (warpgroup 64·u1, warp 16·u2, g) and first feature (n0/2 + 2t).
-        e.Ins("shl.b32 %u27, %u1, 6");
-        e.Ins("shl.b32 %u28, %u2, 4");
-        e.Ins("add.u32 %u27, %u27, %u28");
-        e.Ins("add.u32 %u27, %u27, %u3");
+        // This thread's first row (m0 + the tile's) and first feature (n0/2 + 2t).
+        WgmmaGemmPtx.ThreadOrigin(e);
         e.Ins("add.u32 %u27, %u27, %u16");
         e.Ins("shr.u32 %u29, %u17, 1");
-        e.Ins("shl.b32 %u28, %u4, 1");
         e.Ins("add.u32 %u28, %u28, %u29");
         e.Ins("setp.lt.u32 %pr0, %u27, %u5");
         e.Ins("add.u32 %u29, %u27, 8");
