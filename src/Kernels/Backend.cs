@@ -456,6 +456,39 @@ public abstract partial class Backend : IDisposable
         SwiGluForwardCore(default, g, u, h.Slice(0, checked(n * f)), default, default);
     }
 
+    /// <summary>
+    /// c = op(a)·bᵀ ([m, n], written in bf16) with each of its <paramref name="heads"/> heads rotated by RoPE as
+    /// <see cref="Rope"/> rotates a BF16 x (forward): the attention's q or k projection. The same as <see cref="MatMul"/>
+    /// (NT, BF16 c) and <see cref="Rope"/> on c, which a back-end may do in one pass (rotating the products before they
+    /// are rounded: one rounding fewer). a [m, k] and b [n, k] BF16; n = heads · headDim.
+    /// </summary>
+    public void MatMulRope(Tensor c, Tensor a, Tensor b, int m, int n, int k, Tensor positions, Tensor cos, Tensor sin, int heads, int headDim, int maxPositions)
+    {
+        Pos(m, nameof(m)); Pos(n, nameof(n)); Pos(k, nameof(k)); Pos(heads, nameof(heads)); Pos(headDim, nameof(headDim)); Pos(maxPositions, nameof(maxPositions));
+        foreach (var (t, what) in new[] { (c, nameof(c)), (a, nameof(a)), (b, nameof(b)) })
+        {
+            Own(t, what);
+            if (t.Type != DType.BF16) throw new ArgumentException($"{what} '{t.Name}' must be BF16, is {t.Type}", what);
+        }
+        if ((long)heads * headDim != n || headDim % 2 != 0)
+            throw new ArgumentException($"n = {n} must be heads · headDim = {heads} · {headDim}, headDim even", nameof(n));
+        I32(positions, nameof(positions)); F32(cos, nameof(cos)); F32(sin, nameof(sin));
+        Need(c, (long)m * n, nameof(c)); Need(a, (long)m * k, nameof(a)); Need(b, (long)n * k, nameof(b)); Need(positions, m, nameof(positions));
+        Need(cos, (long)maxPositions * headDim / 2, nameof(cos)); Need(sin, (long)maxPositions * headDim / 2, nameof(sin));
+        long t0 = BeginOp();
+        MatMulRopeCore(c, a, b, m, n, k, positions, cos, sin, heads, headDim, maxPositions);
+        if (Profile is not null) EndOp("matmul NT bf16 + rope", t0, 2.0 * m * n * k);
+    }
+
+    /// <summary>Implementation of <see cref="MatMulRope"/>: by default the product and the rotation.</summary>
+    protected virtual void MatMulRopeCore(Tensor c, Tensor a, Tensor b, int m, int n, int k, Tensor positions, Tensor cos, Tensor sin, int heads, int headDim,
+        int maxPositions)
+    {
+        var out16 = c.Slice(0, checked(m * n));
+        MatMulCore(out16, a, b, m, n, k, transA: false, transB: true, accumulate: false);
+        RopeCore(out16, positions, cos, sin, m, heads, headDim, maxPositions, inverse: false, default, writeX: true);
+    }
+
     // ------------------------------------------------------------------ cross-entropy
 
     /// <summary>

@@ -77,11 +77,20 @@ public sealed partial class LlamaModel
         // q and k there, in place.
         bool bf16Attention = _act.Bf16Attention;
         var (q, k, v) = bf16Attention ? (a.QB.Slice(0, n * qd), a.KB.Slice(0, n * kvd), a.VB.Slice(0, n * kvd)) : (a.Q, a.K, a.V);
-        be.MatMul(q, xn1, w.Q.Compute, n, qd, d, transA: false, transB: true, accumulate: false);
-        be.MatMul(k, xn1, w.K.Compute, n, kvd, d, transA: false, transB: true, accumulate: false);
+        if (bf16Attention)
+        {
+            // The product and the rotation in one call, which a back-end may run as one pass.
+            be.MatMulRope(q, xn1, w.Q.Compute, n, qd, d, _act.Positions, _act.RopeCos, _act.RopeSin, hq, hd, Options.Seq);
+            be.MatMulRope(k, xn1, w.K.Compute, n, kvd, d, _act.Positions, _act.RopeCos, _act.RopeSin, hkv, hd, Options.Seq);
+        }
+        else
+        {
+            be.MatMul(q, xn1, w.Q.Compute, n, qd, d, transA: false, transB: true, accumulate: false);
+            be.MatMul(k, xn1, w.K.Compute, n, kvd, d, transA: false, transB: true, accumulate: false);
+            be.Rope(q, _act.Positions, _act.RopeCos, _act.RopeSin, n, hq, hd, Options.Seq, inverse: false);
+            be.Rope(k, _act.Positions, _act.RopeCos, _act.RopeSin, n, hkv, hd, Options.Seq, inverse: false);
+        }
         be.MatMul(v, xn1, w.V.Compute, n, kvd, d, transA: false, transB: true, accumulate: false);
-        be.Rope(q, _act.Positions, _act.RopeCos, _act.RopeSin, n, hq, hd, Options.Seq, inverse: false);
-        be.Rope(k, _act.Positions, _act.RopeCos, _act.RopeSin, n, hkv, hd, Options.Seq, inverse: false);
         be.AttentionForward(a.AttnO, a.Lse, a.AttnQ, a.AttnK, a.AttnV, DocStartOrEmpty, _batch, _seq, hq, hkv, hd, _attnScale, bf16);
         var xMid = a.XMid.Slice(0, n * d);
         // With bf16 attention its output already is the o projection's bf16 operand.

@@ -133,6 +133,23 @@ public class WgmmaGemmTests : IlgpuFixture
     }
 
     /// <summary>
+    /// The warp-specialized kernels' RoPE stores: every 64-wide head of c rotated by its row's angles (rows whose
+    /// position lies outside the tables unrotated), rounded to bf16, ragged m and a tile reaching past n, persistent,
+    /// in all three interleavings.
+    /// </summary>
+    [TestCase("warp-specialized", 136, 256, 128, 0)]
+    [TestCase("warp-specialized", 130, 320, 64, 2)]
+    [TestCase("warp-specialized 192", 136, 384, 136, 0)]
+    [TestCase("warp-specialized 192", 128, 128, 64, 1)]
+    public void RopeStoresRotateEachHead(string module, int m, int n, int k, int grid)
+    {
+        var check = module == "warp-specialized" ? WgmmaWs : WgmmaWsNarrow;
+        Assert.That(check.RopeMismatch(m, n, k, 40, grid: grid), Is.Null);
+        Assert.That(check.RopeMismatch(m, n, k, 40, late: true, grid: grid), Is.Null, "late wgmma");
+        Assert.That(check.RopeMismatch(m, n, k, 40, late: true, ahead: true, grid: grid), Is.Null, "late wgmma, first warpgroup ahead");
+    }
+
+    /// <summary>
     /// A product the selected PTX kernel cannot take tries the next: warp-specialized, TMA, cp.async wgmma, mma, from
     /// the selected one on; the ILGPU kernels have none after them.
     /// </summary>

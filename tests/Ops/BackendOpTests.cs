@@ -548,6 +548,30 @@ public abstract class BackendOpTests
         Assert.Throws<ArgumentException>(() => Backend.MatMulSwiGlu(f32, gate, up, x, wg, wu, n, f, d), "an F32 h");
     }
 
+    /// <summary>
+    /// The q or k projection with RoPE in one call writes what the bf16 product and the rotation write, bit for bit,
+    /// and refuses n that is not heads · headDim.
+    /// </summary>
+    [TestCase(13, 2, 8, 20)]
+    [TestCase(9, 3, 64, 33)]
+    public void MatMulRopeIsTheProductAndTheRotation(int m, int heads, int headDim, int k)
+    {
+        var rng = new Random(500 + m);
+        int n = heads * headDim, maxPositions = 11;
+        ushort[] R(int count) => Randn(rng, count).Select(Bf16.FromFloat).ToArray();
+        var positions = Enumerable.Range(0, m).Select(_ => rng.Next(maxPositions)).ToArray();
+        using var h = H();
+        var a = h.InputBf16(R(m * k)); var b = h.InputBf16(R(n * k)); var pos = h.Input(positions);
+        var cos = h.Input(Randn(rng, maxPositions * headDim / 2)); var sin = h.Input(Randn(rng, maxPositions * headDim / 2));
+        var c = h.OutputBf16(m * n); var c2 = h.OutputBf16(m * n);
+        h.Commit();
+        Backend.MatMulRope(c, a, b, m, n, k, pos, cos, sin, heads, headDim, maxPositions);
+        Backend.MatMul(c2, a, b, m, n, k, transA: false, transB: true, accumulate: false);
+        Backend.Rope(c2, pos, cos, sin, m, heads, headDim, maxPositions, inverse: false);
+        Assert.That(h.ReadBf16(c), Is.EqualTo(h.ReadBf16(c2)));
+        Assert.Throws<ArgumentException>(() => Backend.MatMulRope(c, a, b, m, n, k, pos, cos, sin, heads + 1, headDim, maxPositions), "n ≠ heads · headDim");
+    }
+
     [TestCase(70_001)]
     [TestCase(70_000)]
     public void ToBf16RoundsToNearestEvenAndKeepsSpecialValues(int random)

@@ -194,5 +194,73 @@ internal sealed record PtxGemmCheck(string Module, Func<bool, bool, string> Entr
         return null;
     }
 
+    /// <summary>
+    /// Runs the NT entry as a <see cref="GemmStore.WriteBf16Rope"/> launch: a [m, k] · b [n, k]ᵀ (random bf16), each
+    /// 64-wide head of c rotated by the angles of its row's position (random tables of <paramref name="maxPositions"/>
+    /// rows; every fifth row's position outside them: stored unrotated), in bf16. Null where every element is the
+    /// float64 result within one bf16 rounding plus 1e-5 of its partners' Σ|a·b|, and nothing landed outside c.
+    /// </summary>
+    public string? RopeMismatch(int m, int n, int k, int maxPositions, bool late = false, bool ahead = false, int grid = 0)
+    {
+        var rng = new Random(m * 7 + n + k * 5);
+        ushort[] a = Bf16Gemm.RandomBf16(rng, m * k), b = Bf16Gemm.RandomBf16(rng, n * k);
+        var positions = Enumerable.Range(0, m).Select(i => i % 5 == 4 ? (i % 2 == 0 ? -1 : maxPositions + i) : rng.Next(maxPositions)).ToArray();
+        float[] cos = Enumerable.Range(0, maxPositions * 32).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        float[] sin = Enumerable.Range(0, maxPositions * 32).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        long cBytes = (long)m * n * 2, aAt = Align(cBytes), bAt = Align(aAt + a.Length * 2L), pAt = Align(bAt + b.Length * 2L),
+            cosAt = Align(pAt + m * 4L), sinAt = Align(cosAt + cos.Length * 4L), end = Align(sinAt + sin.Length * 4L);
+        var ptx = new PtxInterpreter(Module, EntryOf(false, true), PtxGemm.ParameterNames(TensorMaps, MaxParts), (int)end)
+        {
+            LateWgmmaEarlyCopies = late,
+            ReverseThreadOrder = late && !ahead,
+            FirstWarpgroupAhead = ahead,
+        };
+        ptx.Global.AsSpan(0, (int)cBytes).Fill(0xFF);
+        Buffer.BlockCopy(a, 0, ptx.Global, (int)aAt, a.Length * 2);
+        Buffer.BlockCopy(b, 0, ptx.Global, (int)bAt, b.Length * 2);
+        Buffer.BlockCopy(positions, 0, ptx.Global, (int)pAt, m * 4);
+        Buffer.BlockCopy(cos, 0, ptx.Global, (int)cosAt, cos.Length * 4);
+        Buffer.BlockCopy(sin, 0, ptx.Global, (int)sinAt, sin.Length * 4);
+        var outside = ptx.Global.AsSpan((int)cBytes).ToArray();
+        ulong g = PtxInterpreter.GlobalBase;
+        int tilesM = (m + WgmmaGemmPtx.TileM - 1) / WgmmaGemmPtx.TileM, tilesN = (n + TileN - 1) / TileN;
+        var shape = new GemmLaunchShape(false, true, m, n, k, GemmStore.WriteBf16Rope, tilesM, tilesN, (k + 63) / 64 * 64, m * n, false, WgmmaGemmPtx.Group);
+        IntPtr P(long at) => (IntPtr)(long)(g + (ulong)at);
+        var (scalars, maps) = PtxGemm.Arguments(shape, g, [new GemmPart(P(aAt), P(bAt), k)], TensorMaps, MaxParts, TileN,
+            rope: new GemmRope(P(pAt), P(cosAt), P(sinAt), maxPositions));
+        var args = scalars.ToList();
+        for (int i = 0; i < maps.Length; i++)
+        {
+            ptx.TensorMaps[1 + (ulong)i] = maps[i];
+            args.Add(1 + (ulong)i);
+        }
+        ptx.Run(grid > 0 ? grid : tilesM * tilesN, Threads, SharedBytes, [.. args]);
+        if (!ptx.Global.AsSpan((int)cBytes).SequenceEqual(outside)) return "a store landed outside c";
+        static double W(ushort v) => Kernels.Bf16.ToFloat(v);
+        (double Value, double Scale) Product(int i, int j)
+        {
+            double v = 0, sc = 0;
+            for (int q = 0; q < k; q++) { v += W(a[i * k + q]) * W(b[j * k + q]); sc += Math.Abs(W(a[i * k + q]) * W(b[j * k + q])); }
+            return (v, sc);
+        }
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++)
+            {
+                int col = j % 64, partner = col < 32 ? j + 32 : j - 32, p = positions[i];
+                var (x, sx) = Product(i, j);
+                var (y, sy) = Product(i, partner);
+                double want = x;
+                if (p >= 0 && p < maxPositions)
+                {
+                    double c = cos[p * 32 + col % 32], sn = sin[p * 32 + col % 32];
+                    want = col < 32 ? x * c - y * sn : x * c + y * sn;
+                }
+                double got = W(BitConverter.ToUInt16(ptx.Global, 2 * (i * n + j)));
+                if (Math.Abs(got - want) > Math.Abs(want) / 256 + 1e-5 * (sx + sy))
+                    return $"({i}, {j}) is {got}, float64 gives {want} (position {p})";
+            }
+        return null;
+    }
+
     private static long Align(long bytes) => (bytes + 255) / 256 * 256;
 }

@@ -26,7 +26,7 @@ internal sealed partial class PtxInterpreter
     private enum Op
     {
         LdParam, Cvta, Mov, MovPack, Add, Sub, MulLo, MulWide, Div, Rem, Min, Shl, Shr, And, Or, Xor, Cvt, Setp, Selp, Bra,
-        CpAsync, CpCommit, CpWait, Nop, Bar, Wgmma, WgmmaCommit, WgmmaWait, Ldmatrix, Mma, StGlobal, StGlobal32, LdGlobal, AddF, MulF, Ex2, Rcp, CvtBf16x2, Ret,
+        CpAsync, CpCommit, CpWait, Nop, Bar, Wgmma, WgmmaCommit, WgmmaWait, Ldmatrix, Mma, StGlobal, StGlobal32, LdGlobal, LdGlobal32, AddF, SubF, MulF, Ex2, Rcp, CvtBf16x2, Ret,
         MbarInit, MbarExpectTx, MbarArrive, MbarTryWait, TensorCopy,
     }
 
@@ -102,6 +102,7 @@ internal sealed partial class PtxInterpreter
             "mov.b64" when args[1].StartsWith('{') => Op.MovPack,
             _ when opcode.StartsWith("mov.", StringComparison.Ordinal) => Op.Mov,
             _ when opcode.StartsWith("add.f32", StringComparison.Ordinal) => Op.AddF,
+            _ when opcode.StartsWith("sub.f32", StringComparison.Ordinal) => Op.SubF,
             _ when opcode.StartsWith("mul.f32", StringComparison.Ordinal) => Op.MulF,
             // The approximations computed exactly (the hardware's are within 2 ulp; the tests allow for that).
             "ex2.approx.ftz.f32" => Op.Ex2,
@@ -120,7 +121,7 @@ internal sealed partial class PtxInterpreter
             _ when opcode.StartsWith("xor.", StringComparison.Ordinal) => Op.Xor,
             "cvt.u64.u32" => Op.Cvt,
             _ when opcode.StartsWith("setp.", StringComparison.Ordinal) && opcode.EndsWith(".u32", StringComparison.Ordinal) => Op.Setp,
-            "selp.u32" or "selp.b64" => Op.Selp,
+            "selp.u32" or "selp.b64" or "selp.f32" => Op.Selp,
             "bra" or "bra.uni" => Op.Bra,
             "cp.async.cg.shared.global" => Op.CpAsync,
             "cp.async.commit_group" => Op.CpCommit,
@@ -143,6 +144,7 @@ internal sealed partial class PtxInterpreter
             "st.global.b32" => Op.StGlobal32,
             "cvt.rn.bf16x2.f32" => Op.CvtBf16x2,
             "ld.global.v2.f32" => Op.LdGlobal,
+            "ld.global.u32" => Op.LdGlobal32,
             "ret" => Op.Ret,
             _ => throw new NotSupportedException($"PTX interpreter: unsupported instruction '{text}'"),
         };
@@ -359,6 +361,13 @@ internal sealed partial class PtxInterpreter
                         t.R[regs[1]] = BitConverter.ToUInt32(Global, (int)at + 4);
                         break;
                     }
+                case Op.LdGlobal32:
+                    {
+                        long at = Checked(Aligned(Address(t, a[1]), 4, ins) - GlobalBase, 4, Global.Length, "global");
+                        Set(t, a[0], BitConverter.ToUInt32(Global, (int)at));
+                        break;
+                    }
+                case Op.SubF: SetF(t, a[0], F(t, a[1], block, grid, threads) - F(t, a[2], block, grid, threads)); break;
                 case Op.AddF: SetF(t, a[0], F(t, a[1], block, grid, threads) + F(t, a[2], block, grid, threads)); break;
                 case Op.MulF: SetF(t, a[0], F(t, a[1], block, grid, threads) * F(t, a[2], block, grid, threads)); break;
                 case Op.Ex2: SetF(t, a[0], Ftz(MathF.Pow(2f, Ftz(F(t, a[1], block, grid, threads))))); break;

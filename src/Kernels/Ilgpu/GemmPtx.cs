@@ -485,4 +485,10 @@ internal enum GemmStore
     /// written in bf16, and h = silu(gate)·up of the rounded values, in bf16, beside them.
     /// </summary>
     SwiGlu = 3,
+
+    /// <summary>
+    /// The warp-specialized modules' RoPE stores: c = the product with each 64-wide head rotated by the angles of its
+    /// row's position (<see cref="WgmmaWsGemmPtx.RopeTables"/>), rounded to bfloat16.
+    /// </summary>
+    WriteBf16Rope = 4,
 }

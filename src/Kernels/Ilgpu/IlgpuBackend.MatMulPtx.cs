@@ -26,6 +26,8 @@ public sealed partial class IlgpuBackend
         public readonly string?[] FormSum = new string?[3];
         /// <summary>The check of the SwiGLU launch (NT; <see cref="GemmStore.SwiGlu"/>), made on its first use.</summary>
         public string? SwiGlu;
+        /// <summary>The check of the RoPE launch (NT; <see cref="GemmStore.WriteBf16Rope"/>), made on its first use.</summary>
+        public string? Rope;
         public readonly bool[] Swapped = new bool[3];
         public long Launches;
         public int Warned;
@@ -110,7 +112,7 @@ public sealed partial class IlgpuBackend
         : s.Gemm is null ? "unused"
         : string.Join("; ", new[] { "NT", "NN", "TN" }.Select((f, i) => $"{f} {s.Form[i] ?? "unchecked"}" + (s.FormBf16[i] is { } b ? $" (bf16 stores {b})" : "")
             + (s.FormPersistent[i] is { } p ? $" (persistent {p})" : "") + (s.FormSum[i] is { } u ? $" (summed {u})" : "")
-            + (i == 0 && s.SwiGlu is { } w ? $" (SwiGLU {w})" : "")));
+            + (i == 0 && s.SwiGlu is { } w ? $" (SwiGLU {w})" : "") + (i == 0 && s.Rope is { } r ? $" (RoPE {r})" : "")));
 
     /// <summary>
     /// Whether the PTX kernels compute c[m, n] (+)= op(a)·op(b): the NT, NN or TN form, a and b starting on 16 bytes

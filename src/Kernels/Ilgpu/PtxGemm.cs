@@ -107,14 +107,15 @@ internal sealed class PtxGemm : IDisposable
     /// tile, k then being the parts' k together (a and b the first part's, of k less the others'; every part but the
     /// last of a multiple of 64). <paramref name="swiGlu"/> (with <see cref="GemmStore.SwiGlu"/>): the NT product of
     /// a = x [m, k] with b = W_gate [n/2, k] and W_up, gate to c, up and h to its outputs (see <see cref="WgmmaWsGemmPtx.SwiGluOutputs"/>).
+    /// <paramref name="rope"/> (with <see cref="GemmStore.WriteBf16Rope"/>): the tables c's heads are rotated by.
     /// </summary>
     public unsafe void Launch(bool transA, bool transB, int grid, IntPtr c, IntPtr a, IntPtr b, int m, int n, int k, GemmStore store,
-        int tilesM, int tilesN, int kPer, int slice, bool swappedStrides = false, GemmPart[]? more = null, GemmSwiGlu? swiGlu = null)
+        int tilesM, int tilesN, int kPer, int slice, bool swappedStrides = false, GemmPart[]? more = null, GemmSwiGlu? swiGlu = null, GemmRope? rope = null)
     {
         string entry = _entryOf(transA, transB);
         var function = _functions[entry];
         var (scalars, maps) = Arguments(new GemmLaunchShape(transA, transB, m, n, k, store, tilesM, tilesN, kPer, slice, swappedStrides, Group),
-            (ulong)c.ToInt64(), GemmPart.Split(a, b, k, more ?? []), TensorMaps, MaxParts, TileN, swiGlu);
+            (ulong)c.ToInt64(), GemmPart.Split(a, b, k, more ?? []), TensorMaps, MaxParts, TileN, swiGlu, rope);
         var names = ParameterNames(TensorMaps, MaxParts);
         int count = scalars.Length + maps.Length;
         // The scalars, then (on 64 bytes) the 128-byte tensor maps.
@@ -152,12 +153,12 @@ internal sealed class PtxGemm : IDisposable
 
     /// <summary>The entries' parameter names in order, for a module with or without tensor maps that sums at most <paramref name="maxParts"/> products.</summary>
     internal static string[] ParameterNames(bool tensorMaps, int maxParts) =>
-        [.. GemmPtx.Parameters, .. maxParts > 1 ? WgmmaWsGemmPtx.PartStarts : [], .. maxParts > 1 ? WgmmaWsGemmPtx.SwiGluOutputs : [],
+        [.. GemmPtx.Parameters, .. maxParts > 1 ? WgmmaWsGemmPtx.Scalars : [], .. maxParts > 1 ? WgmmaWsGemmPtx.Pointers : [],
             .. !tensorMaps ? [] : maxParts > 1 ? WgmmaWsGemmPtx.TensorMaps : [WgmmaGemmPtx.TensorMapA, WgmmaGemmPtx.TensorMapB]];
 
-    /// <summary>Whether a scalar parameter of <see cref="ParameterNames"/> is a 64-bit address (c, a, b, the SwiGLU outputs); the others are u32.</summary>
+    /// <summary>Whether a scalar parameter of <see cref="ParameterNames"/> is a 64-bit address (c, a, b, <see cref="WgmmaWsGemmPtx.Pointers"/>); the others are u32.</summary>
     internal static bool IsPointer(string name) =>
-        Array.IndexOf(GemmPtx.Parameters, name) is int i && i >= 0 ? GemmPtx.IsPointerParameter(i) : WgmmaWsGemmPtx.SwiGluOutputs.Contains(name);
+        Array.IndexOf(GemmPtx.Parameters, name) is int i && i >= 0 ? GemmPtx.IsPointerParameter(i) : WgmmaWsGemmPtx.Pointers.Contains(name);
 
     /// <summary>
     /// A launch's arguments in the entries' parameter order: the scalars (<see cref="GemmPtx.Parameters"/>, then with
@@ -166,8 +167,10 @@ internal sealed class PtxGemm : IDisposable
     /// part's, never read). What <see cref="Launch"/> passes, and what the tests give the PTX interpreter.
     /// </summary>
     internal static (ulong[] Scalars, TensorMapSpec[] Maps) Arguments(GemmLaunchShape s, ulong c, GemmPart[] parts, bool tensorMaps, int maxParts, int tileN,
-        GemmSwiGlu? swiGlu = null)
+        GemmSwiGlu? swiGlu = null, GemmRope? rope = null)
     {
+        if ((s.Store == GemmStore.WriteBf16Rope) != rope.HasValue || (rope.HasValue && (maxParts == 1 || s.N % 64 != 0)))
+            throw new ArgumentException("a RoPE launch needs the warp-specialized module, n a multiple of 64 (heads of 64) and its tables");
         if (parts.Length > maxParts)
             throw new ArgumentException($"this GEMM module sums at most {maxParts} products, not {parts.Length}", nameof(parts));
         if ((s.Store == GemmStore.SwiGlu) != swiGlu.HasValue || (swiGlu.HasValue && (maxParts == 1 || !tensorMaps || parts.Length > 1 || s.TransA || !s.TransB
@@ -184,9 +187,14 @@ internal sealed class PtxGemm : IDisposable
         };
         if (maxParts > 1)
         {
+            // In the order of WgmmaWsGemmPtx.Scalars, then of its Pointers.
             for (int i = 1; i <= WgmmaWsGemmPtx.PartStarts.Length; i++) scalars.Add(PartStart(parts, i));
+            scalars.Add((uint)(rope?.MaxPositions ?? 0));
             scalars.Add((ulong)(swiGlu?.Up.ToInt64() ?? 0));
             scalars.Add((ulong)(swiGlu?.H.ToInt64() ?? 0));
+            scalars.Add((ulong)(rope?.Positions.ToInt64() ?? 0));
+            scalars.Add((ulong)(rope?.Cos.ToInt64() ?? 0));
+            scalars.Add((ulong)(rope?.Sin.ToInt64() ?? 0));
         }
         var maps = new List<TensorMapSpec>();
         if (tensorMaps)
@@ -260,3 +268,6 @@ internal readonly record struct GemmLaunchShape(bool TransA, bool TransB, int M,
 
 /// <summary>The rest of a <see cref="GemmStore.SwiGlu"/> launch: where up and h go, and W_up's device address (W_gate is b).</summary>
 internal readonly record struct GemmSwiGlu(IntPtr Up, IntPtr H, IntPtr WUp);
+
+/// <summary>The tables of a <see cref="GemmStore.WriteBf16Rope"/> launch: positions (i32 per row), cos and sin ([maxPositions, 32] f32).</summary>
+internal readonly record struct GemmRope(IntPtr Positions, IntPtr Cos, IntPtr Sin, int MaxPositions);

@@ -45,8 +45,27 @@ public static class WgmmaWsGemmPtx
 
     private static string Prefix(int tileN) => tileN == GemmPtx.TileN ? "hft_wgmma_ws_bf16" : $"hft_wgmma_ws{tileN}_bf16";
 
-    private static string ModuleText(int tileN) => GemmPtx.Module("8.0", "sm_90a", Prefix(tileN), [".reg .pred %p_lead, %p_ready, %p_part, %p_sw", ".reg .f32 %e<8>"],
-        TensorMaps, (e, aKMajor, bKMajor) => Entry(e, aKMajor, bKMajor, tileN), Threads, PartStarts, SwiGluOutputs);
+    private static string ModuleText(int tileN) => GemmPtx.Module("8.0", "sm_90a", Prefix(tileN),
+        [".reg .pred %p_lead, %p_ready, %p_part, %p_sw, %p_rope", ".reg .f32 %e<32>"],
+        TensorMaps, (e, aKMajor, bKMajor) => Entry(e, aKMajor, bKMajor, tileN), Threads, Scalars, Pointers);
+
+    /// <summary>
+    /// The u32 parameter after <see cref="PartStarts"/>: the positions a <see cref="GemmStore.WriteBf16Rope"/> launch's
+    /// tables hold (a row whose position lies outside is stored unrotated).
+    /// </summary>
+    public const string RopeMax = "p_rope_max";
+
+    /// <summary>
+    /// The u64 parameters after <see cref="SwiGluOutputs"/>: a <see cref="GemmStore.WriteBf16Rope"/> launch's positions
+    /// (i32, one per row of c) and its cos and sin tables ([positions, 32] f32: head dimension 64).
+    /// </summary>
+    public static readonly string[] RopeTables = ["p_rope_pos", "p_rope_cos", "p_rope_sin"];
+
+    /// <summary>The u32 parameters after <see cref="GemmPtx.Parameters"/>, in order.</summary>
+    public static string[] Scalars => [.. PartStarts, RopeMax];
+
+    /// <summary>The u64 parameters after <see cref="Scalars"/>, in order.</summary>
+    public static string[] Pointers => [.. SwiGluOutputs, .. RopeTables];
 
     /// <summary>
     /// The u64 parameters after <see cref="PartStarts"/>: where a <see cref="GemmStore.SwiGlu"/> launch writes up and h
@@ -197,12 +216,16 @@ public static class WgmmaWsGemmPtx
         // The tile's last stage is free before its stores: the producer goes on with the next tile meanwhile.
         e.Ins("setp.ne.u32 %p_r, %u55, 0");
         ReleasePreviousStage(e, e.NewLabel("KEPT_LAST"));
-        string swiglu = e.NewLabel("SWIGLU");
+        string swiglu = e.NewLabel("SWIGLU"), rope = e.NewLabel("ROPE");
         e.Ins($"setp.eq.u32 %p_sw, %u8, {(int)GemmStore.SwiGlu}");
         e.Ins($"@%p_sw bra {swiglu}");
+        e.Ins($"setp.eq.u32 %p_rope, %u8, {(int)GemmStore.WriteBf16Rope}");
+        e.Ins($"@%p_rope bra {rope}");
         WgmmaGemmPtx.Stores(e, tileN, next: stored);
         e.Line(swiglu + ":");
         SwiGluStores(e, tileN, stored);
+        e.Line(rope + ":");
+        RopeStores(e, tileN, stored);
         e.Line(stored + ":");
         e.Ins("add.u32 %u53, %u53, %u56");
         e.Ins($"bra.uni {tile}");
@@ -278,6 +301,88 @@ public static class WgmmaWsGemmPtx
                 e.Ins("cvt.rn.bf16x2.f32 %u31, %e5, %e4");
                 e.Ins($"{guard}st.global.b32 [{h}+{off}], %u31");
             }
+        e.Ins($"bra.uni {next}");
+    }
+
+    /// <summary>
+    /// The stores of a <see cref="GemmStore.WriteBf16Rope"/> tile: each 64-wide head of the tile (n a multiple of 64)
+    /// rotated by RoPE as the ILGPU RoPE kernels rotate (columns i and i + 32: y₁ = x₁·cos − x₂·sin, y₂ = x₂·cos +
+    /// x₁·sin, the angles of the row's position, column i of its table row), from the fp32 accumulators, rounded to
+    /// bf16 pairs and stored; a row whose position lies outside the tables is stored unrotated. Rows g and g + 8 one
+    /// after the other: the row's 16 table values (its 8 columns i of the thread, as pairs) loaded together, then every
+    /// head's pairs; then <paramref name="next"/>.
+    /// </summary>
+    private static void RopeStores(GemmPtx.Emitter e, int tileN, string next)
+    {
+        WgmmaGemmPtx.ThreadOrigin(e);
+        e.Ins("add.u32 %u27, %u27, %u16");
+        for (int i = 0; i < RopeTables.Length; i++)
+        {
+            e.Ins($"ld.param.u64 %q{19 + i}, [{RopeTables[i]}]");
+            e.Ins($"cvta.to.global.u64 %q{19 + i}, %q{19 + i}");
+        }
+        e.Ins($"ld.param.u32 %u30, [{RopeMax}]");
+        // The first pair of row g: c + 2·(row·n + n0 + 2t); 8 rows further: + 16·n.
+        e.Ins("mul.wide.u32 %q9, %u27, %u6");
+        e.Ins("add.u32 %u29, %u17, %u28");
+        e.Ins("cvt.u64.u32 %q10, %u29");
+        e.Ins("add.u64 %q9, %q9, %q10");
+        e.Ins("shl.b64 %q9, %q9, 1");
+        e.Ins("add.u64 %q9, %q0, %q9");
+        e.Ins("mul.wide.u32 %q10, %u6, 16");
+        int heads = tileN / 64;
+        for (int row = 0; row < 2; row++)
+        {
+            // The row inside c (%pr0), its position inside the tables (%pc0; negative ones too, as unsigned).
+            e.Ins(row == 0 ? "mov.u32 %u29, %u27" : "add.u32 %u29, %u27, 8");
+            e.Ins("setp.lt.u32 %pr0, %u29, %u5");
+            e.Ins("mov.u32 %u31, 0");
+            e.Ins("mul.wide.u32 %q11, %u29, 4");
+            e.Ins("add.u64 %q11, %q19, %q11");
+            e.Ins("@%pr0 ld.global.u32 %u31, [%q11]");
+            e.Ins("setp.lt.u32 %pc0, %u31, %u30");
+            e.Ins("selp.u32 %u31, %u31, 0, %pc0");
+            // Table row: (position · 32 + 2t) floats.
+            e.Ins("shl.b32 %u32, %u31, 5");
+            e.Ins("add.u32 %u32, %u32, %u28");
+            e.Ins("mul.wide.u32 %q12, %u32, 4");
+            e.Ins("add.u64 %q13, %q20, %q12");
+            e.Ins("add.u64 %q14, %q21, %q12");
+            for (int jj = 0; jj < 4; jj++)
+            {
+                e.Ins($"ld.global.v2.f32 {{%e{4 * jj}, %e{4 * jj + 1}}}, [%q13+{32 * jj}]");
+                e.Ins($"ld.global.v2.f32 {{%e{4 * jj + 2}, %e{4 * jj + 3}}}, [%q14+{32 * jj}]");
+            }
+            string at = row == 0 ? "%q9" : "%q15";
+            if (row == 1) e.Ins("add.u64 %q15, %q9, %q10");
+            for (int h = 0; h < heads; h++)
+            {
+                // The head inside c (n0 + 64h below n) and the row inside c.
+                e.Ins($"add.u32 %u29, %u17, {64 * h}");
+                e.Ins("setp.lt.u32 %p_v, %u29, %u6");
+                e.Ins("and.pred %p_v, %p_v, %pr0");
+                for (int jj = 0; jj < 4; jj++)
+                {
+                    int j1 = 8 * h + jj, j2 = j1 + 4, x1 = 4 * j1 + 2 * row, x2 = 4 * j2 + 2 * row;
+                    for (int c = 0; c < 2; c++)
+                    {
+                        string cos = $"%e{4 * jj + c}", sin = $"%e{4 * jj + 2 + c}";
+                        e.Ins($"mul.f32 %e16, %d{x1 + c}, {cos}");
+                        e.Ins($"mul.f32 %e17, %d{x2 + c}, {sin}");
+                        e.Ins($"sub.f32 %e{18 + c}, %e16, %e17");
+                        e.Ins($"mul.f32 %e16, %d{x2 + c}, {cos}");
+                        e.Ins($"mul.f32 %e17, %d{x1 + c}, {sin}");
+                        e.Ins($"add.f32 %e{20 + c}, %e16, %e17");
+                        e.Ins($"selp.f32 %e{18 + c}, %e{18 + c}, %d{x1 + c}, %pc0");
+                        e.Ins($"selp.f32 %e{20 + c}, %e{20 + c}, %d{x2 + c}, %pc0");
+                    }
+                    e.Ins("cvt.rn.bf16x2.f32 %u33, %e19, %e18");
+                    e.Ins($"@%p_v st.global.b32 [{at}+{16 * j1}], %u33");
+                    e.Ins("cvt.rn.bf16x2.f32 %u33, %e21, %e20");
+                    e.Ins($"@%p_v st.global.b32 [{at}+{16 * j2}], %u33");
+                }
+            }
+        }
         e.Ins($"bra.uni {next}");
     }
 

@@ -324,7 +324,7 @@ public static partial class Benchmarks
         // On CUDA, bf16 steps run once more with each other bf16 GEMM kernel of the ILGPU back-end (entries with
         // "bf16_gemm"; wgmma only where its module loaded and a form passed its check), so that one run shows which
         // kernel trains faster; with wgmma-ws selected, first with each of its refinements turned off in turn (summed
-        // products, the SwiGLU launch, persistent launches, 128 × 192 tiles), so that one run shows what each is worth.
+        // products, the SwiGLU and RoPE launches, persistent launches, 128 × 192 tiles), so that one run shows what each is worth.
         var ilgpuCuda = backend.Name == "cuda" ? backend as IlgpuBackend : null;
         var configurations = StepPrecisions.Select(p => (Precision: p, Variant: (Bf16GemmVariant?)null, Without: (string?)null)).ToList();
         if (ilgpuCuda is not null)
@@ -406,9 +406,9 @@ public static partial class Benchmarks
 
     /// <summary>
     /// The refinements of the warp-specialized GEMM that a bf16 step is also timed without (its <c>bf16_gemm</c>
-    /// "wgmma-ws-" + the name): products summed in one launch, the SwiGLU launch, persistent launches, 128 × 192 tiles.
+    /// "wgmma-ws-" + the name): products summed in one launch, the SwiGLU and RoPE launches, persistent launches, 128 × 192 tiles.
     /// </summary>
-    public static IReadOnlyList<string> WgmmaWsRefinements { get; } = ["unsummed", "unfused-swiglu", "block-per-tile", "256"];
+    public static IReadOnlyList<string> WgmmaWsRefinements { get; } = ["unsummed", "unfused-swiglu", "unfused-rope", "block-per-tile", "256"];
 
     /// <summary>Turns one of <see cref="WgmmaWsRefinements"/> off (its name says what remains) or back to its default.</summary>
     private static void SetRefinement(IlgpuBackend backend, string without, bool on)
@@ -417,6 +417,7 @@ public static partial class Benchmarks
         {
             case "unsummed": backend.SummedGemm = !on ? false : IlgpuBackend.SummedGemmByDefault; break;
             case "unfused-swiglu": backend.SwiGluGemm = !on ? false : IlgpuBackend.SwiGluGemmByDefault; break;
+            case "unfused-rope": backend.RopeGemm = !on ? false : IlgpuBackend.RopeGemmByDefault; break;
             case "block-per-tile": backend.PersistentGemm = !on ? false : IlgpuBackend.PersistentGemmByDefault; break;
             case "256": backend.NarrowTiles = on; break;
             default: throw new ArgumentException($"no refinement '{without}'", nameof(without));

@@ -41,6 +41,7 @@ public static partial class SelfTest
         yield return MatMulSum(17, 33, [65, 31, 7], accumulate: false, bf16: false, large: false, seed++);
         yield return MatMulSum(40, 70, [64, 128, 9], accumulate: true, bf16: true, large: false, seed++);
         yield return MatMulSwiGlu(33, 40, 70, large: false, seed++);
+        yield return MatMulRope(37, 3, 64, 50, 20, large: false, seed++);
         yield return CrossEntropy(7, 11, large: false, seed++);
         yield return CrossEntropy(13, 1000, large: false, seed++);
         yield return AdamW(5003, large: false, seed++);
@@ -93,6 +94,8 @@ public static partial class SelfTest
             yield return MatMulSum(tokens, d, [f, f], accumulate: false, bf16: true, large: true, seed++, variant);
             // The MLP's gate and up products with h (one launch on the warp-specialized kernel).
             yield return MatMulSwiGlu(tokens, f, d, large: true, seed++, variant);
+            // The q (or k) projection with RoPE (one launch on the warp-specialized kernel).
+            yield return MatMulRope(tokens, 12, 64, d, 1024, large: true, seed++, variant);
         }
         yield return Attention(4, 1024, 12, 12, 64, false, large: true, seed++);
         yield return Attention(4, 1024, 12, 4, 64, true, large: true, seed++);
@@ -428,6 +431,32 @@ public static partial class SelfTest
             };
         },
         forced.Prepare, forced.Restore);
+    }
+
+    /// <summary>
+    /// The attention's q projection with RoPE in one call (positions random); with
+    /// <paramref name="variant"/>, on that bf16 kernel of an ILGPU device alone.
+    /// </summary>
+    private static SelfTestCase MatMulRope(int n, int heads, int headDim, int d, int maxPositions, bool large, int seed, Bf16GemmVariant? variant = null)
+    {
+        var forced = Forced(variant);
+        // "rotated", not "rope": --only rope keeps selecting the RoPE kernel's own cases.
+        string name = "matmul bf16" + (variant is { } v ? " " + IlgpuBackend.NameOf(v) : "") + " rotated";
+        int width = heads * headDim;
+        return new(name, S($"{n}x{width}x{d} NT"), large, seed, rng =>
+        {
+            var x = Randn(rng, (long)n * d); var w = Randn(rng, (long)width * d);
+            var positions = Enumerable.Range(0, n).Select(_ => rng.Next(maxPositions)).ToArray();
+            var cos = Randn(rng, (long)maxPositions * headDim / 2); var sin = Randn(rng, (long)maxPositions * headDim / 2);
+            return c =>
+            {
+                var tx = c.InBf16(x); var tw = c.InBf16(w); var tp = c.In(positions); var tc = c.In(cos); var ts = c.In(sin);
+                var q = c.OutBf16((long)n * width);
+                var be = c.Backend;
+                // bf16 output rotated: within one rounding (the fused launch rounds once, the separate passes twice).
+                return [new Step(name, () => be.MatMulRope(q, tx, tw, n, width, d, tp, tc, ts, heads, headDim, maxPositions), [q], 8e-3, 2.0 * n * width * d)];
+            };
+        }, forced.Prepare, forced.Restore);
     }
 
     /// <summary>
