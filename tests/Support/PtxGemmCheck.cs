@@ -99,12 +99,7 @@ internal sealed record PtxGemmCheck(string Module, Func<bool, bool, string> Entr
             addresses.Add((aAt, bAt));
             at = Align(bAt + piece.B.Length * 2L);
         }
-        var ptx = new PtxInterpreter(Module, EntryOf(transA, transB), PtxGemm.ParameterNames(TensorMaps, MaxParts), (int)at)
-        {
-            LateWgmmaEarlyCopies = late,
-            ReverseThreadOrder = late && !ahead,
-            FirstWarpgroupAhead = ahead,
-        };
+        var ptx = Interpreter(transA, transB, at, late, ahead);
         Buffer.BlockCopy(c, 0, ptx.Global, 0, c.Length);
         for (int p = 0; p < pieces.Count; p++)
         {
@@ -114,20 +109,10 @@ internal sealed record PtxGemmCheck(string Module, Func<bool, bool, string> Entr
         // Everything past c (the gaps, a and b) must come out as it went in: no store outside c.
         var outside = ptx.Global.AsSpan((int)cBytes).ToArray();
         int tilesM = (m + WgmmaGemmPtx.TileM - 1) / WgmmaGemmPtx.TileM, tilesN = (n + TileN - 1) / TileN;
-        ulong g = PtxInterpreter.GlobalBase;
-        // The arguments as PtxGemm.Launch builds them; the maps' values are handles the interpreter looks up (the
-        // driver's encoding is opaque).
         var shape = new GemmLaunchShape(transA, transB, m, n, k, store, tilesM, tilesN, kPer, m * n, swapped, group);
-        var gemmParts = pieces.Select((piece, p) => new GemmPart((IntPtr)(long)(g + (ulong)addresses[p].A), (IntPtr)(long)(g + (ulong)addresses[p].B), piece.K)).ToArray();
         if (!TensorMaps && parts.Length > 1) throw new ArgumentException("only a module with tensor maps sums parts");
-        var (scalars, maps) = PtxGemm.Arguments(shape, g, gemmParts, TensorMaps, MaxParts, TileN);
-        var args = scalars.ToList();
-        for (int i = 0; i < maps.Length; i++)
-        {
-            ptx.TensorMaps[1 + (ulong)i] = maps[i];
-            args.Add(1 + (ulong)i);
-        }
-        ptx.Run(grid > 0 ? grid : tilesM * tilesN * splits, Threads, SharedBytes, [.. args]);
+        Launch(ptx, shape, [.. pieces.Select((piece, p) => new GemmPart(At(addresses[p].A), At(addresses[p].B), piece.K))],
+            grid > 0 ? grid : tilesM * tilesN * splits);
         if (!ptx.Global.AsSpan((int)cBytes).SequenceEqual(outside)) return null;
         return ptx.Global.AsSpan(0, (int)cBytes).ToArray();
     }
@@ -144,29 +129,15 @@ internal sealed record PtxGemmCheck(string Module, Func<bool, bool, string> Entr
         ushort[] x = Bf16Gemm.RandomBf16(rng, m * k), wg = Bf16Gemm.RandomBf16(rng, f * k), wu = Bf16Gemm.RandomBf16(rng, f * k);
         long outBytes = (long)m * f * 2, upAt = Align(outBytes), hAt = Align(upAt + outBytes), xAt = Align(hAt + outBytes),
             wgAt = Align(xAt + x.Length * 2L), wuAt = Align(wgAt + wg.Length * 2L), end = Align(wuAt + wu.Length * 2L);
-        var ptx = new PtxInterpreter(Module, EntryOf(false, true), PtxGemm.ParameterNames(TensorMaps, MaxParts), (int)end)
-        {
-            LateWgmmaEarlyCopies = late,
-            ReverseThreadOrder = late && !ahead,
-            FirstWarpgroupAhead = ahead,
-        };
+        var ptx = Interpreter(false, true, end, late, ahead);
         ptx.Global.AsSpan(0, (int)xAt).Fill(0xFF);
         Buffer.BlockCopy(x, 0, ptx.Global, (int)xAt, x.Length * 2);
         Buffer.BlockCopy(wg, 0, ptx.Global, (int)wgAt, wg.Length * 2);
         Buffer.BlockCopy(wu, 0, ptx.Global, (int)wuAt, wu.Length * 2);
         var before = ptx.Global.ToArray();
-        ulong g = PtxInterpreter.GlobalBase;
         int n = 2 * f, tilesM = (m + WgmmaGemmPtx.TileM - 1) / WgmmaGemmPtx.TileM, tilesN = n / TileN;
         var shape = new GemmLaunchShape(false, true, m, n, k, GemmStore.SwiGlu, tilesM, tilesN, (k + 63) / 64 * 64, m * n, false, WgmmaGemmPtx.Group);
-        var (scalars, maps) = PtxGemm.Arguments(shape, g, [new GemmPart((IntPtr)(long)(g + (ulong)xAt), (IntPtr)(long)(g + (ulong)wgAt), k)], TensorMaps, MaxParts, TileN,
-            new GemmSwiGlu((IntPtr)(long)(g + (ulong)upAt), (IntPtr)(long)(g + (ulong)hAt), (IntPtr)(long)(g + (ulong)wuAt)));
-        var args = scalars.ToList();
-        for (int i = 0; i < maps.Length; i++)
-        {
-            ptx.TensorMaps[1 + (ulong)i] = maps[i];
-            args.Add(1 + (ulong)i);
-        }
-        ptx.Run(grid > 0 ? grid : tilesM * tilesN, Threads, SharedBytes, [.. args]);
+        Launch(ptx, shape, [new GemmPart(At(xAt), At(wgAt), k)], grid > 0 ? grid : tilesM * tilesN, swiGlu: new GemmSwiGlu(At(upAt), At(hAt), At(wuAt)));
         for (long i = 0; i < ptx.Global.Length; i++)
         {
             bool output = i < outBytes || (i >= upAt && i < upAt + outBytes) || (i >= hAt && i < hAt + outBytes);
@@ -209,12 +180,7 @@ internal sealed record PtxGemmCheck(string Module, Func<bool, bool, string> Entr
         float[] sin = Enumerable.Range(0, maxPositions * 32).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
         long cBytes = (long)m * n * 2, aAt = Align(cBytes), bAt = Align(aAt + a.Length * 2L), pAt = Align(bAt + b.Length * 2L),
             cosAt = Align(pAt + m * 4L), sinAt = Align(cosAt + cos.Length * 4L), end = Align(sinAt + sin.Length * 4L);
-        var ptx = new PtxInterpreter(Module, EntryOf(false, true), PtxGemm.ParameterNames(TensorMaps, MaxParts), (int)end)
-        {
-            LateWgmmaEarlyCopies = late,
-            ReverseThreadOrder = late && !ahead,
-            FirstWarpgroupAhead = ahead,
-        };
+        var ptx = Interpreter(false, true, end, late, ahead);
         ptx.Global.AsSpan(0, (int)cBytes).Fill(0xFF);
         Buffer.BlockCopy(a, 0, ptx.Global, (int)aAt, a.Length * 2);
         Buffer.BlockCopy(b, 0, ptx.Global, (int)bAt, b.Length * 2);
@@ -222,19 +188,9 @@ internal sealed record PtxGemmCheck(string Module, Func<bool, bool, string> Entr
         Buffer.BlockCopy(cos, 0, ptx.Global, (int)cosAt, cos.Length * 4);
         Buffer.BlockCopy(sin, 0, ptx.Global, (int)sinAt, sin.Length * 4);
         var outside = ptx.Global.AsSpan((int)cBytes).ToArray();
-        ulong g = PtxInterpreter.GlobalBase;
         int tilesM = (m + WgmmaGemmPtx.TileM - 1) / WgmmaGemmPtx.TileM, tilesN = (n + TileN - 1) / TileN;
         var shape = new GemmLaunchShape(false, true, m, n, k, GemmStore.WriteBf16Rope, tilesM, tilesN, (k + 63) / 64 * 64, m * n, false, WgmmaGemmPtx.Group);
-        IntPtr P(long at) => (IntPtr)(long)(g + (ulong)at);
-        var (scalars, maps) = PtxGemm.Arguments(shape, g, [new GemmPart(P(aAt), P(bAt), k)], TensorMaps, MaxParts, TileN,
-            rope: new GemmRope(P(pAt), P(cosAt), P(sinAt), maxPositions));
-        var args = scalars.ToList();
-        for (int i = 0; i < maps.Length; i++)
-        {
-            ptx.TensorMaps[1 + (ulong)i] = maps[i];
-            args.Add(1 + (ulong)i);
-        }
-        ptx.Run(grid > 0 ? grid : tilesM * tilesN, Threads, SharedBytes, [.. args]);
+        Launch(ptx, shape, [new GemmPart(At(aAt), At(bAt), k)], grid > 0 ? grid : tilesM * tilesN, rope: new GemmRope(At(pAt), At(cosAt), At(sinAt), maxPositions));
         if (!ptx.Global.AsSpan((int)cBytes).SequenceEqual(outside)) return "a store landed outside c";
         static double W(ushort v) => Kernels.Bf16.ToFloat(v);
         (double Value, double Scale) Product(int i, int j)
@@ -261,6 +217,34 @@ internal sealed record PtxGemmCheck(string Module, Func<bool, bool, string> Entr
             }
         return null;
     }
+
+    /// <summary>An interpreter of a form's entry over <paramref name="bytes"/> of global memory, in the given interleaving.</summary>
+    private PtxInterpreter Interpreter(bool transA, bool transB, long bytes, bool late, bool ahead) =>
+        new(Module, EntryOf(transA, transB), PtxGemm.ParameterNames(TensorMaps, MaxParts), (int)bytes)
+        {
+            LateWgmmaEarlyCopies = late,
+            ReverseThreadOrder = late && !ahead,
+            FirstWarpgroupAhead = ahead,
+        };
+
+    /// <summary>
+    /// Runs <paramref name="grid"/> blocks with the arguments PtxGemm.Launch would pass (c at the start of global
+    /// memory); the maps' values are handles the interpreter looks up (the driver's encoding is opaque).
+    /// </summary>
+    private void Launch(PtxInterpreter ptx, GemmLaunchShape shape, GemmPart[] parts, int grid, GemmSwiGlu? swiGlu = null, GemmRope? rope = null)
+    {
+        var (scalars, maps) = PtxGemm.Arguments(shape, PtxInterpreter.GlobalBase, parts, TensorMaps, MaxParts, TileN, swiGlu, rope);
+        var args = scalars.ToList();
+        for (int i = 0; i < maps.Length; i++)
+        {
+            ptx.TensorMaps[1 + (ulong)i] = maps[i];
+            args.Add(1 + (ulong)i);
+        }
+        ptx.Run(grid, Threads, SharedBytes, [.. args]);
+    }
+
+    /// <summary>A device address of the interpreter's global memory from a byte offset.</summary>
+    private static IntPtr At(long offset) => (IntPtr)(long)(PtxInterpreter.GlobalBase + (ulong)offset);
 
     private static long Align(long bytes) => (bytes + 255) / 256 * 256;
 }

@@ -342,14 +342,26 @@ public sealed partial class IlgpuBackend
     private bool PersistentChecked(PtxGemmSlot slot, PtxGemm gemm, bool transA, bool transB)
     {
         int form = Form(transA, transB);
-        if (slot.FormPersistent[form] is { } done) return done == "checked";
-        string? mismatch = CheckShape(gemm, 256, 512, 320, transA, transB, slot.Swapped[form], 20261130 + form, grid: 2);
-        slot.FormPersistent[form] = mismatch is null ? "checked" : "failed: " + mismatch;
-        if (mismatch is not null)
-            Console.Error.WriteLine($"warning: the {slot.Name} bf16 GEMM's persistent launch ({(transA ? "TN" : transB ? "NT" : "NN")}) disagrees with the simple kernel ({mismatch}); "
-                + "that form launches a block per tile");
+        return CheckedOnce(ref slot.FormPersistent[form], () => CheckShape(gemm, 256, 512, 320, transA, transB, slot.Swapped[form], 20261130 + form, grid: 2),
+            $"the {slot.Name} bf16 GEMM's persistent launch ({FormName(form)}) disagrees with the simple kernel", "that form launches a block per tile");
+    }
+
+    /// <summary>
+    /// A first-use check kept in <paramref name="state"/> ("checked" or "failed: …"): <paramref name="check"/> (null where
+    /// it agrees) runs the first time only, and a failure is reported once on stderr as <paramref name="what"/> (where),
+    /// then <paramref name="instead"/>. Returns whether the check passed.
+    /// </summary>
+    private static bool CheckedOnce(ref string? state, Func<string?> check, string what, string instead)
+    {
+        if (state is { } done) return done == "checked";
+        string? mismatch = check();
+        state = mismatch is null ? "checked" : "failed: " + mismatch;
+        if (mismatch is not null) Console.Error.WriteLine($"warning: {what} ({mismatch}); {instead}");
         return mismatch is null;
     }
+
+    /// <summary>NT, NN or TN for a form index (<see cref="Form"/>).</summary>
+    private static string FormName(int form) => form switch { 0 => "NT", 1 => "NN", _ => "TN" };
 
     /// <summary>
     /// Whether a form's summed launch (<see cref="Backend.MatMulSum"/>) passed its check: on first use, a 256×512 product
@@ -360,13 +372,9 @@ public sealed partial class IlgpuBackend
     private bool SumChecked(PtxGemmSlot slot, PtxGemm gemm, bool transA, bool transB)
     {
         int form = Form(transA, transB);
-        if (slot.FormSum[form] is { } done) return done == "checked";
-        string? mismatch = CheckShape(gemm, 256, 512, 328, transA, transB, slot.Swapped[form], 20261201 + form, parts: [128, 64, 136]);
-        slot.FormSum[form] = mismatch is null ? "checked" : "failed: " + mismatch;
-        if (mismatch is not null)
-            Console.Error.WriteLine($"warning: the {slot.Name} bf16 GEMM's summed launch ({(transA ? "TN" : transB ? "NT" : "NN")}) disagrees with the simple kernel ({mismatch}); "
-                + "that form's sums take a launch per product");
-        return mismatch is null;
+        return CheckedOnce(ref slot.FormSum[form],
+            () => CheckShape(gemm, 256, 512, 328, transA, transB, slot.Swapped[form], 20261201 + form, parts: [128, 64, 136]),
+            $"the {slot.Name} bf16 GEMM's summed launch ({FormName(form)}) disagrees with the simple kernel", "that form's sums take a launch per product");
     }
 
     /// <summary>Writes a slot's warning to stderr the first time only.</summary>
@@ -488,15 +496,11 @@ public sealed partial class IlgpuBackend
     /// <summary>The bf16 stores' check of a form (see <see cref="FormChecked"/>), on its first bf16 product.</summary>
     private bool Bf16StoresChecked(PtxGemmSlot slot, PtxGemm gemm, bool transA, bool transB, int form)
     {
-        if (slot.FormBf16[form] is { } done) return done == "checked";
         bool swapped = slot.Swapped[form];
-        string? mismatch = CheckShape(gemm, 256, 512, 320, transA, transB, swapped, 20261128 + form, bf16Out: true)
-            ?? CheckShape(gemm, 136, 264, 200, transA, transB, swapped, 20261129 + form, bf16Out: true);
-        slot.FormBf16[form] = mismatch is null ? "checked" : "failed: " + mismatch;
-        if (mismatch is not null)
-            Console.Error.WriteLine($"warning: the {slot.Name} bf16 GEMM's bf16 stores ({(transA ? "TN" : transB ? "NT" : "NN")}) disagree with the simple kernel ({mismatch}); "
-                + "those products are computed in fp32 and rounded after");
-        return mismatch is null;
+        return CheckedOnce(ref slot.FormBf16[form],
+            () => CheckShape(gemm, 256, 512, 320, transA, transB, swapped, 20261128 + form, bf16Out: true)
+                ?? CheckShape(gemm, 136, 264, 200, transA, transB, swapped, 20261129 + form, bf16Out: true),
+            $"the {slot.Name} bf16 GEMM's bf16 stores ({FormName(form)}) disagree with the simple kernel", "those products are computed in fp32 and rounded after");
     }
 
     /// <summary>

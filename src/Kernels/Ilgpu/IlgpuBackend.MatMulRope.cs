@@ -65,13 +65,8 @@ public sealed partial class IlgpuBackend
     /// </summary>
     private bool RopeChecked(PtxGemmSlot slot, PtxGemm gemm)
     {
-        if (slot.Rope is { } done) return done == "checked";
-        string? mismatch = CheckRope(gemm, 136, 2 * gemm.TileN + TcHeadDim, 320, 40, slot.Swapped[Form(false, true)], 20261203);
-        slot.Rope = mismatch is null ? "checked" : "failed: " + mismatch;
-        if (mismatch is not null)
-            Console.Error.WriteLine($"warning: the {slot.Name} bf16 GEMM's RoPE launch disagrees with the simple kernel and the RoPE kernel ({mismatch}); "
-                + "the RoPE products take a launch and the RoPE kernel");
-        return mismatch is null;
+        return CheckedOnce(ref slot.Rope, () => CheckRope(gemm, 136, 2 * gemm.TileN + TcHeadDim, 320, 40, slot.Swapped[Form(false, true)], 20261203),
+            $"the {slot.Name} bf16 GEMM's RoPE launch disagrees with the simple kernel and the RoPE kernel", "the RoPE products take a launch and the RoPE kernel");
     }
 
     /// <summary>One RoPE launch of the check (see <see cref="RopeChecked"/>): null where it agrees, else where not.</summary>

@@ -66,13 +66,9 @@ public sealed partial class IlgpuBackend
     /// </summary>
     private bool SwiGluChecked(PtxGemmSlot slot, PtxGemm gemm)
     {
-        if (slot.SwiGlu is { } done) return done == "checked";
-        string? mismatch = CheckSwiGlu(gemm, 136, gemm.TileN, 320, slot.Swapped[Form(false, true)], 20261202);
-        slot.SwiGlu = mismatch is null ? "checked" : "failed: " + mismatch;
-        if (mismatch is not null)
-            Console.Error.WriteLine($"warning: the {slot.Name} bf16 GEMM's SwiGLU launch disagrees with the simple kernel and the SwiGLU kernel ({mismatch}); "
-                + "the SwiGLU products take two launches and the SwiGLU kernel");
-        return mismatch is null;
+        return CheckedOnce(ref slot.SwiGlu, () => CheckSwiGlu(gemm, 136, gemm.TileN, 320, slot.Swapped[Form(false, true)], 20261202),
+            $"the {slot.Name} bf16 GEMM's SwiGLU launch disagrees with the simple kernel and the SwiGLU kernel",
+            "the SwiGLU products take two launches and the SwiGLU kernel");
     }
 
     /// <summary>One SwiGLU launch of the check (see <see cref="SwiGluChecked"/>): null where it agrees, else where not.</summary>
