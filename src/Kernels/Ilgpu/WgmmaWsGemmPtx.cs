@@ -68,7 +68,7 @@ public static class WgmmaWsGemmPtx
     public static string[] Pointers => [.. SwiGluOutputs, .. RopeTables];
 
     /// <summary>
-    /// The u64 parameters after <see cref="PartStarts"/>: where a <see cref="GemmStore.SwiGlu"/> launch writes up and h
+    /// The first u64 parameters after <see cref="Scalars"/>: where a <see cref="GemmStore.SwiGlu"/> launch writes up and h
     /// (gate goes to c). In that mode b is read from two maps, W_gate's (p_tmap_b) and W_up's (p_tmap_b1), each in boxes
     /// of half a tile's rows: tile column block j of the launch's 2f columns holds features j·tileN/2 .. of both.
     /// </summary>
@@ -90,10 +90,10 @@ public static class WgmmaWsGemmPtx
     /// <summary>The start of a part the launch does not have (no k coordinate reaches it).</summary>
     public const uint NoPart = uint.MaxValue;
 
-    /// <summary>The tensor-map parameters, after <see cref="PartStarts"/>: a's and b's of part 0, then of parts 1 and 2.</summary>
+    /// <summary>The tensor-map parameters, after <see cref="Pointers"/>: a's and b's of part 0, then of parts 1 and 2 (a SwiGLU launch: W_up's as part 1's b).</summary>
     public static readonly string[] TensorMaps = [WgmmaGemmPtx.TensorMapA, WgmmaGemmPtx.TensorMapB, "p_tmap_a1", "p_tmap_b1", "p_tmap_a2", "p_tmap_b2"];
 
-    /// <summary>The module's PTX text; its entries take <see cref="PartStarts"/> and <see cref="TensorMaps"/> after the other parameters.</summary>
+    /// <summary>The module's PTX text; its entries take <see cref="Scalars"/>, <see cref="Pointers"/> and <see cref="TensorMaps"/> after <see cref="GemmPtx.Parameters"/>.</summary>
     public static string Module => _module.Value;
 
     /// <summary>The same module with tiles of 128 × <see cref="NarrowTileN"/>.</summary>
@@ -108,7 +108,8 @@ public static class WgmmaWsGemmPtx
     // Registers besides GemmPtx's and WgmmaGemmPtx's TMA ones: u32 47 the full mbarriers (8 bytes per stage after the
     // stages), 52 the empty ones (after the full ones), 48 the mbarrier of the current step, 29 its parity; 53 the
     // current tile, 54 the launch's tiles (tilesM · tilesN · k slices), 55 the k step within the tile, 56 the grid,
-    // 57 where a load's candidate part starts, 59 where its part starts.
+    // 57 where a load's candidate part starts, 59 where its part starts; the SwiGLU and RoPE stores use u64 9 .. 22 and
+    // f32 %e0 .. %e21 as they please (the wgmma descriptors and the producer's maps are dead by then).
 
     private static void Entry(GemmPtx.Emitter e, bool aKMajor, bool bKMajor, int tileN)
     {
