@@ -35,25 +35,11 @@ public sealed partial class IlgpuBackend
         if (Bf16GemmVariant != Bf16GemmVariant.WgmmaWs || n % TcHeadDim != 0 || !AcceptsPtxGemm(c, a, b, m, n, k, false, true)) return false;
         var rope = new GemmRope(Address(positions), Address(cos), Address(sin), maxPositions);
         bool narrow = NarrowTiles && NarrowTilesPay(m, n, _acc.NumMultiprocessors);
-        foreach (var slot in narrow ? new[] { _wgmmaWsNarrowSlot, _wgmmaWsSlot } : [_wgmmaWsSlot])
-        {
-            if (Module(slot) is not { } gemm || !FormChecked(slot, gemm, false, true) || !FormChecked(slot, gemm, false, true, bf16Out: true)
-                || !RopeChecked(slot, gemm)) continue;
-            int tilesM = (m + GemmPtx.TileM - 1) / GemmPtx.TileM, tilesN = (n + gemm.TileN - 1) / gemm.TileN;
-            try
-            {
-                gemm.Launch(false, true, LaunchBlocks(slot, gemm, false, true, (long)tilesM * tilesN), Address(c), Address(a), Address(b), m, n, k,
-                    GemmStore.WriteBf16Rope, tilesM, tilesN, k, m * n, slot.Swapped[Form(false, true)], rope: rope);
-            }
-            catch (InvalidOperationException e)
-            {
-                WarnOnce(slot, $"warning: {e.Message}; the RoPE products take a launch and the RoPE kernel");
-                continue;
-            }
-            Interlocked.Increment(ref slot.Launches);
-            return true;
-        }
-        return false;
+        int tilesM = (m + GemmPtx.TileM - 1) / GemmPtx.TileM;
+        return TryFusedNt(narrow, _ => true, RopeChecked, (slot, gemm) =>
+            gemm.Launch(false, true, LaunchBlocks(slot, gemm, false, true, (long)tilesM * ((n + gemm.TileN - 1) / gemm.TileN)), Address(c), Address(a), Address(b),
+                m, n, k, GemmStore.WriteBf16Rope, tilesM, (n + gemm.TileN - 1) / gemm.TileN, k, m * n, slot.Swapped[Form(false, true)], rope: rope),
+            "the RoPE products take a launch and the RoPE kernel");
     }
 
     /// <summary>

@@ -36,19 +36,35 @@ public sealed partial class IlgpuBackend
             || !AcceptsPtxGemm(gate, x, wGate, n, f, d, false, true) || !AcceptsPtxGemm(up, x, wUp, n, f, d, false, true)
             || !AcceptsPtxGemm(h, x, wGate, n, f, d, false, true)) return false;
         bool narrow = NarrowTiles && NarrowTilesPay(n, 2 * f, _acc.NumMultiprocessors) && f % (WgmmaWsGemmPtx.NarrowTileN / 2) == 0;
+        int tilesM = (n + GemmPtx.TileM - 1) / GemmPtx.TileM;
+        return TryFusedNt(narrow, gemm => f % (gemm.TileN / 2) == 0, SwiGluChecked, (slot, gemm) =>
+            gemm.Launch(false, true, LaunchBlocks(slot, gemm, false, true, (long)tilesM * (2 * f / gemm.TileN)), Address(gate), Address(x), Address(wGate),
+                n, 2 * f, d, GemmStore.SwiGlu, tilesM, 2 * f / gemm.TileN, d, 0, slot.Swapped[Form(false, true)],
+                swiGlu: new GemmSwiGlu(Address(up), Address(h), Address(wUp))),
+            "the SwiGLU products take two launches and the SwiGLU kernel");
+    }
+
+    /// <summary>
+    /// A fused NT launch (<see cref="GemmStore.SwiGlu"/>, <see cref="GemmStore.WriteBf16Rope"/>) on the warp-specialized
+    /// kernel: on the 128 × 192 module first where <paramref name="narrow"/>, then on 128 × 256. A module takes it where it
+    /// loads, <paramref name="fits"/> its tiles, and the NT form, its bf16 stores and <paramref name="fusionChecked"/>
+    /// passed; a launch the driver refuses is warned about once (then <paramref name="instead"/>) and the next module
+    /// tried. False (nothing queued) where none took it.
+    /// </summary>
+    private bool TryFusedNt(bool narrow, Func<PtxGemm, bool> fits, Func<PtxGemmSlot, PtxGemm, bool> fusionChecked, Action<PtxGemmSlot, PtxGemm> launch,
+        string instead)
+    {
         foreach (var slot in narrow ? new[] { _wgmmaWsNarrowSlot, _wgmmaWsSlot } : [_wgmmaWsSlot])
         {
-            if (Module(slot) is not { } gemm || f % (gemm.TileN / 2) != 0 || !FormChecked(slot, gemm, false, true)
-                || !FormChecked(slot, gemm, false, true, bf16Out: true) || !SwiGluChecked(slot, gemm)) continue;
-            int tilesM = (n + GemmPtx.TileM - 1) / GemmPtx.TileM, tilesN = 2 * f / gemm.TileN;
+            if (Module(slot) is not { } gemm || !fits(gemm) || !FormChecked(slot, gemm, false, true)
+                || !FormChecked(slot, gemm, false, true, bf16Out: true) || !fusionChecked(slot, gemm)) continue;
             try
             {
-                gemm.Launch(false, true, LaunchBlocks(slot, gemm, false, true, (long)tilesM * tilesN), Address(gate), Address(x), Address(wGate), n, 2 * f, d,
-                    GemmStore.SwiGlu, tilesM, tilesN, d, 0, slot.Swapped[Form(false, true)], swiGlu: new GemmSwiGlu(Address(up), Address(h), Address(wUp)));
+                launch(slot, gemm);
             }
             catch (InvalidOperationException e)
             {
-                WarnOnce(slot, $"warning: {e.Message}; the SwiGLU products take two launches and the SwiGLU kernel");
+                WarnOnce(slot, $"warning: {e.Message}; {instead}");
                 continue;
             }
             Interlocked.Increment(ref slot.Launches);

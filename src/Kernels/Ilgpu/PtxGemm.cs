@@ -26,10 +26,14 @@ internal sealed class PtxGemm : IDisposable
     private readonly Func<bool, bool, string> _entryOf;
     private readonly int _sharedBytes, _threads;
 
+    /// <summary>Per parameter of the entries (<see cref="ParameterNames"/>), whether it is a 64-bit address.</summary>
+    private readonly bool[] _isPointer;
+
     private PtxGemm(CudaAccelerator acc, IntPtr module, Func<bool, bool, string> entryOf, int sharedBytes, bool tensorMaps, int threads, int tileN, int maxParts)
     {
         TileN = tileN;
         MaxParts = maxParts;
+        _isPointer = [.. ParameterNames(tensorMaps, maxParts).Select(IsPointer)];
         _threads = threads;
         _acc = acc;
         _module = module;
@@ -116,7 +120,6 @@ internal sealed class PtxGemm : IDisposable
         var function = _functions[entry];
         var (scalars, maps) = Arguments(new GemmLaunchShape(transA, transB, m, n, k, store, tilesM, tilesN, kPer, slice, swappedStrides, Group),
             (ulong)c.ToInt64(), GemmPart.Split(a, b, k, more ?? []), TensorMaps, MaxParts, TileN, swiGlu, rope);
-        var names = ParameterNames(TensorMaps, MaxParts);
         int count = scalars.Length + maps.Length;
         // The scalars, then (on 64 bytes) the 128-byte tensor maps.
         var values = Marshal.AllocHGlobal(scalars.Length * 8 + 64 + 128 * maps.Length);
@@ -126,7 +129,7 @@ internal sealed class PtxGemm : IDisposable
             for (int i = 0; i < scalars.Length; i++)
             {
                 var slot = values + i * 8;
-                if (IsPointer(names[i])) Marshal.WriteInt64(slot, (long)scalars[i]);
+                if (_isPointer[i]) Marshal.WriteInt64(slot, (long)scalars[i]);
                 else Marshal.WriteInt32(slot, (int)(uint)scalars[i]);
                 Marshal.WriteIntPtr(pointers + i * IntPtr.Size, slot);
             }

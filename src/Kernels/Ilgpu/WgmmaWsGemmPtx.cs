@@ -61,12 +61,6 @@ public static class WgmmaWsGemmPtx
     /// </summary>
     public static readonly string[] RopeTables = ["p_rope_pos", "p_rope_cos", "p_rope_sin"];
 
-    /// <summary>The u32 parameters after <see cref="GemmPtx.Parameters"/>, in order.</summary>
-    public static string[] Scalars => [.. PartStarts, RopeMax];
-
-    /// <summary>The u64 parameters after <see cref="Scalars"/>, in order.</summary>
-    public static string[] Pointers => [.. SwiGluOutputs, .. RopeTables];
-
     /// <summary>
     /// The first u64 parameters after <see cref="Scalars"/>: where a <see cref="GemmStore.SwiGlu"/> launch writes up and h
     /// (gate goes to c). In that mode b is read from two maps, W_gate's (p_tmap_b) and W_up's (p_tmap_b1), each in boxes
@@ -89,6 +83,12 @@ public static class WgmmaWsGemmPtx
 
     /// <summary>The start of a part the launch does not have (no k coordinate reaches it).</summary>
     public const uint NoPart = uint.MaxValue;
+
+    /// <summary>The u32 parameters after <see cref="GemmPtx.Parameters"/>, in order (after the arrays they hold: static fields start in text order).</summary>
+    public static readonly string[] Scalars = [.. PartStarts, RopeMax];
+
+    /// <summary>The u64 parameters after <see cref="Scalars"/>, in order.</summary>
+    public static readonly string[] Pointers = [.. SwiGluOutputs, .. RopeTables];
 
     /// <summary>The tensor-map parameters, after <see cref="Pointers"/>: a's and b's of part 0, then of parts 1 and 2 (a SwiGLU launch: W_up's as part 1's b).</summary>
     public static readonly string[] TensorMaps = [WgmmaGemmPtx.TensorMapA, WgmmaGemmPtx.TensorMapB, "p_tmap_a1", "p_tmap_b1", "p_tmap_a2", "p_tmap_b2"];
@@ -260,11 +260,7 @@ public static class WgmmaWsGemmPtx
         e.Ins("shl.b64 %q21, %q21, 1");
         e.Ins("mul.wide.u32 %q22, %u30, 16");
         e.Ins("add.u64 %q9, %q0, %q21");
-        for (int i = 0; i < 2; i++)
-        {
-            e.Ins($"ld.param.u64 %q{19 + i}, [{SwiGluOutputs[i]}]");
-            e.Ins($"cvta.to.global.u64 %q{19 + i}, %q{19 + i}");
-        }
+        GlobalPointers(e, SwiGluOutputs);
         e.Ins("add.u64 %q11, %q19, %q21");
         e.Ins("add.u64 %q15, %q20, %q21");
         e.Ins("add.u64 %q10, %q9, %q22");
@@ -317,11 +313,7 @@ public static class WgmmaWsGemmPtx
     {
         WgmmaGemmPtx.ThreadOrigin(e);
         e.Ins("add.u32 %u27, %u27, %u16");
-        for (int i = 0; i < RopeTables.Length; i++)
-        {
-            e.Ins($"ld.param.u64 %q{19 + i}, [{RopeTables[i]}]");
-            e.Ins($"cvta.to.global.u64 %q{19 + i}, %q{19 + i}");
-        }
+        GlobalPointers(e, RopeTables);
         e.Ins($"ld.param.u32 %u30, [{RopeMax}]");
         // The first pair of row g: c + 2·(row·n + n0 + 2t); 8 rows further: + 16·n.
         e.Ins("mul.wide.u32 %q9, %u27, %u6");
@@ -385,6 +377,16 @@ public static class WgmmaWsGemmPtx
             }
         }
         e.Ins($"bra.uni {next}");
+    }
+
+    /// <summary>The global addresses in the u64 parameters <paramref name="names"/>, into u64 19, 20, ….</summary>
+    private static void GlobalPointers(GemmPtx.Emitter e, string[] names)
+    {
+        for (int i = 0; i < names.Length; i++)
+        {
+            e.Ins($"ld.param.u64 %q{19 + i}, [{names[i]}]");
+            e.Ins($"cvta.to.global.u64 %q{19 + i}, %q{19 + i}");
+        }
     }
 
     /// <summary>Where %p_r holds, the warpgroup's first thread arrives on the empty mbarrier of step kt − 1's stage; then <paramref name="kept"/>.</summary>
