@@ -59,7 +59,7 @@ timed() { # timed NAME WANT COMMAND...: run NAME under timeout (WANT seconds, or
 #   probes    the GEMMs written as PTX (wgmma with cp.async or TMA loads, or warp-specialized, for sm_90a; mma.sync
 #             for sm_80+), each alone in its own process, so that a fault there cannot take the other steps with it;
 #             when one fails, HFT_WGMMA=off, HFT_WGMMA_TMA=off, HFT_WGMMA_WS=off or HFT_MMA=off keeps it out of every
-#             later step
+#             later step (for the warp-specialized kernel, only the part that failed: ws_triage below)
 #   attention the self-test's attention cases alone (a quick check after a change to the attention kernels)
 #   occupancy hft bench --only attention twice: as built (the tensor-core forward and dQ kernels compiled for three
 #             groups per SM) and with HFT_OCCUPANCY=off (unbounded registers, two groups); attention.json and
@@ -81,15 +81,37 @@ step_gpu() {
 }
 
 probe() { # probe NAME PATTERN SWITCH: the self-test cases of one PTX GEMM; SWITCH=off for later steps when they fail
-  timed "$1" 40 "$HFT" selftest --device cuda --only "$2" || { status=1; export "$3"=off; echo "== $1: $3=off from here"; }
+  timed "$1" 40 "$HFT" selftest --device cuda --only "$2" || { status=1; off "$3"; }
 }
 
 step_probes() {
   probe wgmma "bf16 wgmma " HFT_WGMMA
   probe wgmma-tma "bf16 wgmma-tma" HFT_WGMMA_TMA
-  probe wgmma-ws "bf16 wgmma-ws" HFT_WGMMA_WS
+  timed wgmma-ws 60 "$HFT" selftest --device cuda --only "bf16 wgmma-ws" || { status=1; ws_triage; }
   probe mma "bf16 mma" HFT_MMA
 }
+
+# When the warp-specialized GEMM's probe fails, a probe per part finds what to turn off, so that one faulty refinement
+# does not cost the whole kernel (each has its own switch): the plain products a block per tile (failing: the 128 × 192
+# module alone, HFT_WGMMA_WS192=off, or else the kernel, HFT_WGMMA_WS=off), then the persistent launch
+# (HFT_GEMM_PERSISTENT=off), the summed, SwiGLU and RoPE launches (HFT_GEMM_SUM, HFT_GEMM_SWIGLU, HFT_GEMM_ROPE).
+ws_triage() {
+  local plain=(selftest --device cuda --only "bf16 wgmma-ws" --skip " sum" --skip " swiglu" --skip " rotated") part
+  if ! timed wgmma-ws-tiles 40 env HFT_GEMM_PERSISTENT=off "$HFT" "${plain[@]}"; then
+    if timed wgmma-ws-tiles-256 40 env HFT_GEMM_PERSISTENT=off HFT_WGMMA_WS192=off "$HFT" "${plain[@]}"; then
+      off HFT_WGMMA_WS192
+    else
+      off HFT_WGMMA_WS; return
+    fi
+  fi
+  timed wgmma-ws-persistent 40 "$HFT" "${plain[@]}" || off HFT_GEMM_PERSISTENT
+  for part in "sum HFT_GEMM_SUM" "swiglu HFT_GEMM_SWIGLU" "rotated HFT_GEMM_ROPE"; do
+    set -- $part
+    timed "wgmma-ws-$1" 40 "$HFT" selftest --device cuda --only "bf16 wgmma-ws $1" || off "$2"
+  done
+}
+
+off() { export "$1"=off; echo "== $1=off from here"; }
 
 # cuBLAS for the comparison in hft bench: ILGPU.Algorithms loads libcublas.so.12; CUDA 13 ships libcublas.so.13.
 # (PyTorch runs with the LD_LIBRARY_PATH this script was given: the renamed link must not stand in for its cuBLAS.)

@@ -34,6 +34,22 @@ public sealed class SelfTestCommandTests
         Assert.That(Program.Run(["selftest", "--device", "cpu", "--only", "rope", "--skip", "rope"], new StringWriter(), stderr), Is.EqualTo(Program.ExitBadInput));
     }
 
+    /// <summary>
+    /// A PTX kernel's status line (and a failed first-use check failing the run) belongs to its own cases, the summed,
+    /// SwiGLU and rotated launches included, so that gpu-check's probe of one of those alone still fails on it.
+    /// </summary>
+    [TestCase("matmul bf16 wgmma-ws", "wgmma-ws", true)]
+    [TestCase("matmul bf16 wgmma-ws sum", "wgmma-ws", true)]
+    [TestCase("matmul bf16 wgmma-ws swiglu", "wgmma-ws", true)]
+    [TestCase("matmul bf16 wgmma-ws rotated", "wgmma-ws", true)]
+    [TestCase("matmul bf16 wgmma sum", "wgmma", true)]
+    [TestCase("matmul bf16 wgmma-ws sum", "wgmma", false)]
+    [TestCase("matmul bf16 wgmma-tma", "wgmma", false)]
+    [TestCase("matmul bf16 sum", "wgmma-ws", false)]
+    [TestCase("matmul bf16 → bf16", "mma", false)]
+    public void StatusLineBelongsToTheKernelsCases(string operation, string kernel, bool own) =>
+        Assert.That(HftRuntime.Runtime.Diagnostics.SelfTest.IsCaseOf(operation, kernel), Is.EqualTo(own));
+
     /// <summary>Without a GPU, asking for CUDA is bad input with a clear message (exit code 2), for every command.</summary>
     [TestCase("selftest")]
     [TestCase("verify")]

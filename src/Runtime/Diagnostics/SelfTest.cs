@@ -143,6 +143,17 @@ public sealed class SelfTestCase
 /// </summary>
 public static partial class SelfTest
 {
+    /// <summary>
+    /// Whether a self-test operation forces the PTX kernel named <paramref name="kernel"/>: its plain products
+    /// ("matmul bf16 wgmma-ws") and its summed, SwiGLU and rotated launches ("matmul bf16 wgmma-ws sum"), not another
+    /// kernel's whose name starts the same ("matmul bf16 wgmma-tma" is not wgmma's).
+    /// </summary>
+    public static bool IsCaseOf(string operation, string kernel)
+    {
+        string own = "matmul bf16 " + kernel;
+        return operation == own || operation.StartsWith(own + " ", StringComparison.Ordinal);
+    }
+
     /// <summary>Every case; the large ones only with <paramref name="large"/>.</summary>
     public static IReadOnlyList<SelfTestCase> Cases(bool large) => AllCases.Where(c => large || !c.Large).ToArray();
 

@@ -68,7 +68,7 @@ internal static class SelfTestCommand
             foreach (var variant in IlgpuBackend.PtxVariants)
             {
                 string kernel = IlgpuBackend.NameOf(variant), status = ib.PtxStatus(variant)!;
-                if (!cases.Any(c => c.Operation == "matmul bf16 " + kernel)) continue;
+                if (!cases.Any(c => SelfTest.IsCaseOf(c.Operation, kernel))) continue;
                 o.WriteLine($"{kernel,-9} {status}");
                 if (status.Contains("failed", StringComparison.Ordinal)) failed++;
             }
