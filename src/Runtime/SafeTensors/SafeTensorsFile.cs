@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Buffers.Binary;
 using System.Diagnostics.CodeAnalysis;
+using System.Numerics;
 using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.Unicode;
@@ -134,32 +135,11 @@ public sealed class SafeTensorsFile : ISafeTensorsSource
         CheckLength(info, destination.Length);
         switch (info.DType)
         {
-            case SafeTensorsDType.F32:
-                ReadDirect(info, destination);
-                break;
-            case SafeTensorsDType.F64:
-                ReadConverted(info, destination, static (src, dst) =>
-                {
-                    var s = MemoryMarshal.Cast<byte, double>(src);
-                    for (int i = 0; i < dst.Length; i++) dst[i] = (float)s[i];
-                });
-                break;
-            case SafeTensorsDType.BF16:
-                ReadConverted(info, destination, static (src, dst) =>
-                {
-                    var s = MemoryMarshal.Cast<byte, ushort>(src);
-                    for (int i = 0; i < dst.Length; i++) dst[i] = FloatConversions.BFloat16ToFloat(s[i]);
-                });
-                break;
-            case SafeTensorsDType.F16:
-                ReadConverted(info, destination, static (src, dst) =>
-                {
-                    var s = MemoryMarshal.Cast<byte, ushort>(src);
-                    for (int i = 0; i < dst.Length; i++) dst[i] = FloatConversions.HalfToFloat(s[i]);
-                });
-                break;
-            default:
-                throw WrongType(info, "float32", "F32, F64, BF16, F16");
+            case SafeTensorsDType.F32: ReadDirect(info, destination); break;
+            case SafeTensorsDType.F64: ReadNumbers<double, float>(info, destination); break;
+            case SafeTensorsDType.BF16: ReadBf16(info, destination); break;
+            case SafeTensorsDType.F16: ReadF16(info, destination); break;
+            default: throw WrongType(info, "float32", "F32, F64, BF16, F16");
         }
     }
 
@@ -170,32 +150,11 @@ public sealed class SafeTensorsFile : ISafeTensorsSource
         CheckLength(info, destination.Length);
         switch (info.DType)
         {
-            case SafeTensorsDType.F64:
-                ReadDirect(info, destination);
-                break;
-            case SafeTensorsDType.F32:
-                ReadConverted(info, destination, static (src, dst) =>
-                {
-                    var s = MemoryMarshal.Cast<byte, float>(src);
-                    for (int i = 0; i < dst.Length; i++) dst[i] = s[i];
-                });
-                break;
-            case SafeTensorsDType.BF16:
-                ReadConverted(info, destination, static (src, dst) =>
-                {
-                    var s = MemoryMarshal.Cast<byte, ushort>(src);
-                    for (int i = 0; i < dst.Length; i++) dst[i] = FloatConversions.BFloat16ToFloat(s[i]);
-                });
-                break;
-            case SafeTensorsDType.F16:
-                ReadConverted(info, destination, static (src, dst) =>
-                {
-                    var s = MemoryMarshal.Cast<byte, ushort>(src);
-                    for (int i = 0; i < dst.Length; i++) dst[i] = FloatConversions.HalfToFloat(s[i]);
-                });
-                break;
-            default:
-                throw WrongType(info, "float64", "F64, F32, BF16, F16");
+            case SafeTensorsDType.F64: ReadDirect(info, destination); break;
+            case SafeTensorsDType.F32: ReadNumbers<float, double>(info, destination); break;
+            case SafeTensorsDType.BF16: ReadBf16(info, destination); break;
+            case SafeTensorsDType.F16: ReadF16(info, destination); break;
+            default: throw WrongType(info, "float64", "F64, F32, BF16, F16");
         }
     }
 
@@ -206,53 +165,15 @@ public sealed class SafeTensorsFile : ISafeTensorsSource
         CheckLength(info, destination.Length);
         switch (info.DType)
         {
-            case SafeTensorsDType.I64:
-                ReadDirect(info, destination);
-                break;
-            case SafeTensorsDType.I32:
-                ReadConverted(info, destination, static (src, dst) =>
-                {
-                    var s = MemoryMarshal.Cast<byte, int>(src);
-                    for (int i = 0; i < dst.Length; i++) dst[i] = s[i];
-                });
-                break;
-            case SafeTensorsDType.U32:
-                ReadConverted(info, destination, static (src, dst) =>
-                {
-                    var s = MemoryMarshal.Cast<byte, uint>(src);
-                    for (int i = 0; i < dst.Length; i++) dst[i] = s[i];
-                });
-                break;
-            case SafeTensorsDType.I16:
-                ReadConverted(info, destination, static (src, dst) =>
-                {
-                    var s = MemoryMarshal.Cast<byte, short>(src);
-                    for (int i = 0; i < dst.Length; i++) dst[i] = s[i];
-                });
-                break;
-            case SafeTensorsDType.U16:
-                ReadConverted(info, destination, static (src, dst) =>
-                {
-                    var s = MemoryMarshal.Cast<byte, ushort>(src);
-                    for (int i = 0; i < dst.Length; i++) dst[i] = s[i];
-                });
-                break;
-            case SafeTensorsDType.I8:
-                ReadConverted(info, destination, static (src, dst) =>
-                {
-                    var s = MemoryMarshal.Cast<byte, sbyte>(src);
-                    for (int i = 0; i < dst.Length; i++) dst[i] = s[i];
-                });
-                break;
+            case SafeTensorsDType.I64: ReadDirect(info, destination); break;
+            case SafeTensorsDType.I32: ReadNumbers<int, long>(info, destination); break;
+            case SafeTensorsDType.U32: ReadNumbers<uint, long>(info, destination); break;
+            case SafeTensorsDType.I16: ReadNumbers<short, long>(info, destination); break;
+            case SafeTensorsDType.U16: ReadNumbers<ushort, long>(info, destination); break;
+            case SafeTensorsDType.I8: ReadNumbers<sbyte, long>(info, destination); break;
             case SafeTensorsDType.U8:
-            case SafeTensorsDType.BOOL:
-                ReadConverted(info, destination, static (src, dst) =>
-                {
-                    for (int i = 0; i < dst.Length; i++) dst[i] = src[i];
-                });
-                break;
-            default:
-                throw WrongType(info, "int64", "I64, I32, I16, I8, U32, U16, U8, BOOL");
+            case SafeTensorsDType.BOOL: ReadNumbers<byte, long>(info, destination); break;
+            default: throw WrongType(info, "int64", "I64, I32, I16, I8, U32, U16, U8, BOOL");
         }
     }
 
@@ -303,6 +224,34 @@ public sealed class SafeTensorsFile : ISafeTensorsSource
     }
 
     private delegate void ChunkConverter<T>(ReadOnlySpan<byte> source, Span<T> destination);
+
+    /// <summary>
+    /// Reads elements stored as <typeparamref name="TStored"/>, each converted to <typeparamref name="T"/> (exactly,
+    /// or for float64 to float32 rounded to nearest).
+    /// </summary>
+    private void ReadNumbers<TStored, T>(TensorInfo info, Span<T> destination)
+        where TStored : unmanaged, INumberBase<TStored> where T : INumberBase<T> =>
+        ReadConverted(info, destination, static (src, dst) =>
+        {
+            var s = MemoryMarshal.Cast<byte, TStored>(src);
+            for (int i = 0; i < dst.Length; i++) dst[i] = T.CreateTruncating(s[i]);
+        });
+
+    /// <summary>Reads bfloat16 elements as float32 or float64 (both exact).</summary>
+    private void ReadBf16<T>(TensorInfo info, Span<T> destination) where T : INumberBase<T> =>
+        ReadConverted(info, destination, static (src, dst) =>
+        {
+            var s = MemoryMarshal.Cast<byte, ushort>(src);
+            for (int i = 0; i < dst.Length; i++) dst[i] = T.CreateTruncating(FloatConversions.BFloat16ToFloat(s[i]));
+        });
+
+    /// <summary>Reads IEEE half elements as float32 or float64 (both exact).</summary>
+    private void ReadF16<T>(TensorInfo info, Span<T> destination) where T : INumberBase<T> =>
+        ReadConverted(info, destination, static (src, dst) =>
+        {
+            var s = MemoryMarshal.Cast<byte, ushort>(src);
+            for (int i = 0; i < dst.Length; i++) dst[i] = T.CreateTruncating(FloatConversions.HalfToFloat(s[i]));
+        });
 
     /// <summary>Reads the tensor through a bounded staging buffer, converting each chunk.</summary>
     private void ReadConverted<T>(TensorInfo info, Span<T> destination, ChunkConverter<T> convert)
