@@ -8,9 +8,10 @@
 #   skipped, and not counted as a failure, where python3 has no torch or transformers); hft bench --from bench.json
 #   --compare pytorch.json (ours beside PyTorch); hft verify --device cuda in fp32, in bf16, and in bf16 with
 #   HFT_BF16_GEMM=simple on each reference case
-#   (a folder with golden.json) in tests/fixtures, or the bundle's copies when there is no checkout. The figures come
+#   (a folder with golden.json) in tests/fixtures, or the bundle's copies when there is no checkout; hft demo --quick
+#   on the card. The figures come
 #   before the full correctness checks so that a short call still gets them. The whole self-test (every kernel
-#   against the CPU back-end) is the step "selftest".
+#   against the CPU back-end) is the step "selftest"; the demo at the GPU scale, the step "demo".
 # Every step has its own timeout, and the steps together stay within GPU_CHECK_BUDGET seconds (default 570) of this
 # script's start, so one hang cannot eat a 10-minute call: a step that would start with too little time left is
 # skipped and counts as a failure. Logs and JSON are packed into $OUT/gpu-check.tar.gz when $OUT is set. Exit status 0
@@ -71,9 +72,12 @@ timed() { # timed NAME WANT COMMAND...: run NAME under timeout (WANT seconds, or
 #   kernels   the self-test without its matrix product and attention cases (the element-wise kernels, norms,
 #             reductions, AdamW, cross-entropy: a quick check after a change to those)
 #   verify    the reference cases in fp32, bf16, and bf16 with HFT_BF16_GEMM=simple
+#   demo-quick hft demo --quick --device cuda: the README's main job end to end on the card, with a tiny model
+#   demo      hft demo --device cuda at the GPU scale (not a default step: it may take minutes; a call of its own)
+#             Both keep report.md, report.json and demo.png (not the models) in the logs.
 # The default: what a first call on a card after kernel changes needs, figures before the slower checks (selftest
 # and kernels by name only).
-STEPS=${GPU_CHECK_STEPS:-gpu probes attention occupancy bench pytorch compare verify}
+STEPS=${GPU_CHECK_STEPS:-gpu probes attention occupancy bench pytorch compare verify demo-quick}
 status=0
 
 step_gpu() {
@@ -188,9 +192,24 @@ step_verify() { # every reference case in one process per precision (the kernels
   timed verify-bf16-simple 40 env HFT_BF16_GEMM=simple "$HFT" verify --device cuda --precision bf16 --golden "${cases[@]}" || status=1
 }
 
+demo() { # demo NAME WANT [ARGS...]: hft demo --device cuda into a fresh folder; its reports (not its models) into the logs
+  local name=$1 want=$2; shift 2
+  local dir=/tmp/hft-$name
+  rm -rf "$dir"
+  timed "$name" "$want" "$HFT" demo --device cuda --out "$dir" "$@" || status=1
+  if [ -n "$LOG" ] && [ -d "$dir" ]; then
+    mkdir -p "$LOG/$name"
+    for f in report.md report.json demo.png; do [ ! -f "$dir/$f" ] || cp "$dir/$f" "$LOG/$name/"; done
+    pack
+  fi
+}
+
+step_demo_quick() { demo demo-quick 120 --quick; }
+step_demo() { demo demo 560; }
+
 for s in $STEPS; do
   case $s in
-    gpu|probes|attention|occupancy|bench|pytorch|compare|selftest|kernels|verify) "step_$s" ;;
+    gpu|probes|attention|occupancy|bench|pytorch|compare|selftest|kernels|verify|demo-quick|demo) "step_${s//-/_}" ;;
     *) echo "gpu-check: unknown step '$s'" >&2; exit 2 ;;
   esac
 done

@@ -26,7 +26,7 @@ public sealed class GpuCheckScriptTests
         echo "FAIL: $STUB_FAULT"; exit 1
         """;
 
-    private static (int Code, string Output, string[] Calls) RunProbes(string fault, string faultSwitch)
+    private static (int Code, string Output, string[] Calls) RunProbes(string fault, string faultSwitch, string steps = "probes kernels")
     {
         string dir = Fixtures.TempDirectory(), hft = Path.Combine(dir, "hft"), log = Path.Combine(dir, "calls.log");
         File.WriteAllText(hft, Stub.Replace("\r", "") + "\n");
@@ -37,7 +37,7 @@ public sealed class GpuCheckScriptTests
         psi.Environment["STUB_LOG"] = log;
         psi.Environment["STUB_FAULT"] = fault;
         psi.Environment["STUB_SWITCH"] = faultSwitch;
-        psi.Environment["GPU_CHECK_STEPS"] = "probes kernels";
+        psi.Environment["GPU_CHECK_STEPS"] = steps;
         psi.Environment.Remove("OUT");
         foreach (var name in psi.Environment.Keys.Where(k => k.StartsWith("HFT_", StringComparison.Ordinal)).ToArray()) psi.Environment.Remove(name);
         using var p = Process.Start(psi)!;
@@ -71,6 +71,19 @@ public sealed class GpuCheckScriptTests
         Assert.That(code, Is.EqualTo(1), output);
         Assert.That(Later(calls).Split('|')[1].Trim(), Is.EqualTo("HFT_WGMMA_WS=off"), output);
         Assert.That(calls.Count(c => c.Contains("wgmma-ws", StringComparison.Ordinal)), Is.EqualTo(3), "whole, tiles, tiles-256: then no more");
+    }
+
+    /// <summary>The demo steps run hft demo on the card: --quick by default, the GPU scale as the step "demo".</summary>
+    [Test]
+    public void DemoStepsRunTheDemoOnTheCard()
+    {
+        var (code, output, calls) = RunProbes("none", "HFT_NONE", "demo-quick demo");
+        Assert.That(code, Is.EqualTo(0), output);
+        Assert.That(calls.Select(c => c.Split('|')[0].Trim()), Is.EqualTo(new[]
+        {
+            "demo --device cuda --out /tmp/hft-demo-quick --quick",
+            "demo --device cuda --out /tmp/hft-demo",
+        }), output);
     }
 
     [Test]
