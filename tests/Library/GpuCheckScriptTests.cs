@@ -26,7 +26,7 @@ public sealed class GpuCheckScriptTests
         echo "FAIL: $STUB_FAULT"; exit 1
         """;
 
-    private static (int Code, string Output, string[] Calls) RunProbes(string fault, string faultSwitch, string steps = "probes kernels")
+    private static (int Code, string Output, string[] Calls) RunScript(string fault, string faultSwitch, string steps = "probes kernels")
     {
         string dir = Fixtures.TempDirectory(), hft = Path.Combine(dir, "hft"), log = Path.Combine(dir, "calls.log");
         File.WriteAllText(hft, Stub.Replace("\r", "") + "\n");
@@ -57,7 +57,7 @@ public sealed class GpuCheckScriptTests
     [TestCase("matmul bf16 wgmma-ws", "HFT_WGMMA_WS192")]
     public void AFaultyRefinementTurnsOffThatRefinementAlone(string fault, string faultSwitch)
     {
-        var (code, output, calls) = RunProbes(fault, faultSwitch);
+        var (code, output, calls) = RunScript(fault, faultSwitch);
         Assert.That(code, Is.EqualTo(1), output);
         Assert.That(Later(calls), Does.Contain(faultSwitch + "=off").And.Not.Contain("HFT_WGMMA_WS=off"), output);
         Assert.That(Later(calls).Split('|')[1].Trim().Split(' '), Has.Length.EqualTo(1), output);
@@ -67,7 +67,7 @@ public sealed class GpuCheckScriptTests
     [Test]
     public void AFaultInThePlainProductsTurnsOffTheKernel()
     {
-        var (code, output, calls) = RunProbes("matmul bf16 wgmma-ws", "HFT_WGMMA_WS");
+        var (code, output, calls) = RunScript("matmul bf16 wgmma-ws", "HFT_WGMMA_WS");
         Assert.That(code, Is.EqualTo(1), output);
         Assert.That(Later(calls).Split('|')[1].Trim(), Is.EqualTo("HFT_WGMMA_WS=off"), output);
         Assert.That(calls.Count(c => c.Contains("wgmma-ws", StringComparison.Ordinal)), Is.EqualTo(3), "whole, tiles, tiles-256: then no more");
@@ -77,7 +77,7 @@ public sealed class GpuCheckScriptTests
     [Test]
     public void DemoStepsRunTheDemoOnTheCard()
     {
-        var (code, output, calls) = RunProbes("none", "HFT_NONE", "demo-quick demo");
+        var (code, output, calls) = RunScript("none", "HFT_NONE", "demo-quick demo");
         Assert.That(code, Is.EqualTo(0), output);
         Assert.That(calls.Select(c => c.Split('|')[0].Trim()), Is.EqualTo(new[]
         {
@@ -89,7 +89,7 @@ public sealed class GpuCheckScriptTests
     [Test]
     public void PassingProbesTurnNothingOff()
     {
-        var (code, output, calls) = RunProbes("matmul bf16 nothing", "HFT_NONE");
+        var (code, output, calls) = RunScript("matmul bf16 nothing", "HFT_NONE");
         Assert.That(code, Is.EqualTo(0), output);
         Assert.That(calls, Has.Length.EqualTo(5), "four probes and the kernels step");
         Assert.That(Later(calls).Split('|')[1].Trim(), Is.Empty);

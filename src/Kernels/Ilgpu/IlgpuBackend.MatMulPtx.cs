@@ -64,11 +64,11 @@ public sealed partial class IlgpuBackend
 
     /// <summary>True unless HFT_GEMM_SUM=off (for measuring without it on a GPU machine).</summary>
     public static bool SummedGemmByDefault =>
-        !string.Equals(Environment.GetEnvironmentVariable("HFT_GEMM_SUM")?.Trim(), "off", StringComparison.OrdinalIgnoreCase);
+        !EnvOff("HFT_GEMM_SUM");
 
     /// <summary>True unless HFT_GEMM_PERSISTENT=off (for measuring without it on a GPU machine).</summary>
     public static bool PersistentGemmByDefault =>
-        !string.Equals(Environment.GetEnvironmentVariable("HFT_GEMM_PERSISTENT")?.Trim(), "off", StringComparison.OrdinalIgnoreCase);
+        !EnvOff("HFT_GEMM_PERSISTENT");
 
     /// <summary>The variants whose kernels are PTX of our own (<see cref="PtxStatus"/>, <see cref="PtxLaunches"/>).</summary>
     public static IReadOnlyList<Bf16GemmVariant> PtxVariants { get; } =
@@ -395,7 +395,7 @@ public sealed partial class IlgpuBackend
     private PtxGemm? Module(PtxGemmSlot slot)
     {
         if (slot.Gemm is not null || slot.Unavailable is not null) return slot.Gemm;
-        if (string.Equals(Environment.GetEnvironmentVariable(slot.OffSwitch)?.Trim(), "off", StringComparison.OrdinalIgnoreCase))
+        if (EnvOff(slot.OffSwitch))
         {
             slot.Unavailable = $"turned off by {slot.OffSwitch}=off";
             return null;
@@ -503,6 +503,10 @@ public sealed partial class IlgpuBackend
             $"the {slot.Name} bf16 GEMM's bf16 stores ({FormName(form)}) disagree with the simple kernel", "those products are computed in fp32 and rounded after");
     }
 
+    /// <summary>The first-use checks' operands: <paramref name="count"/> bf16 values uniform in [−1, 1).</summary>
+    private static ushort[] RandomBf16(Random rng, int count) =>
+        Enumerable.Range(0, count).Select(_ => Bf16.FromFloat((float)(rng.NextDouble() * 2 - 1))).ToArray();
+
     /// <summary>
     /// One product of the check: null where the PTX kernel agrees with the simple one, else where it does not. With
     /// <paramref name="bf16Out"/> the PTX kernel stores bf16, compared with the fp32 result within one rounding. With
@@ -514,10 +518,7 @@ public sealed partial class IlgpuBackend
     {
         parts ??= [k];
         var rng = new Random(seed);
-        var a = new ushort[m * k];
-        var b = new ushort[n * k];
-        for (int i = 0; i < a.Length; i++) a[i] = Bf16.FromFloat((float)(rng.NextDouble() * 2 - 1));
-        for (int i = 0; i < b.Length; i++) b[i] = Bf16.FromFloat((float)(rng.NextDouble() * 2 - 1));
+        ushort[] a = RandomBf16(rng, m * k), b = RandomBf16(rng, n * k);
         using var arena = CreateArena();
         var ta = arena.Reserve("ptx_gemm_check_a", a.Length, DType.BF16);
         var tb = arena.Reserve("ptx_gemm_check_b", b.Length, DType.BF16);

@@ -15,7 +15,7 @@ public sealed partial class IlgpuBackend
 
     /// <summary>True unless HFT_GEMM_ROPE=off (for measuring without it on a GPU machine).</summary>
     public static bool RopeGemmByDefault =>
-        !string.Equals(Environment.GetEnvironmentVariable("HFT_GEMM_ROPE")?.Trim(), "off", StringComparison.OrdinalIgnoreCase);
+        !EnvOff("HFT_GEMM_ROPE");
 
     /// <inheritdoc/>
     protected override void MatMulRopeCore(Tensor c, Tensor a, Tensor b, int m, int n, int k, Tensor positions, Tensor cos, Tensor sin, int heads, int headDim,
@@ -59,9 +59,8 @@ public sealed partial class IlgpuBackend
     private string? CheckRope(PtxGemm gemm, int m, int n, int k, int maxPositions, bool swapped, int seed)
     {
         var rng = new Random(seed);
-        ushort[] RandomBf16(int count) => Enumerable.Range(0, count).Select(_ => Bf16.FromFloat((float)(rng.NextDouble() * 2 - 1))).ToArray();
         float[] RandomTable() => Enumerable.Range(0, maxPositions * TcHeadDim / 2).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
-        ushort[] a = RandomBf16(m * k), b = RandomBf16(n * k);
+        ushort[] a = RandomBf16(rng, m * k), b = RandomBf16(rng, n * k);
         int[] positions = Enumerable.Range(0, m).Select(i => i % 5 == 4 ? maxPositions + i : rng.Next(maxPositions)).ToArray();
         float[] cos = RandomTable(), sin = RandomTable();
         using var arena = CreateArena();

@@ -15,7 +15,7 @@ public sealed partial class IlgpuBackend
 
     /// <summary>True unless HFT_GEMM_SWIGLU=off (for measuring without it on a GPU machine).</summary>
     public static bool SwiGluGemmByDefault =>
-        !string.Equals(Environment.GetEnvironmentVariable("HFT_GEMM_SWIGLU")?.Trim(), "off", StringComparison.OrdinalIgnoreCase);
+        !EnvOff("HFT_GEMM_SWIGLU");
 
     /// <inheritdoc/>
     protected override void MatMulSwiGluCore(Tensor h, Tensor gate, Tensor up, Tensor x, Tensor wGate, Tensor wUp, int n, int f, int d)
@@ -91,8 +91,7 @@ public sealed partial class IlgpuBackend
     private string? CheckSwiGlu(PtxGemm gemm, int m, int f, int k, bool swapped, int seed)
     {
         var rng = new Random(seed);
-        ushort[] Random(int count) => Enumerable.Range(0, count).Select(_ => Bf16.FromFloat((float)(rng.NextDouble() * 2 - 1))).ToArray();
-        ushort[] x = Random(m * k), wg = Random(f * k), wu = Random(f * k);
+        ushort[] x = RandomBf16(rng, m * k), wg = RandomBf16(rng, f * k), wu = RandomBf16(rng, f * k);
         using var arena = CreateArena();
         var tx = arena.Reserve("swiglu_check_x", x.Length, DType.BF16);
         var twg = arena.Reserve("swiglu_check_w_gate", wg.Length, DType.BF16);

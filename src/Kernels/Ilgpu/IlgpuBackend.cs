@@ -341,7 +341,7 @@ public sealed partial class IlgpuBackend : Backend
     /// unless HFT_OCCUPANCY=off (for measuring without it on a GPU machine).
     /// </summary>
     private static KernelSpecialization SpecializationOf(Delegate kernel) =>
-        string.Equals(Environment.GetEnvironmentVariable("HFT_OCCUPANCY")?.Trim(), "off", StringComparison.OrdinalIgnoreCase)
+        EnvOff("HFT_OCCUPANCY")
             ? KernelSpecialization.Empty
             : kernel.Method.GetCustomAttribute<IlgpuKernelAttribute>()!.Specialization;
 
