@@ -19,6 +19,8 @@ public sealed class DemoTests
         Assert.That(code, Is.EqualTo(Program.ExitOk), output + err);
         var r = JsonNode.Parse(File.ReadAllText(Path.Combine(o, "report.json")))!;
         Assert.That(JsonNumbers.ToDouble(r["base_ppl_before"]), Is.GreaterThan(1));
+        Assert.That((string?)r["precision"], Is.EqualTo("fp32"), "auto is fp32 on the CPU back-end");
+        Assert.That((string?)r["pretrain"]!["precision"], Is.EqualTo("fp32"));
         foreach (var m in new[] { "fft", "hft" })
             foreach (var key in new[] { "base_ppl_after", "task_loss", "task_exact_match", "step_ms_median", "tokens_per_s", "bytes_optimizer" })
                 Assert.That(double.IsFinite(JsonNumbers.ToDouble(r[m]![key])), $"{m}.{key}");
@@ -42,5 +44,34 @@ public sealed class DemoTests
             if (m == "fft") Assert.That(changed, Is.EqualTo(baseWeights.Names.Count), "full fine-tuning changes every tensor");
             else Assert.That(changed, Is.LessThan(baseWeights.Names.Count), "HFT leaves its frozen half untouched");
         }
+    }
+
+    [Test]
+    public void Bf16DemoPretrainsAndFineTunesInBf16AndVerifiesBothPrecisions()
+    {
+        string o = Path.Combine(Fixtures.TempDirectory(), "demo-bf16");
+        string? saved = Environment.GetEnvironmentVariable("HFT_DEMO_SCALE");
+        try
+        {
+            Environment.SetEnvironmentVariable("HFT_DEMO_SCALE", "32,1,2,64,12,4,32,3e-3,6,4,32,3e-4,2");
+            var (code, output, err) = HftCli.Run("demo", "--device", "cpu", "--precision", "bf16", "--out", o);
+            Assert.That(code, Is.EqualTo(Program.ExitOk), output + err);
+            foreach (var p in new[] { "fp32", "bf16" })
+                Assert.That(output, Does.Match($@"llama-mha +{p} PASS"), $"the reference cases checked in {p}");
+            Assert.That(output, Does.Contain("tokens, bf16)"), "the pretraining says its precision");
+            var r = JsonNode.Parse(File.ReadAllText(Path.Combine(o, "report.json")))!;
+            Assert.That((string?)r["precision"], Is.EqualTo("bf16"));
+            Assert.That((string?)r["pretrain"]!["precision"], Is.EqualTo("bf16"));
+            Assert.That((string?)r["scale"], Is.EqualTo("custom"));
+        }
+        finally { Environment.SetEnvironmentVariable("HFT_DEMO_SCALE", saved); }
+    }
+
+    [Test]
+    public void DemoRejectsAnUnknownPrecisionNamingTheChoices()
+    {
+        var (code, output, err) = HftCli.Run("demo", "--precision", "fp16", "--out", Path.Combine(Fixtures.TempDirectory(), "never"));
+        Assert.That(code, Is.Not.EqualTo(Program.ExitOk));
+        Assert.That(output + err, Does.Contain("fp16").And.Contain("auto"));
     }
 }

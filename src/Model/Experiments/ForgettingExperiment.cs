@@ -84,7 +84,7 @@ public static class ForgettingExperiment
         Directory.CreateDirectory(outDir);
         var clock = Stopwatch.StartNew();
         string baseDir = Path.Combine(outDir, "base");
-        var pretrain = EnsureBase(backend, data, scale, baseDir, progress, cancel, log);
+        var pretrain = EnsureBase(backend, data, scale, baseDir, precision, progress, cancel, log);
         double pplBefore = Perplexity(backend, baseDir, data.CorpusHeldOut, scale);
         log?.Invoke(string.Format(CultureInfo.InvariantCulture, "base: perplexity on A (held out) {0:F2}", pplBefore));
 
@@ -191,7 +191,7 @@ public static class ForgettingExperiment
     private static LlamaConfig ModelConfig(string dir) => LlamaConfig.Load(Path.Combine(dir, "config.json"));
 
     /// <summary>Pretrains the base on A unless OUT/base already holds one of this scale; returns what run.json says of it.</summary>
-    private static JsonObject EnsureBase(Backend backend, ExperimentData data, ExperimentScale scale, string baseDir,
+    private static JsonObject EnsureBase(Backend backend, ExperimentData data, ExperimentScale scale, string baseDir, Precision precision,
         IProgress<TrainingProgress>? progress, CancellationToken cancel, Action<string>? log)
     {
         string marker = Path.Combine(baseDir, "demo_base.json");
@@ -217,8 +217,8 @@ public static class ForgettingExperiment
             model.SaveWeights(Path.Combine(init, "model.safetensors"));
         }
         tokenizer.Save(init);
-        log?.Invoke(string.Format(CultureInfo.InvariantCulture, "base: pretraining a {0:N0}-parameter Llama on {1} ({2} steps of {3} x {4} tokens)",
-            LlamaModel.ParameterSpecs(config).Sum(p => p.Count), Path.GetFileName(data.CorpusTrain), scale.PretrainSteps, scale.PretrainBatch, scale.PretrainSeq));
+        log?.Invoke(string.Format(CultureInfo.InvariantCulture, "base: pretraining a {0:N0}-parameter Llama on {1} ({2} steps of {3} x {4} tokens, {5})",
+            LlamaModel.ParameterSpecs(config).Sum(p => p.Count), Path.GetFileName(data.CorpusTrain), scale.PretrainSteps, scale.PretrainBatch, scale.PretrainSeq, precision.Name()));
         if (Directory.Exists(baseDir)) Directory.Delete(baseDir, recursive: true);
         var result = FineTuning.Run(backend, new FineTuneRequest
         {
@@ -228,14 +228,14 @@ public static class ForgettingExperiment
                 Steps = scale.PretrainSteps, Batch = scale.PretrainBatch, Seq = scale.PretrainSeq, Lr = scale.PretrainLr, MinLr = scale.PretrainLr / 10,
                 WeightDecay = 0.1f, Beta2 = 0.95f, Seed = 1, EvalEvery = 0, EvalBatches = 4, LogEvery = Math.Max(1, scale.PretrainSteps / 20),
             },
-            HeldOutFraction = 0,
+            HeldOutFraction = 0, Precision = precision,
         }, progress, cancel);
         Directory.Delete(init, recursive: true);
         if (result.Training.Cancelled) throw new OperationCanceledException("the demo was interrupted during pretraining");
         var info = new JsonObject
         {
             ["scale"] = scale.Name, ["data"] = Path.GetFileName(data.CorpusTrain), ["steps"] = scale.PretrainSteps,
-            ["tokens"] = (long)scale.PretrainSteps * scale.PretrainBatch * scale.PretrainSeq,
+            ["tokens"] = (long)scale.PretrainSteps * scale.PretrainBatch * scale.PretrainSeq, ["precision"] = precision.Name(),
             ["final_loss"] = result.Training.Losses.LastOrDefault(), ["step_ms_median"] = result.Training.StepMsMedian,
             ["losses"] = result.Report["losses"]!.DeepClone(),
         };

@@ -20,22 +20,30 @@ internal static class CommonOptions
         DefaultValueFactory = _ => 0,
     };
 
-    /// <summary><c>--precision</c>: fp32 or bf16 mixed precision.</summary>
-    public static Option<string> Precision() => new("--precision")
+    /// <summary>
+    /// <c>--precision</c>: fp32 or bf16 mixed precision; with <paramref name="auto"/> also "auto" (the default then):
+    /// bf16 on a CUDA device, fp32 elsewhere (see <see cref="ResolvePrecision"/>).
+    /// </summary>
+    public static Option<string> Precision(bool auto = false) => new("--precision")
     {
-        Description = "Arithmetic: fp32 (the reference) or bf16 (bf16 matrix products with fp32 accumulation, fp32 masters for trainable tensors only)",
-        DefaultValueFactory = _ => "fp32",
+        Description = "Arithmetic: fp32 (the reference) or bf16 (bf16 matrix products with fp32 accumulation, fp32 masters for trainable tensors only)" +
+            (auto ? "; auto: bf16 on a CUDA device, fp32 elsewhere" : ""),
+        DefaultValueFactory = _ => auto ? "auto" : "fp32",
         Validators =
         {
             r =>
             {
                 var text = r.GetValueOrDefault<string>();
+                if (auto && PrecisionNames.IsAuto(text)) return;
                 try { PrecisionNames.Parse(text); }
-                catch (ArgumentException e) { r.AddError(e.Message); }
+                catch (ArgumentException e) { r.AddError(auto ? e.Message + " or auto" : e.Message); }
             },
         },
     };
 
-    /// <summary>The parsed value of a <see cref="Precision()"/> option.</summary>
+    /// <summary>The parsed value of a <see cref="Precision(bool)"/> option without "auto".</summary>
     public static Runtime.Precision ParsePrecision(string text) => PrecisionNames.Parse(text);
+
+    /// <summary>The value of a <see cref="Precision(bool)"/> option for a back-end (<see cref="PrecisionNames.Resolve"/>).</summary>
+    public static Runtime.Precision ResolvePrecision(string text, string backendName) => PrecisionNames.Resolve(text, backendName);
 }

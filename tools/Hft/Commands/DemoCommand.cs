@@ -23,21 +23,22 @@ internal static class DemoCommand
         var quiet = new Option<bool>("--quiet") { Description = "Print only the report" };
         var device = CommonOptions.Device();
         var threads = CommonOptions.Threads();
-        var precision = CommonOptions.Precision();
-        precision.Description = "Arithmetic of the verification and the fine-tuning runs: fp32, or bf16 mixed precision (the base model is pretrained in fp32)";
+        var precision = CommonOptions.Precision(auto: true);
+        precision.Description = "Arithmetic of the pretraining and the fine-tuning runs: fp32, bf16 mixed precision, or auto (default: bf16 on a CUDA device, " +
+            "fp32 elsewhere). The reference cases are checked in fp32, and in bf16 too when the runs are bf16";
         var cmd = new Command("demo", "Verify against Hugging Face, then show that Half Fine-Tuning forgets less than full fine-tuning")
         {
             output, quick, seeds, quiet, device, threads, precision,
         };
         cmd.SetAction(r => Run(r.GetValue(output)!, r.GetValue(quick), r.GetValue(seeds), r.GetValue(quiet), r.GetValue(device)!, r.GetValue(threads),
-            CommonOptions.ParsePrecision(r.GetValue(precision)!), stdout, cancel));
+            r.GetValue(precision)!, stdout, cancel));
         return cmd;
     }
 
     /// <summary>A file shipped next to the executable.</summary>
     private static string Shipped(params string[] path) => Path.Combine([AppContext.BaseDirectory, .. path]);
 
-    private static int Run(string outDir, bool quick, int seeds, bool quiet, string device, int threads, Precision precision, TextWriter stdout, CancellationToken cancel)
+    private static int Run(string outDir, bool quick, int seeds, bool quiet, string device, int threads, string precisionText, TextWriter stdout, CancellationToken cancel)
     {
         var inv = CultureInfo.InvariantCulture;
         if (seeds < 1) throw new ArgumentException("--seeds must be at least 1");
@@ -52,17 +53,20 @@ internal static class DemoCommand
         void Say(string line) { if (!quiet) stdout.WriteLine(line); }
 
         using var backend = Devices.Create(device, threads);
-        Say($"device {backend.DeviceName}");
-        Say($"1. Our forward, backward and AdamW in {precision.Name()} against Hugging Face transformers (float64 reference cases)");
+        var precision = CommonOptions.ResolvePrecision(precisionText, backend.Name);
+        Say($"device {backend.DeviceName}, precision {precision.Name()}");
+        Precision[] checkedIn = precision == Precision.Fp32 ? [Precision.Fp32] : [Precision.Fp32, precision];
+        Say($"1. Our forward, backward and AdamW in {string.Join(" and ", checkedIn.Select(p => p.Name()))} against Hugging Face transformers (float64 reference cases)");
         bool verified = true;
-        foreach (var dir in Directory.GetDirectories(cases).OrderBy(d => d, StringComparer.Ordinal))
-        {
-            var report = GoldenVerifier.Run(dir, backend, precision);
-            var worst = report.Rows.MaxBy(r => r.RelativeError / Math.Max(r.Tolerance, 1e-30))!;
-            verified &= report.Passed;
-            Say(string.Format(inv, "   {0,-20} {1}: {2} quantities; closest to its tolerance: {3} ({4:0.0e+00} of {5:0e+00})",
-                Path.GetFileName(dir), report.Passed ? "PASS" : "FAIL", report.Rows.Count, worst.Quantity, worst.RelativeError, worst.Tolerance));
-        }
+        foreach (var p in checkedIn)
+            foreach (var dir in Directory.GetDirectories(cases).OrderBy(d => d, StringComparer.Ordinal))
+            {
+                var report = GoldenVerifier.Run(dir, backend, p);
+                var worst = report.Rows.MaxBy(r => r.RelativeError / Math.Max(r.Tolerance, 1e-30))!;
+                verified &= report.Passed;
+                Say(string.Format(inv, "   {0,-20} {1} {2}: {3} quantities; closest to its tolerance: {4} ({5:0.0e+00} of {6:0e+00})",
+                    Path.GetFileName(dir), p.Name(), report.Passed ? "PASS" : "FAIL", report.Rows.Count, worst.Quantity, worst.RelativeError, worst.Tolerance));
+            }
 
         var tokenizer = Model.Tokenizers.Tokenizers.Create(data.Tokenizer);
         var scale = ExperimentScale.FromEnvironment(tokenizer.VocabSize) ?? ExperimentScale.For(quick, backend.Name == "cuda", tokenizer.VocabSize);
