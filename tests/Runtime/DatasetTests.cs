@@ -632,4 +632,20 @@ public sealed class DatasetTests
         e = Assert.Throws<InvalidInputException>(() => Datasets.Open(Path.Combine(Fixtures.TempDirectory(), "missing.jsonl"), "sft", Bytes, 1, 64, 1, 0, false));
         Assert.That(e!.Message, Does.Contain("missing.jsonl: data file not found"));
     }
+
+    [Test]
+    public void BatchersRefuseTheWrongFormatABadSizeAndTooFewExamples()
+    {
+        using var sft = JsonlDataset.Open(Write([Pair("a", "b"), Pair("c", "d"), Pair("e", "f")]), Bytes, 64, DatasetFormat.Sft);
+        using var dpo = JsonlDataset.Open(Write([Pref("q", "yes", "no"), Pref("r", "yes", "no")]), Bytes, 64, DatasetFormat.Dpo);
+        Assert.That(() => new DpoBatcher(sft, DatasetSplit.Train, 1, 1), Throws.ArgumentException.With.Message.Contains("a dpo batcher needs a dpo dataset").And.Message.Contains("is sft"));
+        Assert.That(() => new SftBatcher(dpo, DatasetSplit.Train, 1, 1), Throws.ArgumentException.With.Message.Contains("an sft batcher needs an sft dataset").And.Message.Contains("is dpo"));
+        Assert.That(() => new SftBatcher(sft, DatasetSplit.Train, 0, 1), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("batch"));
+        Assert.That(() => new DpoBatcher(dpo, DatasetSplit.Train, -1, 1), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("pairs"));
+        var e = Assert.Throws<InvalidInputException>(() => new SftBatcher(sft, DatasetSplit.Train, 4, 1));
+        Assert.That(e!.Message, Does.Contain("too few training examples for one batch: 3 examples, and a batch of 4 sequences needs at least 4"));
+        e = Assert.Throws<InvalidInputException>(() => new DpoBatcher(dpo, DatasetSplit.Train, 3, 1));
+        Assert.That(e!.Message, Does.Contain("too few training pairs for one batch: 2 pairs, and a batch of 3 pairs needs at least 3"));
+        Assert.That(new DpoBatcher(dpo, DatasetSplit.Train, 2, 1).Next().Batch, Is.EqualTo(4));
+    }
 }

@@ -14,60 +14,30 @@ namespace HftRuntime.Runtime.Data;
 /// <see cref="SftBatcher"/>; Targets are set only where the next token belongs to the sequence's own response, and
 /// RowScale is 1 there (the DPO objective overwrites it).
 /// </summary>
-public sealed class DpoBatcher : IBatchSource
+public sealed class DpoBatcher : JsonlBatcher
 {
-    private const long ShuffleStream = 0x4450;
-
-    private readonly JsonlDataset _data;
-    private readonly int _first;
-    private readonly int _pad;
-    private readonly ModelInputs _inputs;
-    private readonly ExampleCache<DpoExample> _cache;
-    private readonly EpochOrder _order;
-
     /// <summary>
     /// Creates the batcher over a split of <paramref name="data"/> (a DPO dataset): <paramref name="pairs"/> rows of
     /// chosen and as many of rejected sequences of <see cref="JsonlDataset.Seq"/> tokens. A split with fewer pairs than
     /// <paramref name="pairs"/> is an <see cref="InvalidInputException"/> naming the file.
     /// </summary>
     public DpoBatcher(JsonlDataset data, DatasetSplit split, int pairs, ulong seed)
+        : base(data, split, DatasetFormat.Dpo, seed, 0x4450, pairs, nameof(pairs), "pairs", "pairs", 2 * pairs)
     {
-        ArgumentNullException.ThrowIfNull(data);
-        if (data.Format != DatasetFormat.Dpo) throw new ArgumentException($"a dpo batcher needs a dpo dataset, {data.Path} is {DatasetFormats.Name(data.Format)}", nameof(data));
-        if (pairs <= 0) throw new ArgumentOutOfRangeException(nameof(pairs), pairs, "pairs must be positive");
-        (_first, Examples) = data.Range(split);
-        if (Examples < pairs)
-            throw new InvalidInputException(data.Path, $"too few {(split == DatasetSplit.Train ? "training" : "held-out")} pairs for one batch: " +
-                $"{Examples} pairs, and a batch of {pairs} pairs needs at least {pairs}");
-        _data = data;
-        _order = new EpochOrder(Examples, seed, ShuffleStream, split == DatasetSplit.Train, "pairs");
-        Pairs = pairs; Seq = data.Seq;
-        _pad = data.Tokenizer.EosId ?? 0;
-        _inputs = new ModelInputs(2 * pairs, Seq);
-        _cache = new ExampleCache<DpoExample>(data.ReadDpo, ex => ex.ChosenLength + ex.RejectedLength, Math.Max(1L << 20, 32L * pairs * Seq));
+        Pairs = pairs;
+        _cache = Cache(data.ReadDpo, ex => ex.ChosenLength + ex.RejectedLength, 2L * pairs * Seq);
     }
 
     /// <summary>Rows per side: the batch holds 2·Pairs sequences.</summary>
     public int Pairs { get; }
 
     /// <summary>Sequences per batch: 2·<see cref="Pairs"/>.</summary>
-    public int Batch => 2 * Pairs;
+    public override int Batch => 2 * Pairs;
+
+    private readonly ExampleCache<DpoExample> _cache;
 
     /// <inheritdoc/>
-    public int Seq { get; }
-
-    /// <summary>Pairs per epoch.</summary>
-    public int Examples { get; }
-
-    /// <inheritdoc/>
-    public DataPosition Position
-    {
-        get => _order.Position;
-        set => _order.Position = value;
-    }
-
-    /// <inheritdoc/>
-    public ModelInputs Next()
+    public override ModelInputs Next()
     {
         int seq = Seq, segment = 0;
         for (int r = 0; r < Pairs; r++)
@@ -82,23 +52,23 @@ public sealed class DpoBatcher : IBatchSource
                 fillC += ex.ChosenLength;
                 fillR += ex.RejectedLength;
                 segment++;
-                _order.Advance();
+                Order.Advance();
                 if (fillC == seq || fillR == seq) break;
             }
-            _inputs.Pad(r, fillC, _pad);
-            _inputs.Pad(Pairs + r, fillR, _pad);
+            Inputs.Pad(r, fillC, Pad);
+            Inputs.Pad(Pairs + r, fillR, Pad);
         }
-        return _inputs;
+        return Inputs;
     }
 
     private void Place(int row, int offset, int[] prompt, int[] response, int segment)
     {
-        var m = _inputs;
+        var m = Inputs;
         int np = prompt.Length, n = np + response.Length;
         for (int i = 0; i < n; i++)
             m.Set(row + offset + i, i < np ? prompt[i] : response[i - np], i + 1 < n && i + 1 >= np ? response[i + 1 - np] : Backend.IgnoreIndex,
                 i, offset, segment);
     }
 
-    private DpoExample Current() => _cache.Get(_first + _order.Current);
+    private DpoExample Current() => _cache.Get(First + Order.Current);
 }

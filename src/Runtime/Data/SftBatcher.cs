@@ -14,59 +14,29 @@ namespace HftRuntime.Runtime.Data;
 /// sequence is padding: Ids EOS (0 without one), Targets −100, RowScale 0, Segment −1, Positions 0 and DocStart the
 /// position itself, so a pad token attends only to itself.
 /// </summary>
-public sealed class SftBatcher : IBatchSource
+public sealed class SftBatcher : JsonlBatcher
 {
-    private const long ShuffleStream = 0x5346;
-
-    private readonly JsonlDataset _data;
-    private readonly int _first;
-    private readonly int _pad;
-    private readonly ModelInputs _inputs;
-    private readonly ExampleCache<SftExample> _cache;
-    private readonly EpochOrder _order;
-
     /// <summary>
     /// Creates the batcher over a split of <paramref name="data"/> (an SFT dataset): <paramref name="batch"/>
     /// sequences of <see cref="JsonlDataset.Seq"/> tokens. A split with fewer examples than sequences in a batch is an
     /// <see cref="InvalidInputException"/> naming the file.
     /// </summary>
     public SftBatcher(JsonlDataset data, DatasetSplit split, int batch, ulong seed)
+        : base(data, split, DatasetFormat.Sft, seed, 0x5346, batch, nameof(batch), "sequences", "examples", batch)
     {
-        ArgumentNullException.ThrowIfNull(data);
-        if (data.Format != DatasetFormat.Sft) throw new ArgumentException($"an sft batcher needs an sft dataset, {data.Path} is {DatasetFormats.Name(data.Format)}", nameof(data));
-        if (batch <= 0) throw new ArgumentOutOfRangeException(nameof(batch), batch, "batch must be positive");
-        (_first, Examples) = data.Range(split);
-        if (Examples < batch)
-            throw new InvalidInputException(data.Path, $"too few {(split == DatasetSplit.Train ? "training" : "held-out")} examples for one batch: " +
-                $"{Examples} examples, and a batch of {batch} sequences needs at least {batch}");
-        _data = data;
-        _order = new EpochOrder(Examples, seed, ShuffleStream, split == DatasetSplit.Train, "examples");
-        Batch = batch; Seq = data.Seq;
-        _pad = data.Tokenizer.EosId ?? 0;
-        _inputs = new ModelInputs(batch, Seq);
-        _cache = new ExampleCache<SftExample>(data.ReadSft, ex => ex.Length, Math.Max(1L << 20, 16L * batch * Seq));
+        Batch = batch;
+        _cache = Cache(data.ReadSft, ex => ex.Length, (long)batch * Seq);
     }
 
     /// <inheritdoc/>
-    public int Batch { get; }
+    public override int Batch { get; }
+
+    private readonly ExampleCache<SftExample> _cache;
 
     /// <inheritdoc/>
-    public int Seq { get; }
-
-    /// <summary>Examples per epoch.</summary>
-    public int Examples { get; }
-
-    /// <inheritdoc/>
-    public DataPosition Position
+    public override ModelInputs Next()
     {
-        get => _order.Position;
-        set => _order.Position = value;
-    }
-
-    /// <inheritdoc/>
-    public ModelInputs Next()
-    {
-        var m = _inputs;
+        var m = Inputs;
         int seq = Seq, segment = 0;
         for (int b = 0; b < Batch; b++)
         {
@@ -82,13 +52,13 @@ public sealed class SftBatcher : IBatchSource
                     m.Set(row + fill + i, ids[i], i + 1 < n && loss[i + 1] ? ids[i + 1] : Backend.IgnoreIndex, i, fill, segment);
                 segment++;
                 fill += n;
-                _order.Advance();
+                Order.Advance();
                 if (fill == seq) break;
             }
-            m.Pad(b, fill, _pad);
+            m.Pad(b, fill, Pad);
         }
         return m;
     }
 
-    private SftExample Current() => _cache.Get(_first + _order.Current);
+    private SftExample Current() => _cache.Get(First + Order.Current);
 }
