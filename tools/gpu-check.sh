@@ -72,8 +72,9 @@ timed() { # timed NAME WANT COMMAND...: run NAME under timeout (WANT seconds, or
 #   kernels   the self-test without its matrix product and attention cases (the element-wise kernels, norms,
 #             reductions, AdamW, cross-entropy: a quick check after a change to those)
 #   verify    the reference cases in fp32, bf16, and bf16 with HFT_BF16_GEMM=simple
-#   demo-quick hft demo --quick --device cuda: the README's main job end to end on the card, with a tiny model
-#   demo      hft demo --device cuda at the GPU scale (not a default step: it may take minutes; a call of its own)
+#   demo-quick hft demo --quick --device cuda: the README's main job end to end on the card, with a tiny model (in
+#             bf16, the demo's default on CUDA; the reference cases in fp32 and bf16)
+#   demo      hft demo --device cuda at the GPU scale (not a default step: never timed on a card; a call of its own)
 #             Both keep report.md, report.json and demo.png (not the models) in the logs.
 # The default: what a first call on a card after kernel changes needs, figures before the slower checks (selftest
 # and kernels by name only).
