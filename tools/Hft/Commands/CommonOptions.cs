@@ -36,7 +36,7 @@ internal static class CommonOptions
                 var text = r.GetValueOrDefault<string>();
                 if (auto && PrecisionNames.IsAuto(text)) return;
                 try { PrecisionNames.Parse(text); }
-                catch (ArgumentException e) { r.AddError(auto ? e.Message + " or auto" : e.Message); }
+                catch (ArgumentException e) { r.AddError(auto ? $"unknown precision '{text}': expected fp32, bf16 or auto" : e.Message); }
             },
         },
     };
