@@ -47,14 +47,15 @@ public sealed class DemoTests
     }
 
     [Test]
-    public void Bf16DemoPretrainsAndFineTunesInBf16AndVerifiesBothPrecisions()
+    public void Bf16DemoWithTwoSeedsPretrainsAndFineTunesInBf16AndVerifiesBothPrecisions()
     {
         string o = Path.Combine(Fixtures.TempDirectory(), "demo-bf16");
         string? saved = Environment.GetEnvironmentVariable("HFT_DEMO_SCALE");
         try
         {
-            Environment.SetEnvironmentVariable("HFT_DEMO_SCALE", "32,1,2,64,12,4,32,3e-3,6,4,32,3e-4,2");
-            var (code, output, err) = HftCli.Run("demo", "--device", "cpu", "--precision", "bf16", "--out", o);
+            // A tiny model fine-tuned hard enough (lr 1e-2) that full fine-tuning raises the perplexity on A for both seeds.
+            Environment.SetEnvironmentVariable("HFT_DEMO_SCALE", "32,1,2,64,40,4,32,1e-2,12,4,32,1e-2,2");
+            var (code, output, err) = HftCli.Run("demo", "--device", "cpu", "--threads", "2", "--precision", "bf16", "--seeds", "2", "--out", o);
             Assert.That(code, Is.EqualTo(Program.ExitOk), output + err);
             foreach (var p in new[] { "fp32", "bf16" })
                 Assert.That(output, Does.Match($@"llama-mha +{p} PASS"), $"the reference cases checked in {p}");
@@ -63,6 +64,15 @@ public sealed class DemoTests
             Assert.That((string?)r["precision"], Is.EqualTo("bf16"));
             Assert.That((string?)r["pretrain"]!["precision"], Is.EqualTo("bf16"));
             Assert.That((string?)r["scale"], Is.EqualTo("custom"));
+            var each = r["forgetting_ratio_seeds"]!.AsArray();
+            Assert.That(each, Has.Count.EqualTo(2), "each seed's ratio");
+            Assert.That(each, Has.All.Not.Null, "full fine-tuning raised the perplexity with both seeds");
+            double a = JsonNumbers.ToDouble(each[0]), b = JsonNumbers.ToDouble(each[1]);
+            Assert.That(JsonNumbers.ToDouble(r["forgetting_ratio"]), Is.EqualTo((a + b) / 2).Within(1e-12));
+            Assert.That(JsonNumbers.ToDouble(r["forgetting_ratio_std"]), Is.EqualTo(Math.Abs(a - b) / Math.Sqrt(2)).Within(1e-9));
+            Assert.That(output, Does.Contain($"(seeds: {a.ToString("F3", System.Globalization.CultureInfo.InvariantCulture)}, "));
+            foreach (var m in new[] { "fft-seed1", "fft-seed2", "hft-seed1", "hft-seed2" })
+                Assert.That(File.Exists(Path.Combine(o, m, "model.safetensors")), m);
         }
         finally { Environment.SetEnvironmentVariable("HFT_DEMO_SCALE", saved); }
     }

@@ -70,7 +70,7 @@ public sealed record ExperimentData(string CorpusTrain, string CorpusHeldOut, st
 /// each forgets of A (perplexity on A's held-out part before and after) and how well each learns B (held-out task loss
 /// and exact match). forgetting_ratio = (ppl_hft − ppl_before) / (ppl_fft − ppl_before), or null (with a warning) when
 /// full fine-tuning did not raise the perplexity. With several seeds (the freeze draw and data order of fine-tuning)
-/// every figure is a mean with a sibling "_std".
+/// every figure is a mean with a sibling "_std", and "forgetting_ratio_seeds" lists each seed's ratio.
 /// </summary>
 public static class ForgettingExperiment
 {
@@ -159,6 +159,7 @@ public static class ForgettingExperiment
             report[method] = o;
         }
         var ratios = perSeed.Select(r => ForgettingRatio(pplBefore, JsonNumbers.ToDouble(r["fft"]["base_ppl_after"]), JsonNumbers.ToDouble(r["hft"]["base_ppl_after"]))).ToArray();
+        if (seeds > 1) report["forgetting_ratio_seeds"] = new JsonArray(ratios.Select(x => x is double d ? (JsonNode)d : null).ToArray());
         if (ratios.All(x => x is not null)) Aggregate(report, "forgetting_ratio", ratios.Select(x => x!.Value).ToArray(), seeds);
         else
         {

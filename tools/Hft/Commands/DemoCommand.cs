@@ -108,7 +108,8 @@ internal static class DemoCommand
         sb.AppendLine();
         if (r["forgetting_ratio"] is JsonNode ratio)
             sb.AppendLine(string.Format(inv, "forgetting_ratio = (HFT's rise in A perplexity) / (FFT's rise) = **{0}**; HFT's task loss is {1:P1} of FFT's; goal (ratio ≤ 0.5, task loss within 5 %): {2}.",
-                Pm(r, "forgetting_ratio", "F3"), JsonNumbers.ToDouble(r["task_loss_ratio_hft_fft"]), r["goal"]!["met"]!.GetValue<bool>() ? "met" : "not met"));
+                Pm(r, "forgetting_ratio", "F3") + (r["forgetting_ratio_seeds"] is JsonArray each ? $" (seeds: {string.Join(", ", each.Select(x => F(x, "F3")))})" : ""),
+                JsonNumbers.ToDouble(r["task_loss_ratio_hft_fft"]), r["goal"]!["met"]!.GetValue<bool>() ? "met" : "not met"));
         else sb.AppendLine($"forgetting_ratio: null — warning: {r["warning"]}.");
         sb.AppendLine(string.Format(inv, "HFT/FFT step time {0:F3} (cost bound {1:F3}).", JsonNumbers.ToDouble(r["step_time_ratio_hft_fft"]), JsonNumbers.ToDouble(r["hft"]!["cost_bound"])));
         sb.AppendLine().AppendLine("Sample answers (held out):").AppendLine();
