@@ -161,6 +161,63 @@ public sealed class TokenizerFuzzTests
         run.Finish();
     }
 
+    /// <summary>
+    /// 6,000 mutated Hugging Face tokenizer.json files a run (<see cref="HfBpeTokenizer"/>), from a small byte-level
+    /// BPE with Llama 3's Split pattern, individual digits, an NFC normalizer, merges in both spellings, special and
+    /// plain added tokens, and a tokenizer_config.json naming BOS and EOS: JSON edits (70 %: types, kinds, patterns
+    /// that backtrack, ids of every size, ...), byte edits (20 %) and truncation (10 %); now and then the config is
+    /// mutated instead. Allocation bound: 512 bytes per input byte (the parsed document, the vocabulary's dictionary
+    /// and strings, the id table) plus 4 MB.
+    /// </summary>
+    [Test]
+    public void MutatedTokenizerJsonFiles()
+    {
+        var seedJson = Model.HfBpeTokenizerTests.Small(new JsonObject
+        {
+            ["type"] = "Sequence",
+            ["pretokenizers"] = new JsonArray(
+                new JsonObject { ["type"] = "Split", ["pattern"] = new JsonObject { ["Regex"] = Model.HfBpeTokenizerTests.Llama3Pattern }, ["behavior"] = "Isolated", ["invert"] = false },
+                new JsonObject { ["type"] = "Digits", ["individual_digits"] = true },
+                Model.HfBpeTokenizerTests.ByteLevelPre(prefix: false, regex: false)),
+        });
+        seedJson["normalizer"] = new JsonObject { ["type"] = "Sequence", ["normalizers"] = new JsonArray(new JsonObject { ["type"] = "NFC" }) };
+        byte[] seed = Encoding.UTF8.GetBytes(seedJson.ToJsonString());
+        byte[] config = Encoding.UTF8.GetBytes("""{"bos_token": "<|end|>", "eos_token": {"content": "<|end|>", "special": true}, "chat_template": "x"}""");
+        string[] extra =
+        [
+            "ByteLevel", "Split", "Digits", "Sequence", "Metaspace", "Regex", "String", "Isolated", "Removed", "BPE", "WordPiece",
+            "byte_fallback", "ignore_merges", "NFC", "NFKD", "(a+)+$", "(?<=x)", @"\p{L}", "Ġ", "<|end|>", "bos_token", "content",
+        ];
+        var run = new FuzzRun("tokenizer-json");
+        string dir = Path.Combine(_dir, "hf");
+        Directory.CreateDirectory(dir);
+        string jsonPath = Path.Combine(dir, "tokenizer.json"), configPath = Path.Combine(dir, "tokenizer_config.json");
+        foreach (int i in run.Iterations(6_000))
+        {
+            var m = run.NewMutator(i, extra);
+            bool mutateConfig = m.Chance(0.1);
+            byte[] target = mutateConfig ? config : seed;
+            if (mutateConfig) m.Log.Add("tokenizer_config.json:");
+            int kind = m.Rng.Next(100);
+            byte[] input = kind switch
+            {
+                < 70 => m.Json(target, 3),
+                < 90 => m.Bytes(target, 3),
+                _ => m.Truncate(target, Mutator.Boundaries(target)),
+            };
+            File.WriteAllBytes(jsonPath, mutateConfig ? seed : input);
+            File.WriteAllBytes(configPath, mutateConfig ? input : config);
+            run.Check(i, m, input, mutateConfig ? ".config.json" : ".json", 512L * (seed.Length + input.Length) + (4 << 20), dir, () =>
+            {
+                var tokenizer = TokenizerFactory.Load(dir);
+                CheckIds(tokenizer.BosId, tokenizer.VocabSize, "BOS");
+                CheckIds(tokenizer.EosId, tokenizer.VocabSize, "EOS");
+                Exercise(tokenizer, m);
+            });
+        }
+        run.Finish();
+    }
+
     private static void CheckIds(int? id, int vocabSize, string what)
     {
         if (vocabSize <= 0) throw new InvalidOperationException($"vocabulary size {vocabSize}");

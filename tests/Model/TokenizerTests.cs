@@ -353,10 +353,11 @@ public sealed class TokenizerTests
     public void DirectoryWithoutTokenizer()
     {
         string dir = Fixtures.TempDirectory();
-        File.WriteAllText(Path.Combine(dir, "tokenizer.json"), "{}");
         var e = Bad(() => Tokenizers.Load(dir));
         Assert.That(e.Message, Does.Contain(dir).And.Contain("tokenizer.model").And.Contain("tokenizer_config.json")
             .And.Contain("tokenizer.json"));
+        File.WriteAllText(Path.Combine(dir, "tokenizer.json"), "{}");
+        Assert.That(Bad(() => Tokenizers.Load(dir)).Message, Does.StartWith(Path.Combine(dir, "tokenizer.json") + ": ").And.Contain("not a Hugging Face tokenizer.json"));
         Assert.That(Bad(() => Tokenizers.Load(Path.Combine(dir, "missing"))).Message, Does.Contain("missing"));
     }
 

@@ -270,4 +270,25 @@ public sealed class TrainCommandMoreTests
         var config = HftRuntime.Model.LlamaConfig.Load(Path.Combine(o, "config.json"));
         Assert.That(config.VocabSize, Is.EqualTo(512));
     }
+
+    [Test]
+    public void InitTrainAndGenerateWithAHuggingFaceTokenizerJson()
+    {
+        string work = Fixtures.TempDirectory(), hf = Path.Combine(work, "hf"), o = Path.Combine(work, "model");
+        Directory.CreateDirectory(hf);
+        File.WriteAllText(Path.Combine(hf, "tokenizer.json"), HftRuntime.Tests.Model.HfBpeTokenizerTests.Small(HftRuntime.Tests.Model.HfBpeTokenizerTests.ByteLevelPre(prefix: false)).ToJsonString());
+        File.WriteAllText(Path.Combine(hf, "tokenizer_config.json"), """{"bos_token": "<|end|>", "eos_token": "<|end|>"}""");
+        var (code, output, err) = HftCli.Run("init", "--preset", "tiny", "--tokenizer", Path.Combine(hf, "tokenizer.json"), "--out", o);
+        Assert.That(code, Is.EqualTo(0), err);
+        Assert.That(output, Does.Contain("vocabulary 264 (hf-bpe)"));
+        Assert.That(File.Exists(Path.Combine(o, "tokenizer.json")));
+        string data = Path.Combine(work, "pairs.jsonl");
+        File.WriteAllLines(data, Enumerable.Range(0, 8).Select(i => $$"""{"prompt": "the cat {{i}}", "response": "at the cat"}"""));
+        (code, _, err) = HftCli.Run("train", "--model", o, "--data", data, "--objective", "sft", "--method", "hft", "--steps", "2", "--batch", "2", "--seq", "64",
+            "--held-out", "0", "--quiet", "--out", Path.Combine(work, "tuned"));
+        Assert.That(code, Is.EqualTo(0), err);
+        (code, output, err) = HftCli.Run("generate", "--model", Path.Combine(work, "tuned"), "--prompt", "the cat", "--max-tokens", "4", "--temperature", "0");
+        Assert.That(code, Is.EqualTo(0), err);
+        Assert.That(HftRuntime.Model.Tokenizers.Tokenizers.Load(Path.Combine(work, "tuned")), Is.InstanceOf<HftRuntime.Model.Tokenizers.HfBpeTokenizer>());
+    }
 }

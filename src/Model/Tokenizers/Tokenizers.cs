@@ -12,7 +12,8 @@ public static class Tokenizers
 {
     /// <summary>
     /// A tokenizer from a spec: <c>"bytes"</c>; <c>"tiktoken:NAME"</c> (e.g. <c>tiktoken:cl100k_base</c>); the path
-    /// of a SentencePiece <c>tokenizer.model</c> file; or a model directory, read as <see cref="Load"/> does.
+    /// of a SentencePiece <c>tokenizer.model</c> or a byte-level BPE <c>tokenizer.json</c> file; or a model directory,
+    /// read as <see cref="Load"/> does.
     /// </summary>
     /// <exception cref="InvalidInputException">The spec is unknown, or names a missing or unusable file.</exception>
     public static ITokenizer Create(string spec)
@@ -22,17 +23,18 @@ public static class Tokenizers
         if (spec.StartsWith(TiktokenTokenizer.SpecPrefix, StringComparison.OrdinalIgnoreCase))
             return TiktokenTokenizer.Create(spec[TiktokenTokenizer.SpecPrefix.Length..]);
         if (spec.Length > 0 && Directory.Exists(spec)) return Load(spec);
-        if (spec.Length > 0 && File.Exists(spec)) return SentencePieceTokenizer.Load(spec);
+        if (spec.Length > 0 && File.Exists(spec))
+            return Path.GetFileName(spec) == HfBpeTokenizer.FileName ? HfBpeTokenizer.Load(Path.GetDirectoryName(Path.GetFullPath(spec))!) : SentencePieceTokenizer.Load(spec);
         throw new InvalidInputException(spec.Length == 0 ? "(empty tokenizer spec)" : spec,
             $"unknown tokenizer: expected \"{ByteTokenizer.KindName}\", \"{TiktokenTokenizer.SpecPrefix}NAME\", " +
-            $"the path of a SentencePiece {SentencePieceTokenizer.ModelFileName} file or a directory containing one " +
+            $"the path of a SentencePiece {SentencePieceTokenizer.ModelFileName} or a Hugging Face {HfBpeTokenizer.FileName} file, or a directory containing one " +
             "(no such file or directory)");
     }
 
     /// <summary>
     /// The tokenizer of a model directory. A <c>tokenizer_config.json</c> with an <c>"hft_tokenizer"</c> field
     /// (written by <see cref="ITokenizer.Save"/>) decides the kind; otherwise a SentencePiece <c>tokenizer.model</c>
-    /// is used. BOS/EOS ids stated in a config written by this runtime must agree with the tokenizer.
+    /// is used, or else a Hugging Face <c>tokenizer.json</c> of the byte-level BPE kind (<see cref="HfBpeTokenizer"/>). BOS/EOS ids stated in a config written by this runtime must agree with the tokenizer.
     /// </summary>
     /// <exception cref="InvalidInputException">
     /// The directory is missing, holds no tokenizer this runtime understands, or its tokenizer files are corrupt.
@@ -52,6 +54,8 @@ public static class Tokenizers
         {
             case null when File.Exists(modelPath):
                 return SentencePieceTokenizer.Load(modelPath);
+            case null when File.Exists(Path.Combine(modelDirectory, HfBpeTokenizer.FileName)):
+                return HfBpeTokenizer.Load(modelDirectory);
             case null:
                 throw NotFound(modelDirectory);
             case ByteTokenizer.KindName:
@@ -64,6 +68,9 @@ public static class Tokenizers
                         $"SentencePiece model file not found ({TokenizerConfigFile.FileName} says \"{TokenizerConfigFile.KindField}\": \"{kind}\")");
                 }
                 tokenizer = SentencePieceTokenizer.Load(modelPath);
+                break;
+            case HfBpeTokenizer.KindName:
+                tokenizer = HfBpeTokenizer.Load(modelDirectory);
                 break;
             case TiktokenTokenizer.KindName:
                 string encoding = TokenizerConfigFile.OptionalString(config!, TiktokenTokenizer.EncodingField, configPath)
@@ -80,7 +87,7 @@ public static class Tokenizers
             default:
                 throw new InvalidInputException(configPath,
                     $"\"{TokenizerConfigFile.KindField}\": unknown tokenizer kind '{kind}' (expected \"{ByteTokenizer.KindName}\", " +
-                    $"\"{SentencePieceTokenizer.KindName}\" or \"{TiktokenTokenizer.KindName}\")");
+                    $"\"{SentencePieceTokenizer.KindName}\", \"{HfBpeTokenizer.KindName}\" or \"{TiktokenTokenizer.KindName}\")");
         }
 
         string what = $"the {tokenizer.Kind} tokenizer";
@@ -91,10 +98,7 @@ public static class Tokenizers
 
     private static InvalidInputException NotFound(string modelDirectory)
     {
-        string message = $"no tokenizer found: looked for {SentencePieceTokenizer.ModelFileName} (SentencePiece) and " +
-            $"{TokenizerConfigFile.FileName} with an \"{TokenizerConfigFile.KindField}\" field";
-        if (File.Exists(Path.Combine(modelDirectory, "tokenizer.json")))
-            message += "; tokenizer.json (a Hugging Face fast tokenizer) is not supported";
-        return new InvalidInputException(modelDirectory, message);
+        return new InvalidInputException(modelDirectory, $"no tokenizer found: looked for {SentencePieceTokenizer.ModelFileName} (SentencePiece), " +
+            $"{HfBpeTokenizer.FileName} (Hugging Face byte-level BPE) and {TokenizerConfigFile.FileName} with an \"{TokenizerConfigFile.KindField}\" field");
     }
 }

@@ -1,0 +1,255 @@
+using System.Collections.Concurrent;
+using System.Text;
+using System.Text.Json;
+using HftRuntime.Runtime;
+using HftRuntime.Runtime.Data;
+
+namespace HftRuntime.Model.Tokenizers;
+
+/// <summary>
+/// A Hugging Face fast tokenizer (<c>tokenizer.json</c>) of the byte-level BPE kind — GPT-2, Llama 3, SmolLM and
+/// their relatives. The text is split at the added tokens (each such string in the text becomes its id, as Hugging
+/// Face encodes by default; their lstrip/rstrip/single_word flags are not applied), the rest normalized and
+/// pre-tokenized (<see cref="HfPreTokenizer"/>), and each piece, spelt in the byte-level alphabet, is merged pair by
+/// pair in the order of the file's merges (the lowest-ranked adjacent pair first, the leftmost among equals), as
+/// Hugging Face's BPE model does; with <c>ignore_merges</c> a piece that is itself in the vocabulary is taken whole.
+/// BOS and EOS come from the <c>bos_token</c> and <c>eos_token</c> of the directory's tokenizer_config.json. The
+/// SentencePiece kind of tokenizer.json (byte_fallback; Llama 2, Mistral) is refused: those models ship
+/// tokenizer.model, which <see cref="SentencePieceTokenizer"/> reads.
+/// </summary>
+public sealed class HfBpeTokenizer : ITokenizer
+{
+    /// <summary>The <see cref="Kind"/> of this tokenizer.</summary>
+    public const string KindName = "hf-bpe";
+
+    /// <summary>The file this tokenizer is read from and saved as.</summary>
+    public const string FileName = "tokenizer.json";
+
+    private readonly byte[] _json;
+    private readonly Dictionary<string, int> _vocab;
+    private readonly Dictionary<(string, string), int> _ranks;
+    private readonly string?[] _pieceOf;
+    private readonly bool[] _special;
+    private readonly List<(string Content, int Id)> _added;
+    private readonly HfPreTokenizer _pre;
+    private readonly bool _ignoreMerges;
+    private readonly ConcurrentDictionary<string, int[]> _cache = new(StringComparer.Ordinal);
+
+    private HfBpeTokenizer(byte[] json, Dictionary<string, int> vocab, Dictionary<(string, string), int> ranks, List<(string, int, bool)> added,
+        HfPreTokenizer pre, bool ignoreMerges, int? bos, int? eos)
+    {
+        _json = json; _vocab = vocab; _ranks = ranks; _pre = pre; _ignoreMerges = ignoreMerges;
+        VocabSize = Math.Max(vocab.Count == 0 ? 0 : vocab.Values.Max() + 1, added.Count == 0 ? 0 : added.Max(a => a.Item2) + 1);
+        _pieceOf = new string?[VocabSize];
+        _special = new bool[VocabSize];
+        foreach (var (piece, id) in vocab) _pieceOf[id] = piece;
+        // Longest first, so that of two added tokens starting at the same place the longer one wins.
+        _added = added.OrderByDescending(a => a.Item1.Length).Select(a => (a.Item1, a.Item2)).ToList();
+        foreach (var (content, id, special) in added) { _pieceOf[id] = content; _special[id] = special; }
+        BosId = bos; EosId = eos;
+    }
+
+    /// <inheritdoc/>
+    public string Kind => KindName;
+
+    /// <inheritdoc/>
+    public int VocabSize { get; }
+
+    /// <inheritdoc/>
+    public int? BosId { get; }
+
+    /// <inheritdoc/>
+    public int? EosId { get; }
+
+    /// <summary>
+    /// Reads <c>tokenizer.json</c> from <paramref name="directory"/>, and BOS and EOS from its tokenizer_config.json
+    /// (<c>bos_token</c>, <c>eos_token</c>: a string or an object with "content"; or the ids this runtime writes).
+    /// </summary>
+    /// <exception cref="InvalidInputException">The file is missing, corrupt, or of a kind not supported.</exception>
+    public static HfBpeTokenizer Load(string directory)
+    {
+        string path = Path.Combine(directory, FileName);
+        if (!File.Exists(path)) throw new InvalidInputException(path, "tokenizer file not found");
+        byte[] json = File.ReadAllBytes(path);
+        HfBpeTokenizer tokenizer;
+        try
+        {
+            using var doc = JsonDocument.Parse(json);
+            tokenizer = Parse(json, doc.RootElement, path, TokenizerConfigFile.TryRead(directory), Path.Combine(directory, TokenizerConfigFile.FileName));
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidInputException(path, $"not valid JSON: {e.Message}", e);
+        }
+        catch (InvalidOperationException e)
+        {
+            // A value of another JSON kind where the format has a string or number, or a string that is not valid Unicode.
+            throw new InvalidInputException(path, $"not a valid tokenizer.json: {e.Message}", e);
+        }
+        return tokenizer;
+    }
+
+    private static HfBpeTokenizer Parse(byte[] json, JsonElement root, string path, System.Text.Json.Nodes.JsonObject? config, string configPath)
+    {
+        if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("model", out var model) || model.ValueKind != JsonValueKind.Object)
+            throw new InvalidInputException(path, "no \"model\" object: not a Hugging Face tokenizer.json");
+        string type = model.TryGetProperty("type", out var t) ? Text(t) ?? "" : "";
+        if (type != "BPE") throw new InvalidInputException(path, $"model type \"{type}\" is not supported (only byte-level BPE)");
+        if (model.TryGetProperty("byte_fallback", out var bf) && bf.ValueKind == JsonValueKind.True)
+            throw new InvalidInputException(path, "a SentencePiece-style BPE (byte_fallback) is not read from tokenizer.json; give the model's tokenizer.model instead");
+        var pre = new HfPreTokenizer(root, path);
+        if (!pre.IsByteLevel) throw new InvalidInputException(path, "no ByteLevel pre-tokenizer: only byte-level BPE tokenizers are supported");
+        if (!model.TryGetProperty("vocab", out var v) || v.ValueKind != JsonValueKind.Object) throw new InvalidInputException(path, "model has no \"vocab\" object");
+        var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var e in v.EnumerateObject())
+        {
+            if (e.Value.ValueKind != JsonValueKind.Number || !e.Value.TryGetInt32(out int id) || id < 0)
+                throw new InvalidInputException(path, $"vocab entry \"{e.Name}\" has no valid id");
+            vocab[e.Name] = id;
+        }
+        for (int b = 0; b < 256; b++)
+            if (!vocab.ContainsKey(ByteLevel.Spell([(byte)b])))
+                throw new InvalidInputException(path, $"the vocabulary lacks the byte-level symbol of byte {b}: not every text could be encoded");
+        var ranks = new Dictionary<(string, string), int>();
+        if (model.TryGetProperty("merges", out var merges) && merges.ValueKind == JsonValueKind.Array)
+        {
+            int rank = 0;
+            foreach (var m in merges.EnumerateArray())
+            {
+                var pair = Merge(m, rank, path);
+                if (!vocab.ContainsKey(pair.Item1 + pair.Item2))
+                    throw new InvalidInputException(path, $"merge {rank} (\"{pair.Item1}\" \"{pair.Item2}\") makes a token that is not in the vocabulary");
+                ranks.TryAdd(pair, rank++);
+            }
+        }
+        var added = new List<(string, int, bool)>();
+        if (root.TryGetProperty("added_tokens", out var a) && a.ValueKind == JsonValueKind.Array)
+            foreach (var x in a.EnumerateArray())
+            {
+                if (x.ValueKind != JsonValueKind.Object || !x.TryGetProperty("id", out var idNode) || idNode.ValueKind != JsonValueKind.Number || !idNode.TryGetInt32(out int id)
+                    || id < 0 || !x.TryGetProperty("content", out var c) || Text(c) is not { Length: > 0 } content)
+                    throw new InvalidInputException(path, $"an added token lacks an id or content: {x.GetRawText()}");
+                added.Add((content, id, x.TryGetProperty("special", out var s) && s.ValueKind == JsonValueKind.True));
+            }
+        bool ignoreMerges = model.TryGetProperty("ignore_merges", out var im) && im.ValueKind == JsonValueKind.True;
+        // Ids index arrays of the vocabulary's size: dense as in every real file, a gap or two allowed, no more.
+        long entries = vocab.Count + added.Count;
+        foreach (var (name, id) in vocab.Select(e => (e.Key, e.Value)).Concat(added.Select(e => (e.Item1, e.Item2))))
+            if (id >= 2 * entries + 1024) throw new InvalidInputException(path, $"token \"{name}\" has id {id}, far beyond the {entries} tokens the file holds");
+        int? Id(string field)
+        {
+            if (config is null) return null;
+            if (config.ContainsKey(field + "_id")) return TokenizerConfigFile.OptionalId(config, field + "_id", configPath);
+            var node = config[field] is System.Text.Json.Nodes.JsonObject o ? o["content"] : config[field];
+            if (node is null) return null;
+            if (node is not System.Text.Json.Nodes.JsonValue value || !value.TryGetValue(out string? text))
+                throw new InvalidInputException(configPath, $"\"{field}\" must be a token string or an object with a \"content\" string, got {config[field]!.ToJsonString()}");
+            foreach (var (content, id, _) in added) if (content == text) return id;
+            return vocab.TryGetValue(text, out int vid) ? vid
+                : throw new InvalidInputException(configPath, $"\"{field}\" is \"{text}\", which {FileName} does not hold");
+        }
+        return new HfBpeTokenizer(json, vocab, ranks, added, pre, ignoreMerges, Id("bos_token"), Id("eos_token"));
+    }
+
+    private static string? Text(JsonElement e) => e.ValueKind == JsonValueKind.String ? e.GetString() : null;
+
+    private static (string, string) Merge(JsonElement m, int rank, string path)
+    {
+        if (Text(m) is { Length: > 2 } s && s.IndexOf(' ', 1) is int sp and > 0 && sp < s.Length - 1)
+            return (s[..sp], s[(sp + 1)..]);
+        if (m.ValueKind == JsonValueKind.Array && m.GetArrayLength() == 2 && Text(m[0]) is { Length: > 0 } l && Text(m[1]) is { Length: > 0 } r)
+            return (l, r);
+        throw new InvalidInputException(path, $"merge {rank} is neither \"a b\" nor [\"a\", \"b\"]: {m.GetRawText()}");
+    }
+
+    /// <inheritdoc/>
+    public void Encode(string text, List<int> output)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        ArgumentNullException.ThrowIfNull(output);
+        int at = 0;
+        var next = new int[_added.Count];
+        System.Array.Fill(next, -2);
+        while (at < text.Length)
+        {
+            var (start, length, id) = NextAdded(text, at, next);
+            if (start > at)
+                foreach (var piece in _pre.Split(text[at..start]))
+                    output.AddRange(Piece(ByteLevel.Encode(piece)));
+            if (length == 0) break;
+            output.Add(id);
+            at = start + length;
+        }
+    }
+
+    /// <summary>
+    /// The first added token at or after <paramref name="from"/> (the longest there), or (text end, 0, -1).
+    /// <paramref name="next"/> keeps each token's next occurrence (-1: none left, -2: not searched yet), so a text is
+    /// searched once per token, not once per occurrence.
+    /// </summary>
+    private (int Start, int Length, int Id) NextAdded(string text, int from, int[] next)
+    {
+        var best = (Start: text.Length, Length: 0, Id: -1);
+        for (int k = 0; k < _added.Count; k++)
+        {
+            var (content, id) = _added[k];
+            if (next[k] == -2 || next[k] >= 0 && next[k] < from) next[k] = text.IndexOf(content, from, StringComparison.Ordinal);
+            int i = next[k];
+            if (i >= 0 && (i < best.Start || i == best.Start && content.Length > best.Length)) best = (i, content.Length, id);
+        }
+        return best;
+    }
+
+    /// <summary>The ids of one pre-token spelt in the byte-level alphabet.</summary>
+    private int[] Piece(string piece)
+    {
+        if (_cache.TryGetValue(piece, out var ids)) return ids;
+        if (_ignoreMerges && _vocab.TryGetValue(piece, out int whole)) ids = [whole];
+        else
+        {
+            var symbols = new List<string>(piece.Length);
+            foreach (char c in piece) symbols.Add(c.ToString());
+            while (symbols.Count > 1)
+            {
+                int best = -1, bestRank = int.MaxValue;
+                for (int i = 0; i + 1 < symbols.Count; i++)
+                    if (_ranks.TryGetValue((symbols[i], symbols[i + 1]), out int r) && r < bestRank) { best = i; bestRank = r; }
+                if (best < 0) break;
+                symbols[best] += symbols[best + 1];
+                symbols.RemoveAt(best + 1);
+            }
+            ids = new int[symbols.Count];
+            for (int i = 0; i < ids.Length; i++)
+                ids[i] = _vocab[symbols[i]]; // a byte symbol or a merge's result: both checked to be in the vocabulary at load
+        }
+        if (_cache.Count > 1 << 16) _cache.Clear();
+        _cache[piece] = ids;
+        return ids;
+    }
+
+    /// <inheritdoc/>
+    /// <exception cref="ArgumentOutOfRangeException">An id is outside [0, <see cref="VocabSize"/>).</exception>
+    public string Decode(ReadOnlySpan<int> ids)
+    {
+        TokenIds.CheckRange(ids, VocabSize);
+        var bytes = new List<byte>(ids.Length * 4);
+        foreach (int id in ids)
+        {
+            if (_special[id] || _pieceOf[id] is not { } piece) continue;
+            if (!ByteLevel.TryDecode(piece, bytes)) bytes.AddRange(Encoding.UTF8.GetBytes(piece)); // a non-special added token: its text
+        }
+        return Encoding.UTF8.GetString(bytes.ToArray());
+    }
+
+    /// <summary>
+    /// Writes the tokenizer.json it was read from, unchanged, and tokenizer_config.json with
+    /// <c>"hft_tokenizer": "hf-bpe"</c> and the BOS and EOS ids (other fields of an existing file are kept).
+    /// </summary>
+    public void Save(string directory)
+    {
+        ArgumentNullException.ThrowIfNull(directory);
+        Directory.CreateDirectory(directory);
+        File.WriteAllBytes(Path.Combine(directory, FileName), _json);
+        TokenizerConfigFile.Write(directory, KindName, BosId, EosId, null);
+    }
+}
