@@ -145,6 +145,16 @@ public sealed class HfBpeTokenizerTests
         yield return new TestCaseData(With(j => j["model"]!["merges"]!.AsArray().Add("c t")), "merge 6").SetName("Refused(merge outside the vocabulary)");
         yield return new TestCaseData(With(j => j["model"]!["merges"]!.AsArray().Add("ct")), "merge 6").SetName("Refused(malformed merge)");
         yield return new TestCaseData(new JsonObject { ["version"] = "1.0" }, "no \"model\"").SetName("Refused(no model)");
+        yield return new TestCaseData(With(j => j["model"]!["continuing_subword_prefix"] = "##"), "word-piece style").SetName("Refused(subword prefix)");
+        yield return new TestCaseData(With(j => j["model"]!["dropout"] = 0.1), "dropout").SetName("Refused(dropout)");
+        yield return new TestCaseData(With(j => j["model"]!["vocab"]!.AsObject().Remove("Ġ")), "byte 32").SetName("Refused(a byte missing)");
+        yield return new TestCaseData(With(j => j["model"]!["vocab"]!["Ġcat"] = 1 << 30), "far beyond").SetName("Refused(sparse ids)");
+        yield return new TestCaseData(With(j => j["model"]!["vocab"]!["Ġcat"] = "x"), "no valid id").SetName("Refused(id not a number)");
+        yield return new TestCaseData(With(j => j["pre_tokenizer"] = new JsonObject
+        {
+            ["type"] = "Sequence", ["pretokenizers"] = new JsonArray(
+                new JsonObject { ["type"] = "Split", ["pattern"] = new JsonObject { ["Regex"] = "(" }, ["behavior"] = "Isolated" }, ByteLevelPre(false)),
+        }), "not a regular expression").SetName("Refused(bad regex)");
     }
 
     [TestCaseSource(nameof(Unsupported))]
@@ -153,6 +163,21 @@ public sealed class HfBpeTokenizerTests
         string dir = Write(json);
         var e = Assert.Throws<InvalidInputException>(() => HfBpeTokenizer.Load(dir));
         Assert.That(e!.Message, Does.StartWith(Path.Combine(dir, "tokenizer.json") + ": ").And.Contain(expected));
+    }
+
+    [Test]
+    public void APatternThatBacktracksWithoutEndStopsWithAnErrorNamingTheFile()
+    {
+        var pre = new JsonObject
+        {
+            ["type"] = "Sequence", ["pretokenizers"] = new JsonArray(
+                new JsonObject { ["type"] = "Split", ["pattern"] = new JsonObject { ["Regex"] = "(x+x+)+y" }, ["behavior"] = "Isolated" }, ByteLevelPre(false)),
+        };
+        string dir = Write(Small(pre));
+        var t = HfBpeTokenizer.Load(dir);
+        Assert.That(Ids(t, "xxy"), Is.EqualTo(new[] { 'x', 'x', 'y' }));
+        var e = Assert.Throws<InvalidInputException>(() => Ids(t, new string('x', 40)));
+        Assert.That(e!.Message, Does.StartWith(Path.Combine(dir, "tokenizer.json") + ": ").And.Contain("limit"));
     }
 
     [Test]

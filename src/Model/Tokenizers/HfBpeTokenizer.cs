@@ -97,6 +97,11 @@ public sealed class HfBpeTokenizer : ITokenizer
         if (type != "BPE") throw new InvalidInputException(path, $"model type \"{type}\" is not supported (only byte-level BPE)");
         if (model.TryGetProperty("byte_fallback", out var bf) && bf.ValueKind == JsonValueKind.True)
             throw new InvalidInputException(path, "a SentencePiece-style BPE (byte_fallback) is not read from tokenizer.json; give the model's tokenizer.model instead");
+        foreach (var field in new[] { "continuing_subword_prefix", "end_of_word_suffix" })
+            if (model.TryGetProperty(field, out var affix) && Text(affix) is { Length: > 0 })
+                throw new InvalidInputException(path, $"model \"{field}\" is set: a word-piece style BPE, not byte-level");
+        if (model.TryGetProperty("dropout", out var dropout) && dropout.ValueKind == JsonValueKind.Number && dropout.GetDouble() > 0)
+            throw new InvalidInputException(path, "model \"dropout\" is set: its encodings would be random");
         var pre = new HfPreTokenizer(root, path);
         if (!pre.IsByteLevel) throw new InvalidInputException(path, "no ByteLevel pre-tokenizer: only byte-level BPE tokenizers are supported");
         if (!model.TryGetProperty("vocab", out var v) || v.ValueKind != JsonValueKind.Object) throw new InvalidInputException(path, "model has no \"vocab\" object");
