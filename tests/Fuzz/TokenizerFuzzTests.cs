@@ -130,13 +130,7 @@ public sealed class TokenizerFuzzTests
             var m = run.NewMutator(i, extra);
             var seed = seeds[i % seeds.Count];
             m.Log.Add($"seed {seed.Name}");
-            int kind = m.Rng.Next(100);
-            byte[] input = kind switch
-            {
-                < 70 => m.Json(seed.Config, 3),
-                < 90 => m.Bytes(seed.Config, 3),
-                _ => m.Truncate(seed.Config, Mutator.Boundaries(seed.Config)),
-            };
+            byte[] input = JsonMutant(m, seed.Config);
             File.WriteAllBytes(configPath, input);
             byte[] modelBytes = model;
             bool hasModel = seed.HasModel ? !m.Chance(0.05) : m.Chance(0.05);
@@ -198,13 +192,7 @@ public sealed class TokenizerFuzzTests
             bool mutateConfig = m.Chance(0.1);
             byte[] target = mutateConfig ? config : seed;
             if (mutateConfig) m.Log.Add("tokenizer_config.json:");
-            int kind = m.Rng.Next(100);
-            byte[] input = kind switch
-            {
-                < 70 => m.Json(target, 3),
-                < 90 => m.Bytes(target, 3),
-                _ => m.Truncate(target, Mutator.Boundaries(target)),
-            };
+            byte[] input = JsonMutant(m, target);
             File.WriteAllBytes(jsonPath, mutateConfig ? seed : input);
             File.WriteAllBytes(configPath, mutateConfig ? input : config);
             run.Check(i, m, input, mutateConfig ? ".config.json" : ".json", 512L * (seed.Length + input.Length) + (4 << 20), dir, () =>
@@ -217,6 +205,14 @@ public sealed class TokenizerFuzzTests
         }
         run.Finish();
     }
+
+    /// <summary>A JSON file mutated as JSON (70 %), as bytes (20 %) or truncated (10 %).</summary>
+    private static byte[] JsonMutant(Mutator m, byte[] json) => m.Rng.Next(100) switch
+    {
+        < 70 => m.Json(json, 3),
+        < 90 => m.Bytes(json, 3),
+        _ => m.Truncate(json, Mutator.Boundaries(json)),
+    };
 
     private static void CheckIds(int? id, int vocabSize, string what)
     {
