@@ -11,7 +11,7 @@ internal static class InitCommand
     public static Command Create(TextWriter stdout)
     {
         var preset = new Option<string>("--preset") { Description = "Architecture: " + string.Join(", ", ModelPresets.Names), DefaultValueFactory = _ => "tiny" };
-        var tokenizer = new Option<string>("--tokenizer") { Description = "'bytes' or a SentencePiece tokenizer.model path", DefaultValueFactory = _ => "bytes" };
+        var tokenizer = new Option<string>("--tokenizer") { Description = "'bytes', 'tiktoken:cl100k_base', the path of a SentencePiece tokenizer.model or a Hugging Face byte-level BPE tokenizer.json, or a model directory holding one", DefaultValueFactory = _ => "bytes" };
         var output = new Option<string>("--out") { Description = "Directory to create", Required = true };
         var seed = new Option<ulong>("--seed") { Description = "Seed of the initial weights", DefaultValueFactory = _ => 1UL };
         var cmd = new Command("init", "Write a randomly initialised Llama (config.json, model.safetensors, tokenizer)") { preset, tokenizer, output, seed };
