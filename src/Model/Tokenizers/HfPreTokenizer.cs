@@ -142,27 +142,19 @@ internal sealed class HfPreTokenizer
     private static Regex Compile(string pattern) => new(pattern, RegexOptions.CultureInvariant, TimeSpan.FromSeconds(1));
 
     /// <summary>The matches of <paramref name="regex"/> and the text between them, in order.</summary>
-    private static IEnumerable<string> Isolate(Regex regex, string text)
-    {
-        int at = 0;
-        for (var m = regex.Match(text); m.Success; m = m.NextMatch())
-        {
-            if (m.Length == 0) continue;
-            if (m.Index > at) yield return text[at..m.Index];
-            yield return m.Value;
-            at = m.Index + m.Length;
-        }
-        if (at < text.Length) yield return text[at..];
-    }
+    private static IEnumerable<string> Isolate(Regex regex, string text) => Cut(regex, text, keepMatches: true);
 
     /// <summary>The text between the matches of <paramref name="regex"/>.</summary>
-    private static IEnumerable<string> Remove(Regex regex, string text)
+    private static IEnumerable<string> Remove(Regex regex, string text) => Cut(regex, text, keepMatches: false);
+
+    private static IEnumerable<string> Cut(Regex regex, string text, bool keepMatches)
     {
         int at = 0;
         for (var m = regex.Match(text); m.Success; m = m.NextMatch())
         {
             if (m.Length == 0) continue;
             if (m.Index > at) yield return text[at..m.Index];
+            if (keepMatches) yield return m.Value;
             at = m.Index + m.Length;
         }
         if (at < text.Length) yield return text[at..];

@@ -22,7 +22,7 @@ internal static class CommonOptions
 
     /// <summary>
     /// <c>--precision</c>: fp32 or bf16 mixed precision; with <paramref name="auto"/> also "auto" (the default then):
-    /// bf16 on a CUDA device, fp32 elsewhere (see <see cref="ResolvePrecision"/>).
+    /// bf16 on a CUDA device, fp32 elsewhere (see <see cref="PrecisionNames.Resolve"/>).
     /// </summary>
     public static Option<string> Precision(bool auto = false) => new("--precision")
     {
@@ -43,7 +43,4 @@ internal static class CommonOptions
 
     /// <summary>The parsed value of a <see cref="Precision(bool)"/> option without "auto".</summary>
     public static Runtime.Precision ParsePrecision(string text) => PrecisionNames.Parse(text);
-
-    /// <summary>The value of a <see cref="Precision(bool)"/> option for a back-end (<see cref="PrecisionNames.Resolve"/>).</summary>
-    public static Runtime.Precision ResolvePrecision(string text, string backendName) => PrecisionNames.Resolve(text, backendName);
 }

@@ -53,7 +53,7 @@ internal static class DemoCommand
         void Say(string line) { if (!quiet) stdout.WriteLine(line); }
 
         using var backend = Devices.Create(device, threads);
-        var precision = CommonOptions.ResolvePrecision(precisionText, backend.Name);
+        var precision = PrecisionNames.Resolve(precisionText, backend.Name);
         Say($"device {backend.DeviceName}, precision {precision.Name()}");
         Precision[] checkedIn = precision == Precision.Fp32 ? [Precision.Fp32] : [Precision.Fp32, precision];
         Say($"1. Our forward, backward and AdamW in {string.Join(" and ", checkedIn.Select(p => p.Name()))} against Hugging Face transformers (float64 reference cases)");
