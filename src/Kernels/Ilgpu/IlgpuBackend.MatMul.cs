@@ -36,8 +36,13 @@ public sealed partial class IlgpuBackend
     public int ForceSplitK { get; set; } = EnvInt("HFT_SPLIT_K", 1, 64, 0);
 
     /// <summary>Whether the switch <paramref name="name"/> is set to "off" (HFT_GEMM_SUM=off and the like; case and spaces ignored).</summary>
-    internal static bool EnvOff(string name) =>
-        string.Equals(Environment.GetEnvironmentVariable(name)?.Trim(), "off", StringComparison.OrdinalIgnoreCase);
+    internal static bool EnvOff(string name) => EnvIs(name, "off");
+
+    /// <summary>Whether the switch <paramref name="name"/> is set to "on" (HFT_GEMM_SWIGLU=on; case and spaces ignored).</summary>
+    internal static bool EnvOn(string name) => EnvIs(name, "on");
+
+    private static bool EnvIs(string name, string value) =>
+        string.Equals(Environment.GetEnvironmentVariable(name)?.Trim(), value, StringComparison.OrdinalIgnoreCase);
 
     /// <summary>An integer environment variable within [min, max]; <paramref name="fallback"/> when unset or not one (with a warning).</summary>
     internal static int EnvInt(string name, int min, int max, int fallback)

@@ -323,26 +323,27 @@ public static partial class Benchmarks
         var inputs = ModelInputs.FromLabels(ids, ids, batch, seq);
         // On CUDA, bf16 steps run once more with each other bf16 GEMM kernel of the ILGPU back-end (entries with
         // "bf16_gemm"; wgmma only where its module loaded and a form passed its check), so that one run shows which
-        // kernel trains faster; with wgmma-ws selected, first with each of its refinements turned off in turn (summed
-        // products, the SwiGLU and RoPE launches, persistent launches, 128 × 192 tiles), so that one run shows what each is worth.
+        // kernel trains faster; with wgmma-ws selected, first with each of its refinements switched from its default in
+        // turn (summed products, the RoPE launch, persistent launches and 128 × 192 tiles off; the SwiGLU launch on), so
+        // that one run shows what each is worth.
         var ilgpuCuda = backend.Name == "cuda" ? backend as IlgpuBackend : null;
-        var configurations = StepPrecisions.Select(p => (Precision: p, Variant: (Bf16GemmVariant?)null, Without: (string?)null)).ToList();
+        var configurations = StepPrecisions.Select(p => (Precision: p, Variant: (Bf16GemmVariant?)null, Refinement: (string?)null)).ToList();
         if (ilgpuCuda is not null)
         {
             if (ilgpuCuda.Bf16GemmVariant == Bf16GemmVariant.WgmmaWs)
-                foreach (string without in WgmmaWsRefinements)
-                    configurations.Add((Precision.Bf16, Bf16GemmVariant.WgmmaWs, without));
+                foreach (string refinement in WgmmaWsRefinements)
+                    configurations.Add((Precision.Bf16, Bf16GemmVariant.WgmmaWs, refinement));
             foreach (var other in Enum.GetValues<Bf16GemmVariant>())
                 if (other != ilgpuCuda.Bf16GemmVariant && ilgpuCuda.PtxStatus(other)?.Contains("checked", StringComparison.Ordinal) != false)
                     configurations.Add((Precision.Bf16, other, null));
         }
-        foreach (var (precision, variant, without) in configurations)
+        foreach (var (precision, variant, refinement) in configurations)
         {
             foreach (var method in new[] { "fft", "hft" })
             {
                 var frozenHere = method == "fft" ? new HashSet<string>() : frozen;
                 var entry = new JsonObject { ["method"] = method, ["precision"] = precision.Name() };
-                if (variant is Bf16GemmVariant v) entry["bf16_gemm"] = IlgpuBackend.NameOf(v) + (without is null ? "" : "-" + without);
+                if (variant is Bf16GemmVariant v) entry["bf16_gemm"] = IlgpuBackend.NameOf(v) + (refinement is null ? "" : "-" + refinement);
                 var savedVariant = ilgpuCuda?.Bf16GemmVariant ?? Bf16GemmVariant.Simple;
                 if (variant is Bf16GemmVariant selected)
                 {
@@ -350,7 +351,7 @@ public static partial class Benchmarks
                     ilgpuCuda!.Bf16GemmVariant = selected;
                     ilgpuCuda.PtxFallback = false;
                 }
-                if (without is not null) SetRefinement(ilgpuCuda!, without, on: false);
+                if (refinement is not null) SetRefinement(ilgpuCuda!, refinement, apply: true);
                 try
                 {
                     using var model = LlamaModel.Create(backend, config, new LlamaModelOptions(batch, seq, frozenHere, Precision: precision,
@@ -397,7 +398,7 @@ public static partial class Benchmarks
                         ilgpuCuda.Bf16GemmVariant = savedVariant;
                         ilgpuCuda.PtxFallback = true;
                     }
-                    if (without is not null) SetRefinement(ilgpuCuda!, without, on: true);
+                    if (refinement is not null) SetRefinement(ilgpuCuda!, refinement, apply: false);
                 }
                 add(entry);
             }
@@ -405,22 +406,23 @@ public static partial class Benchmarks
     }
 
     /// <summary>
-    /// The refinements of the warp-specialized GEMM that a bf16 step is also timed without (its <c>bf16_gemm</c>
-    /// "wgmma-ws-" + the name): products summed in one launch, the SwiGLU and RoPE launches, persistent launches, 128 × 192 tiles.
+    /// The refinements of the warp-specialized GEMM that a bf16 step is also timed with switched from its default (its
+    /// <c>bf16_gemm</c> "wgmma-ws-" + the name, which says what runs): products summed in one launch, the RoPE launch,
+    /// persistent launches and 128 × 192 tiles turned off; the SwiGLU launch (off by default) turned on.
     /// </summary>
-    public static IReadOnlyList<string> WgmmaWsRefinements { get; } = ["unsummed", "unfused-swiglu", "unfused-rope", "block-per-tile", "256"];
+    public static IReadOnlyList<string> WgmmaWsRefinements { get; } = ["unsummed", "fused-swiglu", "unfused-rope", "block-per-tile", "256"];
 
-    /// <summary>Turns one of <see cref="WgmmaWsRefinements"/> off (its name says what remains) or back to its default.</summary>
-    private static void SetRefinement(IlgpuBackend backend, string without, bool on)
+    /// <summary>Switches one of <see cref="WgmmaWsRefinements"/> (<paramref name="apply"/>) or puts it back to its default.</summary>
+    private static void SetRefinement(IlgpuBackend backend, string name, bool apply)
     {
-        switch (without)
+        switch (name)
         {
-            case "unsummed": backend.SummedGemm = !on ? false : IlgpuBackend.SummedGemmByDefault; break;
-            case "unfused-swiglu": backend.SwiGluGemm = !on ? false : IlgpuBackend.SwiGluGemmByDefault; break;
-            case "unfused-rope": backend.RopeGemm = !on ? false : IlgpuBackend.RopeGemmByDefault; break;
-            case "block-per-tile": backend.PersistentGemm = !on ? false : IlgpuBackend.PersistentGemmByDefault; break;
-            case "256": backend.NarrowTiles = on; break;
-            default: throw new ArgumentException($"no refinement '{without}'", nameof(without));
+            case "unsummed": backend.SummedGemm = !apply && IlgpuBackend.SummedGemmByDefault; break;
+            case "fused-swiglu": backend.SwiGluGemm = apply || IlgpuBackend.SwiGluGemmByDefault; break;
+            case "unfused-rope": backend.RopeGemm = !apply && IlgpuBackend.RopeGemmByDefault; break;
+            case "block-per-tile": backend.PersistentGemm = !apply && IlgpuBackend.PersistentGemmByDefault; break;
+            case "256": backend.NarrowTiles = !apply; break;
+            default: throw new ArgumentException($"no refinement '{name}'", nameof(name));
         }
     }
 

@@ -416,7 +416,8 @@ public static partial class SelfTest
     /// </summary>
     private static SelfTestCase MatMulSwiGlu(int n, int f, int d, bool large, int seed, Bf16GemmVariant? variant = null)
     {
-        var forced = Forced(variant);
+        // The one launch is not the default (IlgpuBackend.SwiGluGemmByDefault): turned on for the case, so that it stays checked.
+        var forced = Forced(variant, be => { bool saved = be.SwiGluGemm; be.SwiGluGemm = true; return () => be.SwiGluGemm = saved; });
         string name = "matmul bf16" + (variant is { } v ? " " + IlgpuBackend.NameOf(v) : "") + " swiglu";
         return new(name, S($"{n}x{f}x{d} NT"), large, seed, rng =>
         {
@@ -462,13 +463,20 @@ public static partial class SelfTest
     /// <summary>
     /// A case's set-up and tear-down that select <paramref name="variant"/> alone (no fallback to another PTX kernel) on
     /// an ILGPU device and restore the selection afterwards; none without a variant or on other back-ends.
+    /// <paramref name="also"/> changes more for the case and returns what undoes it.
     /// </summary>
-    private static (Action<Backend>? Prepare, Action<Backend>? Restore) Forced(Bf16GemmVariant? variant)
+    private static (Action<Backend>? Prepare, Action<Backend>? Restore) Forced(Bf16GemmVariant? variant, Func<IlgpuBackend, Action>? also = null)
     {
         if (variant is not { } selected) return (null, null);
         var saved = Bf16GemmVariant.Simple;
-        return (be => { if (be is IlgpuBackend ib) { saved = ib.Bf16GemmVariant; ib.Bf16GemmVariant = selected; ib.PtxFallback = false; } },
-            be => { if (be is IlgpuBackend ib) { ib.Bf16GemmVariant = saved; ib.PtxFallback = true; } });
+        Action? undo = null;
+        return (be =>
+            {
+                if (be is not IlgpuBackend ib) return;
+                saved = ib.Bf16GemmVariant; ib.Bf16GemmVariant = selected; ib.PtxFallback = false;
+                undo = also?.Invoke(ib);
+            },
+            be => { if (be is IlgpuBackend ib) { ib.Bf16GemmVariant = saved; ib.PtxFallback = true; undo?.Invoke(); undo = null; } });
     }
 
     private static SelfTestCase CrossEntropy(int n, int vocab, bool large, int seed) => new("cross-entropy", S($"{n}x{vocab}"), large, seed, rng =>
