@@ -73,6 +73,19 @@ public sealed class GpuCheckScriptTests
         Assert.That(calls.Count(c => c.Contains("wgmma-ws", StringComparison.Ordinal)), Is.EqualTo(3), "whole, tiles, tiles-256: then no more");
     }
 
+    /// <summary>A fallback kernel whose probe fails is turned off alone; the default kernel's probe runs first.</summary>
+    [TestCase("matmul bf16 wgmma-tma 4096x768x768 NT", "HFT_WGMMA_TMA")]
+    [TestCase("matmul bf16 wgmma 4096x768x768 NT", "HFT_WGMMA")]
+    [TestCase("matmul bf16 mma 4096x768x768 NT", "HFT_MMA")]
+    public void AFaultyFallbackKernelIsTurnedOffAlone(string fault, string faultSwitch)
+    {
+        var (code, output, calls) = RunScript(fault, faultSwitch);
+        Assert.That(code, Is.EqualTo(1), output);
+        Assert.That(Later(calls).Split('|')[1].Trim(), Is.EqualTo(faultSwitch + "=off"), output);
+        Assert.That(calls[0], Does.StartWith("selftest --device cuda --only bf16 wgmma-ws |"), output);
+        Assert.That(output, Does.Match(@"== mma: exit \d+ after \d+ s"), "each step's exit status and seconds are logged");
+    }
+
     /// <summary>The demo steps run hft demo on the card: --quick by default, the GPU scale as the step "demo".</summary>
     [Test]
     public void DemoStepsRunTheDemoOnTheCard()
