@@ -238,7 +238,7 @@ public static partial class SelfTest
         public Tensor InBf16(float[] data)
         {
             var t = _arena.Reserve("in.bf16", data.Length, DType.BF16);
-            _afterCommit.Add(() => Backend.Upload<ushort>(t, Array.ConvertAll(data, Bf16.FromFloat)));
+            _afterCommit.Add(() => Backend.Upload<ushort>(t, ConvertInParallel(data, Bf16.FromFloat)));
             return t;
         }
 
@@ -246,7 +246,12 @@ public static partial class SelfTest
         public Tensor OutBf16(long count)
         {
             var t = _arena.Reserve("out.bf16", count, DType.BF16);
-            _afterCommit.Add(() => Backend.Upload<ushort>(t, Enumerable.Repeat((ushort)0x7FC0, (int)count).ToArray()));
+            _afterCommit.Add(() =>
+            {
+                var nan = new ushort[count];
+                Array.Fill(nan, (ushort)0x7FC0);
+                Backend.Upload<ushort>(t, nan);
+            });
             return t;
         }
 
@@ -257,20 +262,50 @@ public static partial class SelfTest
         }
 
         public float[] Read(Tensor t) => t.Type == DType.BF16
-            ? Array.ConvertAll(Backend.ToArray<ushort>(t), Bf16.ToFloat)
+            ? ConvertInParallel(Backend.ToArray<ushort>(t), Bf16.ToFloat)
             : Backend.ToArray<float>(t);
+
+        /// <summary><see cref="Array.ConvertAll"/> over chunks in parallel (inputs of the training shapes hold up to 131M elements).</summary>
+        private static TOut[] ConvertInParallel<TIn, TOut>(TIn[] source, Func<TIn, TOut> convert)
+        {
+            var result = new TOut[source.Length];
+            Parallel.For(0, (source.Length + RandnChunk - 1) / RandnChunk, c =>
+            {
+                int end = Math.Min(source.Length, (c + 1) * RandnChunk);
+                for (int i = c * RandnChunk; i < end; i++) result[i] = convert(source[i]);
+            });
+            return result;
+        }
 
         public void Dispose() => _arena.Dispose();
     }
 
-    private static float[] Randn(Random rng, long count, double scale = 1.0)
+    /// <summary>Elements per independently seeded chunk of <see cref="Randn"/> (and per task of the parallel conversions).</summary>
+    private const int RandnChunk = 1 << 16;
+
+    /// <summary>
+    /// <paramref name="count"/> normal samples times <paramref name="scale"/>: the same for the same state of
+    /// <paramref name="rng"/> on any machine and thread count. A seed per chunk of 64K elements is drawn from
+    /// <paramref name="rng"/> in order, and the chunks are filled in parallel, each Box–Muller pair giving two samples.
+    /// (The training shapes need up to 131M samples per input: one thread took several seconds a case on the GPU machine.)
+    /// </summary>
+    internal static float[] Randn(Random rng, long count, double scale = 1.0)
     {
         var a = new float[count];
-        for (long i = 0; i < count; i++)
+        long chunks = (count + RandnChunk - 1) / RandnChunk;
+        var seeds = new int[chunks];
+        for (long c = 0; c < chunks; c++) seeds[c] = rng.Next();
+        Parallel.For(0L, chunks, c =>
         {
-            double u1 = 1.0 - rng.NextDouble(), u2 = rng.NextDouble();
-            a[i] = (float)(scale * Math.Sqrt(-2 * Math.Log(u1)) * Math.Cos(2 * Math.PI * u2));
-        }
+            var r = new Random(seeds[c]);
+            long start = c * RandnChunk, end = Math.Min(count, start + RandnChunk);
+            for (long i = start; i < end; i += 2)
+            {
+                double radius = scale * Math.Sqrt(-2 * Math.Log(1.0 - r.NextDouble())), angle = 2 * Math.PI * r.NextDouble();
+                a[i] = (float)(radius * Math.Cos(angle));
+                if (i + 1 < end) a[i + 1] = (float)(radius * Math.Sin(angle));
+            }
+        });
         return a;
     }
 
