@@ -81,7 +81,7 @@ public sealed class DemoTests
     public void DemoRejectsAnUnknownPrecisionNamingTheChoices()
     {
         var (code, output, err) = HftCli.Run("demo", "--precision", "fp16", "--out", Path.Combine(Fixtures.TempDirectory(), "never"));
-        Assert.That(code, Is.Not.EqualTo(Program.ExitOk));
-        Assert.That(output + err, Does.Contain("unknown precision 'fp16': expected fp32, bf16 or auto"));
+        Assert.That(code, Is.EqualTo(Program.ExitBadInput));
+        Assert.That(err, Does.Contain("error: unknown precision 'fp16': expected fp32, bf16 or auto"));
     }
 }

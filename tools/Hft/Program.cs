@@ -54,7 +54,16 @@ public static class Program
         var config = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null };
         try
         {
-            return root.Parse(args).Invoke(config);
+            // Parse errors (an unknown option, a value outside its choices, a missing required option) are bad input
+            // like any other: exit 2, not System.CommandLine's 1 (which says a check failed).
+            var parsed = root.Parse(args);
+            if (parsed.Errors.Count > 0)
+            {
+                foreach (var error in parsed.Errors) stderr.WriteLine($"error: {error.Message}");
+                stderr.WriteLine($"({parsed.CommandResult.Command.Name} --help lists the options)");
+                return ExitBadInput;
+            }
+            return parsed.Invoke(config);
         }
         catch (Runtime.Training.TrainingDivergedException e)
         {
