@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using System.Text.Json.Nodes;
 using HftRuntime.Cli;
+using HftRuntime.Model.Training;
+using HftRuntime.Runtime;
 using HftRuntime.Runtime.SafeTensors;
 using HftRuntime.Tests.Support;
 using NUnit.Framework;
@@ -158,7 +160,28 @@ public sealed class TrainCommandTests
         Assert.That(Losses(cut), Is.EqualTo(Losses(whole)));
     }
 
+    [Test]
+    public void AutoPrecisionIsFp32OnTheCpuAndResumesInThePrecisionTheRunWasSavedIn()
+    {
+        string fresh = Path.Combine(_work, "auto-fresh"), cut = Path.Combine(_work, "auto-cut");
+        var (code, _, err) = HftCli.Run(Args(fresh, "hft", "--precision", "auto"));
+        Assert.That(code, Is.EqualTo(Program.ExitOk), err);
+        Assert.That(RunJson(fresh)["config"]!["precision"]!.GetValue<string>(), Is.EqualTo("fp32"), "auto is fp32 off CUDA");
+        Assert.That(err, Does.Not.Contain("warning: training in fp32"), "the fp32 warning is for CUDA devices");
+        Assert.That(FineTuning.SavedPrecision(fresh), Is.EqualTo(Precision.Fp32));
+
+        using var cts = new CancellationTokenSource();
+        cts.Cancel(); // a bf16 run stopped before its first step: the checkpoint holds step 0
+        Assert.That(Program.Run(Args(cut, "hft", "--precision", "bf16"), new StringWriter(), new StringWriter(), cts.Token), Is.EqualTo(Program.ExitCancelled));
+        Assert.That(FineTuning.SavedPrecision(cut), Is.EqualTo(Precision.Bf16));
+        (code, _, err) = HftCli.Run(Args(cut, "hft", "--precision", "auto", "--resume"));
+        Assert.That(code, Is.EqualTo(Program.ExitOk), err);
+        Assert.That(RunJson(cut)["config"]!["precision"]!.GetValue<string>(), Is.EqualTo("bf16"), "auto resumes in the saved precision, not the device's");
+        Assert.That(FineTuning.SavedPrecision(Path.Combine(_work, "no-such-run")), Is.Null);
+    }
+
     [TestCase("--policy", "random", "random")]
+    [TestCase("--precision", "fp16", "fp32, bf16 or auto")]
     [TestCase("--trainable-ratio", "1.5", "ratio")]
     [TestCase("--trainable-ratio", "0", "ratio")]
     [TestCase("--objective", "rl", "objective")]

@@ -73,6 +73,23 @@ public sealed record FineTuneResult(TrainingResult Training, JsonObject Report, 
 /// </summary>
 public static class FineTuning
 {
+    /// <summary>
+    /// The precision the run in <paramref name="runDirectory"/> was saved in, from its latest checkpoint (fp32 when its
+    /// fingerprint has no precision, as runs saved before bf16 existed); null when it has no checkpoint.
+    /// </summary>
+    /// <exception cref="InvalidInputException">The checkpoint's state is unreadable or names an unknown precision.</exception>
+    public static Precision? SavedPrecision(string runDirectory)
+    {
+        if (new CheckpointStore(runDirectory).Latest() is not { } dir) return null;
+        var state = CheckpointStore.ReadState(dir);
+        if (state["fingerprint"]?["precision"] is not { } name) return Precision.Fp32;
+        try { return PrecisionNames.Parse(name.GetValue<string>()); }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or FormatException)
+        {
+            throw new InvalidInputException(Path.Combine(dir, "trainer_state.json"), $"fingerprint.precision is not fp32 or bf16: {name.ToJsonString()}");
+        }
+    }
+
     /// <summary>Runs the request; <paramref name="log"/> receives a few human-readable lines.</summary>
     public static FineTuneResult Run(Backend backend, FineTuneRequest request, IProgress<TrainingProgress>? progress = null,
         CancellationToken cancel = default, Action<string>? log = null)

@@ -24,11 +24,16 @@ internal static class CommonOptions
     /// <c>--precision</c>: fp32 or bf16 mixed precision; with <paramref name="auto"/> also "auto" (the default then):
     /// bf16 on a CUDA device, fp32 elsewhere (see <see cref="PrecisionNames.Resolve"/>).
     /// </summary>
-    public static Option<string> Precision(bool auto = false) => new("--precision")
+    /// <summary>
+    /// --precision: fp32 or bf16, and with <paramref name="auto"/> also auto (bf16 on CUDA, fp32 elsewhere; see
+    /// <see cref="PrecisionNames.Resolve"/>). The default is <paramref name="defaultValue"/>, else auto where it is
+    /// accepted and fp32 otherwise.
+    /// </summary>
+    public static Option<string> Precision(bool auto = false, string? defaultValue = null) => new("--precision")
     {
         Description = "Arithmetic: fp32 (the reference) or bf16 (bf16 matrix products with fp32 accumulation, fp32 masters for trainable tensors only)" +
             (auto ? "; auto: bf16 on a CUDA device, fp32 elsewhere" : ""),
-        DefaultValueFactory = _ => auto ? "auto" : "fp32",
+        DefaultValueFactory = _ => defaultValue ?? (auto ? "auto" : "fp32"),
         Validators =
         {
             r =>
@@ -41,6 +46,6 @@ internal static class CommonOptions
         },
     };
 
-    /// <summary>The parsed value of a <see cref="Precision(bool)"/> option without "auto".</summary>
+    /// <summary>The parsed value of a <see cref="Precision(bool, string)"/> option without "auto".</summary>
     public static Runtime.Precision ParsePrecision(string text) => PrecisionNames.Parse(text);
 }

@@ -25,7 +25,10 @@ internal static class TrainCommand
         var stages = new Option<string?>("--stages") { Description = "Continual learning: a stages.json file ({\"stages\": [{\"data\", \"objective\", \"steps\", \"lr\"}, ...]}); replaces --data, --objective, --steps and --lr" };
         var beta = new Option<double>("--beta") { Description = "DPO's beta", DefaultValueFactory = _ => 0.1 };
         var reference = new Option<string?>("--reference") { Description = "DPO reference model directory (default: --model)" };
-        var precision = CommonOptions.Precision();
+        var precision = CommonOptions.Precision(auto: true, defaultValue: "fp32");
+        precision.Description = "Arithmetic: fp32 (the default; the reference that hft verify checks), bf16 (bf16 matrix products with fp32 " +
+            "accumulation, fp32 masters for trainable tensors only; the tensor cores on CUDA) or auto (bf16 on a CUDA device, fp32 elsewhere; " +
+            "with --resume, the precision the run was saved in)";
         var checkpointAct = new Option<bool>("--checkpoint-activations") { Description = "Recompute each layer's activations in the backward pass (less memory, about a third more compute)" };
         var skipBad = new Option<bool>("--skip-bad-lines") { Description = "Skip malformed JSONL lines (counted in run.json) instead of failing" };
         var method = new Option<string>("--method") { Description = "fft (nothing frozen) or hft (half fine-tuning)", DefaultValueFactory = _ => "hft" };
@@ -77,7 +80,7 @@ internal static class TrainCommand
             var job = new TrainJob(r.GetValue(model)!, dataFile ?? stagesFile!, r.GetValue(objective)!, r.GetValue(method)!, r.GetValue(policy),
                 r.GetValue(ratio), r.GetValue(freezeEmb), r.GetValue(freezeList), r.GetValue(heldOut), r.GetValue(output)!, r.GetValue(resume),
                 r.GetValue(device)!, r.GetValue(threads), options, r.GetValue(beta), r.GetValue(reference), r.GetValue(skipBad), r.GetValue(checkpointAct),
-                CommonOptions.ParsePrecision(r.GetValue(precision)!));
+                r.GetValue(precision)!, PrecisionGiven: r.GetResult(precision) is { Implicit: false });
             return stagesFile is null ? Execute(job, r.GetValue(quiet), stdout, stderr, cancel).Code
                 : StagesCommand.Execute(job, r.GetValue(quiet), stdout, stderr, cancel);
         });
@@ -87,26 +90,41 @@ internal static class TrainCommand
     /// <summary>One training run as the options describe it.</summary>
     internal sealed record TrainJob(string Model, string Data, string Objective, string Method, string? Policy, double Ratio, bool FreezeEmbeddings,
         string? FreezeList, double HeldOut, string Out, bool Resume, string Device, int Threads, TrainingOptions Options,
-        double Beta = 0.1, string? Reference = null, bool SkipBadLines = false, bool CheckpointActivations = false, Precision Precision = Precision.Fp32);
+        double Beta = 0.1, string? Reference = null, bool SkipBadLines = false, bool CheckpointActivations = false, string Precision = "fp32",
+        bool PrecisionGiven = true);
 
     /// <summary>Runs <paramref name="job"/>; returns the exit code and the run report written to run.json.</summary>
     internal static (int Code, JsonObject Report) Execute(TrainJob job, bool quiet, TextWriter stdout, TextWriter stderr, CancellationToken cancel)
     {
+        var policy = ResolvePolicy(job);
+        job.Options.Validate();
+        using var backend = Devices.Create(job.Device, job.Threads);
+        var precision = ResolvePrecision(job, backend.Name);
+        if (!job.PrecisionGiven && backend.Name == "cuda" && precision == Precision.Fp32)
+            stderr.WriteLine("warning: training in fp32 on the CUDA cores (the default, the reference precision); --precision bf16 or auto " +
+                "trains on the tensor cores, 18x faster for the 134M benchmark model's step on an H100 (docs/gpu-runs.md, run 5)");
         var request = new FineTuneRequest
         {
             ModelDirectory = job.Model, DataPath = job.Data, OutputDirectory = job.Out, Objective = job.Objective,
-            Policy = ResolvePolicy(job), Options = job.Options, HeldOutFraction = job.HeldOut, SkipBadLines = job.SkipBadLines,
-            Beta = job.Beta, ReferenceDirectory = job.Reference, Resume = job.Resume, CheckpointActivations = job.CheckpointActivations, Precision = job.Precision,
+            Policy = policy, Options = job.Options, HeldOutFraction = job.HeldOut, SkipBadLines = job.SkipBadLines,
+            Beta = job.Beta, ReferenceDirectory = job.Reference, Resume = job.Resume, CheckpointActivations = job.CheckpointActivations, Precision = precision,
             ExtraConfig = new JsonObject
             {
                 ["device"] = job.Device, ["threads"] = job.Threads, ["trainable_ratio"] = job.Ratio,
                 ["freeze_embeddings"] = job.FreezeEmbeddings, ["freeze_list"] = job.FreezeList,
             },
         };
-        request.Options.Validate();
-        using var backend = Devices.Create(job.Device, job.Threads);
         return Run(backend, request, quiet, stdout, stderr, cancel);
     }
+
+    /// <summary>
+    /// The job's precision on a back-end: fp32 or bf16 as given; auto as the run being resumed was saved (when it has
+    /// a checkpoint), else bf16 on CUDA and fp32 elsewhere.
+    /// </summary>
+    internal static Precision ResolvePrecision(TrainJob job, string backendName) =>
+        PrecisionNames.IsAuto(job.Precision) && job.Resume && FineTuning.SavedPrecision(job.Out) is { } saved
+            ? saved
+            : PrecisionNames.Resolve(job.Precision, backendName);
 
     /// <summary>Runs a request on a back-end, printing progress unless <paramref name="quiet"/>.</summary>
     internal static (int Code, JsonObject Report) Run(Kernels.Backend backend, FineTuneRequest request, bool quiet, TextWriter stdout, TextWriter stderr,
