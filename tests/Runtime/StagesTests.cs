@@ -47,6 +47,21 @@ public sealed class StagesTests
         Assert.That(Directory.Exists(Path.Combine(o, "stage-00-first")) && Directory.Exists(Path.Combine(o, "stage-01-stage-1")));
     }
 
+    [Test]
+    public void EveryStageTrainsInTheGivenPrecision()
+    {
+        string model = TestData.TinyModel(), work = Fixtures.TempDirectory(), o = Path.Combine(work, "cl-bf16");
+        TestData.WriteText(work, 12_000, seed: 1, name: "a.txt");
+        TestData.WriteText(work, 12_000, seed: 2, name: "b.txt");
+        string stages = Path.Combine(work, "stages.json");
+        File.WriteAllText(stages, """{"stages": [{"data": "a.txt", "objective": "lm", "steps": 2, "lr": 0.003}, {"data": "b.txt", "objective": "lm", "steps": 2, "lr": 0.002}]}""");
+        var (code, _, err) = HftCli.Run(Args(model, stages, o, "--precision", "bf16"));
+        Assert.That(code, Is.EqualTo(0), err);
+        foreach (var dir in Directory.GetDirectories(o, "stage-*"))
+            Assert.That(JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "run.json")))!["config"]!["precision"]!.GetValue<string>(), Is.EqualTo("bf16"), dir);
+        Assert.That(Directory.GetDirectories(o, "stage-*"), Has.Length.EqualTo(2));
+    }
+
     [TestCase("""{"stages": [{"data": "a.txt", "objective": "lm", "steps": 4}]}""", "stages[0].lr")]
     [TestCase("""{"stages": [{"data": "nope.txt", "objective": "lm", "steps": 4, "lr": 0.1}]}""", "nope.txt")]
     [TestCase("""{"stages": [{"data": "a.txt", "objective": "rl", "steps": 4, "lr": 0.1}]}""", "stages[0].objective")]

@@ -50,6 +50,9 @@ public sealed record StagesRequest
 
     /// <summary>Extra settings for run.json.</summary>
     public JsonObject? ExtraConfig { get; init; }
+
+    /// <summary>The arithmetic of every stage (a stage saved in bf16 passes BF16 frozen matrices to the next).</summary>
+    public Precision Precision { get; init; }
 }
 
 /// <summary>
@@ -126,7 +129,7 @@ public static class ContinualLearning
                 ModelDirectory = current, DataPath = st.Data, OutputDirectory = dir, Objective = st.Objective, Policy = policy,
                 Options = r.Options with { Steps = st.Steps, Lr = st.Lr, MinLr = Math.Min(r.Options.MinLr, st.Lr) },
                 HeldOutFraction = r.HeldOutFraction, SkipBadLines = r.SkipBadLines, Beta = r.Beta,
-                Resume = r.Resume && Directory.Exists(Path.Combine(dir, "checkpoints")), ExtraConfig = r.ExtraConfig,
+                Resume = r.Resume && Directory.Exists(Path.Combine(dir, "checkpoints")), ExtraConfig = r.ExtraConfig, Precision = r.Precision,
             };
             JsonObject report;
             if (r.Resume && Finished(dir, st.Steps) is { } done)

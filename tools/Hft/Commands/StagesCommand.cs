@@ -20,12 +20,13 @@ internal static class StagesCommand
         FreezePolicy ForStage(int i) => FreezePolicy.Create(policyName, Rng.Derive(job.Options.Seed, i), job.Ratio, job.FreezeEmbeddings, job.FreezeList);
         ForStage(0); // validates ratio, list, name
         if (!job.Resume) OutputGuard.RequireFresh(job.Out);
+        using var backend = Devices.Create(job.Device, job.Threads);
         var request = new StagesRequest
         {
             ModelDirectory = job.Model, StagesFile = job.Data, OutputDirectory = job.Out, PolicyForStage = ForStage, Options = job.Options,
             HeldOutFraction = job.HeldOut, SkipBadLines = job.SkipBadLines, Beta = job.Beta, Resume = job.Resume,
+            Precision = TrainCommand.ResolvePrecision(job, backend.Name, stderr),
         };
-        using var backend = Devices.Create(job.Device, job.Threads);
         var report = ConsoleDisplay.Run(stdout, quiet, "stages", progress => ContinualLearning.Run(backend, request, progress, cancel, quiet ? null : stdout.WriteLine));
         var inv = CultureInfo.InvariantCulture;
         if (report["cancelled"]!.GetValue<bool>()) return Program.ExitCancelled;

@@ -99,10 +99,7 @@ internal static class TrainCommand
         var policy = ResolvePolicy(job);
         job.Options.Validate();
         using var backend = Devices.Create(job.Device, job.Threads);
-        var precision = ResolvePrecision(job, backend.Name);
-        if (!job.PrecisionGiven && backend.Name == "cuda" && precision == Precision.Fp32)
-            stderr.WriteLine("warning: training in fp32 on the CUDA cores (the default, the reference precision); --precision bf16 or auto " +
-                "trains on the tensor cores, 18x faster for the 134M benchmark model's step on an H100 (docs/gpu-runs.md, run 5)");
+        var precision = ResolvePrecision(job, backend.Name, stderr);
         var request = new FineTuneRequest
         {
             ModelDirectory = job.Model, DataPath = job.Data, OutputDirectory = job.Out, Objective = job.Objective,
@@ -119,12 +116,19 @@ internal static class TrainCommand
 
     /// <summary>
     /// The job's precision on a back-end: fp32 or bf16 as given; auto as the run being resumed was saved (when it has
-    /// a checkpoint), else bf16 on CUDA and fp32 elsewhere.
+    /// a checkpoint of its own; the stages of continual learning have theirs in their folders), else bf16 on CUDA and
+    /// fp32 elsewhere. Warns on <paramref name="stderr"/> when a CUDA run is left at the default fp32.
     /// </summary>
-    internal static Precision ResolvePrecision(TrainJob job, string backendName) =>
-        PrecisionNames.IsAuto(job.Precision) && job.Resume && FineTuning.SavedPrecision(job.Out) is { } saved
+    internal static Precision ResolvePrecision(TrainJob job, string backendName, TextWriter stderr)
+    {
+        var precision = PrecisionNames.IsAuto(job.Precision) && job.Resume && FineTuning.SavedPrecision(job.Out) is { } saved
             ? saved
             : PrecisionNames.Resolve(job.Precision, backendName);
+        if (!job.PrecisionGiven && backendName == "cuda" && precision == Precision.Fp32)
+            stderr.WriteLine("warning: training in fp32 on the CUDA cores (the default, the reference precision); --precision bf16 or auto " +
+                "trains on the tensor cores, 18x faster for the 134M benchmark model's step on an H100 (docs/gpu-runs.md, run 5)");
+        return precision;
+    }
 
     /// <summary>Runs a request on a back-end, printing progress unless <paramref name="quiet"/>.</summary>
     internal static (int Code, JsonObject Report) Run(Kernels.Backend backend, FineTuneRequest request, bool quiet, TextWriter stdout, TextWriter stderr,
