@@ -60,7 +60,8 @@ public static class Program
             if (parsed.Errors.Count > 0)
             {
                 foreach (var error in parsed.Errors) stderr.WriteLine($"error: {error.Message}");
-                stderr.WriteLine($"({parsed.CommandResult.Command.Name} --help lists the options)");
+                var command = parsed.CommandResult.Command;
+                stderr.WriteLine($"({(command is RootCommand ? "hft" : "hft " + command.Name)} --help lists the options)");
                 return ExitBadInput;
             }
             return parsed.Invoke(config);
