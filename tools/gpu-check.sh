@@ -77,7 +77,8 @@ timed() { # timed NAME WANT COMMAND...: run NAME under timeout (WANT seconds, or
 #   verify    the reference cases in fp32, bf16, and bf16 with HFT_BF16_GEMM=simple
 #   demo-quick hft demo --quick --device cuda: the README's main job end to end on the card, with a tiny model (in
 #             bf16, the demo's default on CUDA; the reference cases in fp32 and bf16)
-#   demo      hft demo --device cuda at the GPU scale (not a default step: never timed on a card; a call of its own)
+#   demo      hft demo --device cuda at the GPU scale, --seeds 3 unless GPU_CHECK_DEMO_ARGS says otherwise (not a default
+#             step; 72 s with one seed on an H200)
 #             Both keep report.md, report.json and demo.png (not the models) in the logs.
 # The default: what a first call on a card after kernel changes needs, figures before the slower checks (selftest
 # and kernels by name only).
@@ -215,7 +216,10 @@ demo() { # demo NAME WANT [ARGS...]: hft demo --device cuda into a fresh folder;
 }
 
 step_demo_quick() { demo demo-quick 120 --quick; }
-step_demo() { demo demo 560; }
+# The GPU scale with three seeds by default (GPU_CHECK_DEMO_ARGS): on an H200 one seed took 72 s in all, most of it
+# the pretraining, which the seeds share.
+step_demo() { # shellcheck disable=SC2086
+  demo demo 560 ${GPU_CHECK_DEMO_ARGS---seeds 3}; }
 
 for s in $STEPS; do
   case $s in

@@ -95,7 +95,7 @@ public sealed class GpuCheckScriptTests
         Assert.That(calls.Select(c => c.Split('|')[0].Trim()), Is.EqualTo(new[]
         {
             "demo --device cuda --out /tmp/hft-demo-quick --quick",
-            "demo --device cuda --out /tmp/hft-demo",
+            "demo --device cuda --out /tmp/hft-demo --seeds 3",
         }), output);
     }
 
