@@ -84,31 +84,40 @@ public sealed unsafe partial class CpuBackend
         for (int c = s; c < e; c += SwiGluChunk)
         {
             int len = Math.Min(SwiGluChunk, e - c);
-            float* g = a->G + c, u = a->U + c, dg = a->Dg + c, du = a->Du + c;
+            float* g = a->G + c, u = a->U + c;
             if (bf16)
             {
                 WidenRange(a->G16 + c, gw, 0, len);
                 WidenRange(a->U16 + c, uw, 0, len);
-                g = gw; u = uw; dg = dgw; du = duw;
+                g = gw; u = uw;
             }
-            TensorPrimitives.Sigmoid(new ReadOnlySpan<float>(g, len), new Span<float>(sig, len));
             float* dh = a->H + c;
             if (a->Dh16 != null)
             {
                 WidenRange(a->Dh16 + c, dhw, 0, len);
                 dh = dhw;
             }
-            for (int j = 0; j < len; j++)
-            {
-                float gj = g[j], uj = u[j], sj = sig[j], dhj = dh[j];
-                float silu = gj * sj;
-                dg[j] = dhj * uj * sj * (1f + gj * (1f - sj));
-                du[j] = dhj * silu;
-            }
+            // Whole-chunk SIMD passes (the chunk stays in L1; a scalar loop here took about 1 ns per element), into
+            // dgw and duw first: dGate and dUp may alias gate and up.
+            ReadOnlySpan<float> G = new(g, len), U = new(u, len), D = new(dh, len), S = new(sig, len);
+            Span<float> dG = new(dgw, len), dU = new(duw, len);
+            TensorPrimitives.Sigmoid(G, new Span<float>(sig, len));
+            TensorPrimitives.Multiply(G, S, dU);           // silu(g) = g·σ
+            TensorPrimitives.Multiply(dU, D, dU);          // dUp = dh·silu(g)
+            TensorPrimitives.Subtract(1f, S, dG);          // 1 − σ
+            TensorPrimitives.MultiplyAdd(G, dG, 1f, dG);   // 1 + g·(1 − σ)
+            TensorPrimitives.Multiply(dG, S, dG);
+            TensorPrimitives.Multiply(dG, U, dG);
+            TensorPrimitives.Multiply(dG, D, dG);          // dGate = dh·u·σ·(1 + g·(1 − σ))
             if (bf16)
             {
                 RoundRange(dgw, a->Dg16 + c, 0, len);
                 RoundRange(duw, a->Du16 + c, 0, len);
+            }
+            else
+            {
+                dG.CopyTo(new Span<float>(a->Dg + c, len));
+                dU.CopyTo(new Span<float>(a->Du + c, len));
             }
         }
     }
