@@ -89,6 +89,37 @@ public sealed class HfBpeTokenizerTests
         Assert.That(() => t.Decode([264]), Throws.InstanceOf<ArgumentOutOfRangeException>());
     }
 
+    /// <summary>
+    /// The added tokens' flags as Hugging Face's added vocabulary applies them (its tests: "I saw a &lt;mask&gt; 😺" with
+    /// lstrip gives "Ġa", "&lt;mask&gt;", "Ġ😺"): lstrip and rstrip take the whitespace beside the token into it, and a
+    /// single_word token only matches between non-word characters (else its text is plain text).
+    /// </summary>
+    [Test]
+    public void AddedTokenFlagsStripWhitespaceAndKeepSingleWordsWhole()
+    {
+        JsonObject WithFlags(string flag)
+        {
+            var json = Small(ByteLevelPre(prefix: false));
+            json["added_tokens"]!.AsArray().Add(new JsonObject { ["id"] = 264, ["content"] = "<mask>", ["special"] = true, [flag] = true });
+            return json;
+        }
+        var plain = HfBpeTokenizer.Load(Write(Small(ByteLevelPre(prefix: false))));
+        List<int> Plain(string text) => Ids(plain, text);
+        var left = HfBpeTokenizer.Load(Write(WithFlags("lstrip")));
+        Assert.That(Ids(left, "the cat <mask> the"), Is.EqualTo(Plain("the cat").Append(264).Concat(Plain(" the"))));
+        Assert.That(Ids(left, "the<|end|>  <mask>"), Is.EqualTo(Plain("the").Append(262).Append(264)), "whitespace after the previous match goes too");
+        var right = HfBpeTokenizer.Load(Write(WithFlags("rstrip")));
+        Assert.That(Ids(right, "the cat <mask> \t the"), Is.EqualTo(Plain("the cat ").Append(264).Concat(Plain("the"))));
+        var word = HfBpeTokenizer.Load(Write(WithFlags("single_word")));
+        Assert.That(Ids(word, "the <mask> cat"), Is.EqualTo(Plain("the ").Append(264).Concat(Plain(" cat"))));
+        Assert.That(Ids(word, "(<mask>)"), Is.EqualTo(Plain("(").Append(264).Concat(Plain(")"))), "punctuation is no word character");
+        Assert.That(Ids(word, "the<mask> cat"), Does.Not.Contain(264), "a word character before: plain text");
+        Assert.That(Ids(word, "the <mask>_x"), Does.Not.Contain(264), "a connector after: plain text");
+        Assert.That(Ids(word, "the <mask>😀"), Does.Contain(264), "a symbol outside the BMP is no word character");
+        Assert.That(Ids(word, "x<mask>y <mask>"), Is.EqualTo(Plain("x<mask>y ").Append(264)), "a discarded match is passed over, the next one taken");
+        Assert.That(Ids(left, "the cat <mask> the"), Is.Not.EqualTo(Ids(plain, "the cat ").Append(264).Concat(Plain(" the"))), "the flags change the ids");
+    }
+
     [Test]
     public void DigitsAndSplitStepsCutBeforeTheMerges()
     {

@@ -8,8 +8,9 @@ namespace HftRuntime.Model.Tokenizers;
 
 /// <summary>
 /// A Hugging Face fast tokenizer (<c>tokenizer.json</c>) of the byte-level BPE kind — GPT-2, Llama 3, SmolLM and
-/// their relatives. The text is split at the added tokens (each such string in the text becomes its id, as Hugging
-/// Face encodes by default; their lstrip/rstrip/single_word flags are not applied), the rest normalized and
+/// their relatives. The text is split at the added tokens as Hugging Face's added vocabulary does (leftmost, the longest
+/// there; a <c>single_word</c> token only between non-word characters; <c>lstrip</c> and <c>rstrip</c> take in the
+/// whitespace beside it; every added token is matched on the text as given, <c>normalized</c> ones too), the rest normalized and
 /// pre-tokenized (<see cref="HfPreTokenizer"/>), and each piece, spelt in the byte-level alphabet, is merged pair by
 /// pair in the order of the file's merges (the lowest-ranked adjacent pair first, the leftmost among equals), as
 /// Hugging Face's BPE model does; with <c>ignore_merges</c> a piece that is itself in the vocabulary is taken whole.
@@ -30,22 +31,25 @@ public sealed class HfBpeTokenizer : ITokenizer
     private readonly Dictionary<(string, string), int> _ranks;
     private readonly string?[] _pieceOf;
     private readonly bool[] _special;
-    private readonly List<(string Content, int Id)> _added;
+    private readonly List<AddedToken> _added;
     private readonly HfPreTokenizer _pre;
     private readonly bool _ignoreMerges;
     private readonly ConcurrentDictionary<string, int[]> _cache = new(StringComparer.Ordinal);
 
-    private HfBpeTokenizer(byte[] json, Dictionary<string, int> vocab, Dictionary<(string, string), int> ranks, List<(string, int, bool)> added,
+    /// <summary>An entry of the file's added_tokens, with the flags that shape its matching.</summary>
+    private readonly record struct AddedToken(string Content, int Id, bool Special, bool LStrip, bool RStrip, bool SingleWord);
+
+    private HfBpeTokenizer(byte[] json, Dictionary<string, int> vocab, Dictionary<(string, string), int> ranks, List<AddedToken> added,
         HfPreTokenizer pre, bool ignoreMerges, int? bos, int? eos)
     {
         _json = json; _vocab = vocab; _ranks = ranks; _pre = pre; _ignoreMerges = ignoreMerges;
-        VocabSize = Math.Max(vocab.Count == 0 ? 0 : vocab.Values.Max() + 1, added.Count == 0 ? 0 : added.Max(a => a.Item2) + 1);
+        VocabSize = Math.Max(vocab.Count == 0 ? 0 : vocab.Values.Max() + 1, added.Count == 0 ? 0 : added.Max(a => a.Id) + 1);
         _pieceOf = new string?[VocabSize];
         _special = new bool[VocabSize];
         foreach (var (piece, id) in vocab) _pieceOf[id] = piece;
         // Longest first, so that of two added tokens starting at the same place the longer one wins.
-        _added = added.OrderByDescending(a => a.Item1.Length).Select(a => (a.Item1, a.Item2)).ToList();
-        foreach (var (content, id, special) in added) { _pieceOf[id] = content; _special[id] = special; }
+        _added = added.OrderByDescending(a => a.Content.Length).ToList();
+        foreach (var t in added) { _pieceOf[t.Id] = t.Content; _special[t.Id] = t.Special; }
         BosId = bos; EosId = eos;
     }
 
@@ -127,19 +131,20 @@ public sealed class HfBpeTokenizer : ITokenizer
                 ranks.TryAdd(pair, rank++);
             }
         }
-        var added = new List<(string, int, bool)>();
+        var added = new List<AddedToken>();
         if (root.TryGetProperty("added_tokens", out var a) && a.ValueKind == JsonValueKind.Array)
             foreach (var x in a.EnumerateArray())
             {
                 if (x.ValueKind != JsonValueKind.Object || !x.TryGetProperty("id", out var idNode) || idNode.ValueKind != JsonValueKind.Number || !idNode.TryGetInt32(out int id)
                     || id < 0 || !x.TryGetProperty("content", out var c) || Text(c) is not { Length: > 0 } content)
                     throw new InvalidInputException(path, $"an added token lacks an id or content: {x.GetRawText()}");
-                added.Add((content, id, x.TryGetProperty("special", out var s) && s.ValueKind == JsonValueKind.True));
+                bool Flag(string name) => x.TryGetProperty(name, out var f) && f.ValueKind == JsonValueKind.True;
+                added.Add(new AddedToken(content, id, Flag("special"), Flag("lstrip"), Flag("rstrip"), Flag("single_word")));
             }
         bool ignoreMerges = model.TryGetProperty("ignore_merges", out var im) && im.ValueKind == JsonValueKind.True;
         // Ids index arrays of the vocabulary's size: dense as in every real file, a gap or two allowed, no more.
         long entries = vocab.Count + added.Count;
-        foreach (var (name, id) in vocab.Select(e => (e.Key, e.Value)).Concat(added.Select(e => (e.Item1, e.Item2))))
+        foreach (var (name, id) in vocab.Select(e => (e.Key, e.Value)).Concat(added.Select(e => (e.Content, e.Id))))
             if (id >= 2 * entries + 1024) throw new InvalidInputException(path, $"token \"{name}\" has id {id}, far beyond the {entries} tokens the file holds");
         int? Id(string field)
         {
@@ -149,7 +154,7 @@ public sealed class HfBpeTokenizer : ITokenizer
             if (node is null) return null;
             if (node is not System.Text.Json.Nodes.JsonValue value || !value.TryGetValue(out string? text))
                 throw new InvalidInputException(configPath, $"\"{field}\" must be a token string or an object with a \"content\" string, got {config[field]!.ToJsonString()}");
-            foreach (var (content, id, _) in added) if (content == text) return id;
+            foreach (var t in added) if (t.Content == text) return t.Id;
             return vocab.TryGetValue(text, out int vid) ? vid
                 : throw new InvalidInputException(configPath, $"\"{field}\" is \"{text}\", which {FileName} does not hold");
         }
@@ -172,35 +177,63 @@ public sealed class HfBpeTokenizer : ITokenizer
     {
         ArgumentNullException.ThrowIfNull(text);
         ArgumentNullException.ThrowIfNull(output);
-        int at = 0;
+        // plain: where the text not yet encoded starts; from: where the next search for an added token starts (a
+        // discarded single_word match is passed over, as the matches of Hugging Face's automaton are).
+        int plain = 0, from = 0;
         var next = new int[_added.Count];
         System.Array.Fill(next, -2);
-        while (at < text.Length)
+        while (from < text.Length)
         {
-            var (start, length, id) = NextAdded(text, at, next);
-            if (start > at)
-                foreach (var piece in _pre.Split(text[at..start]))
-                    output.AddRange(Piece(ByteLevel.Encode(piece)));
-            if (length == 0) break;
-            output.Add(id);
-            at = start + length;
+            var (start, k) = NextAdded(text, from, next);
+            if (k < 0) break;
+            var token = _added[k];
+            int stop = start + token.Content.Length;
+            from = stop;
+            if (token.SingleWord && (start > 0 && IsWordBefore(text, start) || stop < text.Length && IsWordAt(text, stop))) continue;
+            if (token.LStrip) while (start > plain && char.IsWhiteSpace(text[start - 1])) start--;
+            if (token.RStrip) while (stop < text.Length && char.IsWhiteSpace(text[stop])) stop++;
+            if (start > plain) EncodePlain(text[plain..start], output);
+            output.Add(token.Id);
+            plain = Math.Max(plain, stop);
         }
+        if (plain < text.Length) EncodePlain(text[plain..], output);
     }
 
-    /// <summary>
-    /// The first added token at or after <paramref name="from"/> (the longest there), or (text end, 0, -1).
-    /// <paramref name="next"/> keeps each token's next occurrence (-1: none left, -2: not searched yet), so a text is
-    /// searched once per token, not once per occurrence.
-    /// </summary>
-    private (int Start, int Length, int Id) NextAdded(string text, int from, int[] next)
+    private void EncodePlain(string text, List<int> output)
     {
-        var best = (Start: text.Length, Length: 0, Id: -1);
+        foreach (var piece in _pre.Split(text)) output.AddRange(Piece(ByteLevel.Encode(piece)));
+    }
+
+    /// <summary>Whether the character (or surrogate pair) that ends before <paramref name="end"/> is a word character (\w).</summary>
+    private static bool IsWordBefore(string text, int end)
+    {
+        int i = end - 1;
+        if (char.IsLowSurrogate(text[i]) && i > 0 && char.IsHighSurrogate(text[i - 1])) i--;
+        return IsWordAt(text, i);
+    }
+
+    /// <summary>Whether the character (or surrogate pair) at <paramref name="start"/> is a word character (\w).</summary>
+    private static bool IsWordAt(string text, int start) => Rune.TryGetRuneAt(text, start, out var r) && IsWord(r);
+
+    /// <summary>\w of Hugging Face's regex crate: letters, digits, marks and connector punctuation.</summary>
+    private static bool IsWord(Rune r) => Rune.IsLetterOrDigit(r) || Rune.GetUnicodeCategory(r) is System.Globalization.UnicodeCategory.NonSpacingMark
+        or System.Globalization.UnicodeCategory.SpacingCombiningMark or System.Globalization.UnicodeCategory.EnclosingMark
+        or System.Globalization.UnicodeCategory.ConnectorPunctuation or System.Globalization.UnicodeCategory.LetterNumber;
+
+    /// <summary>
+    /// The first added token at or after <paramref name="from"/> (the longest there) as its start and its index in
+    /// the added tokens, or (text end, -1). <paramref name="next"/> keeps each token's next occurrence (-1: none left,
+    /// -2: not searched yet), so a text is searched once per token, not once per occurrence.
+    /// </summary>
+    private (int Start, int Index) NextAdded(string text, int from, int[] next)
+    {
+        var best = (Start: text.Length, Index: -1);
         for (int k = 0; k < _added.Count; k++)
         {
-            var (content, id) = _added[k];
+            string content = _added[k].Content;
             if (next[k] == -2 || next[k] >= 0 && next[k] < from) next[k] = text.IndexOf(content, from, StringComparison.Ordinal);
             int i = next[k];
-            if (i >= 0 && (i < best.Start || i == best.Start && content.Length > best.Length)) best = (i, content.Length, id);
+            if (i >= 0 && (i < best.Start || i == best.Start && content.Length > _added[best.Index].Content.Length)) best = (i, k);
         }
         return best;
     }
