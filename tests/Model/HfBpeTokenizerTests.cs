@@ -1,3 +1,4 @@
+using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using HftRuntime.Model.Tokenizers;
@@ -118,6 +119,34 @@ public sealed class HfBpeTokenizerTests
         Assert.That(Ids(word, "the <mask>😀"), Does.Contain(264), "a symbol outside the BMP is no word character");
         Assert.That(Ids(word, "x<mask>y <mask>"), Is.EqualTo(Plain("x<mask>y ").Append(264)), "a discarded match is passed over, the next one taken");
         Assert.That(Ids(left, "the cat <mask> the"), Is.Not.EqualTo(Ids(plain, "the cat ").Append(264).Concat(Plain(" the"))), "the flags change the ids");
+    }
+
+    /// <summary>
+    /// Characters outside the BMP keep their category in the patterns, as in Hugging Face's regex crate: "a𝑥b" (𝑥 is a
+    /// lowercase letter) is one letter run, "𝟙𝟚𝟛𝟜" (digits) splits after three, an emoji is one non-letter. With
+    /// ignore_merges a piece found whole in the vocabulary is one id, which shows where the pieces end.
+    /// </summary>
+    [Test]
+    public void CharactersOutsideTheBmpKeepTheirCategoryInThePatterns()
+    {
+        var pre = new JsonObject
+        {
+            ["type"] = "Sequence",
+            ["pretokenizers"] = new JsonArray(
+                new JsonObject { ["type"] = "Split", ["pattern"] = new JsonObject { ["Regex"] = Llama3Pattern }, ["behavior"] = "Isolated", ["invert"] = false },
+                ByteLevelPre(prefix: false, regex: false)),
+        };
+        var json = Small(pre);
+        json["model"]!["ignore_merges"] = true;
+        var vocab = json["model"]!["vocab"]!.AsObject();
+        string[] wholes = ["a𝑥b", " 𝑥", "𝟙𝟚𝟛", "😀a"];
+        for (int i = 0; i < wholes.Length; i++) vocab[Spell(Encoding.UTF8.GetBytes(wholes[i]))] = 300 + i;
+        var t = HfBpeTokenizer.Load(Write(json));
+        Assert.That(Ids(t, "a𝑥b"), Is.EqualTo(new[] { 300 }), "a letter run across a letter outside the BMP");
+        Assert.That(Ids(t, "the 𝑥"), Is.EqualTo(new[] { 't', 257, 301 }), "\" ?\\p{L}+\"-like: the space and the letter together");
+        Assert.That(Ids(t, "𝟙𝟚𝟛𝟜"), Is.EqualTo(new[] { 302 }.Concat(Encoding.UTF8.GetBytes("𝟜").Select(b => (int)b))), "\\p{N}{1,3}: three code points");
+        Assert.That(Ids(t, "😀a"), Is.EqualTo(new[] { 303 }), "[^\\r\\n\\p{L}\\p{N}]?\\p{L}+: one whole non-letter (not half of a pair) leads the run");
+        Assert.That(t.Decode(Ids(t, "x𝑥 😀 𝟙2").ToArray()), Is.EqualTo("x𝑥 😀 𝟙2"));
     }
 
     [Test]

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
@@ -149,16 +150,63 @@ internal sealed class HfPreTokenizer
 
     private static IEnumerable<string> Cut(Regex regex, string text, bool keepMatches)
     {
+        // Matched on a stand-in for text where each character outside the BMP is one character (see StandIn), the cuts
+        // mapped back to text's offsets.
+        var (subject, offsets) = StandIn(text);
         int at = 0;
-        for (var m = regex.Match(text); m.Success; m = m.NextMatch())
+        for (var m = regex.Match(subject); m.Success; m = m.NextMatch())
         {
             if (m.Length == 0) continue;
-            if (m.Index > at) yield return text[at..m.Index];
-            if (keepMatches) yield return m.Value;
-            at = m.Index + m.Length;
+            int start = offsets?[m.Index] ?? m.Index, end = offsets?[m.Index + m.Length] ?? m.Index + m.Length;
+            if (start > at) yield return text[at..start];
+            if (keepMatches) yield return text[start..end];
+            at = end;
         }
         if (at < text.Length) yield return text[at..];
     }
+
+    /// <summary>
+    /// .NET's regexes see a character outside the BMP as two surrogates, which no \p{L} or \p{N} matches; Hugging
+    /// Face's (Rust) see one code point of its category: "a𝑥b" is one letter run there, and "𝟙𝟚𝟛" three digits. So the
+    /// patterns run on a stand-in: each surrogate pair replaced by one BMP character of the same general category
+    /// (none of them a letter that patterns spell out), with <c>offsets[i]</c> the offset in <paramref name="text"/> of
+    /// the stand-in's character i (and of its end). Text without surrogate pairs is its own stand-in (offsets null).
+    /// </summary>
+    internal static (string Subject, int[]? Offsets) StandIn(string text)
+    {
+        int first = 0;
+        while (first + 1 < text.Length && !char.IsSurrogatePair(text[first], text[first + 1])) first++;
+        if (first + 1 >= text.Length) return (text, null);
+        var subject = new StringBuilder(text.Length);
+        var offsets = new List<int>(text.Length + 1);
+        for (int i = 0; i < text.Length; i++)
+        {
+            offsets.Add(i);
+            if (i + 1 < text.Length && char.IsSurrogatePair(text[i], text[i + 1]))
+            {
+                subject.Append(StandInFor(char.GetUnicodeCategory(text, i)));
+                i++;
+            }
+            else subject.Append(text[i]);
+        }
+        offsets.Add(text.Length);
+        return (subject.ToString(), offsets.ToArray());
+    }
+
+    /// <summary>A BMP character of <paramref name="category"/>.</summary>
+    private static char StandInFor(UnicodeCategory category) => category switch
+    {
+        UnicodeCategory.UppercaseLetter => '\u018E', UnicodeCategory.LowercaseLetter => '\u01DD', UnicodeCategory.TitlecaseLetter => '\u01C5',
+        UnicodeCategory.ModifierLetter => '\u02B0', UnicodeCategory.OtherLetter => '\u05D0',
+        UnicodeCategory.NonSpacingMark => '\u0300', UnicodeCategory.SpacingCombiningMark => '\u0903', UnicodeCategory.EnclosingMark => '\u20DD',
+        UnicodeCategory.DecimalDigitNumber => '\u0660', UnicodeCategory.LetterNumber => '\u2160', UnicodeCategory.OtherNumber => '\u00B2',
+        UnicodeCategory.ConnectorPunctuation => '\u203F', UnicodeCategory.DashPunctuation => '\u2010', UnicodeCategory.OpenPunctuation => '\u2045',
+        UnicodeCategory.ClosePunctuation => '\u2046', UnicodeCategory.InitialQuotePunctuation => '\u00AB', UnicodeCategory.FinalQuotePunctuation => '\u00BB',
+        UnicodeCategory.OtherPunctuation => '\u00A1', UnicodeCategory.MathSymbol => '\u00AC', UnicodeCategory.CurrencySymbol => '\u00A2',
+        UnicodeCategory.ModifierSymbol => '\u02C2', UnicodeCategory.OtherSymbol => '\u00A6', UnicodeCategory.Format => '\u00AD',
+        UnicodeCategory.PrivateUse => '\uE000', UnicodeCategory.SpaceSeparator => '\u3000',
+        _ => '\u0378', // unassigned
+    };
 
     private static string TypeOf(JsonElement e, string what, string path) =>
         e.ValueKind == JsonValueKind.Object && e.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String
