@@ -175,7 +175,7 @@ public sealed class HfBpeTokenizerTests
     [Test]
     public void BosAndEosComeFromTheConfigAndSurviveSaving()
     {
-        var config = new JsonObject { ["bos_token"] = "<|end|>", ["eos_token"] = new JsonObject { ["content"] = "<|end|>" }, ["chat_template"] = "x" };
+        var config = new JsonObject { ["bos_token"] = "<|end|>", ["add_bos_token"] = true, ["eos_token"] = new JsonObject { ["content"] = "<|end|>" }, ["chat_template"] = "x" };
         string dir = Write(Small(ByteLevelPre(prefix: false)), config);
         var t = Tokenizers.Load(dir);
         Assert.That(t, Is.InstanceOf<HfBpeTokenizer>());
@@ -189,6 +189,50 @@ public sealed class HfBpeTokenizerTests
 
         var noBos = Write(Small(ByteLevelPre(prefix: false)), new JsonObject { ["eos_token"] = "<none>" });
         Assert.That(() => Tokenizers.Load(noBos), Throws.InstanceOf<InvalidInputException>().With.Message.Contains("tokenizer_config.json").And.Message.Contains("<none>"));
+    }
+
+    /// <summary>
+    /// BOS is what Hugging Face would put first: the post-processor template's leading special token (Llama 3's
+    /// Sequence of ByteLevel and TemplateProcessing), overridden by add_bos_token; a bos_token alone is never added
+    /// (GPT-2, SmolLM2), so the data pipeline must not prepend it.
+    /// </summary>
+    [Test]
+    public void BosIsWhatThePostProcessorOrAddBosTokenAdds()
+    {
+        var template = new JsonObject
+        {
+            ["type"] = "Sequence",
+            ["processors"] = new JsonArray(
+                new JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = true, ["trim_offsets"] = false, ["use_regex"] = true },
+                new JsonObject
+                {
+                    ["type"] = "TemplateProcessing",
+                    ["single"] = new JsonArray(
+                        new JsonObject { ["SpecialToken"] = new JsonObject { ["id"] = "<tool>", ["type_id"] = 0 } },
+                        new JsonObject { ["Sequence"] = new JsonObject { ["id"] = "A", ["type_id"] = 0 } }),
+                    ["pair"] = new JsonArray(), ["special_tokens"] = new JsonObject(),
+                }),
+        };
+        JsonObject File(JsonNode? postProcessor)
+        {
+            var json = Small(ByteLevelPre(prefix: false));
+            json["post_processor"] = postProcessor?.DeepClone();
+            return json;
+        }
+        var named = new JsonObject { ["bos_token"] = "<|end|>", ["eos_token"] = "<|end|>" };
+        int? Bos(JsonNode? postProcessor, JsonObject? config) => Tokenizers.Load(Write(File(postProcessor), (JsonObject?)config?.DeepClone())).BosId;
+        Assert.That(Bos(null, named), Is.Null, "a bos_token with nothing that adds it (GPT-2, SmolLM2)");
+        Assert.That(Bos(template, named), Is.EqualTo(263), "the template's leading special token (Llama 3's <|begin_of_text|>)");
+        Assert.That(Bos(template, null), Is.EqualTo(263), "with no tokenizer_config.json at all");
+        Assert.That(Bos(template, new JsonObject { ["bos_token"] = "<|end|>", ["add_bos_token"] = false }), Is.Null, "add_bos_token false wins");
+        Assert.That(Bos(null, new JsonObject { ["bos_token"] = "<|end|>", ["add_bos_token"] = true }), Is.EqualTo(262), "add_bos_token true adds the bos_token");
+        Assert.That(Bos(new JsonObject { ["type"] = "ByteLevel" }, named), Is.Null);
+        var t = Tokenizers.Load(Write(File(template), named));
+        string saved = Fixtures.TempDirectory();
+        t.Save(saved);
+        Assert.That(Tokenizers.Load(saved).BosId, Is.EqualTo(263), "the decision survives saving");
+        Assert.That(() => Tokenizers.Load(Write(File(new JsonObject { ["type"] = "RobertaProcessing" }), named)),
+            Throws.InstanceOf<InvalidInputException>().With.Message.Contains("RobertaProcessing").And.Message.Contains("tokenizer.json"));
     }
 
     private static IEnumerable<TestCaseData> Unsupported()

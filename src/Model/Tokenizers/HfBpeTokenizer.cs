@@ -14,7 +14,9 @@ namespace HftRuntime.Model.Tokenizers;
 /// pre-tokenized (<see cref="HfPreTokenizer"/>), and each piece, spelt in the byte-level alphabet, is merged pair by
 /// pair in the order of the file's merges (the lowest-ranked adjacent pair first, the leftmost among equals), as
 /// Hugging Face's BPE model does; with <c>ignore_merges</c> a piece that is itself in the vocabulary is taken whole.
-/// BOS and EOS come from the <c>bos_token</c> and <c>eos_token</c> of the directory's tokenizer_config.json. The
+/// EOS is the <c>eos_token</c> of the directory's tokenizer_config.json; BOS (the id put first) is its
+/// <c>bos_token</c> only where Hugging Face would add it: as the post-processor's template does (Llama 3) or
+/// <c>add_bos_token</c> says, else none (GPT-2, SmolLM2 name a bos_token that is never added). The
 /// SentencePiece kind of tokenizer.json (byte_fallback; Llama 2, Mistral) is refused: those models ship
 /// tokenizer.model, which <see cref="SentencePieceTokenizer"/> reads.
 /// </summary>
@@ -158,7 +160,53 @@ public sealed class HfBpeTokenizer : ITokenizer
             return vocab.TryGetValue(text, out int vid) ? vid
                 : throw new InvalidInputException(configPath, $"\"{field}\" is \"{text}\", which {FileName} does not hold");
         }
-        return new HfBpeTokenizer(json, vocab, ranks, added, pre, ignoreMerges, Id("bos_token"), Id("eos_token"));
+        return new HfBpeTokenizer(json, vocab, ranks, added, pre, ignoreMerges, Bos(), Id("eos_token"));
+
+        // The BOS this tokenizer puts first, as Hugging Face's would: the one our own config records (bos_token_id);
+        // else as tokenizer_config.json's add_bos_token says; else the special token the post-processor's template
+        // puts before the text (Llama 3); none without one (GPT-2, SmolLM2: their bos_token is never added).
+        int? Bos()
+        {
+            int? template = TemplateBos(root, path, content => added.FirstOrDefault(x => x.Content == content) is { Content: not null } t ? t.Id
+                : vocab.TryGetValue(content, out int vid) ? vid : null);
+            if (config is not null && config.ContainsKey("bos_token_id")) return Id("bos_token");
+            return (config?["add_bos_token"] as System.Text.Json.Nodes.JsonValue)?.TryGetValue(out bool add) == true
+                ? add ? Id("bos_token") ?? template : null
+                : template;
+        }
+    }
+
+    /// <summary>
+    /// The id of the special token that the post_processor's TemplateProcessing (alone or in a Sequence) puts before
+    /// $A in its "single" template, or null (no post-processor, ByteLevel alone, or a template that starts with the
+    /// text). Special tokens after the text are not added (the data pipeline ends documents and turns with EOS itself).
+    /// </summary>
+    /// <exception cref="InvalidInputException">Another post-processor (Roberta, Bert), or a template token that the file lacks.</exception>
+    private static int? TemplateBos(JsonElement root, string path, Func<string, int?> idOf)
+    {
+        if (!root.TryGetProperty("post_processor", out var p) || p.ValueKind == JsonValueKind.Null) return null;
+        return FromProcessor(p);
+
+        int? FromProcessor(JsonElement processor)
+        {
+            string type = processor.ValueKind == JsonValueKind.Object && processor.TryGetProperty("type", out var t) ? Text(t) ?? "" : "";
+            switch (type)
+            {
+                case "ByteLevel": return null;
+                case "Sequence":
+                    if (!processor.TryGetProperty("processors", out var list) || list.ValueKind != JsonValueKind.Array)
+                        throw new InvalidInputException(path, "post_processor Sequence has no \"processors\" list");
+                    foreach (var x in list.EnumerateArray()) if (FromProcessor(x) is int id) return id;
+                    return null;
+                case "TemplateProcessing":
+                    if (!processor.TryGetProperty("single", out var single) || single.ValueKind != JsonValueKind.Array || single.GetArrayLength() == 0
+                        || !single[0].TryGetProperty("SpecialToken", out var first)) return null;
+                    string name = first.TryGetProperty("id", out var n) ? Text(n) ?? "" : "";
+                    return idOf(name) ?? throw new InvalidInputException(path, $"post_processor's template starts with \"{name}\", which the file does not hold");
+                default:
+                    throw new InvalidInputException(path, $"post_processor \"{type}\" is not supported (supported: TemplateProcessing, ByteLevel, Sequence)");
+            }
+        }
     }
 
     private static string? Text(JsonElement e) => e.ValueKind == JsonValueKind.String ? e.GetString() : null;
