@@ -15,17 +15,25 @@ namespace HftRuntime.Model;
 /// Seed of the sampling; prompt i of a call draws from its own stream <c>Rng.Derive(Seed, i)</c>, so a result does not
 /// depend on how the prompts are batched.
 /// </param>
-/// <param name="StopAtEos">Stop a sequence after it generates the end-of-sequence token (config.json's eos_token_id).</param>
+/// <param name="StopAtEos">
+/// Stop a sequence after it generates the end-of-sequence token (config.json's eos_token_id) or one of
+/// <paramref name="StopIds"/>.
+/// </param>
 /// <param name="UseKvCache">
 /// True (the default): prefill once, then one token per step against the key/value cache. False: recompute the
 /// model's full forward pass over the whole sequence for every new token (slow; the reference the cached path is
 /// tested against).
 /// </param>
+/// <param name="StopIds">
+/// More ids that end a sequence with <paramref name="StopAtEos"/>: the tokenizer's EOS, which ends every turn that
+/// training appended it to, and the rest of an eos_token_id list (Llama 3 Instruct ends turns with &lt;|eot_id|&gt;,
+/// not config.json's first id); see <see cref="StopTokens"/>.
+/// </param>
 public sealed record GenerationOptions(int MaxNewTokens = 64, float Temperature = 0f, float TopP = 1f, ulong Seed = 1,
-    bool StopAtEos = true, bool UseKvCache = true)
+    bool StopAtEos = true, bool UseKvCache = true, IReadOnlySet<int>? StopIds = null)
 {
-    /// <summary>Greedy decoding of up to <paramref name="maxNewTokens"/> tokens, stopping at EOS.</summary>
-    public static GenerationOptions Greedy(int maxNewTokens) => new(maxNewTokens);
+    /// <summary>Greedy decoding of up to <paramref name="maxNewTokens"/> tokens, stopping at EOS and <paramref name="stopIds"/>.</summary>
+    public static GenerationOptions Greedy(int maxNewTokens, IReadOnlySet<int>? stopIds = null) => new(maxNewTokens, StopIds: stopIds);
 
     /// <summary>Throws an <see cref="ArgumentOutOfRangeException"/> naming the first setting out of range.</summary>
     public void Validate()
@@ -206,15 +214,15 @@ public sealed class LlamaGenerator : IDisposable
 
     /// <summary>
     /// Greedy answers to text prompts, for exact-match evaluation: each prompt is encoded with
-    /// <see cref="EncodePrompt"/>, continued by up to <paramref name="maxNewTokens"/> tokens (stopping at EOS) with the
-    /// key/value cache, and decoded (special tokens dropped).
+    /// <see cref="EncodePrompt"/>, continued by up to <paramref name="maxNewTokens"/> tokens (stopping at EOS, the
+    /// tokenizer's too) with the key/value cache, and decoded (special tokens dropped).
     /// </summary>
     public string[] GreedyAnswers(IReadOnlyList<string> prompts, ITokenizer tokenizer, int maxNewTokens)
     {
         ArgumentNullException.ThrowIfNull(prompts);
         ArgumentNullException.ThrowIfNull(tokenizer);
         var ids = prompts.Select(p => EncodePrompt(p, tokenizer)).ToArray();
-        var outputs = Generate(ids, GenerationOptions.Greedy(maxNewTokens));
+        var outputs = Generate(ids, GenerationOptions.Greedy(maxNewTokens, StopTokens.Of(tokenizer)));
         return outputs.Select(o => tokenizer.Decode(o)).ToArray();
     }
 
@@ -270,7 +278,8 @@ public sealed class LlamaGenerator : IDisposable
     private void Accept(Sequence s, int token, GenerationOptions o)
     {
         s.Output.Add(token);
-        if ((o.StopAtEos && _c.EosTokenId == token) || s.Output.Count >= o.MaxNewTokens || s.Length >= MaxLength) s.Done = true;
+        if ((o.StopAtEos && (_c.EosTokenId == token || o.StopIds?.Contains(token) == true)) || s.Output.Count >= o.MaxNewTokens || s.Length >= MaxLength)
+            s.Done = true;
     }
 
     /// <summary>Host buffers for picking tokens (one vocabulary's worth, reused).</summary>

@@ -183,6 +183,42 @@ public sealed class GeneratorTests
         Assert.That(generator.Generate(prompts, new GenerationOptions(30, StopAtEos: false, UseKvCache: useCache)), Is.EqualTo(unstopped));
     }
 
+    /// <summary>Ids beside config.json's EOS end a sequence too (the tokenizer's EOS, Llama 3's &lt;|eot_id|&gt;).</summary>
+    [Test]
+    public void StopIdsEndASequenceLikeEos()
+    {
+        var prompts = Prompts(5, 3);
+        using var model = Load(_cpu, _trained, seq: 40, edit: c => c with { EosTokenId = null });
+        using var generator = new LlamaGenerator(model, 2, 40);
+        var unstopped = generator.Generate(prompts, new GenerationOptions(30));
+        int stop = unstopped[1][2];
+        var stopped = generator.Generate(prompts, new GenerationOptions(30, StopIds: new HashSet<int> { stop, -5 }));
+        for (int i = 0; i < prompts.Length; i++)
+        {
+            int first = Array.IndexOf(unstopped[i], stop);
+            Assert.That(stopped[i], Is.EqualTo(first < 0 ? unstopped[i] : unstopped[i][..(first + 1)]), $"prompt {i}");
+        }
+        Assert.That(stopped[1], Has.Length.LessThanOrEqualTo(3));
+        Assert.That(generator.Generate(prompts, new GenerationOptions(30, StopAtEos: false, StopIds: new HashSet<int> { stop })), Is.EqualTo(unstopped),
+            "--ignore-eos ignores them too");
+    }
+
+    [Test]
+    public void StopTokensComeFromTheTokenizerAndBothConfigsEosLists()
+    {
+        string dir = Fixtures.TempDirectory();
+        var tokenizer = new HftRuntime.Model.Tokenizers.ByteTokenizer();
+        File.WriteAllText(Path.Combine(dir, "config.json"), """{"eos_token_id": [5, 7]}""");
+        File.WriteAllText(Path.Combine(dir, "generation_config.json"), """{"eos_token_id": 9, "do_sample": true}""");
+        var want = new HashSet<int> { 5, 7, 9 };
+        if (tokenizer.EosId is int eos) want.Add(eos);
+        Assert.That(StopTokens.Read(dir, tokenizer), Is.EquivalentTo(want));
+        File.WriteAllText(Path.Combine(dir, "generation_config.json"), """{"eos_token_id": "nine"}""");
+        Assert.That(() => StopTokens.Read(dir, tokenizer), Throws.InstanceOf<InvalidInputException>().With.Message.Contains("generation_config.json"));
+        File.WriteAllText(Path.Combine(dir, "generation_config.json"), "{ not json");
+        Assert.That(() => StopTokens.Read(dir, tokenizer), Throws.InstanceOf<InvalidInputException>().With.Message.Contains("generation_config.json"));
+    }
+
     [Test]
     public void ASequenceStopsAtTheGeneratorsLength()
     {

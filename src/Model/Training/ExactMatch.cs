@@ -40,7 +40,7 @@ public static class ExactMatch
         for (int s = 0; s < prompts.Count; s += batch)
         {
             var chunk = prompts.Skip(s).Take(batch).ToList();
-            var outputs = generator.Generate(chunk.Select(p => p.PromptIds).ToList(), GenerationOptions.Greedy(maxNew));
+            var outputs = generator.Generate(chunk.Select(p => p.PromptIds).ToList(), GenerationOptions.Greedy(maxNew, StopTokens.Of(tokenizer)));
             for (int i = 0; i < chunk.Count; i++)
                 samples.Add(new AnswerSample(chunk[i].Prompt, chunk[i].Answer, tokenizer.Decode(outputs[i])));
         }

@@ -65,7 +65,7 @@ internal static class GenerateCommand
         using var llama = LlamaModel.Create(backend, config, layout);
         using (var weights = SafeTensorsCheckpoint.Open(modelDir)) llama.LoadWeights(weights);
         using var generator = new LlamaGenerator(llama, 1, maxLength);
-        var tokens = generator.Generate([ids], options)[0];
+        var tokens = generator.Generate([ids], options with { StopIds = StopTokens.Read(modelDir, tokenizer) })[0];
         return tokenizer.Decode(tokens);
     }
 }
