@@ -231,6 +231,13 @@ public sealed class HfBpeTokenizerTests
         string saved = Fixtures.TempDirectory();
         t.Save(saved);
         Assert.That(Tokenizers.Load(saved).BosId, Is.EqualTo(263), "the decision survives saving");
+        foreach (var odd in new JsonNode[] { new JsonObject { ["type"] = "TemplateProcessing", ["single"] = new JsonArray(3) },
+                     new JsonObject { ["type"] = "TemplateProcessing", ["single"] = new JsonArray(new JsonObject { ["SpecialToken"] = "x" }) },
+                     new JsonObject { ["type"] = "Sequence", ["processors"] = 1 }, new JsonArray() })
+        {
+            try { Tokenizers.Load(Write(File(odd), named)); } // a malformed post_processor loads or is refused by name, never crashes
+            catch (InvalidInputException e) { Assert.That(e.Message, Does.Contain("tokenizer.json"), odd.ToJsonString()); }
+        }
         Assert.That(() => Tokenizers.Load(Write(File(new JsonObject { ["type"] = "RobertaProcessing" }), named)),
             Throws.InstanceOf<InvalidInputException>().With.Message.Contains("RobertaProcessing").And.Message.Contains("tokenizer.json"));
     }
