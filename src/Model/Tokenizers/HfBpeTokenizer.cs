@@ -68,8 +68,9 @@ public sealed class HfBpeTokenizer : ITokenizer
     public int? EosId { get; }
 
     /// <summary>
-    /// Reads <c>tokenizer.json</c> from <paramref name="directory"/>, and BOS and EOS from its tokenizer_config.json
-    /// (<c>bos_token</c>, <c>eos_token</c>: a string or an object with "content"; or the ids this runtime writes).
+    /// Reads <c>tokenizer.json</c> from <paramref name="directory"/> and its tokenizer_config.json: EOS is its
+    /// <c>eos_token</c> (a string or an object with "content"; or the id this runtime writes), BOS as the class
+    /// summary says.
     /// </summary>
     /// <exception cref="InvalidInputException">The file is missing, corrupt, or of a kind not supported.</exception>
     public static HfBpeTokenizer Load(string directory)
@@ -156,9 +157,14 @@ public sealed class HfBpeTokenizer : ITokenizer
             if (node is null) return null;
             if (node is not System.Text.Json.Nodes.JsonValue value || !value.TryGetValue(out string? text))
                 throw new InvalidInputException(configPath, $"\"{field}\" must be a token string or an object with a \"content\" string, got {config[field]!.ToJsonString()}");
-            foreach (var t in added) if (t.Content == text) return t.Id;
-            return vocab.TryGetValue(text, out int vid) ? vid
-                : throw new InvalidInputException(configPath, $"\"{field}\" is \"{text}\", which {FileName} does not hold");
+            return IdOf(text) ?? throw new InvalidInputException(configPath, $"\"{field}\" is \"{text}\", which {FileName} does not hold");
+        }
+
+        // A token's id by its text: an added token first, else the vocabulary's entry.
+        int? IdOf(string content)
+        {
+            foreach (var t in added) if (t.Content == content) return t.Id;
+            return vocab.TryGetValue(content, out int id) ? id : null;
         }
         return new HfBpeTokenizer(json, vocab, ranks, added, pre, ignoreMerges, Bos(), Id("eos_token"));
 
@@ -167,8 +173,7 @@ public sealed class HfBpeTokenizer : ITokenizer
         // puts before the text (Llama 3); none without one (GPT-2, SmolLM2: their bos_token is never added).
         int? Bos()
         {
-            int? template = TemplateBos(root, path, content => added.FirstOrDefault(x => x.Content == content) is { Content: not null } t ? t.Id
-                : vocab.TryGetValue(content, out int vid) ? vid : null);
+            int? template = TemplateBos(root, path, IdOf);
             if (config is not null && config.ContainsKey("bos_token_id")) return Id("bos_token");
             return (config?["add_bos_token"] as System.Text.Json.Nodes.JsonValue)?.TryGetValue(out bool add) == true
                 ? add ? Id("bos_token") ?? template : null

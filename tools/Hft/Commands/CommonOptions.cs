@@ -21,10 +21,6 @@ internal static class CommonOptions
     };
 
     /// <summary>
-    /// <c>--precision</c>: fp32 or bf16 mixed precision; with <paramref name="auto"/> also "auto" (the default then):
-    /// bf16 on a CUDA device, fp32 elsewhere (see <see cref="PrecisionNames.Resolve"/>).
-    /// </summary>
-    /// <summary>
     /// --precision: fp32 or bf16, and with <paramref name="auto"/> also auto (bf16 on CUDA, fp32 elsewhere; see
     /// <see cref="PrecisionNames.Resolve"/>). The default is <paramref name="defaultValue"/>, else auto where it is
     /// accepted and fp32 otherwise.
