@@ -205,8 +205,8 @@ public sealed class HfBpeTokenizer : ITokenizer
                     return null;
                 case "TemplateProcessing":
                     if (!processor.TryGetProperty("single", out var single) || single.ValueKind != JsonValueKind.Array || single.GetArrayLength() == 0
-                        || single[0].ValueKind != JsonValueKind.Object || !single[0].TryGetProperty("SpecialToken", out var first)) return null;
-                    string name = first.ValueKind == JsonValueKind.Object && first.TryGetProperty("id", out var n) ? Text(n) ?? "" : "";
+                        || !single[0].TryGetProperty("SpecialToken", out var first)) return null;
+                    string name = first.TryGetProperty("id", out var n) ? Text(n) ?? "" : "";
                     return idOf(name) ?? throw new InvalidInputException(path, $"post_processor's template starts with \"{name}\", which the file does not hold");
                 default:
                     throw new InvalidInputException(path, $"post_processor \"{type}\" is not supported (supported: TemplateProcessing, ByteLevel, Sequence)");
