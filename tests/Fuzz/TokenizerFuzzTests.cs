@@ -158,7 +158,8 @@ public sealed class TokenizerFuzzTests
     /// <summary>
     /// 6,000 mutated Hugging Face tokenizer.json files a run (<see cref="HfBpeTokenizer"/>), from a small byte-level
     /// BPE with Llama 3's Split pattern, individual digits, an NFC normalizer, merges in both spellings, special and
-    /// plain added tokens, and a tokenizer_config.json naming BOS and EOS: JSON edits (70 %: types, kinds, patterns
+    /// plain added tokens (the plain one with lstrip, rstrip and single_word), Llama 3's post-processor (a BOS template),
+    /// and a tokenizer_config.json naming BOS and EOS: JSON edits (70 %: types, kinds, patterns
     /// that backtrack, ids of every size, ...), byte edits (20 %) and truncation (10 %); now and then the config is
     /// mutated instead. Allocation bound: 512 bytes per input byte (the parsed document, the vocabulary's dictionary
     /// and strings, the id table) plus 4 MB.
@@ -175,12 +176,29 @@ public sealed class TokenizerFuzzTests
                 Model.HfBpeTokenizerTests.ByteLevelPre(prefix: false, regex: false)),
         });
         seedJson["normalizer"] = new JsonObject { ["type"] = "Sequence", ["normalizers"] = new JsonArray(new JsonObject { ["type"] = "NFC" }) };
+        // Llama 3's post-processor (BOS from its template) and added-token flags, so that their readers are mutated too.
+        seedJson["post_processor"] = new JsonObject
+        {
+            ["type"] = "Sequence",
+            ["processors"] = new JsonArray(
+                new JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = true, ["trim_offsets"] = false, ["use_regex"] = true },
+                new JsonObject
+                {
+                    ["type"] = "TemplateProcessing",
+                    ["single"] = new JsonArray(
+                        new JsonObject { ["SpecialToken"] = new JsonObject { ["id"] = "<|end|>", ["type_id"] = 0 } },
+                        new JsonObject { ["Sequence"] = new JsonObject { ["id"] = "A", ["type_id"] = 0 } }),
+                }),
+        };
+        var tool = seedJson["added_tokens"]!.AsArray()[1]!.AsObject();
+        tool["lstrip"] = true; tool["rstrip"] = true; tool["single_word"] = true;
         byte[] seed = Encoding.UTF8.GetBytes(seedJson.ToJsonString());
         byte[] config = Encoding.UTF8.GetBytes("""{"bos_token": "<|end|>", "eos_token": {"content": "<|end|>", "special": true}, "chat_template": "x"}""");
         string[] extra =
         [
             "ByteLevel", "Split", "Digits", "Sequence", "Metaspace", "Regex", "String", "Isolated", "Removed", "BPE", "WordPiece",
             "byte_fallback", "ignore_merges", "NFC", "NFKD", "(a+)+$", "(?<=x)", @"\p{L}", "Ġ", "<|end|>", "bos_token", "content",
+            "post_processor", "TemplateProcessing", "SpecialToken", "RobertaProcessing", "add_bos_token", "lstrip", "single_word", "𝑥", "😀",
         ];
         var run = new FuzzRun("tokenizer-json");
         string dir = Path.Combine(_dir, "hf");
