@@ -177,19 +177,7 @@ public sealed class TokenizerFuzzTests
         });
         seedJson["normalizer"] = new JsonObject { ["type"] = "Sequence", ["normalizers"] = new JsonArray(new JsonObject { ["type"] = "NFC" }) };
         // Llama 3's post-processor (BOS from its template) and added-token flags, so that their readers are mutated too.
-        seedJson["post_processor"] = new JsonObject
-        {
-            ["type"] = "Sequence",
-            ["processors"] = new JsonArray(
-                new JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = true, ["trim_offsets"] = false, ["use_regex"] = true },
-                new JsonObject
-                {
-                    ["type"] = "TemplateProcessing",
-                    ["single"] = new JsonArray(
-                        new JsonObject { ["SpecialToken"] = new JsonObject { ["id"] = "<|end|>", ["type_id"] = 0 } },
-                        new JsonObject { ["Sequence"] = new JsonObject { ["id"] = "A", ["type_id"] = 0 } }),
-                }),
-        };
+        seedJson["post_processor"] = Model.HfBpeTokenizerTests.Llama3PostProcessor("<|end|>");
         var tool = seedJson["added_tokens"]!.AsArray()[1]!.AsObject();
         tool["lstrip"] = true; tool["rstrip"] = true; tool["single_word"] = true;
         byte[] seed = Encoding.UTF8.GetBytes(seedJson.ToJsonString());

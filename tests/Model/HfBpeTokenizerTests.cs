@@ -44,6 +44,22 @@ public sealed class HfBpeTokenizerTests
         };
     }
 
+    /// <summary>Llama 3's post_processor: ByteLevel, then a template that puts <paramref name="bos"/> before the text.</summary>
+    internal static JsonObject Llama3PostProcessor(string bos) => new()
+    {
+        ["type"] = "Sequence",
+        ["processors"] = new JsonArray(
+            new JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = true, ["trim_offsets"] = false, ["use_regex"] = true },
+            new JsonObject
+            {
+                ["type"] = "TemplateProcessing",
+                ["single"] = new JsonArray(
+                    new JsonObject { ["SpecialToken"] = new JsonObject { ["id"] = bos, ["type_id"] = 0 } },
+                    new JsonObject { ["Sequence"] = new JsonObject { ["id"] = "A", ["type_id"] = 0 } }),
+                ["pair"] = new JsonArray(), ["special_tokens"] = new JsonObject(),
+            }),
+    };
+
     private static string Spell(byte b) => Spell([b]);
 
     private static string Spell(byte[] bytes)
@@ -199,20 +215,7 @@ public sealed class HfBpeTokenizerTests
     [Test]
     public void BosIsWhatThePostProcessorOrAddBosTokenAdds()
     {
-        var template = new JsonObject
-        {
-            ["type"] = "Sequence",
-            ["processors"] = new JsonArray(
-                new JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = true, ["trim_offsets"] = false, ["use_regex"] = true },
-                new JsonObject
-                {
-                    ["type"] = "TemplateProcessing",
-                    ["single"] = new JsonArray(
-                        new JsonObject { ["SpecialToken"] = new JsonObject { ["id"] = "<tool>", ["type_id"] = 0 } },
-                        new JsonObject { ["Sequence"] = new JsonObject { ["id"] = "A", ["type_id"] = 0 } }),
-                    ["pair"] = new JsonArray(), ["special_tokens"] = new JsonObject(),
-                }),
-        };
+        var template = Llama3PostProcessor("<tool>");
         JsonObject File(JsonNode? postProcessor)
         {
             var json = Small(ByteLevelPre(prefix: false));
